@@ -1,0 +1,277 @@
+//! Back-office use cases: merchants (own shop) and admins (any shop) create, list, read,
+//! restock and terminate templates and read their audit log; the system ends templates whose
+//! claim window passed. Ownership failures are 404, so a merchant cannot even learn that
+//! another shop's template exists.
+
+use crate::clock::Clock;
+use crate::error::AppError;
+use crate::ids::IdGenerator;
+use crate::ports::{ChangeOutcome, CreateOutcome, IdempotencyRecord, Page, TemplateQuery, TemplateStore};
+use stampede_domain::audit::AuditEntry;
+use stampede_domain::auth::{Principal, Role};
+use stampede_domain::ids::{ShopId, TemplateId};
+use stampede_domain::template::{
+    ChangeError, Kind, MAX_STOCK, Source, Template, TemplateChange, TemplateDraft, TemplateStatus,
+};
+use stampede_domain::{ErrorCode, ValidationErrors};
+use std::sync::Arc;
+use tracing::instrument;
+
+pub const MAX_PAGE_SIZE: u32 = 100;
+pub const DEFAULT_PAGE_SIZE: u32 = 20;
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// A client's `Idempotency-Key` with the hash of the request it came with.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub request_hash: String,
+}
+
+impl IdempotencyKey {
+    /// Accepts 1–255 visible ASCII characters (a UUID fits; so do most client schemes).
+    pub fn parse(key: &str, request_hash: String) -> Result<Self, AppError> {
+        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(AppError::validation(
+                "Idempotency-Key",
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
+            ));
+        }
+        Ok(Self { key: key.to_owned(), request_hash })
+    }
+}
+
+pub struct CreateTemplate {
+    pub draft: TemplateDraft,
+    /// The shop to create for; admins must name one for shop templates, merchants may only
+    /// repeat their own.
+    pub shop_id: Option<ShopId>,
+    pub idempotency: Option<IdempotencyKey>,
+    /// Field errors the edge already found (type errors); merged with the domain's.
+    pub edge_errors: ValidationErrors,
+}
+
+#[derive(Debug)]
+pub struct Created {
+    pub template: Template,
+    /// True when an earlier request with the same key made it.
+    pub replayed: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub shop_id: Option<ShopId>,
+    pub status: Option<TemplateStatus>,
+    pub kind: Option<Kind>,
+    pub name: Option<String>,
+    pub page: Option<u32>,
+    pub page_size: Option<u32>,
+}
+
+pub struct BackOffice {
+    store: Arc<dyn TemplateStore>,
+    ids: Arc<IdGenerator>,
+    clock: Arc<dyn Clock>,
+}
+
+fn require_back_office(who: &Principal) -> Result<(), AppError> {
+    match who.role {
+        Role::Merchant | Role::Admin => Ok(()),
+        _ => Err(AppError::Forbidden("only merchants and admins use the back-office".into())),
+    }
+}
+
+impl BackOffice {
+    pub fn new(store: Arc<dyn TemplateStore>, ids: Arc<IdGenerator>, clock: Arc<dyn Clock>) -> Self {
+        Self { store, ids, clock }
+    }
+
+    /// Which shop a new template belongs to, or why the caller may not create it.
+    fn target_shop(who: &Principal, source: Source, requested: Option<ShopId>) -> Result<ShopId, AppError> {
+        match (who.role, source) {
+            (Role::Merchant, Source::Platform) => {
+                Err(AppError::Forbidden("only admins create platform templates".into()))
+            }
+            (Role::Merchant, Source::Shop) => {
+                let own = who.shop_id.ok_or_else(|| AppError::Forbidden("merchant token without shop_id".into()))?;
+                match requested {
+                    Some(s) if s != own => {
+                        Err(AppError::Forbidden("merchants create templates for their own shop only".into()))
+                    }
+                    _ => Ok(own),
+                }
+            }
+            (Role::Admin, Source::Platform) => match requested {
+                Some(_) => Err(AppError::validation("shop_id", "platform templates belong to no shop; omit shop_id")),
+                None => Ok(ShopId::PLATFORM),
+            },
+            (Role::Admin, Source::Shop) => {
+                requested.ok_or_else(|| AppError::validation("shop_id", "is required when an admin creates a shop template"))
+            }
+            _ => Err(AppError::Forbidden("only merchants and admins create templates".into())),
+        }
+    }
+
+    #[instrument(skip_all, fields(actor = %who.actor()))]
+    pub async fn create(&self, who: &Principal, req: CreateTemplate) -> Result<Created, AppError> {
+        require_back_office(who)?;
+        let source = req.draft.source.unwrap_or(Source::Shop);
+        let shop_id = Self::target_shop(who, source, req.shop_id)?;
+        let id = TemplateId::new(self.ids.next()?)
+            .ok_or_else(|| AppError::Internal("id generator produced a non-positive id".into()))?;
+        let now = self.clock.now();
+
+        let mut errors = req.edge_errors;
+        let validated = req.draft.validate(id, shop_id, now);
+        let template = match validated {
+            Ok(t) if errors.is_empty() => t,
+            Ok(_) => return Err(AppError::Validation(errors)),
+            Err(domain) => {
+                // A field the edge could not read is reported once, with the edge's reason.
+                for e in domain.into_vec() {
+                    if !errors.has(&e.field) {
+                        errors.add(&e.field, e.message);
+                    }
+                }
+                return Err(AppError::Validation(errors));
+            }
+        };
+
+        let record = req.idempotency.as_ref().map(|k| IdempotencyRecord {
+            shop_id,
+            key: k.key.clone(),
+            request_hash: k.request_hash.clone(),
+            template_id: id,
+            created_at: template.created_at,
+        });
+        let audit = AuditEntry::created(&template, &who.actor());
+        match self.store.create_template(&template, &audit, record.as_ref()).await? {
+            CreateOutcome::Created => Ok(Created { template: template.as_of(now), replayed: false }),
+            CreateOutcome::KeyExists { record: existing, template: found } => {
+                let same = record.is_some_and(|r| r.request_hash == existing.request_hash);
+                match (same, found) {
+                    (true, Some(t)) => Ok(Created { template: t.as_of(now), replayed: true }),
+                    (true, None) => Err(AppError::Internal("idempotency record points at a missing template".into())),
+                    (false, _) => Err(AppError::IdempotencyKeyReused),
+                }
+            }
+        }
+    }
+
+    /// The template if `who` may see it; 404 otherwise (existence does not leak).
+    pub async fn get(&self, who: &Principal, id: TemplateId) -> Result<Template, AppError> {
+        require_back_office(who)?;
+        match self.store.get_template(id).await? {
+            Some(t) if who.can_manage_shop(t.shop_id) => Ok(t.as_of(self.clock.now())),
+            _ => Err(AppError::not_found("template")),
+        }
+    }
+
+    pub async fn list(&self, who: &Principal, f: ListFilter) -> Result<(Page<Template>, u32, u32), AppError> {
+        require_back_office(who)?;
+        let shop_id = match who.role {
+            Role::Merchant => {
+                let own = who.shop_id.ok_or_else(|| AppError::Forbidden("merchant token without shop_id".into()))?;
+                if f.shop_id.is_some_and(|s| s != own) {
+                    return Err(AppError::Forbidden("merchants list their own shop only".into()));
+                }
+                Some(own)
+            }
+            _ => f.shop_id,
+        };
+        let mut errs = ValidationErrors::new();
+        let page = f.page.unwrap_or(1);
+        if page == 0 {
+            errs.add("page", "must be at least 1");
+        }
+        let page_size = f.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
+        if !(1..=MAX_PAGE_SIZE).contains(&page_size) {
+            errs.add("page_size", format!("must be between 1 and {MAX_PAGE_SIZE}"));
+        }
+        if page.saturating_mul(page_size) > 1_000_000 {
+            errs.add("page", "is too deep: narrow the filters instead");
+        }
+        if let Some(n) = &f.name {
+            if n.chars().count() > 100 {
+                errs.add("name", "must be at most 100 characters");
+            }
+        }
+        errs.finish(())?;
+        let now = self.clock.now();
+        let q = TemplateQuery {
+            shop_id,
+            status: f.status,
+            kind: f.kind,
+            name: f.name.filter(|n| !n.is_empty()),
+            page,
+            page_size,
+            now,
+        };
+        let mut result = self.store.list_templates(&q).await?;
+        result.items = result.items.into_iter().map(|t| t.as_of(now)).collect();
+        Ok((result, page, page_size))
+    }
+
+    #[instrument(skip_all, fields(actor = %who.actor(), template = %id))]
+    pub async fn add_stock(&self, who: &Principal, id: TemplateId, add: i64) -> Result<Template, AppError> {
+        if !(1..=MAX_STOCK).contains(&add) {
+            return Err(AppError::validation("add", format!("must be between 1 and {MAX_STOCK}")));
+        }
+        self.change(who, id, TemplateChange::AddStock(add)).await
+    }
+
+    #[instrument(skip_all, fields(actor = %who.actor(), template = %id))]
+    pub async fn terminate(&self, who: &Principal, id: TemplateId) -> Result<Template, AppError> {
+        self.change(who, id, TemplateChange::Terminate).await
+    }
+
+    async fn change(&self, who: &Principal, id: TemplateId, change: TemplateChange) -> Result<Template, AppError> {
+        self.get(who, id).await?;
+        let now = self.clock.now();
+        match self.store.change_template(id, change, &who.actor(), now).await? {
+            ChangeOutcome::Changed(t) | ChangeOutcome::Unchanged(t) => Ok(t.as_of(now)),
+            ChangeOutcome::NotFound => Err(AppError::not_found("template")),
+            ChangeOutcome::Refused(e) => Err(refusal(e)),
+        }
+    }
+
+    pub async fn audit(&self, who: &Principal, id: TemplateId) -> Result<Vec<AuditEntry>, AppError> {
+        self.get(who, id).await?;
+        Ok(self.store.audit_log(id).await?)
+    }
+
+    /// Ends every active template whose window has passed (at most `batch` per call);
+    /// returns how many it ended. Safe to run on many nodes at once: the store's
+    /// transaction makes a second `End` a no-op.
+    pub async fn end_due(&self, batch: u32) -> Result<usize, AppError> {
+        let now = self.clock.now();
+        let mut ended = 0;
+        for id in self.store.templates_due_to_end(now, batch).await? {
+            if let ChangeOutcome::Changed(_) = self.store.change_template(id, TemplateChange::End, "system", now).await? {
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Forgets idempotency keys older than `retention`.
+    pub async fn purge_idempotency(&self, retention: jiff::SignedDuration) -> Result<u64, AppError> {
+        let cutoff = self.clock.now().checked_sub(retention).unwrap_or(jiff::Timestamp::MIN);
+        Ok(self.store.purge_idempotency_keys(cutoff).await?)
+    }
+}
+
+fn refusal(e: ChangeError) -> AppError {
+    match e {
+        ChangeError::Terminated => AppError::Conflict {
+            code: ErrorCode::TemplateTerminated,
+            detail: "the template was terminated".into(),
+        },
+        ChangeError::Ended => AppError::Conflict {
+            code: ErrorCode::ClaimEnded,
+            detail: "the template's claim window has ended".into(),
+        },
+        ChangeError::StockCap => AppError::validation("add", format!("stock_total would exceed {MAX_STOCK}")),
+        ChangeError::InvalidAdd => AppError::validation("add", "must be at least 1"),
+    }
+}

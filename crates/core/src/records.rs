@@ -1,0 +1,197 @@
+//! Flat, primitive-only forms of domain values, shared by the SQL adapters so that both
+//! dialects read and write exactly the same columns and decode them with the same checks.
+
+use crate::ports::StoreError;
+use stampede_domain::audit::{AuditAction, AuditEntry};
+use stampede_domain::ids::{GoodsId, ShopId, TemplateId};
+use stampede_domain::money::Money;
+use stampede_domain::template::{Kind, Scope, Source, Template, TemplateStatus};
+use stampede_domain::time::{from_ms, to_ms};
+
+/// One `templates` row. Times are epoch milliseconds; `goods_ids` is a comma-separated list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateRecord {
+    pub id: i64,
+    pub shop_id: i64,
+    pub name: String,
+    pub instructions: String,
+    pub source: String,
+    pub scope: String,
+    pub goods_ids: String,
+    pub kind: String,
+    pub amount_off: Option<i64>,
+    pub threshold: Option<i64>,
+    pub percent_off: Option<i64>,
+    pub max_off: Option<i64>,
+    pub stock_total: i64,
+    pub stock: i64,
+    pub claim_start_ms: i64,
+    pub claim_end_ms: i64,
+    pub valid_from_ms: Option<i64>,
+    pub valid_until_ms: Option<i64>,
+    pub validity_hours: Option<i64>,
+    pub per_user_limit: i64,
+    pub status: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// The column list in the order `TemplateRecord` is bound and read, for building SQL.
+pub const TEMPLATE_COLUMNS: &str = "id, shop_id, name, instructions, source, scope, goods_ids, kind, \
+     amount_off, threshold, percent_off, max_off, stock_total, stock, claim_start_ms, claim_end_ms, \
+     valid_from_ms, valid_until_ms, validity_hours, per_user_limit, status, created_at_ms, updated_at_ms";
+
+fn corrupt(what: &str, id: i64) -> StoreError {
+    StoreError::Corrupt(format!("template {id}: bad {what}"))
+}
+
+fn money(v: Option<i64>, what: &str, id: i64) -> Result<Option<Money>, StoreError> {
+    v.map(|c| Money::parse(c).map_err(|_| corrupt(what, id))).transpose()
+}
+
+impl TemplateRecord {
+    pub fn from_template(t: &Template) -> Self {
+        Self {
+            id: t.id.get(),
+            shop_id: t.shop_id.get(),
+            name: t.name.clone(),
+            instructions: t.instructions.clone(),
+            source: t.source.as_str().to_owned(),
+            scope: t.scope.as_str().to_owned(),
+            goods_ids: t.goods_ids.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(","),
+            kind: t.kind.as_str().to_owned(),
+            amount_off: t.amount_off.map(Money::cents),
+            threshold: t.threshold.map(Money::cents),
+            percent_off: t.percent_off.map(i64::from),
+            max_off: t.max_off.map(Money::cents),
+            stock_total: t.stock_total,
+            stock: t.stock,
+            claim_start_ms: to_ms(t.claim_start),
+            claim_end_ms: to_ms(t.claim_end),
+            valid_from_ms: t.valid_from.map(to_ms),
+            valid_until_ms: t.valid_until.map(to_ms),
+            validity_hours: t.validity_hours.map(i64::from),
+            per_user_limit: i64::from(t.per_user_limit),
+            status: t.status.as_str().to_owned(),
+            created_at_ms: to_ms(t.created_at),
+            updated_at_ms: to_ms(t.updated_at),
+        }
+    }
+
+    pub fn into_template(self) -> Result<Template, StoreError> {
+        let id = self.id;
+        let goods_ids = if self.goods_ids.is_empty() {
+            Vec::new()
+        } else {
+            self.goods_ids
+                .split(',')
+                .map(|g| GoodsId::parse(g).ok_or_else(|| corrupt("goods_ids", id)))
+                .collect::<Result<_, _>>()?
+        };
+        Ok(Template {
+            id: TemplateId::new(id).ok_or_else(|| corrupt("id", id))?,
+            shop_id: ShopId::from_stored(self.shop_id).ok_or_else(|| corrupt("shop_id", id))?,
+            source: Source::parse(&self.source).ok_or_else(|| corrupt("source", id))?,
+            scope: Scope::parse(&self.scope).ok_or_else(|| corrupt("scope", id))?,
+            kind: Kind::parse(&self.kind).ok_or_else(|| corrupt("kind", id))?,
+            status: TemplateStatus::parse(&self.status).ok_or_else(|| corrupt("status", id))?,
+            name: self.name,
+            instructions: self.instructions,
+            goods_ids,
+            amount_off: money(self.amount_off, "amount_off", id)?,
+            threshold: money(self.threshold, "threshold", id)?,
+            percent_off: self.percent_off.map(|p| u8::try_from(p).map_err(|_| corrupt("percent_off", id))).transpose()?,
+            max_off: money(self.max_off, "max_off", id)?,
+            stock_total: self.stock_total,
+            stock: self.stock,
+            claim_start: from_ms(self.claim_start_ms),
+            claim_end: from_ms(self.claim_end_ms),
+            valid_from: self.valid_from_ms.map(from_ms),
+            valid_until: self.valid_until_ms.map(from_ms),
+            validity_hours: self
+                .validity_hours
+                .map(|h| u32::try_from(h).map_err(|_| corrupt("validity_hours", id)))
+                .transpose()?,
+            per_user_limit: u32::try_from(self.per_user_limit).map_err(|_| corrupt("per_user_limit", id))?,
+            created_at: from_ms(self.created_at_ms),
+            updated_at: from_ms(self.updated_at_ms),
+        })
+    }
+}
+
+/// One `template_audit` row; `before`/`after` are JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub template_id: i64,
+    pub shop_id: i64,
+    pub at_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub before_json: Option<String>,
+    pub after_json: String,
+}
+
+impl AuditRecord {
+    pub fn from_entry(e: &AuditEntry) -> Self {
+        Self {
+            template_id: e.template_id.get(),
+            shop_id: e.shop_id.get(),
+            at_ms: to_ms(e.at),
+            actor: e.actor.clone(),
+            action: e.action.as_str().to_owned(),
+            before_json: e.before.as_ref().map(|v| v.to_string()),
+            after_json: e.after.to_string(),
+        }
+    }
+
+    pub fn into_entry(self) -> Result<AuditEntry, StoreError> {
+        let bad = |what: &str| StoreError::Corrupt(format!("audit of template {}: bad {what}", self.template_id));
+        let before = match &self.before_json {
+            Some(s) => Some(serde_json::from_str(s).map_err(|_| bad("before"))?),
+            None => None,
+        };
+        Ok(AuditEntry {
+            template_id: TemplateId::new(self.template_id).ok_or_else(|| bad("template_id"))?,
+            shop_id: ShopId::from_stored(self.shop_id).ok_or_else(|| bad("shop_id"))?,
+            at: from_ms(self.at_ms),
+            action: AuditAction::parse(&self.action).ok_or_else(|| bad("action"))?,
+            after: serde_json::from_str(&self.after_json).map_err(|_| bad("after"))?,
+            before,
+            actor: self.actor,
+        })
+    }
+}
+
+/// Escapes `%`, `_` and `\` so a user's name filter matches literally in `LIKE … ESCAPE '\'`.
+pub fn like_pattern(needle: &str) -> String {
+    let mut out = String::with_capacity(needle.len() + 2);
+    out.push('%');
+    for c in needle.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+/// The SQL condition (and its `now` binds count) for a status filter, shared by both
+/// dialects: an `active` row past its `claim_end` counts as `ended` until the sweep writes it.
+pub fn status_condition(status: TemplateStatus) -> &'static str {
+    match status {
+        TemplateStatus::Active => "(status = 'active' AND claim_end_ms > ?)",
+        TemplateStatus::Ended => "(status = 'ended' OR (status = 'active' AND claim_end_ms <= ?))",
+        TemplateStatus::Terminated => "(status = 'terminated' AND ? IS NOT NULL)",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_escapes_wildcards() {
+        assert_eq!(like_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
+    }
+}

@@ -1,0 +1,23 @@
+//! Stampede's domain core: the types every other crate speaks, and the rules that decide what
+//! a valid template is and how it may change. No I/O, no storage traits, no clocks: callers
+//! pass `now` in, so every rule is a pure function that unit and property tests can drive.
+//!
+//! Layout: `ids` (snowflake ids and their wire format), `money` (minor-unit amounts),
+//! `validation` (field errors gathered all at once), `template` (the coupon template, its
+//! creation rules and its changes), `auth` (roles and the acting principal), `audit`,
+//! `error` (the stable error codes of the API contract).
+
+pub mod audit;
+pub mod auth;
+pub mod error;
+pub mod ids;
+pub mod money;
+pub mod snowflake;
+pub mod template;
+pub mod time;
+pub mod validation;
+
+pub use error::ErrorCode;
+pub use ids::{ShopId, TemplateId};
+pub use money::Money;
+pub use validation::{FieldError, ValidationErrors};
