@@ -1,0 +1,130 @@
+//! Error policy for the HTTP layer, in one place:
+//!
+//! - Every failure leaves as `application/problem+json` with the SPEC's fields
+//!   (`type`, `title`, `status`, `detail`, `code`, `request_id`, and `errors[]` for
+//!   validation). `code` is the stable machine-readable name; clients branch on it.
+//! - Use cases return `AppError`; extractors build `ApiError` directly. Both end here.
+//! - A 5xx never carries internals: the detail is generic and the cause chain goes to the log
+//!   with the request id, so an operator can find it from the client's report.
+
+use crate::request_id::current_request_id;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use stampede_core::AppError;
+use stampede_domain::{ErrorCode, FieldError};
+use utoipa::ToSchema;
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// `urn:stampede:problem:<CODE>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    pub code: ErrorCode,
+    pub request_id: String,
+    /// Present for `VALIDATION_FAILED`: every offending field, all at once.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    code: ErrorCode,
+    detail: String,
+    errors: Vec<FieldError>,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self { code, detail: detail.into(), errors: Vec::new(), source: None }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(ErrorCode::NotFound, "no such resource")
+    }
+
+    pub fn validation(errors: stampede_domain::ValidationErrors) -> Self {
+        let n = errors.as_slice().len();
+        Self {
+            code: ErrorCode::ValidationFailed,
+            detail: format!("{n} field(s) failed validation; see errors"),
+            errors: errors.into_vec(),
+            source: None,
+        }
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        let code = e.code();
+        match e {
+            AppError::Validation(errs) => ApiError::validation(errs),
+            AppError::Unavailable(src) | AppError::Internal(src) => {
+                ApiError { code, detail: String::new(), errors: Vec::new(), source: Some(src) }
+            }
+            other => ApiError::new(code, other.to_string()),
+        }
+    }
+}
+
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let request_id = current_request_id();
+        let detail = if status.is_server_error() {
+            let cause = self.source.as_deref().map(|s| chain(s)).unwrap_or_else(|| self.detail.clone());
+            tracing::error!(request_id = %request_id, code = self.code.as_str(), cause = %cause, "request failed");
+            match self.code {
+                ErrorCode::Unavailable => "a dependency is unavailable; retry later".to_owned(),
+                _ => "an internal error occurred; quote the request_id when reporting it".to_owned(),
+            }
+        } else {
+            self.detail
+        };
+        let problem = Problem {
+            kind: format!("urn:stampede:problem:{}", self.code.as_str()),
+            title: self.code.title(),
+            status: status.as_u16(),
+            detail,
+            code: self.code,
+            request_id,
+            errors: self.errors,
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut resp = (status, body).into_response();
+        let headers = resp.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        match self.code {
+            ErrorCode::Unauthenticated => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ErrorCode::Unavailable | ErrorCode::RateLimited => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,122 @@
+//! Reads a JSON object field by field into typed values, collecting every problem (wrong
+//! type, out of range, unknown field) instead of stopping at the first, which is what serde
+//! would do. Each reader records the field as known; `finish` flags the rest as unknown.
+
+use jiff::Timestamp;
+use serde_json::{Map, Value};
+use stampede_domain::ValidationErrors;
+use std::collections::BTreeSet;
+
+pub struct Fields {
+    map: Map<String, Value>,
+    known: BTreeSet<&'static str>,
+    pub errors: ValidationErrors,
+}
+
+impl Fields {
+    pub fn new(map: Map<String, Value>) -> Self {
+        Self { map, known: BTreeSet::new(), errors: ValidationErrors::new() }
+    }
+
+    /// The raw value of `name`; JSON `null` counts as absent.
+    fn take(&mut self, name: &'static str) -> Option<Value> {
+        self.known.insert(name);
+        self.map.remove(name).filter(|v| !v.is_null())
+    }
+
+    pub fn string(&mut self, name: &'static str) -> Option<String> {
+        match self.take(name)? {
+            Value::String(s) => Some(s),
+            _ => {
+                self.errors.add(name, "must be a string");
+                None
+            }
+        }
+    }
+
+    /// A JSON integer within i64. Fractions, exponents, strings and overflowing numbers are
+    /// type errors, so "100.5 cents" or "1e30" never reaches the domain.
+    pub fn int(&mut self, name: &'static str) -> Option<i64> {
+        match self.take(name)? {
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => Some(i),
+                None if n.is_u64() => {
+                    self.errors.add(name, "is too large");
+                    None
+                }
+                None => {
+                    self.errors.add(name, "must be a whole number (no fraction or exponent)");
+                    None
+                }
+            },
+            _ => {
+                self.errors.add(name, "must be an integer");
+                None
+            }
+        }
+    }
+
+    pub fn time(&mut self, name: &'static str) -> Option<Timestamp> {
+        let raw = self.take(name)?;
+        match raw.as_str().and_then(stampede_domain::template::parse_time) {
+            Some(t) => Some(t),
+            None => {
+                self.errors.add(name, "must be an RFC 3339 timestamp with offset, e.g. 2026-11-21T10:00:00Z");
+                None
+            }
+        }
+    }
+
+    /// A string naming one of `allowed`, parsed by `parse`.
+    pub fn choice<T>(&mut self, name: &'static str, allowed: &[&str], parse: fn(&str) -> Option<T>) -> Option<T> {
+        let raw = self.take(name)?;
+        match raw.as_str().and_then(parse) {
+            Some(v) => Some(v),
+            None => {
+                self.errors.add(name, format!("must be one of: {}", allowed.join(", ")));
+                None
+            }
+        }
+    }
+
+    /// An id given as a decimal string (ids are strings on the wire).
+    pub fn id<T>(&mut self, name: &'static str, parse: fn(&str) -> Option<T>) -> Option<T> {
+        let raw = self.take(name)?;
+        match raw.as_str().and_then(parse) {
+            Some(v) => Some(v),
+            None => {
+                self.errors.add(name, "must be a positive integer id given as a string");
+                None
+            }
+        }
+    }
+
+    pub fn id_list<T>(&mut self, name: &'static str, parse: fn(&str) -> Option<T>) -> Option<Vec<T>> {
+        let raw = self.take(name)?;
+        let Value::Array(items) = raw else {
+            self.errors.add(name, "must be an array of ids given as strings");
+            return None;
+        };
+        let parsed: Option<Vec<T>> = items.iter().map(|v| v.as_str().and_then(parse)).collect();
+        if parsed.is_none() {
+            self.errors.add(name, "must be an array of positive integer ids given as strings");
+        }
+        parsed
+    }
+
+    /// Flags every field no reader asked for, then returns the gathered errors.
+    pub fn finish(mut self) -> ValidationErrors {
+        for key in self.map.keys() {
+            if !self.known.contains(key.as_str()) {
+                self.errors.add(key, "is not a known field");
+            }
+        }
+        self.map.clear();
+        self.errors
+    }
+
+    /// The names read so far (for tests that compare with the documented schema).
+    pub fn known(&self) -> impl Iterator<Item = &&'static str> {
+        self.known.iter()
+    }
+}

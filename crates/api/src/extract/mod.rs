@@ -1,0 +1,9 @@
+//! Extractors of ours, so every malformed input gets the same problem+json shape.
+
+mod caller;
+mod fields;
+mod json;
+
+pub use caller::{AdminOnly, Allowed, AnyRole, BackOfficeRoles, Caller};
+pub use fields::Fields;
+pub use json::{JsonObject, OptionalJsonObject, canonical_hash};

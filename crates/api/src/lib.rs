@@ -1,0 +1,64 @@
+//! Stampede's HTTP surface: the axum router, our extractors, the problem+json error policy
+//! (`error`), request ids and access logs (`request_id`), and the OpenAPI document.
+//!
+//! Layout: `routes/` has one module per resource; `extract/` the body, field and caller
+//! extractors; `state` what handlers share. The router is built from `utoipa_axum` so every
+//! route is documented by construction. Business rules live in `stampede-core`.
+
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod request_id;
+pub mod routes;
+pub mod state;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use error::ApiError;
+use stampede_domain::ErrorCode;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use state::{AppState, HealthCheck};
+
+/// HTTP limits, from the server's configuration.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Largest request body accepted by JSON endpoints.
+    pub max_body_bytes: usize,
+}
+
+/// The routes and their OpenAPI document.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use routes::{auth, ops, templates};
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::create_account))
+        .routes(routes!(templates::create_template, templates::list_templates))
+        .routes(routes!(templates::get_template))
+        .routes(routes!(templates::add_stock))
+        .routes(routes!(templates::terminate))
+        .routes(routes!(templates::audit))
+        .split_for_parts()
+}
+
+/// The complete application router.
+pub fn router(state: AppState, limits: &HttpLimits) -> Router {
+    let (routes, doc) = api();
+    routes
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(ErrorCode::MethodNotAllowed, "this route does not accept that method")
+        })
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(middleware::from_fn(request_id::request_context))
+        .with_state(state)
+}

@@ -1,0 +1,166 @@
+//! Login, token refresh with rotation, logout, and account creation by admins.
+
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::{AdminOnly, AnyRole, Caller, Fields, JsonObject, OptionalJsonObject};
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+use stampede_core::auth::{NewAccount, TokenPair};
+use stampede_domain::auth::Role;
+use stampede_domain::ids::ShopId;
+use utoipa::ToSchema;
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct LoginBody {
+    username: String,
+    password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Single use: each refresh returns a new one and retires this one.
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until `access_token` expires.
+    pub expires_in: i64,
+}
+
+impl From<TokenPair> for TokenResponse {
+    fn from(p: TokenPair) -> Self {
+        Self { access_token: p.access_token, refresh_token: p.refresh_token, token_type: p.token_type, expires_in: p.expires_in }
+    }
+}
+
+fn required(f: &mut Fields, name: &'static str) -> Option<String> {
+    let v = f.string(name);
+    if v.is_none() && !f.errors.has(name) {
+        f.errors.add(name, "is required");
+    }
+    v
+}
+
+/// Exchange a username and password for an access and a refresh token.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginBody, responses(
+    (status = 200, body = TokenResponse),
+    (status = 400, body = Problem, content_type = "application/problem+json", description = "MALFORMED_REQUEST"),
+    (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED: wrong username or password"),
+    (status = 415, body = Problem, content_type = "application/problem+json", description = "UNSUPPORTED_MEDIA_TYPE"),
+    (status = 422, body = Problem, content_type = "application/problem+json", description = "VALIDATION_FAILED"),
+))]
+pub async fn login(State(state): State<AppState>, JsonObject(body): JsonObject) -> ApiResult<Json<TokenResponse>> {
+    let mut f = Fields::new(body);
+    let username = required(&mut f, "username");
+    let password = required(&mut f, "password");
+    let (username, password) = match (username, password, f.finish()) {
+        (Some(u), Some(p), errs) if errs.is_empty() => (u, p),
+        (_, _, errs) => return Err(ApiError::validation(errs)),
+    };
+    Ok(Json(state.auth.login(&username, &password).await?.into()))
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RefreshBody {
+    refresh_token: String,
+}
+
+/// Trade a refresh token for a new pair. The old refresh token stops working; presenting it
+/// again revokes the whole session.
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshBody, responses(
+    (status = 200, body = TokenResponse),
+    (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED: invalid, expired, rotated or revoked"),
+    (status = 422, body = Problem, content_type = "application/problem+json", description = "VALIDATION_FAILED"),
+))]
+pub async fn refresh(State(state): State<AppState>, JsonObject(body): JsonObject) -> ApiResult<Json<TokenResponse>> {
+    let mut f = Fields::new(body);
+    let token = required(&mut f, "refresh_token");
+    let errs = f.finish();
+    let token = match token {
+        Some(t) if errs.is_empty() => t,
+        _ => return Err(ApiError::validation(errs)),
+    };
+    Ok(Json(state.auth.refresh(&token).await?.into()))
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct LogoutBody {
+    /// Also end the session this refresh token belongs to.
+    refresh_token: Option<String>,
+}
+
+/// End the caller's session: its refresh tokens stop working. Idempotent.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", request_body(content = Option<LogoutBody>), security(("bearer" = [])), responses(
+    (status = 204, description = "logged out"),
+    (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED"),
+))]
+pub async fn logout(
+    State(state): State<AppState>,
+    caller: Caller<AnyRole>,
+    OptionalJsonObject(body): OptionalJsonObject,
+) -> ApiResult<StatusCode> {
+    let mut f = Fields::new(body);
+    let token = f.string("refresh_token");
+    f.finish().finish(()).map_err(ApiError::validation)?;
+    state.auth.logout(&caller.principal, token.as_deref()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CreateAccountBody {
+    /// 3–64 of letters, digits and `. _ @ -`.
+    username: String,
+    /// 8–128 characters.
+    password: String,
+    role: Role,
+    /// Required for merchants, absent for other roles.
+    shop_id: Option<ShopId>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AccountView {
+    pub id: String,
+    pub username: String,
+    pub role: Role,
+    pub shop_id: Option<ShopId>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: jiff::Timestamp,
+}
+
+/// Create an account (admins only).
+#[utoipa::path(post, path = "/api/v1/admin/accounts", tag = "auth", request_body = CreateAccountBody, security(("bearer" = [])), responses(
+    (status = 201, body = AccountView),
+    (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED"),
+    (status = 403, body = Problem, content_type = "application/problem+json", description = "FORBIDDEN: not an admin"),
+    (status = 409, body = Problem, content_type = "application/problem+json", description = "CONFLICT: username taken"),
+    (status = 422, body = Problem, content_type = "application/problem+json", description = "VALIDATION_FAILED"),
+))]
+pub async fn create_account(
+    State(state): State<AppState>,
+    _caller: Caller<AdminOnly>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<(StatusCode, Json<AccountView>)> {
+    let mut f = Fields::new(body);
+    let username = required(&mut f, "username");
+    let password = required(&mut f, "password");
+    let role = f.choice("role", &["user", "merchant", "admin", "service"], Role::parse);
+    if role.is_none() && !f.errors.has("role") {
+        f.errors.add("role", "is required");
+    }
+    let shop_id = f.id("shop_id", ShopId::parse);
+    let errs = f.finish();
+    let (Some(username), Some(password), Some(role), true) = (username, password, role, errs.is_empty()) else {
+        return Err(ApiError::validation(errs));
+    };
+    let a = state.auth.create_account(NewAccount { username, password, role, shop_id }).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(AccountView { id: a.id.to_string(), username: a.username, role: a.role, shop_id: a.shop_id, created_at: a.created_at }),
+    ))
+}

@@ -1,0 +1,5 @@
+//! One module per resource; each handler declares its caller roles in its signature.
+
+pub mod auth;
+pub mod ops;
+pub mod templates;

@@ -1,0 +1,20 @@
+//! What handlers share: the use cases and the readiness checks, behind cheap `Arc`s.
+
+use async_trait::async_trait;
+use stampede_core::auth::AuthService;
+use stampede_core::backoffice::BackOffice;
+use std::sync::Arc;
+
+/// One dependency `/readyz` asks about.
+#[async_trait]
+pub trait HealthCheck: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    async fn check(&self) -> Result<(), String>;
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub backoffice: Arc<BackOffice>,
+    pub auth: Arc<AuthService>,
+    pub checks: Arc<Vec<Arc<dyn HealthCheck>>>,
+}

@@ -1,0 +1,193 @@
+//! `Application`: builds every component from `Settings`, binds the listener before returning
+//! (so tests on port 0 know their address), and runs the API and the background jobs under
+//! one cancellation token. Shutdown stops accepting, lets in-flight requests and job steps
+//! finish, and gives up after `server.shutdown_grace_secs`.
+
+use crate::config::{Backend, Settings};
+use crate::storage::{self, DatabaseCheck, Stores};
+use anyhow::Context;
+use stampede_api::{AppState, HealthCheck, HttpLimits};
+use stampede_core::auth::{AuthService, TokenService, random_token};
+use stampede_core::backoffice::BackOffice;
+use stampede_core::clock::{Clock, SystemClock};
+use stampede_core::ids::IdGenerator;
+use stampede_workers::{EndTemplates, PurgeIdempotencyKeys, Runner};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    runner: Runner,
+    settings: Settings,
+    stores: Stores,
+}
+
+/// The JWT secret: configured, or (embedded mode only) generated once into the data dir so
+/// that `stampede token` and the server agree without any setup.
+pub fn jwt_secret(settings: &Settings) -> anyhow::Result<Vec<u8>> {
+    if let Some(s) = &settings.auth.jwt_secret {
+        if s.expose().len() < 32 {
+            anyhow::bail!("auth.jwt_secret must be at least 32 bytes");
+        }
+        return Ok(s.expose().as_bytes().to_vec());
+    }
+    if settings.storage.backend == Backend::Mysql {
+        anyhow::bail!("distributed mode needs auth.jwt_secret (STAMPEDE_AUTH__JWT_SECRET) shared by every node");
+    }
+    let path = settings.server.data_dir.join("jwt-secret");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() >= 32 => Ok(s.trim().as_bytes().to_vec()),
+        Ok(_) => anyhow::bail!("{} is too short; delete it to generate a new one", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_secret(&path),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn write_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let secret = random_token(48);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    match opts.open(path) {
+        Ok(mut f) => {
+            f.write_all(secret.as_bytes()).and_then(|()| f.sync_all()).with_context(|| format!("writing {}", path.display()))?;
+            Ok(secret.into_bytes())
+        }
+        // Another process (a concurrent `stampede token`) created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Ok(std::fs::read_to_string(path)?.trim().as_bytes().to_vec())
+        }
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
+}
+
+/// The services every entry point (server, CLI) builds from settings.
+pub struct Services {
+    pub stores: Stores,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<IdGenerator>,
+    pub tokens: Arc<TokenService>,
+    pub auth: Arc<AuthService>,
+    pub backoffice: Arc<BackOffice>,
+}
+
+impl Services {
+    pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Services> {
+        let secret = jwt_secret(settings)?;
+        let stores = storage::open(settings).await?;
+        let ids = Arc::new(IdGenerator::new(
+            settings.ids.worker_id,
+            clock.clone(),
+            Duration::from_millis(settings.ids.max_clock_backwards_ms),
+        )?);
+        let tokens = Arc::new(TokenService::new(&secret, clock.clone()));
+        let auth = Arc::new(
+            AuthService::new(
+                stores.accounts.clone(),
+                tokens.clone(),
+                ids.clone(),
+                clock.clone(),
+                jiff::SignedDuration::from_secs(settings.auth.access_ttl_secs),
+                jiff::SignedDuration::from_secs(settings.auth.refresh_ttl_secs),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        );
+        let backoffice = Arc::new(BackOffice::new(stores.templates.clone(), ids.clone(), clock.clone()));
+        Ok(Services { stores, clock, ids, tokens, auth, backoffice })
+    }
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// Like `build`, with a clock of the caller's (tests drive time with `ManualClock`).
+    pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
+        let services = Services::build(&settings, clock).await?;
+        let checks: Vec<Arc<dyn HealthCheck>> = vec![Arc::new(DatabaseCheck(services.stores.templates.clone()))];
+        let state = AppState {
+            backoffice: services.backoffice.clone(),
+            auth: services.auth.clone(),
+            checks: Arc::new(checks),
+        };
+        let router = stampede_api::router(state, &HttpLimits { max_body_bytes: settings.http.max_body_bytes });
+
+        let mut runner = Runner::new();
+        let w = &settings.workers;
+        runner.register(Arc::new(EndTemplates {
+            backoffice: services.backoffice.clone(),
+            interval: Duration::from_millis(w.end_sweep_interval_ms),
+            batch: 500,
+        }));
+        runner.register(Arc::new(PurgeIdempotencyKeys {
+            backoffice: services.backoffice.clone(),
+            interval: Duration::from_secs(w.purge_interval_secs),
+            retention: jiff::SignedDuration::from_hours(i64::try_from(w.idempotency_retention_hours).unwrap_or(i64::MAX / 3600)),
+        }));
+
+        let listener = TcpListener::bind(&settings.server.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.server.listen))?;
+        Ok(Application { listener, router, runner, settings, stores: services.stores })
+    }
+
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The job runner, so tests can drain background work deterministically.
+    pub fn runner(&self) -> Runner {
+        self.runner.clone()
+    }
+
+    pub fn stores(&self) -> &Stores {
+        &self.stores
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains with the configured deadline.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let tracker = TaskTracker::new();
+        if self.settings.workers.enabled {
+            self.runner.start(&shutdown, &tracker);
+        }
+        tracker.close();
+        let grace = Duration::from_secs(self.settings.server.shutdown_grace_secs);
+        let token = shutdown.clone();
+        let server = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move { token.cancelled().await });
+        let mut server = std::pin::pin!(server.into_future());
+        tokio::select! {
+            r = &mut server => r.context("HTTP server failed")?,
+            () = shutdown.cancelled() => {
+                tracing::info!(grace_secs = grace.as_secs(), "shutting down: draining requests and jobs");
+                match tokio::time::timeout(grace, &mut server).await {
+                    Ok(r) => r.context("HTTP server failed")?,
+                    Err(_) => tracing::warn!("in-flight requests did not finish before the deadline"),
+                }
+            }
+        }
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!("background jobs did not stop before the deadline");
+        }
+        Ok(())
+    }
+}

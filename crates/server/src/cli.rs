@@ -1,0 +1,249 @@
+//! The command line (a contract, like the HTTP API; SPEC §6 "Command line"):
+//! `serve`, `migrate`, `token`, `account create`. Every subcommand reads the same
+//! configuration as `serve`, so a token minted with the same `--data-dir`/`--config` is
+//! accepted by the server.
+
+use crate::app::{Application, Services};
+use crate::config::{Backend, Overrides, Settings};
+use crate::telemetry;
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use stampede_core::auth::NewAccount;
+use stampede_core::clock::SystemClock;
+use stampede_domain::auth::{Principal, Role};
+use stampede_domain::ids::ShopId;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "stampede", version, about = "High-concurrency coupon platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// TOML configuration file (keys as in README "Configuration").
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Data directory of the embedded mode (SQLite file, generated JWT secret).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API and background jobs (embedded SQLite unless configured otherwise).
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Address to listen on, e.g. 127.0.0.1:8080.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print a signed access token (for tests and integrations).
+    Token {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Subject: the user, merchant, admin or service id.
+        #[arg(long)]
+        sub: String,
+        /// Required for merchants.
+        #[arg(long, value_parser = parse_shop)]
+        shop_id: Option<ShopId>,
+        /// Lifetime, e.g. 15m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: jiff::SignedDuration,
+    },
+    /// Manage accounts.
+    Account {
+        #[command(subcommand)]
+        command: AccountCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountCommand {
+    /// Create an account that can log in with POST /api/v1/auth/login.
+    Create {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        password: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        #[arg(long, value_parser = parse_shop)]
+        shop_id: Option<ShopId>,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| "expected user, merchant, admin or service".to_owned())
+}
+
+fn parse_shop(s: &str) -> Result<ShopId, String> {
+    ShopId::parse(s).ok_or_else(|| "expected a positive integer".to_owned())
+}
+
+fn parse_ttl(s: &str) -> Result<jiff::SignedDuration, String> {
+    let d: jiff::SignedDuration = s.parse().map_err(|e| format!("expected a duration like 15m, 1h or 7d: {e}"))?;
+    if d.is_positive() { Ok(d) } else { Err("the ttl must be positive".into()) }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(common: &Common, listen: Option<String>) -> anyhow::Result<Settings> {
+    let loaded = Settings::load(common.config.as_deref(), &Overrides { listen, data_dir: common.data_dir.clone() })?;
+    telemetry::init(&loaded.settings.log);
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(loaded.settings)
+}
+
+/// CLI commands other than `serve` log only warnings, so stdout stays machine-readable.
+fn quiet(mut s: Settings) -> Settings {
+    if std::env::var_os("RUST_LOG").is_none() {
+        s.log.level = "warn".into();
+    }
+    s
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { common, listen } => serve(load(&common, listen)?).await,
+        Command::Migrate { common } => {
+            let settings = load_quiet(&common)?;
+            // Opening a store applies its pending migrations.
+            crate::storage::open(&settings).await?;
+            println!("migrations applied ({:?} backend)", settings.storage.backend);
+            Ok(())
+        }
+        Command::Token { common, role, sub, shop_id, ttl } => {
+            let settings = load_quiet(&common)?;
+            if role == Role::Merchant && shop_id.is_none() {
+                anyhow::bail!("--shop-id is required for --role merchant");
+            }
+            if role != Role::Merchant && shop_id.is_some() {
+                anyhow::bail!("--shop-id is only for --role merchant");
+            }
+            if sub.is_empty() || sub.len() > 64 {
+                anyhow::bail!("--sub must be 1 to 64 characters");
+            }
+            let secret = crate::app::jwt_secret(&settings)?;
+            let tokens = stampede_core::auth::TokenService::new(&secret, Arc::new(SystemClock));
+            let principal = Principal { subject: sub, role, shop_id, session_id: None };
+            let token = tokens.mint(&principal, ttl).map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Account { command: AccountCommand::Create { common, username, password, role, shop_id } } => {
+            let settings = load_quiet(&common)?;
+            let services = Services::build(&settings, Arc::new(SystemClock)).await?;
+            let account = services
+                .auth
+                .create_account(NewAccount { username, password, role, shop_id })
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "id": account.id.to_string(),
+                    "username": account.username,
+                    "role": account.role,
+                    "shop_id": account.shop_id,
+                })
+            );
+            Ok(())
+        }
+    }
+}
+
+fn load_quiet(common: &Common) -> anyhow::Result<Settings> {
+    let loaded = Settings::load(common.config.as_deref(), &Overrides { listen: None, data_dir: common.data_dir.clone() })?;
+    let settings = quiet(loaded.settings);
+    telemetry::init(&settings.log);
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(settings)
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = Application::build(settings.clone()).await?;
+    let addr = app.local_addr()?;
+    let data_dir = settings.server.data_dir.display().to_string();
+    match settings.storage.backend {
+        Backend::Sqlite => println!(
+            "Stampede listening on http://{addr} (embedded: SQLite at {})\n\
+             Get an admin token:  stampede token --role admin --sub 1 --data-dir {data_dir}\n\
+             API docs:            http://{addr}/docs",
+            settings.sqlite_path().display()
+        ),
+        Backend::Mysql => println!(
+            "Stampede listening on http://{addr} (distributed: {} MySQL database(s) x {} table(s))\n\
+             Get an admin token:  stampede token --role admin --sub 1 --config <same config>\n\
+             API docs:            http://{addr}/docs",
+            settings.storage.mysql.databases.len(),
+            settings.storage.mysql.tables_per_database
+        ),
+    }
+    tracing::info!(%addr, backend = ?settings.storage.backend, "listening");
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        signal.cancel();
+    });
+    app.run_until_stopped(shutdown).await.context("server stopped with an error")
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,321 @@
+//! Configuration in layers: built-in defaults → optional TOML file (`--config`) →
+//! `STAMPEDE_<SECTION>__<KEY>` environment variables → command-line flags. One struct per
+//! concern, each default documented. With nothing configured, Stampede runs embedded
+//! (SQLite in `./stampede-data/`, listening on 127.0.0.1:8080).
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// A secret: never printed by `Debug`.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub storage: StorageSettings,
+    pub auth: AuthSettings,
+    pub ids: IdSettings,
+    pub http: HttpSettings,
+    pub log: LogSettings,
+    pub workers: WorkerSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            server: ServerSettings::default(),
+            storage: StorageSettings::default(),
+            auth: AuthSettings::default(),
+            ids: IdSettings::default(),
+            http: HttpSettings::default(),
+            log: LogSettings::default(),
+            workers: WorkerSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address to listen on. Default `127.0.0.1:8080`; port 0 picks a free port.
+    pub listen: String,
+    /// Where the embedded mode keeps its SQLite file and generated JWT secret.
+    pub data_dir: PathBuf,
+    /// How long SIGTERM waits for in-flight requests and jobs before exiting.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8080".into(), data_dir: PathBuf::from("./stampede-data"), shutdown_grace_secs: 10 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Embedded: one SQLite file in `server.data_dir`.
+    Sqlite,
+    /// Distributed: MySQL/MariaDB, N databases × M tables.
+    Mysql,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    pub backend: Backend,
+    /// Read connections of the SQLite pool (writes go through one connection).
+    pub sqlite_read_connections: u32,
+    pub mysql: MysqlSettings,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self { backend: Backend::Sqlite, sqlite_read_connections: 4, mysql: MysqlSettings::default() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MysqlSettings {
+    /// One URL per database (N); the first also holds the unsharded tables.
+    pub databases: Vec<String>,
+    /// Tables per database (M) for each sharded table.
+    pub tables_per_database: u32,
+    pub max_connections_per_database: u32,
+}
+
+impl Default for MysqlSettings {
+    fn default() -> Self {
+        Self { databases: Vec::new(), tables_per_database: 1, max_connections_per_database: 16 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// HS256 secret (≥ 32 bytes). Embedded mode generates one in the data dir when unset;
+    /// distributed mode requires it so every node verifies every token.
+    pub jwt_secret: Option<Secret>,
+    pub access_ttl_secs: i64,
+    pub refresh_ttl_secs: i64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self { jwt_secret: None, access_ttl_secs: 15 * 60, refresh_ttl_secs: 30 * 24 * 3600 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdSettings {
+    /// Snowflake worker id, 0–1023; every live node needs its own.
+    pub worker_id: u16,
+    /// A clock step back up to this is waited out; further back, ids are refused.
+    pub max_clock_backwards_ms: u64,
+}
+
+impl Default for IdSettings {
+    fn default() -> Self {
+        Self { worker_id: 0, max_clock_backwards_ms: 10 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Largest JSON request body. Default 64 KiB (a template is well under 8 KiB).
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self { max_body_bytes: 64 * 1024 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive, e.g. `info` or `stampede=debug,sqlx=warn`. `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { format: LogFormat::Json, level: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSettings {
+    /// Run background jobs in this process.
+    pub enabled: bool,
+    pub end_sweep_interval_ms: u64,
+    /// Idempotency keys are kept at least this long (contract: ≥ 24 h).
+    pub idempotency_retention_hours: u64,
+    pub purge_interval_secs: u64,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self { enabled: true, end_sweep_interval_ms: 1_000, idempotency_retention_hours: 48, purge_interval_secs: 3_600 }
+    }
+}
+
+/// Flags that override every other layer.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Settings plus the warnings found while loading them (printed once logging is up).
+pub struct Loaded {
+    pub settings: Settings,
+    pub warnings: Vec<String>,
+}
+
+const ENV_PREFIX: &str = "STAMPEDE_";
+
+fn leaf_paths(prefix: &str, v: &serde_json::Value, out: &mut BTreeSet<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                leaf_paths(&p, x, out);
+            }
+        }
+        _ => {
+            out.insert(prefix.to_owned());
+        }
+    }
+}
+
+impl Settings {
+    /// Every configurable key, as `section.key` (`storage.mysql.databases`).
+    pub fn known_keys() -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        leaf_paths("", &serde_json::to_value(Settings::default()).unwrap_or_default(), &mut out);
+        out
+    }
+
+    pub fn load(config_file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Loaded> {
+        let known = Self::known_keys();
+        let mut warnings = Vec::new();
+        for (name, _) in std::env::vars() {
+            if let Some(rest) = name.strip_prefix(ENV_PREFIX) {
+                let key = rest.to_ascii_lowercase().replace("__", ".");
+                if !known.contains(&key) {
+                    warnings.push(format!("ignoring unknown configuration variable {name}"));
+                }
+            }
+        }
+        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = config_file {
+            if !path.exists() {
+                anyhow::bail!("configuration file {} does not exist", path.display());
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        let env = Env::prefixed(ENV_PREFIX)
+            .split("__")
+            .filter(move |k| known.contains(&k.as_str().to_ascii_lowercase()));
+        fig = fig.merge(env);
+        if let Some(l) = &overrides.listen {
+            fig = fig.merge(("server.listen", l));
+        }
+        if let Some(d) = &overrides.data_dir {
+            fig = fig.merge(("server.data_dir", d));
+        }
+        let settings: Settings = fig.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        settings.check()?;
+        Ok(Loaded { settings, warnings })
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.ids.worker_id > stampede_domain::snowflake::MAX_WORKER {
+            anyhow::bail!("ids.worker_id must be 0..={}", stampede_domain::snowflake::MAX_WORKER);
+        }
+        if self.storage.backend == Backend::Mysql {
+            if self.storage.mysql.databases.is_empty() {
+                anyhow::bail!("storage.mysql.databases must list at least one database URL");
+            }
+            if self.storage.mysql.tables_per_database == 0 {
+                anyhow::bail!("storage.mysql.tables_per_database must be at least 1");
+            }
+        }
+        if self.auth.access_ttl_secs <= 0 || self.auth.refresh_ttl_secs <= 0 {
+            anyhow::bail!("auth token lifetimes must be positive");
+        }
+        if self.http.max_body_bytes < 1024 {
+            anyhow::bail!("http.max_body_bytes must be at least 1024");
+        }
+        if self.workers.idempotency_retention_hours < 24 {
+            anyhow::bail!("workers.idempotency_retention_hours must be at least 24 (the API promises 24 h)");
+        }
+        Ok(())
+    }
+
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.server.data_dir.join("stampede.db")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_keys_cover_nested_sections() {
+        let k = Settings::known_keys();
+        for key in ["server.listen", "storage.mysql.databases", "auth.jwt_secret", "workers.enabled"] {
+            assert!(k.contains(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn defaults_are_embedded() {
+        let s = Settings::default();
+        assert_eq!(s.storage.backend, Backend::Sqlite);
+        assert_eq!(s.server.listen, "127.0.0.1:8080");
+    }
+}

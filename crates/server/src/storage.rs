@@ -1,0 +1,55 @@
+//! Opens the configured system of record and hands out its ports.
+
+use crate::config::{Backend, Settings};
+use async_trait::async_trait;
+use stampede_api::HealthCheck;
+use stampede_core::ports::{AccountStore, TemplateStore};
+use stampede_store_mysql::{MysqlConfig, MysqlStore};
+use stampede_store_sqlite::{SqliteOptions, SqliteStore};
+use std::sync::Arc;
+
+pub struct Stores {
+    pub templates: Arc<dyn TemplateStore>,
+    pub accounts: Arc<dyn AccountStore>,
+    /// The MySQL store itself, when that is the backend (tests drop its databases).
+    pub mysql: Option<MysqlStore>,
+}
+
+/// Opens (and migrates) the storage the settings name.
+pub async fn open(settings: &Settings) -> anyhow::Result<Stores> {
+    match settings.storage.backend {
+        Backend::Sqlite => {
+            let path = settings.sqlite_path();
+            let store = SqliteStore::open(&path, SqliteOptions { read_connections: settings.storage.sqlite_read_connections })
+                .await
+                .map_err(|e| anyhow::anyhow!("opening SQLite at {}: {e}", path.display()))?;
+            let store = Arc::new(store);
+            Ok(Stores { templates: store.clone(), accounts: store, mysql: None })
+        }
+        Backend::Mysql => {
+            let m = &settings.storage.mysql;
+            let cfg = MysqlConfig {
+                databases: m.databases.clone(),
+                tables_per_database: m.tables_per_database,
+                max_connections_per_database: m.max_connections_per_database,
+            };
+            let store = MysqlStore::open(&cfg).await.map_err(|e| anyhow::anyhow!("opening MySQL: {e}"))?;
+            let shared = Arc::new(store.clone());
+            Ok(Stores { templates: shared.clone(), accounts: shared, mysql: Some(store) })
+        }
+    }
+}
+
+/// `/readyz` check of the system of record.
+pub struct DatabaseCheck(pub Arc<dyn TemplateStore>);
+
+#[async_trait]
+impl HealthCheck for DatabaseCheck {
+    fn name(&self) -> &'static str {
+        "database"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        self.0.ping().await.map_err(|e| e.to_string())
+    }
+}

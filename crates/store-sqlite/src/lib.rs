@@ -1,0 +1,112 @@
+//! `stampede-store-sqlite`: the embedded system of record. It owns the SQLite file (WAL
+//! mode), its schema and migrations, and implements the core's storage ports
+//! (`TemplateStore`, `AccountStore`) on it.
+//!
+//! Layout:
+//! - `lib.rs`: `SqliteStore`, opening the file and the two pools;
+//! - `migrate.rs`: the embedded migrations (`migrations/*.sql`) and their runner;
+//! - `templates.rs`: `TemplateStore` (templates, audit log, idempotency keys);
+//! - `accounts.rs`: `AccountStore` (accounts, sessions, refresh-token rotation);
+//! - `error.rs`: the single sqlx → `StoreError` mapping.
+//!
+//! SQLite allows one writer at a time, so every write goes through a pool of exactly one
+//! connection and opens its transaction with `BEGIN IMMEDIATE`: writers queue in the pool
+//! instead of failing with `SQLITE_BUSY` when a read lock would have to be upgraded. Reads
+//! use a separate pool; WAL lets them run alongside the writer. Row decoding is shared with
+//! the MySQL adapter through `stampede_core::records`.
+
+mod accounts;
+mod error;
+mod migrate;
+mod templates;
+
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use stampede_core::ports::StoreError;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::error::db;
+
+/// How the store sizes its pools.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Connections in the read pool (at least 1 is used).
+    pub read_connections: u32,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            read_connections: 4,
+        }
+    }
+}
+
+/// The SQLite-backed store. Cloning is cheap: clones share the pools.
+#[derive(Clone)]
+pub struct SqliteStore {
+    /// Exactly one connection: SQLite has a single writer anyway, and queueing here is
+    /// cheaper and fairer than retrying on `SQLITE_BUSY`.
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl SqliteStore {
+    /// Creates the parent directory and the file if missing, sets WAL, synchronous=FULL,
+    /// busy_timeout=5s, foreign_keys=ON, and applies pending migrations. One writer
+    /// connection (pool of size 1) + a read pool.
+    pub async fn open(path: &Path, opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        }
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+
+        // The writer opens first: it creates the file and switches it to WAL (a persistent
+        // setting), so readers never need the exclusive lock that switch takes.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(
+                base.clone()
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal),
+            )
+            .await
+            .map_err(db)?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(opts.read_connections.max(1))
+            // A guard, not a permission system: a write sent to the read pool fails loudly
+            // instead of racing the writer for the lock.
+            .connect_with(base.pragma("query_only", "ON"))
+            .await
+            .map_err(db)?;
+
+        let store = SqliteStore { writer, reader };
+        let applied = store.migrate().await?;
+        tracing::info!(path = %path.display(), applied, "opened sqlite store");
+        Ok(store)
+    }
+
+    /// Applies pending migrations (idempotent; `open` already calls it). Returns how many
+    /// were applied.
+    pub async fn migrate(&self) -> Result<usize, StoreError> {
+        migrate::run(&self.writer).await
+    }
+}

@@ -1,0 +1,490 @@
+//! `TemplateStore` on SQLite: templates, their audit log and idempotency keys.
+
+use crate::SqliteStore;
+use crate::error::db;
+use async_trait::async_trait;
+use jiff::Timestamp;
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{AssertSqlSafe, Row, Sqlite, SqliteConnection};
+use stampede_core::ports::{
+    ChangeOutcome, CreateOutcome, IdempotencyRecord, Page, StoreError, TemplateQuery, TemplateStore,
+};
+use stampede_core::records::{
+    AuditRecord, TEMPLATE_COLUMNS, TemplateRecord, like_pattern, status_condition,
+};
+use stampede_domain::audit::AuditEntry;
+use stampede_domain::ids::{ShopId, TemplateId};
+use stampede_domain::template::{Template, TemplateChange};
+use stampede_domain::time::{from_ms, to_ms};
+use std::sync::LazyLock;
+
+/// `SELECT <TEMPLATE_COLUMNS> FROM templates WHERE id = ?`, built once from the shared list
+/// (a `static`, so it is the `&'static str` sqlx accepts without `AssertSqlSafe`).
+static SELECT_BY_ID: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {TEMPLATE_COLUMNS} FROM templates WHERE id = ?"));
+
+static INSERT_TEMPLATE: LazyLock<String> = LazyLock::new(|| {
+    let marks = vec!["?"; TEMPLATE_COLUMNS.split(',').count()].join(", ");
+    format!("INSERT INTO templates ({TEMPLATE_COLUMNS}) VALUES ({marks})")
+});
+
+fn template_record(row: &SqliteRow) -> Result<TemplateRecord, sqlx::Error> {
+    Ok(TemplateRecord {
+        id: row.try_get("id")?,
+        shop_id: row.try_get("shop_id")?,
+        name: row.try_get("name")?,
+        instructions: row.try_get("instructions")?,
+        source: row.try_get("source")?,
+        scope: row.try_get("scope")?,
+        goods_ids: row.try_get("goods_ids")?,
+        kind: row.try_get("kind")?,
+        amount_off: row.try_get("amount_off")?,
+        threshold: row.try_get("threshold")?,
+        percent_off: row.try_get("percent_off")?,
+        max_off: row.try_get("max_off")?,
+        stock_total: row.try_get("stock_total")?,
+        stock: row.try_get("stock")?,
+        claim_start_ms: row.try_get("claim_start_ms")?,
+        claim_end_ms: row.try_get("claim_end_ms")?,
+        valid_from_ms: row.try_get("valid_from_ms")?,
+        valid_until_ms: row.try_get("valid_until_ms")?,
+        validity_hours: row.try_get("validity_hours")?,
+        per_user_limit: row.try_get("per_user_limit")?,
+        status: row.try_get("status")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        updated_at_ms: row.try_get("updated_at_ms")?,
+    })
+}
+
+fn decode_template(row: &SqliteRow) -> Result<Template, StoreError> {
+    template_record(row).map_err(db)?.into_template()
+}
+
+async fn fetch_template(
+    conn: &mut SqliteConnection,
+    id: TemplateId,
+) -> Result<Option<Template>, StoreError> {
+    let row = sqlx::query(SELECT_BY_ID.as_str())
+        .bind(id.get())
+        .fetch_optional(conn)
+        .await
+        .map_err(db)?;
+    row.as_ref().map(decode_template).transpose()
+}
+
+async fn insert_template(conn: &mut SqliteConnection, t: &Template) -> Result<(), StoreError> {
+    let r = TemplateRecord::from_template(t);
+    // Bound in TEMPLATE_COLUMNS order.
+    sqlx::query(INSERT_TEMPLATE.as_str())
+        .bind(r.id)
+        .bind(r.shop_id)
+        .bind(r.name)
+        .bind(r.instructions)
+        .bind(r.source)
+        .bind(r.scope)
+        .bind(r.goods_ids)
+        .bind(r.kind)
+        .bind(r.amount_off)
+        .bind(r.threshold)
+        .bind(r.percent_off)
+        .bind(r.max_off)
+        .bind(r.stock_total)
+        .bind(r.stock)
+        .bind(r.claim_start_ms)
+        .bind(r.claim_end_ms)
+        .bind(r.valid_from_ms)
+        .bind(r.valid_until_ms)
+        .bind(r.validity_hours)
+        .bind(r.per_user_limit)
+        .bind(r.status)
+        .bind(r.created_at_ms)
+        .bind(r.updated_at_ms)
+        .execute(conn)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+async fn insert_audit(conn: &mut SqliteConnection, e: &AuditEntry) -> Result<(), StoreError> {
+    let r = AuditRecord::from_entry(e);
+    sqlx::query(
+        "INSERT INTO template_audit (template_id, shop_id, at_ms, actor, action, before_json, after_json) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(r.template_id)
+    .bind(r.shop_id)
+    .bind(r.at_ms)
+    .bind(r.actor)
+    .bind(r.action)
+    .bind(r.before_json)
+    .bind(r.after_json)
+    .execute(conn)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+async fn fetch_idempotency(
+    conn: &mut SqliteConnection,
+    shop_id: ShopId,
+    key: &str,
+) -> Result<Option<IdempotencyRecord>, StoreError> {
+    let row = sqlx::query(
+        "SELECT request_hash, template_id, created_at_ms FROM idempotency_keys WHERE shop_id = ? AND idem_key = ?",
+    )
+    .bind(shop_id.get())
+    .bind(key)
+    .fetch_optional(conn)
+    .await
+    .map_err(db)?;
+    let Some(row) = row else { return Ok(None) };
+    let raw_id: i64 = row.try_get("template_id").map_err(db)?;
+    Ok(Some(IdempotencyRecord {
+        shop_id,
+        key: key.to_owned(),
+        request_hash: row.try_get("request_hash").map_err(db)?,
+        template_id: TemplateId::new(raw_id).ok_or_else(|| {
+            StoreError::Corrupt(format!("idempotency key {key:?}: bad template_id {raw_id}"))
+        })?,
+        created_at: from_ms(row.try_get("created_at_ms").map_err(db)?),
+    }))
+}
+
+/// One value bound into a dynamically built query.
+enum Arg {
+    Int(i64),
+    Text(String),
+}
+
+fn bind_args<'q>(
+    mut q: sqlx::query::Query<'q, Sqlite, SqliteArguments>,
+    args: &[Arg],
+) -> sqlx::query::Query<'q, Sqlite, SqliteArguments> {
+    for a in args {
+        q = match a {
+            Arg::Int(v) => q.bind(*v),
+            Arg::Text(v) => q.bind(v.clone()),
+        };
+    }
+    q
+}
+
+#[async_trait]
+impl TemplateStore for SqliteStore {
+    async fn create_template(
+        &self,
+        t: &Template,
+        audit: &AuditEntry,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<CreateOutcome, StoreError> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
+        if let Some(k) = idempotency {
+            // The key is claimed first, so a replay writes nothing at all.
+            let claimed = sqlx::query(
+                "INSERT INTO idempotency_keys (shop_id, idem_key, request_hash, template_id, created_at_ms) \
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (shop_id, idem_key) DO NOTHING",
+            )
+            .bind(k.shop_id.get())
+            .bind(&k.key)
+            .bind(&k.request_hash)
+            .bind(k.template_id.get())
+            .bind(to_ms(k.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+            if claimed == 0 {
+                // Read while still holding the write lock: a concurrent purge cannot make the
+                // record vanish between the conflict and the read.
+                let record = fetch_idempotency(&mut tx, k.shop_id, &k.key).await?;
+                let template = match &record {
+                    Some(r) => fetch_template(&mut tx, r.template_id).await?,
+                    None => None,
+                };
+                tx.rollback().await.map_err(db)?;
+                let record = record.ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "idempotency key {:?} conflicted but cannot be read",
+                        k.key
+                    ))
+                })?;
+                return Ok(CreateOutcome::KeyExists { record, template });
+            }
+        }
+        insert_template(&mut tx, t).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(CreateOutcome::Created)
+    }
+
+    async fn get_template(&self, id: TemplateId) -> Result<Option<Template>, StoreError> {
+        let mut conn = self.reader.acquire().await.map_err(db)?;
+        fetch_template(&mut conn, id).await
+    }
+
+    async fn list_templates(&self, q: &TemplateQuery) -> Result<Page<Template>, StoreError> {
+        // Only fixed fragments go into the SQL text; every value is bound.
+        let mut conds: Vec<&'static str> = Vec::new();
+        let mut args: Vec<Arg> = Vec::new();
+        if let Some(shop) = q.shop_id {
+            conds.push("shop_id = ?");
+            args.push(Arg::Int(shop.get()));
+        }
+        if let Some(status) = q.status {
+            conds.push(status_condition(status));
+            args.push(Arg::Int(to_ms(q.now)));
+        }
+        if let Some(kind) = q.kind {
+            conds.push("kind = ?");
+            args.push(Arg::Text(kind.as_str().to_owned()));
+        }
+        if let Some(name) = &q.name {
+            // SQLite's LIKE is case-insensitive for ASCII letters.
+            conds.push("name LIKE ? ESCAPE '\\'");
+            args.push(Arg::Text(like_pattern(name)));
+        }
+        let filter = if conds.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conds.join(" AND "))
+        };
+
+        let page_size = i64::from(q.page_size);
+        let offset = i64::from(q.page.saturating_sub(1)) * page_size;
+        let select = format!(
+            "SELECT {TEMPLATE_COLUMNS} FROM templates{filter} ORDER BY id DESC LIMIT ? OFFSET ?"
+        );
+        let count = format!("SELECT COUNT(*) FROM templates{filter}");
+
+        // Both statements in one read transaction, so `total` matches the page's snapshot.
+        let mut tx = self.reader.begin().await.map_err(db)?;
+        let rows = bind_args(sqlx::query(AssertSqlSafe(select)), &args)
+            .bind(page_size)
+            .bind(offset)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        let total: i64 = bind_args(sqlx::query(AssertSqlSafe(count)), &args)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?
+            .try_get(0)
+            .map_err(db)?;
+        tx.rollback().await.map_err(db)?;
+
+        let items = rows
+            .iter()
+            .map(decode_template)
+            .collect::<Result<Vec<_>, _>>()?;
+        let total = u64::try_from(total)
+            .map_err(|_| StoreError::Corrupt(format!("negative count {total}")))?;
+        Ok(Page { items, total })
+    }
+
+    async fn change_template(
+        &self,
+        id: TemplateId,
+        change: TemplateChange,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<ChangeOutcome, StoreError> {
+        // IMMEDIATE takes the write lock before the read, so the row cannot change between
+        // reading it and writing its successor (no lost updates).
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
+        let Some(current) = fetch_template(&mut tx, id).await? else {
+            tx.rollback().await.map_err(db)?;
+            return Ok(ChangeOutcome::NotFound);
+        };
+        let next = match current.apply(change, now) {
+            Err(e) => {
+                tx.rollback().await.map_err(db)?;
+                return Ok(ChangeOutcome::Refused(e));
+            }
+            Ok(None) => {
+                tx.rollback().await.map_err(db)?;
+                return Ok(ChangeOutcome::Unchanged(current));
+            }
+            Ok(Some(next)) => next,
+        };
+        sqlx::query("UPDATE templates SET stock_total = ?, stock = ?, status = ?, updated_at_ms = ? WHERE id = ?")
+            .bind(next.stock_total)
+            .bind(next.stock)
+            .bind(next.status.as_str())
+            .bind(to_ms(next.updated_at))
+            .bind(id.get())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        insert_audit(
+            &mut tx,
+            &AuditEntry::changed(&current, &next, change, actor),
+        )
+        .await?;
+        tx.commit().await.map_err(db)?;
+        Ok(ChangeOutcome::Changed(next))
+    }
+
+    async fn audit_log(&self, id: TemplateId) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT template_id, shop_id, at_ms, actor, action, before_json, after_json \
+             FROM template_audit WHERE template_id = ? ORDER BY seq",
+        )
+        .bind(id.get())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                let r = AuditRecord {
+                    template_id: row.try_get("template_id").map_err(db)?,
+                    shop_id: row.try_get("shop_id").map_err(db)?,
+                    at_ms: row.try_get("at_ms").map_err(db)?,
+                    actor: row.try_get("actor").map_err(db)?,
+                    action: row.try_get("action").map_err(db)?,
+                    before_json: row.try_get("before_json").map_err(db)?,
+                    after_json: row.try_get("after_json").map_err(db)?,
+                };
+                r.into_entry()
+            })
+            .collect()
+    }
+
+    async fn templates_due_to_end(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<TemplateId>, StoreError> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM templates WHERE status = 'active' AND claim_end_ms <= ? \
+             ORDER BY claim_end_ms, id LIMIT ?",
+        )
+        .bind(to_ms(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        ids.into_iter()
+            .map(|raw| {
+                TemplateId::new(raw)
+                    .ok_or_else(|| StoreError::Corrupt(format!("template id {raw}")))
+            })
+            .collect()
+    }
+
+    async fn purge_idempotency_keys(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at_ms < ?")
+            .bind(to_ms(cutoff))
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        for pool in [&self.writer, &self.reader] {
+            sqlx::query("SELECT 1").execute(pool).await.map_err(db)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::SqliteOptions;
+
+    /// The migration and the shared record must agree on the column set.
+    #[tokio::test]
+    async fn templates_table_has_exactly_the_shared_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db"), SqliteOptions::default())
+            .await
+            .unwrap();
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_info('templates') ORDER BY cid")
+                .fetch_all(&store.reader)
+                .await
+                .unwrap();
+        let expected: Vec<&str> = TEMPLATE_COLUMNS.split(',').map(str::trim).collect();
+        assert_eq!(names, expected);
+        let versions: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+                .fetch_all(&store.reader)
+                .await
+                .unwrap();
+        let known: Vec<i64> = crate::migrate::MIGRATIONS
+            .iter()
+            .map(|m| m.version)
+            .collect();
+        assert_eq!(versions, known);
+    }
+
+    /// A row the domain cannot read is `Corrupt`, not a panic or a backend failure.
+    #[tokio::test]
+    async fn undecodable_rows_are_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db"), SqliteOptions::default())
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO templates (id, shop_id, name, instructions, source, scope, goods_ids, kind, \
+             stock_total, stock, claim_start_ms, claim_end_ms, per_user_limit, status, created_at_ms, updated_at_ms) \
+             VALUES (1, 1, 'x', '', 'shop', 'shop', '', 'fixed', 1, 1, 0, 1, 1, 'bogus', 0, 0), \
+                    (2, 1, 'x', '', 'shop', 'shop', '', 'fixed', 1, 1, 0, 1, 1, 'active', 0, 0)",
+        )
+        .execute(&store.writer)
+        .await
+        .unwrap();
+        // SQLite's flexible typing lets a text value into an INTEGER column.
+        sqlx::query("UPDATE templates SET stock = 'lots' WHERE id = 2")
+            .execute(&store.writer)
+            .await
+            .unwrap();
+        for id in [1, 2] {
+            let got = store.get_template(TemplateId::new(id).unwrap()).await;
+            assert!(matches!(got, Err(StoreError::Corrupt(_))), "{id}: {got:?}");
+        }
+    }
+
+    /// Settings `open` promises, as the connections actually see them.
+    #[tokio::test]
+    async fn pragmas_are_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db"), SqliteOptions::default())
+            .await
+            .unwrap();
+        for pool in [&store.writer, &store.reader] {
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!((mode.as_str(), sync, fk, busy), ("wal", 2, 1, 5000));
+        }
+        // The read pool refuses writes.
+        let write = sqlx::query("DELETE FROM templates")
+            .execute(&store.reader)
+            .await;
+        assert!(write.is_err());
+    }
+}

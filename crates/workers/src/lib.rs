@@ -1,0 +1,12 @@
+//! Background work: named jobs with a `run_once` step, driven by a `Runner` that loops each
+//! job on its interval under the application's cancellation token, and that tests can
+//! `drain` (run every job until none has work left) instead of sleeping.
+//!
+//! Every job must be safe to run on several nodes at once: each step is a transaction whose
+//! second application is a no-op (ending an ended template, purging purged keys).
+
+mod jobs;
+mod runner;
+
+pub use jobs::{EndTemplates, PurgeIdempotencyKeys};
+pub use runner::{Job, Runner};
