@@ -41,7 +41,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
-        Self { code, detail: detail.into(), errors: Vec::new(), source: None }
+        Self {
+            code,
+            detail: detail.into(),
+            errors: Vec::new(),
+            source: None,
+        }
     }
 
     pub fn code(&self) -> ErrorCode {
@@ -68,9 +73,12 @@ impl From<AppError> for ApiError {
         let code = e.code();
         match e {
             AppError::Validation(errs) => ApiError::validation(errs),
-            AppError::Unavailable(src) | AppError::Internal(src) => {
-                ApiError { code, detail: String::new(), errors: Vec::new(), source: Some(src) }
-            }
+            AppError::Unavailable(src) | AppError::Internal(src) => ApiError {
+                code,
+                detail: String::new(),
+                errors: Vec::new(),
+                source: Some(src),
+            },
             other => ApiError::new(code, other.to_string()),
         }
     }
@@ -89,14 +97,21 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let request_id = current_request_id();
         let detail = if status.is_server_error() {
-            let cause = self.source.as_deref().map(|s| chain(s)).unwrap_or_else(|| self.detail.clone());
+            let cause = self
+                .source
+                .as_deref()
+                .map(|s| chain(s))
+                .unwrap_or_else(|| self.detail.clone());
             tracing::error!(request_id = %request_id, code = self.code.as_str(), cause = %cause, "request failed");
             match self.code {
                 ErrorCode::Unavailable => "a dependency is unavailable; retry later".to_owned(),
-                _ => "an internal error occurred; quote the request_id when reporting it".to_owned(),
+                _ => {
+                    "an internal error occurred; quote the request_id when reporting it".to_owned()
+                }
             }
         } else {
             self.detail
@@ -113,7 +128,10 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut resp = (status, body).into_response();
         let headers = resp.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         match self.code {
             ErrorCode::Unauthenticated => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -41,7 +41,10 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(auth::refresh))
         .routes(routes!(auth::logout))
         .routes(routes!(auth::create_account))
-        .routes(routes!(templates::create_template, templates::list_templates))
+        .routes(routes!(
+            templates::create_template,
+            templates::list_templates
+        ))
         .routes(routes!(templates::get_template))
         .routes(routes!(templates::add_stock))
         .routes(routes!(templates::terminate))
@@ -56,7 +59,10 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
         .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(ErrorCode::MethodNotAllowed, "this route does not accept that method")
+            ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                "this route does not accept that method",
+            )
         })
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(middleware::from_fn(request_id::request_context))

@@ -27,17 +27,26 @@ fn new_id() -> String {
 
 fn acceptable(v: &HeaderValue) -> Option<&str> {
     let s = v.to_str().ok()?;
-    let ok = !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
     ok.then_some(s)
 }
 
 /// The id of the request being handled ("-" outside a request).
 pub fn current_request_id() -> String {
-    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| "-".to_owned())
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| "-".to_owned())
 }
 
 pub async fn request_context(req: Request, next: Next) -> Response {
-    let id = req.headers().get(HEADER).and_then(acceptable).map_or_else(new_id, str::to_owned);
+    let id = req
+        .headers()
+        .get(HEADER)
+        .and_then(acceptable)
+        .map_or_else(new_id, str::to_owned);
     let method = req.method().clone();
     let route = req
         .extensions()

@@ -9,8 +9,8 @@ use crate::clock::Clock;
 use crate::error::AppError;
 use crate::ids::IdGenerator;
 use crate::ports::{Account, AccountStore, RefreshOutcome, StoreError};
-use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jiff::{SignedDuration, Timestamp};
@@ -18,9 +18,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use stampede_domain::ValidationErrors;
 use stampede_domain::auth::{Principal, Role};
 use stampede_domain::ids::ShopId;
-use stampede_domain::ValidationErrors;
 use std::sync::Arc;
 
 /// Clock skew tolerated when checking `exp`.
@@ -117,7 +117,12 @@ impl TokenService {
             ),
             _ => None,
         };
-        Ok(Principal { subject: c.sub, role, shop_id, session_id: c.sid })
+        Ok(Principal {
+            subject: c.sub,
+            role,
+            shop_id,
+            session_id: c.sid,
+        })
     }
 }
 
@@ -130,7 +135,11 @@ pub fn hash_password(password: &str) -> Result<String, AppError> {
 }
 
 pub fn verify_password(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    PasswordHash::new(phc).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -147,6 +156,34 @@ pub struct NewAccount {
     pub password: String,
     pub role: Role,
     pub shop_id: Option<ShopId>,
+}
+
+impl NewAccount {
+    /// Usernames: 3–64 of `[A-Za-z0-9._@-]`; passwords: 8–128 characters; merchants need a
+    /// shop, other roles must not have one.
+    pub fn validate(&self) -> ValidationErrors {
+        let mut errs = ValidationErrors::new();
+        let u = &self.username;
+        if !(3..=64).contains(&u.len())
+            || !u
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
+        {
+            errs.add(
+                "username",
+                "must be 3 to 64 characters of letters, digits and . _ @ -",
+            );
+        }
+        if !(8..=128).contains(&self.password.chars().count()) {
+            errs.add("password", "must be 8 to 128 characters");
+        }
+        match (self.role, self.shop_id) {
+            (Role::Merchant, None) => errs.add("shop_id", "is required for merchant accounts"),
+            (Role::Merchant, Some(_)) | (_, None) => {}
+            (_, Some(_)) => errs.add("shop_id", "only merchant accounts belong to a shop"),
+        }
+        errs
+    }
 }
 
 pub struct AuthService {
@@ -171,30 +208,24 @@ impl AuthService {
         refresh_ttl: SignedDuration,
     ) -> Result<Self, AppError> {
         let dummy_hash = hash_password(&random_token(16))?;
-        Ok(Self { accounts, tokens, ids, clock, access_ttl, refresh_ttl, dummy_hash })
+        Ok(Self {
+            accounts,
+            tokens,
+            ids,
+            clock,
+            access_ttl,
+            refresh_ttl,
+            dummy_hash,
+        })
     }
 
     pub fn tokens(&self) -> &TokenService {
         &self.tokens
     }
 
-    /// Validates and stores a new account. Usernames: 3–64 of `[A-Za-z0-9._@-]`;
-    /// passwords: 8–128 characters; merchants need a shop, other roles must not have one.
+    /// Validates (`NewAccount::validate`) and stores a new account.
     pub async fn create_account(&self, new: NewAccount) -> Result<Account, AppError> {
-        let mut errs = ValidationErrors::new();
-        let u = &new.username;
-        if !(3..=64).contains(&u.len()) || !u.bytes().all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b)) {
-            errs.add("username", "must be 3 to 64 characters of letters, digits and . _ @ -");
-        }
-        if !(8..=128).contains(&new.password.chars().count()) {
-            errs.add("password", "must be 8 to 128 characters");
-        }
-        match (new.role, new.shop_id) {
-            (Role::Merchant, None) => errs.add("shop_id", "is required for merchant accounts"),
-            (Role::Merchant, Some(_)) | (_, None) => {}
-            (_, Some(_)) => errs.add("shop_id", "only merchant accounts belong to a shop"),
-        }
-        errs.finish(())?;
+        new.validate().finish(())?;
         let password = new.password;
         let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
             .await
@@ -219,21 +250,33 @@ impl AuthService {
 
     pub async fn login(&self, username: &str, password: &str) -> Result<TokenPair, AppError> {
         let account = self.accounts.account_by_username(username).await?;
-        let hash = account.as_ref().map_or_else(|| self.dummy_hash.clone(), |a| a.password_hash.clone());
+        let hash = account
+            .as_ref()
+            .map_or_else(|| self.dummy_hash.clone(), |a| a.password_hash.clone());
         let pw = password.to_owned();
         let ok = tokio::task::spawn_blocking(move || verify_password(&pw, &hash))
             .await
             .map_err(|e| AppError::Internal(Box::new(e)))?;
         let account = match account {
             Some(a) if ok => a,
-            _ => return Err(AppError::Unauthenticated("wrong username or password".into())),
+            _ => {
+                return Err(AppError::Unauthenticated(
+                    "wrong username or password".into(),
+                ));
+            }
         };
         let session_id = random_token(16);
         let refresh = random_token(32);
         let now = self.clock.now();
         let expires = now.checked_add(self.refresh_ttl).unwrap_or(Timestamp::MAX);
         self.accounts
-            .create_session(&session_id, account.id, &sha256_hex(refresh.as_bytes()), expires, now)
+            .create_session(
+                &session_id,
+                account.id,
+                &sha256_hex(refresh.as_bytes()),
+                expires,
+                now,
+            )
             .await?;
         self.pair(&account, session_id, refresh)
     }
@@ -244,33 +287,56 @@ impl AuthService {
         let expires = now.checked_add(self.refresh_ttl).unwrap_or(Timestamp::MAX);
         let outcome = self
             .accounts
-            .rotate_refresh(&sha256_hex(refresh_token.as_bytes()), &sha256_hex(next.as_bytes()), expires, now)
+            .rotate_refresh(
+                &sha256_hex(refresh_token.as_bytes()),
+                &sha256_hex(next.as_bytes()),
+                expires,
+                now,
+            )
             .await?;
         match outcome {
-            RefreshOutcome::Rotated { account, session_id } => self.pair(&account, session_id, next),
+            RefreshOutcome::Rotated {
+                account,
+                session_id,
+            } => self.pair(&account, session_id, next),
             RefreshOutcome::Reused => Err(AppError::Unauthenticated(
                 "this refresh token was already used; the session has been revoked".into(),
             )),
-            RefreshOutcome::Invalid => Err(AppError::Unauthenticated("the refresh token is invalid or expired".into())),
+            RefreshOutcome::Invalid => Err(AppError::Unauthenticated(
+                "the refresh token is invalid or expired".into(),
+            )),
         }
     }
 
     /// Ends the caller's session (from the access token) and, if given, the session of
     /// `refresh_token`. Idempotent.
-    pub async fn logout(&self, who: &Principal, refresh_token: Option<&str>) -> Result<(), AppError> {
+    pub async fn logout(
+        &self,
+        who: &Principal,
+        refresh_token: Option<&str>,
+    ) -> Result<(), AppError> {
         let now = self.clock.now();
         if let Some(sid) = &who.session_id {
             self.accounts.revoke_session(sid, now).await?;
         }
         if let Some(rt) = refresh_token {
-            if let Some(sid) = self.accounts.session_of_refresh(&sha256_hex(rt.as_bytes())).await? {
+            if let Some(sid) = self
+                .accounts
+                .session_of_refresh(&sha256_hex(rt.as_bytes()))
+                .await?
+            {
                 self.accounts.revoke_session(&sid, now).await?;
             }
         }
         Ok(())
     }
 
-    fn pair(&self, account: &Account, session_id: String, refresh: String) -> Result<TokenPair, AppError> {
+    fn pair(
+        &self,
+        account: &Account,
+        session_id: String,
+        refresh: String,
+    ) -> Result<TokenPair, AppError> {
         let principal = Principal {
             subject: account.id.to_string(),
             role: account.role,
@@ -297,7 +363,12 @@ mod tests {
     }
 
     fn merchant() -> Principal {
-        Principal { subject: "9".into(), role: Role::Merchant, shop_id: ShopId::new(3), session_id: None }
+        Principal {
+            subject: "9".into(),
+            role: Role::Merchant,
+            shop_id: ShopId::new(3),
+            session_id: None,
+        }
     }
 
     #[test]
@@ -311,7 +382,9 @@ mod tests {
     #[test]
     fn expired_forged_and_none_are_rejected() {
         let (s, clock) = svc(b"secret-secret-secret-secret-1234");
-        let Ok(t) = s.mint(&merchant(), SignedDuration::from_mins(5)) else { panic!() };
+        let Ok(t) = s.mint(&merchant(), SignedDuration::from_mins(5)) else {
+            panic!()
+        };
         let (other, _) = svc(b"another-secret-another-secret-12");
         assert!(other.verify(&t).is_err(), "forged");
         clock.advance(SignedDuration::from_mins(6));
@@ -319,14 +392,17 @@ mod tests {
         let none = format!(
             "{}.{}.",
             URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
-            URL_SAFE_NO_PAD.encode(br#"{"sub":"1","role":"admin","exp":99999999999,"iat":1,"jti":"x"}"#)
+            URL_SAFE_NO_PAD
+                .encode(br#"{"sub":"1","role":"admin","exp":99999999999,"iat":1,"jti":"x"}"#)
         );
         assert!(s.verify(&none).is_err(), "alg none");
     }
 
     #[test]
     fn passwords() {
-        let Ok(h) = hash_password("correct horse") else { panic!() };
+        let Ok(h) = hash_password("correct horse") else {
+            panic!()
+        };
         assert!(verify_password("correct horse", &h));
         assert!(!verify_password("wrong horse", &h));
         assert!(!verify_password("x", "not a phc string"));

@@ -6,7 +6,9 @@
 use crate::clock::Clock;
 use crate::error::AppError;
 use crate::ids::IdGenerator;
-use crate::ports::{ChangeOutcome, CreateOutcome, IdempotencyRecord, Page, TemplateQuery, TemplateStore};
+use crate::ports::{
+    ChangeOutcome, CreateOutcome, IdempotencyRecord, Page, TemplateQuery, TemplateStore,
+};
 use stampede_domain::audit::AuditEntry;
 use stampede_domain::auth::{Principal, Role};
 use stampede_domain::ids::{ShopId, TemplateId};
@@ -31,13 +33,19 @@ pub struct IdempotencyKey {
 impl IdempotencyKey {
     /// Accepts 1–255 visible ASCII characters (a UUID fits; so do most client schemes).
     pub fn parse(key: &str, request_hash: String) -> Result<Self, AppError> {
-        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        if key.is_empty()
+            || key.len() > MAX_IDEMPOTENCY_KEY_LEN
+            || !key.bytes().all(|b| b.is_ascii_graphic())
+        {
             return Err(AppError::validation(
                 "Idempotency-Key",
                 format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
             ));
         }
-        Ok(Self { key: key.to_owned(), request_hash })
+        Ok(Self {
+            key: key.to_owned(),
+            request_hash,
+        })
     }
 }
 
@@ -77,38 +85,58 @@ pub struct BackOffice {
 fn require_back_office(who: &Principal) -> Result<(), AppError> {
     match who.role {
         Role::Merchant | Role::Admin => Ok(()),
-        _ => Err(AppError::Forbidden("only merchants and admins use the back-office".into())),
+        _ => Err(AppError::Forbidden(
+            "only merchants and admins use the back-office".into(),
+        )),
     }
 }
 
 impl BackOffice {
-    pub fn new(store: Arc<dyn TemplateStore>, ids: Arc<IdGenerator>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        store: Arc<dyn TemplateStore>,
+        ids: Arc<IdGenerator>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self { store, ids, clock }
     }
 
     /// Which shop a new template belongs to, or why the caller may not create it.
-    fn target_shop(who: &Principal, source: Source, requested: Option<ShopId>) -> Result<ShopId, AppError> {
+    fn target_shop(
+        who: &Principal,
+        source: Source,
+        requested: Option<ShopId>,
+    ) -> Result<ShopId, AppError> {
         match (who.role, source) {
-            (Role::Merchant, Source::Platform) => {
-                Err(AppError::Forbidden("only admins create platform templates".into()))
-            }
+            (Role::Merchant, Source::Platform) => Err(AppError::Forbidden(
+                "only admins create platform templates".into(),
+            )),
             (Role::Merchant, Source::Shop) => {
-                let own = who.shop_id.ok_or_else(|| AppError::Forbidden("merchant token without shop_id".into()))?;
+                let own = who
+                    .shop_id
+                    .ok_or_else(|| AppError::Forbidden("merchant token without shop_id".into()))?;
                 match requested {
-                    Some(s) if s != own => {
-                        Err(AppError::Forbidden("merchants create templates for their own shop only".into()))
-                    }
+                    Some(s) if s != own => Err(AppError::Forbidden(
+                        "merchants create templates for their own shop only".into(),
+                    )),
                     _ => Ok(own),
                 }
             }
             (Role::Admin, Source::Platform) => match requested {
-                Some(_) => Err(AppError::validation("shop_id", "platform templates belong to no shop; omit shop_id")),
+                Some(_) => Err(AppError::validation(
+                    "shop_id",
+                    "platform templates belong to no shop; omit shop_id",
+                )),
                 None => Ok(ShopId::PLATFORM),
             },
-            (Role::Admin, Source::Shop) => {
-                requested.ok_or_else(|| AppError::validation("shop_id", "is required when an admin creates a shop template"))
-            }
-            _ => Err(AppError::Forbidden("only merchants and admins create templates".into())),
+            (Role::Admin, Source::Shop) => requested.ok_or_else(|| {
+                AppError::validation(
+                    "shop_id",
+                    "is required when an admin creates a shop template",
+                )
+            }),
+            _ => Err(AppError::Forbidden(
+                "only merchants and admins create templates".into(),
+            )),
         }
     }
 
@@ -117,6 +145,14 @@ impl BackOffice {
         require_back_office(who)?;
         let source = req.draft.source.unwrap_or(Source::Shop);
         let shop_id = Self::target_shop(who, source, req.shop_id)?;
+        // A replay is answered from the record before validating: the same body may no
+        // longer validate (its claim window can be in the past by now) yet must still
+        // return what it created.
+        if let Some(k) = &req.idempotency {
+            if let Some((record, found)) = self.store.find_idempotency_key(shop_id, &k.key).await? {
+                return replay(&record, k, found, self.clock.now());
+            }
+        }
         let id = TemplateId::new(self.ids.next()?)
             .ok_or_else(|| AppError::Internal("id generator produced a non-positive id".into()))?;
         let now = self.clock.now();
@@ -145,16 +181,22 @@ impl BackOffice {
             created_at: template.created_at,
         });
         let audit = AuditEntry::created(&template, &who.actor());
-        match self.store.create_template(&template, &audit, record.as_ref()).await? {
-            CreateOutcome::Created => Ok(Created { template: template.as_of(now), replayed: false }),
-            CreateOutcome::KeyExists { record: existing, template: found } => {
-                let same = record.is_some_and(|r| r.request_hash == existing.request_hash);
-                match (same, found) {
-                    (true, Some(t)) => Ok(Created { template: t.as_of(now), replayed: true }),
-                    (true, None) => Err(AppError::Internal("idempotency record points at a missing template".into())),
-                    (false, _) => Err(AppError::IdempotencyKeyReused),
-                }
-            }
+        match self
+            .store
+            .create_template(&template, &audit, record.as_ref())
+            .await?
+        {
+            CreateOutcome::Created => Ok(Created {
+                template: template.as_of(now),
+                replayed: false,
+            }),
+            CreateOutcome::KeyExists {
+                record: existing,
+                template: found,
+            } => match &req.idempotency {
+                Some(k) => replay(&existing, k, found, now),
+                None => Err(AppError::Internal("key conflict without a key".into())),
+            },
         }
     }
 
@@ -167,13 +209,21 @@ impl BackOffice {
         }
     }
 
-    pub async fn list(&self, who: &Principal, f: ListFilter) -> Result<(Page<Template>, u32, u32), AppError> {
+    pub async fn list(
+        &self,
+        who: &Principal,
+        f: ListFilter,
+    ) -> Result<(Page<Template>, u32, u32), AppError> {
         require_back_office(who)?;
         let shop_id = match who.role {
             Role::Merchant => {
-                let own = who.shop_id.ok_or_else(|| AppError::Forbidden("merchant token without shop_id".into()))?;
+                let own = who
+                    .shop_id
+                    .ok_or_else(|| AppError::Forbidden("merchant token without shop_id".into()))?;
                 if f.shop_id.is_some_and(|s| s != own) {
-                    return Err(AppError::Forbidden("merchants list their own shop only".into()));
+                    return Err(AppError::Forbidden(
+                        "merchants list their own shop only".into(),
+                    ));
                 }
                 Some(own)
             }
@@ -186,7 +236,10 @@ impl BackOffice {
         }
         let page_size = f.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
         if !(1..=MAX_PAGE_SIZE).contains(&page_size) {
-            errs.add("page_size", format!("must be between 1 and {MAX_PAGE_SIZE}"));
+            errs.add(
+                "page_size",
+                format!("must be between 1 and {MAX_PAGE_SIZE}"),
+            );
         }
         if page.saturating_mul(page_size) > 1_000_000 {
             errs.add("page", "is too deep: narrow the filters instead");
@@ -213,9 +266,17 @@ impl BackOffice {
     }
 
     #[instrument(skip_all, fields(actor = %who.actor(), template = %id))]
-    pub async fn add_stock(&self, who: &Principal, id: TemplateId, add: i64) -> Result<Template, AppError> {
+    pub async fn add_stock(
+        &self,
+        who: &Principal,
+        id: TemplateId,
+        add: i64,
+    ) -> Result<Template, AppError> {
         if !(1..=MAX_STOCK).contains(&add) {
-            return Err(AppError::validation("add", format!("must be between 1 and {MAX_STOCK}")));
+            return Err(AppError::validation(
+                "add",
+                format!("must be between 1 and {MAX_STOCK}"),
+            ));
         }
         self.change(who, id, TemplateChange::AddStock(add)).await
     }
@@ -225,17 +286,30 @@ impl BackOffice {
         self.change(who, id, TemplateChange::Terminate).await
     }
 
-    async fn change(&self, who: &Principal, id: TemplateId, change: TemplateChange) -> Result<Template, AppError> {
+    async fn change(
+        &self,
+        who: &Principal,
+        id: TemplateId,
+        change: TemplateChange,
+    ) -> Result<Template, AppError> {
         self.get(who, id).await?;
         let now = self.clock.now();
-        match self.store.change_template(id, change, &who.actor(), now).await? {
+        match self
+            .store
+            .change_template(id, change, &who.actor(), now)
+            .await?
+        {
             ChangeOutcome::Changed(t) | ChangeOutcome::Unchanged(t) => Ok(t.as_of(now)),
             ChangeOutcome::NotFound => Err(AppError::not_found("template")),
             ChangeOutcome::Refused(e) => Err(refusal(e)),
         }
     }
 
-    pub async fn audit(&self, who: &Principal, id: TemplateId) -> Result<Vec<AuditEntry>, AppError> {
+    pub async fn audit(
+        &self,
+        who: &Principal,
+        id: TemplateId,
+    ) -> Result<Vec<AuditEntry>, AppError> {
         self.get(who, id).await?;
         Ok(self.store.audit_log(id).await?)
     }
@@ -247,7 +321,11 @@ impl BackOffice {
         let now = self.clock.now();
         let mut ended = 0;
         for id in self.store.templates_due_to_end(now, batch).await? {
-            if let ChangeOutcome::Changed(_) = self.store.change_template(id, TemplateChange::End, "system", now).await? {
+            if let ChangeOutcome::Changed(_) = self
+                .store
+                .change_template(id, TemplateChange::End, "system", now)
+                .await?
+            {
                 ended += 1;
             }
         }
@@ -255,9 +333,38 @@ impl BackOffice {
     }
 
     /// Forgets idempotency keys older than `retention`.
-    pub async fn purge_idempotency(&self, retention: jiff::SignedDuration) -> Result<u64, AppError> {
-        let cutoff = self.clock.now().checked_sub(retention).unwrap_or(jiff::Timestamp::MIN);
+    pub async fn purge_idempotency(
+        &self,
+        retention: jiff::SignedDuration,
+    ) -> Result<u64, AppError> {
+        let cutoff = self
+            .clock
+            .now()
+            .checked_sub(retention)
+            .unwrap_or(jiff::Timestamp::MIN);
         Ok(self.store.purge_idempotency_keys(cutoff).await?)
+    }
+}
+
+/// The answer to a request whose idempotency key is already bound: the same template when
+/// the body is the same, `IDEMPOTENCY_KEY_REUSED` otherwise.
+fn replay(
+    record: &IdempotencyRecord,
+    key: &IdempotencyKey,
+    template: Option<Template>,
+    now: jiff::Timestamp,
+) -> Result<Created, AppError> {
+    if record.request_hash != key.request_hash {
+        return Err(AppError::IdempotencyKeyReused);
+    }
+    match template {
+        Some(t) => Ok(Created {
+            template: t.as_of(now),
+            replayed: true,
+        }),
+        None => Err(AppError::Internal(
+            "idempotency record points at a missing template".into(),
+        )),
     }
 }
 
@@ -271,7 +378,9 @@ fn refusal(e: ChangeError) -> AppError {
             code: ErrorCode::ClaimEnded,
             detail: "the template's claim window has ended".into(),
         },
-        ChangeError::StockCap => AppError::validation("add", format!("stock_total would exceed {MAX_STOCK}")),
+        ChangeError::StockCap => {
+            AppError::validation("add", format!("stock_total would exceed {MAX_STOCK}"))
+        }
         ChangeError::InvalidAdd => AppError::validation("add", "must be at least 1"),
     }
 }

@@ -24,9 +24,17 @@ pub struct IdGenerator {
 }
 
 impl IdGenerator {
-    pub fn new(worker: u16, clock: Arc<dyn Clock>, max_backwards: Duration) -> Result<Self, IdError> {
+    pub fn new(
+        worker: u16,
+        clock: Arc<dyn Clock>,
+        max_backwards: Duration,
+    ) -> Result<Self, IdError> {
         let state = Snowflake::new(worker).map_err(IdError::Config)?;
-        Ok(Self { state: Mutex::new(state), clock, max_backwards })
+        Ok(Self {
+            state: Mutex::new(state),
+            clock,
+            max_backwards,
+        })
     }
 
     /// The next id. May block the calling thread for at most `max_backwards` (a few ms) when
@@ -35,7 +43,11 @@ impl IdGenerator {
         let deadline = std::time::Instant::now() + self.max_backwards;
         loop {
             let now = to_ms(self.clock.now());
-            let attempt = self.state.lock().unwrap_or_else(|p| p.into_inner()).next(now);
+            let attempt = self
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .next(now);
             match attempt {
                 Ok(id) => return Ok(id),
                 Err(SnowflakeError::SequenceExhausted) => std::thread::yield_now(),
@@ -62,7 +74,9 @@ mod tests {
     fn clock_far_behind_is_refused_not_duplicated() {
         let clock = Arc::new(ManualClock::default());
         let ids = IdGenerator::new(1, clock.clone(), Duration::from_millis(5));
-        let Ok(ids) = ids else { panic!("worker 1 is valid") };
+        let Ok(ids) = ids else {
+            panic!("worker 1 is valid")
+        };
         let first = ids.next().ok();
         clock.advance(SignedDuration::from_secs(-10));
         assert!(matches!(ids.next(), Err(IdError::ClockMovedBackwards(..))));
@@ -73,7 +87,11 @@ mod tests {
 
     #[test]
     fn many_ids_are_unique() {
-        let Ok(ids) = IdGenerator::new(2, Arc::new(crate::clock::SystemClock), Duration::from_millis(20)) else {
+        let Ok(ids) = IdGenerator::new(
+            2,
+            Arc::new(crate::clock::SystemClock),
+            Duration::from_millis(20),
+        ) else {
             panic!("worker 2 is valid")
         };
         let mut all: Vec<i64> = (0..20_000).filter_map(|_| ids.next().ok()).collect();

@@ -36,7 +36,10 @@ pub struct IdempotencyRecord {
 pub enum CreateOutcome {
     Created,
     /// The idempotency key was already used; nothing was written.
-    KeyExists { record: IdempotencyRecord, template: Option<Template> },
+    KeyExists {
+        record: IdempotencyRecord,
+        template: Option<Template>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +84,13 @@ pub trait TemplateStore: Send + Sync + 'static {
         idempotency: Option<&IdempotencyRecord>,
     ) -> Result<CreateOutcome, StoreError>;
 
+    /// The record `key` is bound to in `shop`, with the template it points at.
+    async fn find_idempotency_key(
+        &self,
+        shop: ShopId,
+        key: &str,
+    ) -> Result<Option<(IdempotencyRecord, Option<Template>)>, StoreError>;
+
     async fn get_template(&self, id: TemplateId) -> Result<Option<Template>, StoreError>;
 
     /// Newest first (by id), with the total matching count.
@@ -100,7 +110,11 @@ pub trait TemplateStore: Send + Sync + 'static {
     async fn audit_log(&self, id: TemplateId) -> Result<Vec<AuditEntry>, StoreError>;
 
     /// Active templates whose claim window closed at or before `now`, at most `limit`.
-    async fn templates_due_to_end(&self, now: Timestamp, limit: u32) -> Result<Vec<TemplateId>, StoreError>;
+    async fn templates_due_to_end(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<TemplateId>, StoreError>;
 
     /// Drops idempotency records created before `cutoff`; returns how many.
     async fn purge_idempotency_keys(&self, cutoff: Timestamp) -> Result<u64, StoreError>;
@@ -122,7 +136,10 @@ pub struct Account {
 
 #[derive(Debug)]
 pub enum RefreshOutcome {
-    Rotated { account: Account, session_id: String },
+    Rotated {
+        account: Account,
+        session_id: String,
+    },
     /// The token had already been rotated: the whole session is now revoked.
     Reused,
     /// Unknown, expired, or its session was revoked.

@@ -46,7 +46,8 @@ fn corrupt(what: &str, id: i64) -> StoreError {
 }
 
 fn money(v: Option<i64>, what: &str, id: i64) -> Result<Option<Money>, StoreError> {
-    v.map(|c| Money::parse(c).map_err(|_| corrupt(what, id))).transpose()
+    v.map(|c| Money::parse(c).map_err(|_| corrupt(what, id)))
+        .transpose()
 }
 
 impl TemplateRecord {
@@ -58,7 +59,12 @@ impl TemplateRecord {
             instructions: t.instructions.clone(),
             source: t.source.as_str().to_owned(),
             scope: t.scope.as_str().to_owned(),
-            goods_ids: t.goods_ids.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(","),
+            goods_ids: t
+                .goods_ids
+                .iter()
+                .map(|g| g.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
             kind: t.kind.as_str().to_owned(),
             amount_off: t.amount_off.map(Money::cents),
             threshold: t.threshold.map(Money::cents),
@@ -100,7 +106,10 @@ impl TemplateRecord {
             goods_ids,
             amount_off: money(self.amount_off, "amount_off", id)?,
             threshold: money(self.threshold, "threshold", id)?,
-            percent_off: self.percent_off.map(|p| u8::try_from(p).map_err(|_| corrupt("percent_off", id))).transpose()?,
+            percent_off: self
+                .percent_off
+                .map(|p| u8::try_from(p).map_err(|_| corrupt("percent_off", id)))
+                .transpose()?,
             max_off: money(self.max_off, "max_off", id)?,
             stock_total: self.stock_total,
             stock: self.stock,
@@ -112,7 +121,8 @@ impl TemplateRecord {
                 .validity_hours
                 .map(|h| u32::try_from(h).map_err(|_| corrupt("validity_hours", id)))
                 .transpose()?,
-            per_user_limit: u32::try_from(self.per_user_limit).map_err(|_| corrupt("per_user_limit", id))?,
+            per_user_limit: u32::try_from(self.per_user_limit)
+                .map_err(|_| corrupt("per_user_limit", id))?,
             created_at: from_ms(self.created_at_ms),
             updated_at: from_ms(self.updated_at_ms),
         })
@@ -145,7 +155,12 @@ impl AuditRecord {
     }
 
     pub fn into_entry(self) -> Result<AuditEntry, StoreError> {
-        let bad = |what: &str| StoreError::Corrupt(format!("audit of template {}: bad {what}", self.template_id));
+        let bad = |what: &str| {
+            StoreError::Corrupt(format!(
+                "audit of template {}: bad {what}",
+                self.template_id
+            ))
+        };
         let before = match &self.before_json {
             Some(s) => Some(serde_json::from_str(s).map_err(|_| bad("before"))?),
             None => None,

@@ -108,7 +108,11 @@ mod tests {
 
     #[test]
     fn serde_name_matches_as_str() {
-        for code in [ErrorCode::ValidationFailed, ErrorCode::IdempotencyKeyReused, ErrorCode::SoldOut] {
+        for code in [
+            ErrorCode::ValidationFailed,
+            ErrorCode::IdempotencyKeyReused,
+            ErrorCode::SoldOut,
+        ] {
             let json = serde_json::to_value(code).unwrap_or_default();
             assert_eq!(json.as_str(), Some(code.as_str()));
         }

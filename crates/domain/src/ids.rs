@@ -91,7 +91,11 @@ impl ShopId {
 
     /// A shop id read back from storage, where the platform's zero is legal.
     pub fn from_stored(raw: i64) -> Option<Self> {
-        if raw == 0 { Some(Self::PLATFORM) } else { Self::new(raw) }
+        if raw == 0 {
+            Some(Self::PLATFORM)
+        } else {
+            Self::new(raw)
+        }
     }
 }
 
@@ -102,7 +106,16 @@ mod tests {
     #[test]
     fn parse_rejects_non_canonical_and_non_positive() {
         assert_eq!(TemplateId::parse("42").map(|i| i.get()), Some(42));
-        for bad in ["", "0", "-1", "+1", "1.0", "abc", "99999999999999999999", " 1"] {
+        for bad in [
+            "",
+            "0",
+            "-1",
+            "+1",
+            "1.0",
+            "abc",
+            "99999999999999999999",
+            " 1",
+        ] {
             assert!(TemplateId::parse(bad).is_none(), "{bad}");
         }
     }

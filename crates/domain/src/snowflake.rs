@@ -34,7 +34,11 @@ impl Snowflake {
         if worker > MAX_WORKER {
             return Err(SnowflakeError::WorkerOutOfRange(worker));
         }
-        Ok(Self { worker, last_ms: -1, sequence: 0 })
+        Ok(Self {
+            worker,
+            last_ms: -1,
+            sequence: 0,
+        })
     }
 
     /// The next id at clock reading `now_ms` (epoch milliseconds). Never returns an id twice:
@@ -45,7 +49,9 @@ impl Snowflake {
             return Err(SnowflakeError::BeforeEpoch);
         }
         if rel < self.last_ms {
-            return Err(SnowflakeError::ClockBehind { behind_ms: self.last_ms - rel });
+            return Err(SnowflakeError::ClockBehind {
+                behind_ms: self.last_ms - rel,
+            });
         }
         if rel == self.last_ms {
             if self.sequence == MAX_SEQUENCE {
@@ -80,7 +86,9 @@ mod tests {
 
     #[test]
     fn exhausts_sequence_then_moves_on() {
-        let Ok(mut s) = Snowflake::new(3) else { panic!("worker 3 is valid") };
+        let Ok(mut s) = Snowflake::new(3) else {
+            panic!("worker 3 is valid")
+        };
         let t = EPOCH_MS + 1_000;
         for _ in 0..=MAX_SEQUENCE {
             assert!(s.next(t).is_ok());

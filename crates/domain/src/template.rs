@@ -158,7 +158,10 @@ impl TemplateDraft {
                 String::new()
             }
             Some(n) if n.chars().count() > MAX_NAME_CHARS => {
-                errs.add("name", format!("must be at most {MAX_NAME_CHARS} characters"));
+                errs.add(
+                    "name",
+                    format!("must be at most {MAX_NAME_CHARS} characters"),
+                );
                 String::new()
             }
             Some(n) if n.chars().any(char::is_control) => {
@@ -169,7 +172,10 @@ impl TemplateDraft {
         };
         let instructions = self.instructions.unwrap_or_default();
         if instructions.chars().count() > MAX_INSTRUCTIONS_CHARS {
-            errs.add("instructions", format!("must be at most {MAX_INSTRUCTIONS_CHARS} characters"));
+            errs.add(
+                "instructions",
+                format!("must be at most {MAX_INSTRUCTIONS_CHARS} characters"),
+            );
         }
 
         let source = self.source.unwrap_or(Source::Shop);
@@ -203,17 +209,45 @@ impl TemplateDraft {
         let max_off = money(&mut errs, "max_off", self.max_off);
         let mut percent_off = None;
         match self.kind {
-            None => errs.add("kind", format!("is required: one of {}", Kind::ALL.join(", "))),
+            None => errs.add(
+                "kind",
+                format!("is required: one of {}", Kind::ALL.join(", ")),
+            ),
             Some(Kind::Fixed) => {
-                require_positive(&mut errs, "amount_off", self.amount_off, amount_off, "fixed");
+                require_positive(
+                    &mut errs,
+                    "amount_off",
+                    self.amount_off,
+                    amount_off,
+                    "fixed",
+                );
                 if threshold.is_some_and(|t| t > Money::ZERO) {
-                    errs.add("threshold", "fixed coupons have no threshold; use kind threshold");
+                    errs.add(
+                        "threshold",
+                        "fixed coupons have no threshold; use kind threshold",
+                    );
                 }
-                forbid(&mut errs, "percent_off", &self.percent_off, "only percent coupons have percent_off");
-                forbid(&mut errs, "max_off", &self.max_off, "only percent coupons have max_off");
+                forbid(
+                    &mut errs,
+                    "percent_off",
+                    &self.percent_off,
+                    "only percent coupons have percent_off",
+                );
+                forbid(
+                    &mut errs,
+                    "max_off",
+                    &self.max_off,
+                    "only percent coupons have max_off",
+                );
             }
             Some(Kind::Threshold) => {
-                require_positive(&mut errs, "amount_off", self.amount_off, amount_off, "threshold");
+                require_positive(
+                    &mut errs,
+                    "amount_off",
+                    self.amount_off,
+                    amount_off,
+                    "threshold",
+                );
                 match (threshold, amount_off) {
                     (None, _) if self.threshold.is_none() => {
                         errs.add("threshold", "is required for threshold coupons")
@@ -223,8 +257,18 @@ impl TemplateDraft {
                     }
                     _ => {}
                 }
-                forbid(&mut errs, "percent_off", &self.percent_off, "only percent coupons have percent_off");
-                forbid(&mut errs, "max_off", &self.max_off, "only percent coupons have max_off");
+                forbid(
+                    &mut errs,
+                    "percent_off",
+                    &self.percent_off,
+                    "only percent coupons have percent_off",
+                );
+                forbid(
+                    &mut errs,
+                    "max_off",
+                    &self.max_off,
+                    "only percent coupons have max_off",
+                );
             }
             Some(Kind::Percent) => {
                 match self.percent_off {
@@ -232,7 +276,12 @@ impl TemplateDraft {
                     Some(p @ 1..=99) => percent_off = u8::try_from(p).ok(),
                     Some(_) => errs.add("percent_off", "must be between 1 and 99"),
                 }
-                forbid(&mut errs, "amount_off", &self.amount_off, "percent coupons take percent_off, not amount_off");
+                forbid(
+                    &mut errs,
+                    "amount_off",
+                    &self.amount_off,
+                    "percent coupons take percent_off, not amount_off",
+                );
                 if max_off == Some(Money::ZERO) {
                     errs.add("max_off", "must be greater than 0 (omit it for no cap)");
                 }
@@ -294,7 +343,10 @@ impl TemplateDraft {
         }
         if let (Some(until), Some(start)) = (valid_until, claim_start) {
             if until <= start && !errs.has("valid_until") {
-                errs.add("valid_until", "must be after claim_start, or every coupon is born expired");
+                errs.add(
+                    "valid_until",
+                    "must be after claim_start, or every coupon is born expired",
+                );
             }
         }
 
@@ -302,7 +354,10 @@ impl TemplateDraft {
             None => 1,
             Some(n) if (1..=MAX_PER_USER_LIMIT).contains(&n) => u32::try_from(n).unwrap_or(1),
             Some(_) => {
-                errs.add("per_user_limit", format!("must be between 1 and {MAX_PER_USER_LIMIT}"));
+                errs.add(
+                    "per_user_limit",
+                    format!("must be between 1 and {MAX_PER_USER_LIMIT}"),
+                );
                 1
             }
         };
@@ -323,7 +378,11 @@ impl TemplateDraft {
             scope,
             goods_ids,
             kind,
-            amount_off: if kind == Kind::Percent { None } else { amount_off },
+            amount_off: if kind == Kind::Percent {
+                None
+            } else {
+                amount_off
+            },
             threshold: match kind {
                 Kind::Fixed => None,
                 Kind::Threshold => threshold,
@@ -346,7 +405,13 @@ impl TemplateDraft {
     }
 }
 
-fn require_positive(errs: &mut ValidationErrors, field: &str, raw: Option<i64>, parsed: Option<Money>, kind: &str) {
+fn require_positive(
+    errs: &mut ValidationErrors,
+    field: &str,
+    raw: Option<i64>,
+    parsed: Option<Money>,
+    kind: &str,
+) {
     match (raw, parsed) {
         (None, _) => errs.add(field, format!("is required for {kind} coupons")),
         (Some(_), Some(m)) if m == Money::ZERO => errs.add(field, "must be greater than 0"),
@@ -395,7 +460,11 @@ impl Template {
 
     /// The template after `change` at `now`; `Ok(None)` when the change already happened
     /// (terminating twice, ending an ended template), so callers can answer idempotently.
-    pub fn apply(&self, change: TemplateChange, now: Timestamp) -> Result<Option<Template>, ChangeError> {
+    pub fn apply(
+        &self,
+        change: TemplateChange,
+        now: Timestamp,
+    ) -> Result<Option<Template>, ChangeError> {
         let status = self.effective_status(now);
         let mut next = self.clone();
         next.updated_at = truncate_ms(now);

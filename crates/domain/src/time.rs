@@ -11,7 +11,11 @@ pub fn to_ms(ts: Timestamp) -> i64 {
 /// The timestamp of `ms` epoch milliseconds; out-of-range values clamp to jiff's limits so a
 /// corrupt row cannot panic a reader.
 pub fn from_ms(ms: i64) -> Timestamp {
-    Timestamp::from_millisecond(ms).unwrap_or(if ms < 0 { Timestamp::MIN } else { Timestamp::MAX })
+    Timestamp::from_millisecond(ms).unwrap_or(if ms < 0 {
+        Timestamp::MIN
+    } else {
+        Timestamp::MAX
+    })
 }
 
 /// `ts` truncated to whole milliseconds, the precision every stored time has.

@@ -38,12 +38,17 @@ pub fn jwt_secret(settings: &Settings) -> anyhow::Result<Vec<u8>> {
         return Ok(s.expose().as_bytes().to_vec());
     }
     if settings.storage.backend == Backend::Mysql {
-        anyhow::bail!("distributed mode needs auth.jwt_secret (STAMPEDE_AUTH__JWT_SECRET) shared by every node");
+        anyhow::bail!(
+            "distributed mode needs auth.jwt_secret (STAMPEDE_AUTH__JWT_SECRET) shared by every node"
+        );
     }
     let path = settings.server.data_dir.join("jwt-secret");
     match std::fs::read_to_string(&path) {
         Ok(s) if s.trim().len() >= 32 => Ok(s.trim().as_bytes().to_vec()),
-        Ok(_) => anyhow::bail!("{} is too short; delete it to generate a new one", path.display()),
+        Ok(_) => anyhow::bail!(
+            "{} is too short; delete it to generate a new one",
+            path.display()
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_secret(&path),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
@@ -64,7 +69,9 @@ fn write_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
     }
     match opts.open(path) {
         Ok(mut f) => {
-            f.write_all(secret.as_bytes()).and_then(|()| f.sync_all()).with_context(|| format!("writing {}", path.display()))?;
+            f.write_all(secret.as_bytes())
+                .and_then(|()| f.sync_all())
+                .with_context(|| format!("writing {}", path.display()))?;
             Ok(secret.into_bytes())
         }
         // Another process (a concurrent `stampede token`) created it first: use theirs.
@@ -106,8 +113,19 @@ impl Services {
             )
             .map_err(|e| anyhow::anyhow!("{e}"))?,
         );
-        let backoffice = Arc::new(BackOffice::new(stores.templates.clone(), ids.clone(), clock.clone()));
-        Ok(Services { stores, clock, ids, tokens, auth, backoffice })
+        let backoffice = Arc::new(BackOffice::new(
+            stores.templates.clone(),
+            ids.clone(),
+            clock.clone(),
+        ));
+        Ok(Services {
+            stores,
+            clock,
+            ids,
+            tokens,
+            auth,
+            backoffice,
+        })
     }
 }
 
@@ -117,15 +135,24 @@ impl Application {
     }
 
     /// Like `build`, with a clock of the caller's (tests drive time with `ManualClock`).
-    pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Application> {
         let services = Services::build(&settings, clock).await?;
-        let checks: Vec<Arc<dyn HealthCheck>> = vec![Arc::new(DatabaseCheck(services.stores.templates.clone()))];
+        let checks: Vec<Arc<dyn HealthCheck>> =
+            vec![Arc::new(DatabaseCheck(services.stores.templates.clone()))];
         let state = AppState {
             backoffice: services.backoffice.clone(),
             auth: services.auth.clone(),
             checks: Arc::new(checks),
         };
-        let router = stampede_api::router(state, &HttpLimits { max_body_bytes: settings.http.max_body_bytes });
+        let router = stampede_api::router(
+            state,
+            &HttpLimits {
+                max_body_bytes: settings.http.max_body_bytes,
+            },
+        );
 
         let mut runner = Runner::new();
         let w = &settings.workers;
@@ -137,13 +164,21 @@ impl Application {
         runner.register(Arc::new(PurgeIdempotencyKeys {
             backoffice: services.backoffice.clone(),
             interval: Duration::from_secs(w.purge_interval_secs),
-            retention: jiff::SignedDuration::from_hours(i64::try_from(w.idempotency_retention_hours).unwrap_or(i64::MAX / 3600)),
+            retention: jiff::SignedDuration::from_hours(
+                i64::try_from(w.idempotency_retention_hours).unwrap_or(i64::MAX / 3600),
+            ),
         }));
 
         let listener = TcpListener::bind(&settings.server.listen)
             .await
             .with_context(|| format!("binding {}", settings.server.listen))?;
-        Ok(Application { listener, router, runner, settings, stores: services.stores })
+        Ok(Application {
+            listener,
+            router,
+            runner,
+            settings,
+            stores: services.stores,
+        })
     }
 
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {

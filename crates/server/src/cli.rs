@@ -98,13 +98,22 @@ fn parse_shop(s: &str) -> Result<ShopId, String> {
 }
 
 fn parse_ttl(s: &str) -> Result<jiff::SignedDuration, String> {
-    let d: jiff::SignedDuration = s.parse().map_err(|e| format!("expected a duration like 15m, 1h or 7d: {e}"))?;
-    if d.is_positive() { Ok(d) } else { Err("the ttl must be positive".into()) }
+    let d: jiff::SignedDuration = s
+        .parse()
+        .map_err(|e| format!("expected a duration like 15m, 1h or 7d: {e}"))?;
+    if d.is_positive() {
+        Ok(d)
+    } else {
+        Err("the ttl must be positive".into())
+    }
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -121,7 +130,13 @@ pub fn main() -> ExitCode {
 }
 
 fn load(common: &Common, listen: Option<String>) -> anyhow::Result<Settings> {
-    let loaded = Settings::load(common.config.as_deref(), &Overrides { listen, data_dir: common.data_dir.clone() })?;
+    let loaded = Settings::load(
+        common.config.as_deref(),
+        &Overrides {
+            listen,
+            data_dir: common.data_dir.clone(),
+        },
+    )?;
     telemetry::init(&loaded.settings.log);
     for w in &loaded.warnings {
         tracing::warn!("{w}");
@@ -144,10 +159,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = load_quiet(&common)?;
             // Opening a store applies its pending migrations.
             crate::storage::open(&settings).await?;
-            println!("migrations applied ({:?} backend)", settings.storage.backend);
+            println!(
+                "migrations applied ({:?} backend)",
+                settings.storage.backend
+            );
             Ok(())
         }
-        Command::Token { common, role, sub, shop_id, ttl } => {
+        Command::Token {
+            common,
+            role,
+            sub,
+            shop_id,
+            ttl,
+        } => {
             let settings = load_quiet(&common)?;
             if role == Role::Merchant && shop_id.is_none() {
                 anyhow::bail!("--shop-id is required for --role merchant");
@@ -160,17 +184,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let secret = crate::app::jwt_secret(&settings)?;
             let tokens = stampede_core::auth::TokenService::new(&secret, Arc::new(SystemClock));
-            let principal = Principal { subject: sub, role, shop_id, session_id: None };
-            let token = tokens.mint(&principal, ttl).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let principal = Principal {
+                subject: sub,
+                role,
+                shop_id,
+                session_id: None,
+            };
+            let token = tokens
+                .mint(&principal, ttl)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{token}");
             Ok(())
         }
-        Command::Account { command: AccountCommand::Create { common, username, password, role, shop_id } } => {
+        Command::Account {
+            command:
+                AccountCommand::Create {
+                    common,
+                    username,
+                    password,
+                    role,
+                    shop_id,
+                },
+        } => {
             let settings = load_quiet(&common)?;
             let services = Services::build(&settings, Arc::new(SystemClock)).await?;
             let account = services
                 .auth
-                .create_account(NewAccount { username, password, role, shop_id })
+                .create_account(NewAccount {
+                    username,
+                    password,
+                    role,
+                    shop_id,
+                })
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!(
@@ -188,7 +233,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn load_quiet(common: &Common) -> anyhow::Result<Settings> {
-    let loaded = Settings::load(common.config.as_deref(), &Overrides { listen: None, data_dir: common.data_dir.clone() })?;
+    let loaded = Settings::load(
+        common.config.as_deref(),
+        &Overrides {
+            listen: None,
+            data_dir: common.data_dir.clone(),
+        },
+    )?;
     let settings = quiet(loaded.settings);
     telemetry::init(&settings.log);
     for w in &loaded.warnings {
@@ -201,20 +252,25 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let app = Application::build(settings.clone()).await?;
     let addr = app.local_addr()?;
     let data_dir = settings.server.data_dir.display().to_string();
-    match settings.storage.backend {
-        Backend::Sqlite => println!(
+    let banner = match settings.storage.backend {
+        Backend::Sqlite => format!(
             "Stampede listening on http://{addr} (embedded: SQLite at {})\n\
              Get an admin token:  stampede token --role admin --sub 1 --data-dir {data_dir}\n\
              API docs:            http://{addr}/docs",
             settings.sqlite_path().display()
         ),
-        Backend::Mysql => println!(
+        Backend::Mysql => format!(
             "Stampede listening on http://{addr} (distributed: {} MySQL database(s) x {} table(s))\n\
              Get an admin token:  stampede token --role admin --sub 1 --config <same config>\n\
              API docs:            http://{addr}/docs",
             settings.storage.mysql.databases.len(),
             settings.storage.mysql.tables_per_database
         ),
+    };
+    // A closed stdout (a supervisor that stopped reading) must not take the server down.
+    {
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout().lock(), "{banner}");
     }
     tracing::info!(%addr, backend = ?settings.storage.backend, "listening");
     let shutdown = CancellationToken::new();
@@ -223,7 +279,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         wait_for_signal().await;
         signal.cancel();
     });
-    app.run_until_stopped(shutdown).await.context("server stopped with an error")
+    app.run_until_stopped(shutdown)
+        .await
+        .context("server stopped with an error")
 }
 
 async fn wait_for_signal() {

@@ -69,7 +69,11 @@ pub struct ServerSettings {
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8080".into(), data_dir: PathBuf::from("./stampede-data"), shutdown_grace_secs: 10 }
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./stampede-data"),
+            shutdown_grace_secs: 10,
+        }
     }
 }
 
@@ -93,7 +97,11 @@ pub struct StorageSettings {
 
 impl Default for StorageSettings {
     fn default() -> Self {
-        Self { backend: Backend::Sqlite, sqlite_read_connections: 4, mysql: MysqlSettings::default() }
+        Self {
+            backend: Backend::Sqlite,
+            sqlite_read_connections: 4,
+            mysql: MysqlSettings::default(),
+        }
     }
 }
 
@@ -109,7 +117,11 @@ pub struct MysqlSettings {
 
 impl Default for MysqlSettings {
     fn default() -> Self {
-        Self { databases: Vec::new(), tables_per_database: 1, max_connections_per_database: 16 }
+        Self {
+            databases: Vec::new(),
+            tables_per_database: 1,
+            max_connections_per_database: 16,
+        }
     }
 }
 
@@ -125,7 +137,11 @@ pub struct AuthSettings {
 
 impl Default for AuthSettings {
     fn default() -> Self {
-        Self { jwt_secret: None, access_ttl_secs: 15 * 60, refresh_ttl_secs: 30 * 24 * 3600 }
+        Self {
+            jwt_secret: None,
+            access_ttl_secs: 15 * 60,
+            refresh_ttl_secs: 30 * 24 * 3600,
+        }
     }
 }
 
@@ -140,7 +156,10 @@ pub struct IdSettings {
 
 impl Default for IdSettings {
     fn default() -> Self {
-        Self { worker_id: 0, max_clock_backwards_ms: 10 }
+        Self {
+            worker_id: 0,
+            max_clock_backwards_ms: 10,
+        }
     }
 }
 
@@ -153,7 +172,9 @@ pub struct HttpSettings {
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        Self { max_body_bytes: 64 * 1024 }
+        Self {
+            max_body_bytes: 64 * 1024,
+        }
     }
 }
 
@@ -174,7 +195,10 @@ pub struct LogSettings {
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self { format: LogFormat::Json, level: "info".into() }
+        Self {
+            format: LogFormat::Json,
+            level: "info".into(),
+        }
     }
 }
 
@@ -191,7 +215,12 @@ pub struct WorkerSettings {
 
 impl Default for WorkerSettings {
     fn default() -> Self {
-        Self { enabled: true, end_sweep_interval_ms: 1_000, idempotency_retention_hours: 48, purge_interval_secs: 3_600 }
+        Self {
+            enabled: true,
+            end_sweep_interval_ms: 1_000,
+            idempotency_retention_hours: 48,
+            purge_interval_secs: 3_600,
+        }
     }
 }
 
@@ -214,7 +243,11 @@ fn leaf_paths(prefix: &str, v: &serde_json::Value, out: &mut BTreeSet<String>) {
     match v {
         serde_json::Value::Object(m) => {
             for (k, x) in m {
-                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 leaf_paths(&p, x, out);
             }
         }
@@ -228,7 +261,11 @@ impl Settings {
     /// Every configurable key, as `section.key` (`storage.mysql.databases`).
     pub fn known_keys() -> BTreeSet<String> {
         let mut out = BTreeSet::new();
-        leaf_paths("", &serde_json::to_value(Settings::default()).unwrap_or_default(), &mut out);
+        leaf_paths(
+            "",
+            &serde_json::to_value(Settings::default()).unwrap_or_default(),
+            &mut out,
+        );
         out
     }
 
@@ -260,14 +297,19 @@ impl Settings {
         if let Some(d) = &overrides.data_dir {
             fig = fig.merge(("server.data_dir", d));
         }
-        let settings: Settings = fig.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        let settings: Settings = fig
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         settings.check()?;
         Ok(Loaded { settings, warnings })
     }
 
     fn check(&self) -> anyhow::Result<()> {
         if self.ids.worker_id > stampede_domain::snowflake::MAX_WORKER {
-            anyhow::bail!("ids.worker_id must be 0..={}", stampede_domain::snowflake::MAX_WORKER);
+            anyhow::bail!(
+                "ids.worker_id must be 0..={}",
+                stampede_domain::snowflake::MAX_WORKER
+            );
         }
         if self.storage.backend == Backend::Mysql {
             if self.storage.mysql.databases.is_empty() {
@@ -284,7 +326,9 @@ impl Settings {
             anyhow::bail!("http.max_body_bytes must be at least 1024");
         }
         if self.workers.idempotency_retention_hours < 24 {
-            anyhow::bail!("workers.idempotency_retention_hours must be at least 24 (the API promises 24 h)");
+            anyhow::bail!(
+                "workers.idempotency_retention_hours must be at least 24 (the API promises 24 h)"
+            );
         }
         Ok(())
     }
@@ -301,7 +345,12 @@ mod tests {
     #[test]
     fn known_keys_cover_nested_sections() {
         let k = Settings::known_keys();
-        for key in ["server.listen", "storage.mysql.databases", "auth.jwt_secret", "workers.enabled"] {
+        for key in [
+            "server.listen",
+            "storage.mysql.databases",
+            "auth.jwt_secret",
+            "workers.enabled",
+        ] {
             assert!(k.contains(key), "{key}");
         }
     }

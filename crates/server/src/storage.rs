@@ -20,11 +20,20 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Stores> {
     match settings.storage.backend {
         Backend::Sqlite => {
             let path = settings.sqlite_path();
-            let store = SqliteStore::open(&path, SqliteOptions { read_connections: settings.storage.sqlite_read_connections })
-                .await
-                .map_err(|e| anyhow::anyhow!("opening SQLite at {}: {e}", path.display()))?;
+            let store = SqliteStore::open(
+                &path,
+                SqliteOptions {
+                    read_connections: settings.storage.sqlite_read_connections,
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("opening SQLite at {}: {e}", path.display()))?;
             let store = Arc::new(store);
-            Ok(Stores { templates: store.clone(), accounts: store, mysql: None })
+            Ok(Stores {
+                templates: store.clone(),
+                accounts: store,
+                mysql: None,
+            })
         }
         Backend::Mysql => {
             let m = &settings.storage.mysql;
@@ -33,9 +42,15 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Stores> {
                 tables_per_database: m.tables_per_database,
                 max_connections_per_database: m.max_connections_per_database,
             };
-            let store = MysqlStore::open(&cfg).await.map_err(|e| anyhow::anyhow!("opening MySQL: {e}"))?;
+            let store = MysqlStore::open(&cfg)
+                .await
+                .map_err(|e| anyhow::anyhow!("opening MySQL: {e}"))?;
             let shared = Arc::new(store.clone());
-            Ok(Stores { templates: shared.clone(), accounts: shared, mysql: Some(store) })
+            Ok(Stores {
+                templates: shared.clone(),
+                accounts: shared,
+                mysql: Some(store),
+            })
         }
     }
 }

@@ -221,6 +221,19 @@ impl TemplateStore for SqliteStore {
         Ok(CreateOutcome::Created)
     }
 
+    async fn find_idempotency_key(
+        &self,
+        shop: ShopId,
+        key: &str,
+    ) -> Result<Option<(IdempotencyRecord, Option<Template>)>, StoreError> {
+        let mut conn = self.reader.acquire().await.map_err(db)?;
+        let Some(record) = fetch_idempotency(&mut conn, shop, key).await? else {
+            return Ok(None);
+        };
+        let template = fetch_template(&mut conn, record.template_id).await?;
+        Ok(Some((record, template)))
+    }
+
     async fn get_template(&self, id: TemplateId) -> Result<Option<Template>, StoreError> {
         let mut conn = self.reader.acquire().await.map_err(db)?;
         fetch_template(&mut conn, id).await

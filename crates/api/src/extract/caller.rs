@@ -40,26 +40,46 @@ pub struct Caller<R: Allowed> {
 impl<R: Allowed> FromRequestParts<AppState> for Caller<R> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let header = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "send Authorization: Bearer <token>"))?;
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::Unauthenticated,
+                    "send Authorization: Bearer <token>",
+                )
+            })?;
         let token = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "the Authorization header must be a Bearer token"))?;
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::Unauthenticated,
+                    "the Authorization header must be a Bearer token",
+                )
+            })?;
         let principal = state.auth.tokens().verify(token).map_err(ApiError::from)?;
         if !R::ROLES.contains(&principal.role) {
             let allowed: Vec<&str> = R::ROLES.iter().map(|r| r.as_str()).collect();
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
-                format!("this endpoint is for {}; the token's role is {}", allowed.join(", "), principal.role.as_str()),
+                format!(
+                    "this endpoint is for {}; the token's role is {}",
+                    allowed.join(", "),
+                    principal.role.as_str()
+                ),
             ));
         }
-        Ok(Caller { principal, _roles: PhantomData })
+        Ok(Caller {
+            principal,
+            _roles: PhantomData,
+        })
     }
 }

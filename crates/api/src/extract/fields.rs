@@ -15,7 +15,11 @@ pub struct Fields {
 
 impl Fields {
     pub fn new(map: Map<String, Value>) -> Self {
-        Self { map, known: BTreeSet::new(), errors: ValidationErrors::new() }
+        Self {
+            map,
+            known: BTreeSet::new(),
+            errors: ValidationErrors::new(),
+        }
     }
 
     /// The raw value of `name`; JSON `null` counts as absent.
@@ -45,7 +49,8 @@ impl Fields {
                     None
                 }
                 None => {
-                    self.errors.add(name, "must be a whole number (no fraction or exponent)");
+                    self.errors
+                        .add(name, "must be a whole number (no fraction or exponent)");
                     None
                 }
             },
@@ -61,19 +66,28 @@ impl Fields {
         match raw.as_str().and_then(stampede_domain::template::parse_time) {
             Some(t) => Some(t),
             None => {
-                self.errors.add(name, "must be an RFC 3339 timestamp with offset, e.g. 2026-11-21T10:00:00Z");
+                self.errors.add(
+                    name,
+                    "must be an RFC 3339 timestamp with offset, e.g. 2026-11-21T10:00:00Z",
+                );
                 None
             }
         }
     }
 
     /// A string naming one of `allowed`, parsed by `parse`.
-    pub fn choice<T>(&mut self, name: &'static str, allowed: &[&str], parse: fn(&str) -> Option<T>) -> Option<T> {
+    pub fn choice<T>(
+        &mut self,
+        name: &'static str,
+        allowed: &[&str],
+        parse: fn(&str) -> Option<T>,
+    ) -> Option<T> {
         let raw = self.take(name)?;
         match raw.as_str().and_then(parse) {
             Some(v) => Some(v),
             None => {
-                self.errors.add(name, format!("must be one of: {}", allowed.join(", ")));
+                self.errors
+                    .add(name, format!("must be one of: {}", allowed.join(", ")));
                 None
             }
         }
@@ -85,21 +99,30 @@ impl Fields {
         match raw.as_str().and_then(parse) {
             Some(v) => Some(v),
             None => {
-                self.errors.add(name, "must be a positive integer id given as a string");
+                self.errors
+                    .add(name, "must be a positive integer id given as a string");
                 None
             }
         }
     }
 
-    pub fn id_list<T>(&mut self, name: &'static str, parse: fn(&str) -> Option<T>) -> Option<Vec<T>> {
+    pub fn id_list<T>(
+        &mut self,
+        name: &'static str,
+        parse: fn(&str) -> Option<T>,
+    ) -> Option<Vec<T>> {
         let raw = self.take(name)?;
         let Value::Array(items) = raw else {
-            self.errors.add(name, "must be an array of ids given as strings");
+            self.errors
+                .add(name, "must be an array of ids given as strings");
             return None;
         };
         let parsed: Option<Vec<T>> = items.iter().map(|v| v.as_str().and_then(parse)).collect();
         if parsed.is_none() {
-            self.errors.add(name, "must be an array of positive integer ids given as strings");
+            self.errors.add(
+                name,
+                "must be an array of positive integer ids given as strings",
+            );
         }
         parsed
     }

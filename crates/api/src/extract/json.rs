@@ -17,10 +17,19 @@ pub struct JsonObject(pub Map<String, Value>);
 pub struct OptionalJsonObject(pub Map<String, Value>);
 
 fn is_json(req: &Request) -> bool {
-    let Some(ct) = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(ct) = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
@@ -29,9 +38,15 @@ async fn read(req: Request, optional: bool) -> Result<Map<String, Value>, ApiErr
     let json = is_json(&req);
     let bytes = Bytes::from_request(req, &()).await.map_err(|rej| {
         if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(ErrorCode::PayloadTooLarge, "the request body is larger than this endpoint accepts")
+            ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                "the request body is larger than this endpoint accepts",
+            )
         } else {
-            ApiError::new(ErrorCode::MalformedRequest, "the request body could not be read")
+            ApiError::new(
+                ErrorCode::MalformedRequest,
+                "the request body could not be read",
+            )
         }
     })?;
     if optional && bytes.iter().all(u8::is_ascii_whitespace) && (!has_ct || json) {
@@ -44,11 +59,17 @@ async fn read(req: Request, optional: bool) -> Result<Map<String, Value>, ApiErr
         ));
     }
     let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(ErrorCode::MalformedRequest, format!("the body is not valid JSON: {e}"))
+        ApiError::new(
+            ErrorCode::MalformedRequest,
+            format!("the body is not valid JSON: {e}"),
+        )
     })?;
     match value {
         Value::Object(map) => Ok(map),
-        _ => Err(ApiError::validation(ValidationErrors::single("body", "must be a JSON object"))),
+        _ => Err(ApiError::validation(ValidationErrors::single(
+            "body",
+            "must be a JSON object",
+        ))),
     }
 }
 
@@ -113,10 +134,15 @@ mod tests {
 
     #[test]
     fn canonical_hash_ignores_key_order() {
-        let a: Value = serde_json::from_str(r#"{"b":1,"a":{"y":[1,2],"x":"s"}}"#).unwrap_or_default();
-        let b: Value = serde_json::from_str(r#"{ "a": {"x":"s","y":[1,2]}, "b": 1 }"#).unwrap_or_default();
-        let c: Value = serde_json::from_str(r#"{"b":2,"a":{"y":[1,2],"x":"s"}}"#).unwrap_or_default();
-        let (Value::Object(a), Value::Object(b), Value::Object(c)) = (a, b, c) else { panic!() };
+        let a: Value =
+            serde_json::from_str(r#"{"b":1,"a":{"y":[1,2],"x":"s"}}"#).unwrap_or_default();
+        let b: Value =
+            serde_json::from_str(r#"{ "a": {"x":"s","y":[1,2]}, "b": 1 }"#).unwrap_or_default();
+        let c: Value =
+            serde_json::from_str(r#"{"b":2,"a":{"y":[1,2],"x":"s"}}"#).unwrap_or_default();
+        let (Value::Object(a), Value::Object(b), Value::Object(c)) = (a, b, c) else {
+            panic!()
+        };
         assert_eq!(canonical_hash(&a), canonical_hash(&b));
         assert_ne!(canonical_hash(&a), canonical_hash(&c));
     }

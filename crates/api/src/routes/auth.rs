@@ -32,7 +32,12 @@ pub struct TokenResponse {
 
 impl From<TokenPair> for TokenResponse {
     fn from(p: TokenPair) -> Self {
-        Self { access_token: p.access_token, refresh_token: p.refresh_token, token_type: p.token_type, expires_in: p.expires_in }
+        Self {
+            access_token: p.access_token,
+            refresh_token: p.refresh_token,
+            token_type: p.token_type,
+            expires_in: p.expires_in,
+        }
     }
 }
 
@@ -52,7 +57,10 @@ fn required(f: &mut Fields, name: &'static str) -> Option<String> {
     (status = 415, body = Problem, content_type = "application/problem+json", description = "UNSUPPORTED_MEDIA_TYPE"),
     (status = 422, body = Problem, content_type = "application/problem+json", description = "VALIDATION_FAILED"),
 ))]
-pub async fn login(State(state): State<AppState>, JsonObject(body): JsonObject) -> ApiResult<Json<TokenResponse>> {
+pub async fn login(
+    State(state): State<AppState>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<TokenResponse>> {
     let mut f = Fields::new(body);
     let username = required(&mut f, "username");
     let password = required(&mut f, "password");
@@ -76,7 +84,10 @@ pub struct RefreshBody {
     (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED: invalid, expired, rotated or revoked"),
     (status = 422, body = Problem, content_type = "application/problem+json", description = "VALIDATION_FAILED"),
 ))]
-pub async fn refresh(State(state): State<AppState>, JsonObject(body): JsonObject) -> ApiResult<Json<TokenResponse>> {
+pub async fn refresh(
+    State(state): State<AppState>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<TokenResponse>> {
     let mut f = Fields::new(body);
     let token = required(&mut f, "refresh_token");
     let errs = f.finish();
@@ -107,7 +118,10 @@ pub async fn logout(
     let mut f = Fields::new(body);
     let token = f.string("refresh_token");
     f.finish().finish(()).map_err(ApiError::validation)?;
-    state.auth.logout(&caller.principal, token.as_deref()).await?;
+    state
+        .auth
+        .logout(&caller.principal, token.as_deref())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -149,18 +163,38 @@ pub async fn create_account(
     let mut f = Fields::new(body);
     let username = required(&mut f, "username");
     let password = required(&mut f, "password");
-    let role = f.choice("role", &["user", "merchant", "admin", "service"], Role::parse);
+    let role = f.choice(
+        "role",
+        &["user", "merchant", "admin", "service"],
+        Role::parse,
+    );
     if role.is_none() && !f.errors.has("role") {
         f.errors.add("role", "is required");
     }
     let shop_id = f.id("shop_id", ShopId::parse);
-    let errs = f.finish();
-    let (Some(username), Some(password), Some(role), true) = (username, password, role, errs.is_empty()) else {
-        return Err(ApiError::validation(errs));
+    let mut errs = f.finish();
+    let new = NewAccount {
+        username: username.unwrap_or_default(),
+        password: password.unwrap_or_default(),
+        role: role.unwrap_or(Role::User),
+        shop_id,
     };
-    let a = state.auth.create_account(NewAccount { username, password, role, shop_id }).await?;
+    // Rule errors for fields the reader could not read would only repeat its message.
+    for e in new.validate().into_vec() {
+        if !errs.has(&e.field) && (e.field != "shop_id" || role.is_some()) {
+            errs.add(&e.field, e.message);
+        }
+    }
+    errs.finish(()).map_err(ApiError::validation)?;
+    let a = state.auth.create_account(new).await?;
     Ok((
         StatusCode::CREATED,
-        Json(AccountView { id: a.id.to_string(), username: a.username, role: a.role, shop_id: a.shop_id, created_at: a.created_at }),
+        Json(AccountView {
+            id: a.id.to_string(),
+            username: a.username,
+            role: a.role,
+            shop_id: a.shop_id,
+            created_at: a.created_at,
+        }),
     ))
 }

@@ -33,7 +33,13 @@ pub async fn healthz() -> Json<Health> {
     (status = 503, body = Problem, content_type = "application/problem+json", description = "UNAVAILABLE: a dependency is down"),
 ))]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Readiness>> {
-    let results = futures::future::join_all(state.checks.iter().map(|c| async move { (c.name(), c.check().await) })).await;
+    let results = futures::future::join_all(
+        state
+            .checks
+            .iter()
+            .map(|c| async move { (c.name(), c.check().await) }),
+    )
+    .await;
     let mut checks = BTreeMap::new();
     let mut failed = Vec::new();
     for (name, r) in results {
@@ -49,8 +55,14 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Readiness>>
         }
     }
     if failed.is_empty() {
-        Ok(Json(Readiness { status: "ready", checks }))
+        Ok(Json(Readiness {
+            status: "ready",
+            checks,
+        }))
     } else {
-        Err(ApiError::new(ErrorCode::Unavailable, format!("not ready: {} unavailable", failed.join(", "))))
+        Err(ApiError::new(
+            ErrorCode::Unavailable,
+            format!("not ready: {} unavailable", failed.join(", ")),
+        ))
     }
 }

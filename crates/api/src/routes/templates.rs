@@ -1,7 +1,9 @@
 //! Back-office template endpoints (SPEC §6): merchants for their own shop, admins for any.
 
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::extract::{BackOfficeRoles, Caller, Fields, JsonObject, OptionalJsonObject, canonical_hash};
+use crate::extract::{
+    BackOfficeRoles, Caller, Fields, JsonObject, OptionalJsonObject, canonical_hash,
+};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -70,7 +72,9 @@ pub struct CreateTemplateBody {
 }
 
 /// Reads a create body into a draft, the requested shop and every type error.
-pub fn read_create_body(map: Map<String, Value>) -> (TemplateDraft, Option<ShopId>, ValidationErrors) {
+pub fn read_create_body(
+    map: Map<String, Value>,
+) -> (TemplateDraft, Option<ShopId>, ValidationErrors) {
     let mut f = Fields::new(map);
     let (draft, shop_id) = read_create_fields(&mut f);
     (draft, shop_id, f.finish())
@@ -108,7 +112,10 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     match headers.get(IDEMPOTENCY_HEADER) {
         None => Ok(None),
         Some(v) => v.to_str().map(|s| Some(s.to_owned())).map_err(|_| {
-            ApiError::validation(ValidationErrors::single("Idempotency-Key", "must be visible ASCII"))
+            ApiError::validation(ValidationErrors::single(
+                "Idempotency-Key",
+                "must be visible ASCII",
+            ))
         }),
     }
 }
@@ -145,11 +152,26 @@ pub async fn create_template(
     let (draft, shop_id, edge_errors) = read_create_body(body);
     let created = state
         .backoffice
-        .create(&caller.principal, CreateTemplate { draft, shop_id, idempotency, edge_errors })
+        .create(
+            &caller.principal,
+            CreateTemplate {
+                draft,
+                shop_id,
+                idempotency,
+                edge_errors,
+            },
+        )
         .await?;
-    let status = if created.replayed { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if created.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     let mut resp = (status, Json(&created.template)).into_response();
-    if let Ok(loc) = HeaderValue::from_str(&format!("/api/v1/merchant/templates/{}", created.template.id)) {
+    if let Ok(loc) = HeaderValue::from_str(&format!(
+        "/api/v1/merchant/templates/{}",
+        created.template.id
+    )) {
         resp.headers_mut().insert(header::LOCATION, loc);
     }
     Ok(resp)
@@ -197,7 +219,10 @@ fn parse_list_query(q: &HashMap<String, String>) -> Result<ListFilter, ApiError>
     if let Some(s) = q.get("status").filter(|s| !s.is_empty()) {
         filter.status = TemplateStatus::parse(s);
         if filter.status.is_none() {
-            errs.add("status", format!("must be one of: {}", TemplateStatus::ALL.join(", ")));
+            errs.add(
+                "status",
+                format!("must be one of: {}", TemplateStatus::ALL.join(", ")),
+            );
         }
     }
     if let Some(k) = q.get("kind").filter(|s| !s.is_empty()) {
@@ -207,7 +232,11 @@ fn parse_list_query(q: &HashMap<String, String>) -> Result<ListFilter, ApiError>
         }
     }
     if let Some(s) = q.get("shop_id").filter(|s| !s.is_empty()) {
-        filter.shop_id = if s == "0" { Some(ShopId::PLATFORM) } else { ShopId::parse(s) };
+        filter.shop_id = if s == "0" {
+            Some(ShopId::PLATFORM)
+        } else {
+            ShopId::parse(s)
+        };
         if filter.shop_id.is_none() {
             errs.add("shop_id", "must be a shop id");
         }
@@ -235,7 +264,12 @@ pub async fn list_templates(
     let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::MalformedRequest, e.body_text()))?;
     let filter = parse_list_query(&q)?;
     let (result, page, page_size) = state.backoffice.list(&caller.principal, filter).await?;
-    Ok(Json(TemplatePage { items: result.items, page, page_size, total: result.total }))
+    Ok(Json(TemplatePage {
+        items: result.items,
+        page,
+        page_size,
+        total: result.total,
+    }))
 }
 
 /// One template. Another shop's template is 404, like a missing one.
@@ -293,8 +327,15 @@ pub async fn add_stock(
     if add.is_none() && !errs.has("add") {
         errs.add("add", "is required");
     }
-    let add = errs.finish(add.unwrap_or_default()).map_err(ApiError::validation)?;
-    Ok(Json(state.backoffice.add_stock(&caller.principal, id, add).await?))
+    let add = errs
+        .finish(add.unwrap_or_default())
+        .map_err(ApiError::validation)?;
+    Ok(Json(
+        state
+            .backoffice
+            .add_stock(&caller.principal, id, add)
+            .await?,
+    ))
 }
 
 /// End a template now: claims stop at once. Terminating twice is a 200 with the same
@@ -317,8 +358,13 @@ pub async fn terminate(
     OptionalJsonObject(body): OptionalJsonObject,
 ) -> ApiResult<Json<Template>> {
     let id = template_id(&id)?;
-    Fields::new(body).finish().finish(()).map_err(ApiError::validation)?;
-    Ok(Json(state.backoffice.terminate(&caller.principal, id).await?))
+    Fields::new(body)
+        .finish()
+        .finish(())
+        .map_err(ApiError::validation)?;
+    Ok(Json(
+        state.backoffice.terminate(&caller.principal, id).await?,
+    ))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -343,7 +389,9 @@ pub async fn audit(
     Path(id): Path<String>,
 ) -> ApiResult<Json<AuditPage>> {
     let id = template_id(&id)?;
-    Ok(Json(AuditPage { items: state.backoffice.audit(&caller.principal, id).await? }))
+    Ok(Json(AuditPage {
+        items: state.backoffice.audit(&caller.principal, id).await?,
+    }))
 }
 
 #[cfg(test)]
@@ -355,8 +403,10 @@ mod tests {
     #[test]
     fn create_body_schema_matches_reader() {
         let schema = serde_json::to_value(CreateTemplateBody::schema()).unwrap_or_default();
-        let mut documented: Vec<String> =
-            schema["properties"].as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+        let mut documented: Vec<String> = schema["properties"]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
         documented.sort();
         let mut f = Fields::new(Map::new());
         let _ = read_create_fields(&mut f);

@@ -41,7 +41,9 @@ fn fields(r: Result<Template, ValidationErrors>) -> Vec<String> {
 #[test]
 fn good_draft_is_valid() {
     let t = good_draft().validate(id(), shop(), now());
-    let Ok(t) = t else { panic!("expected valid: {t:?}") };
+    let Ok(t) = t else {
+        panic!("expected valid: {t:?}")
+    };
     assert_eq!(t.stock, 1_000);
     assert_eq!(t.per_user_limit, 1);
     assert_eq!(t.status, TemplateStatus::Active);
@@ -62,8 +64,18 @@ fn every_error_is_reported_at_once() {
         ..Default::default()
     };
     let f = fields(d.validate(id(), shop(), now()));
-    for expected in ["name", "amount_off", "stock_total", "claim_end", "validity", "per_user_limit"] {
-        assert!(f.contains(&expected.to_string()), "{expected} missing from {f:?}");
+    for expected in [
+        "name",
+        "amount_off",
+        "stock_total",
+        "claim_end",
+        "validity",
+        "per_user_limit",
+    ] {
+        assert!(
+            f.contains(&expected.to_string()),
+            "{expected} missing from {f:?}"
+        );
     }
 }
 
@@ -74,10 +86,19 @@ fn validity_modes() {
         valid_until: Some(ts("2026-02-01T00:00:00Z")),
         ..good_draft()
     };
-    assert_eq!(fields(both.validate(id(), shop(), now())), vec!["validity_hours"]);
+    assert_eq!(
+        fields(both.validate(id(), shop(), now())),
+        vec!["validity_hours"]
+    );
 
-    let neither = TemplateDraft { validity_hours: None, ..good_draft() };
-    assert_eq!(fields(neither.validate(id(), shop(), now())), vec!["validity"]);
+    let neither = TemplateDraft {
+        validity_hours: None,
+        ..good_draft()
+    };
+    assert_eq!(
+        fields(neither.validate(id(), shop(), now())),
+        vec!["validity"]
+    );
 
     let absolute = TemplateDraft {
         validity_hours: None,
@@ -87,36 +108,81 @@ fn validity_modes() {
     };
     assert!(absolute.validate(id(), shop(), now()).is_ok());
 
-    let capped = TemplateDraft { valid_until: Some(ts("2026-02-01T00:00:00Z")), ..good_draft() };
+    let capped = TemplateDraft {
+        valid_until: Some(ts("2026-02-01T00:00:00Z")),
+        ..good_draft()
+    };
     assert!(capped.validate(id(), shop(), now()).is_ok());
 
-    let born_expired = TemplateDraft { valid_until: Some(ts("2026-01-01T12:00:00Z")), ..good_draft() };
-    assert_eq!(fields(born_expired.validate(id(), shop(), now())), vec!["valid_until"]);
+    let born_expired = TemplateDraft {
+        valid_until: Some(ts("2026-01-01T12:00:00Z")),
+        ..good_draft()
+    };
+    assert_eq!(
+        fields(born_expired.validate(id(), shop(), now())),
+        vec!["valid_until"]
+    );
 }
 
 #[test]
 fn scope_rules() {
-    let goods_without_ids = TemplateDraft { scope: Some(Scope::Goods), ..good_draft() };
-    assert_eq!(fields(goods_without_ids.validate(id(), shop(), now())), vec!["goods_ids"]);
+    let goods_without_ids = TemplateDraft {
+        scope: Some(Scope::Goods),
+        ..good_draft()
+    };
+    assert_eq!(
+        fields(goods_without_ids.validate(id(), shop(), now())),
+        vec!["goods_ids"]
+    );
 
     let g = |n| GoodsId::new(n).unwrap_or_else(|| unreachable!());
-    let shop_with_ids = TemplateDraft { goods_ids: Some(vec![g(1)]), ..good_draft() };
-    assert_eq!(fields(shop_with_ids.validate(id(), shop(), now())), vec!["goods_ids"]);
+    let shop_with_ids = TemplateDraft {
+        goods_ids: Some(vec![g(1)]),
+        ..good_draft()
+    };
+    assert_eq!(
+        fields(shop_with_ids.validate(id(), shop(), now())),
+        vec!["goods_ids"]
+    );
 
-    let dup = TemplateDraft { scope: Some(Scope::Goods), goods_ids: Some(vec![g(1), g(1)]), ..good_draft() };
+    let dup = TemplateDraft {
+        scope: Some(Scope::Goods),
+        goods_ids: Some(vec![g(1), g(1)]),
+        ..good_draft()
+    };
     assert_eq!(fields(dup.validate(id(), shop(), now())), vec!["goods_ids"]);
 
-    let too_many = TemplateDraft { scope: Some(Scope::Goods), goods_ids: Some((1..=101).map(g).collect()), ..good_draft() };
-    assert_eq!(fields(too_many.validate(id(), shop(), now())), vec!["goods_ids"]);
+    let too_many = TemplateDraft {
+        scope: Some(Scope::Goods),
+        goods_ids: Some((1..=101).map(g).collect()),
+        ..good_draft()
+    };
+    assert_eq!(
+        fields(too_many.validate(id(), shop(), now())),
+        vec!["goods_ids"]
+    );
 }
 
 #[test]
 fn kind_specific_fields() {
-    let fixed_with_threshold = TemplateDraft { kind: Some(Kind::Fixed), ..good_draft() };
-    assert_eq!(fields(fixed_with_threshold.validate(id(), shop(), now())), vec!["threshold"]);
+    let fixed_with_threshold = TemplateDraft {
+        kind: Some(Kind::Fixed),
+        ..good_draft()
+    };
+    assert_eq!(
+        fields(fixed_with_threshold.validate(id(), shop(), now())),
+        vec!["threshold"]
+    );
 
-    let percent_with_amount = TemplateDraft { kind: Some(Kind::Percent), percent_off: Some(20), ..good_draft() };
-    assert_eq!(fields(percent_with_amount.validate(id(), shop(), now())), vec!["amount_off"]);
+    let percent_with_amount = TemplateDraft {
+        kind: Some(Kind::Percent),
+        percent_off: Some(20),
+        ..good_draft()
+    };
+    assert_eq!(
+        fields(percent_with_amount.validate(id(), shop(), now())),
+        vec!["amount_off"]
+    );
 
     let percent = TemplateDraft {
         kind: Some(Kind::Percent),
@@ -125,29 +191,48 @@ fn kind_specific_fields() {
         max_off: Some(1_000),
         ..good_draft()
     };
-    let Ok(t) = percent.validate(id(), shop(), now()) else { panic!("percent should be valid") };
+    let Ok(t) = percent.validate(id(), shop(), now()) else {
+        panic!("percent should be valid")
+    };
     assert_eq!(t.percent_off, Some(20));
     assert_eq!(t.amount_off, None);
 }
 
 #[test]
 fn terminate_is_idempotent_and_blocks_stock() {
-    let Ok(t) = good_draft().validate(id(), shop(), now()) else { panic!() };
-    let Ok(Some(done)) = t.apply(TemplateChange::Terminate, now()) else { panic!() };
+    let Ok(t) = good_draft().validate(id(), shop(), now()) else {
+        panic!()
+    };
+    let Ok(Some(done)) = t.apply(TemplateChange::Terminate, now()) else {
+        panic!()
+    };
     assert_eq!(done.status, TemplateStatus::Terminated);
     assert_eq!(done.apply(TemplateChange::Terminate, now()), Ok(None));
-    assert_eq!(done.apply(TemplateChange::AddStock(1), now()), Err(ChangeError::Terminated));
+    assert_eq!(
+        done.apply(TemplateChange::AddStock(1), now()),
+        Err(ChangeError::Terminated)
+    );
 }
 
 #[test]
 fn end_happens_only_after_the_window() {
-    let Ok(t) = good_draft().validate(id(), shop(), now()) else { panic!() };
+    let Ok(t) = good_draft().validate(id(), shop(), now()) else {
+        panic!()
+    };
     assert_eq!(t.apply(TemplateChange::End, now()), Ok(None));
     let later = ts("2026-01-03T00:00:00Z");
-    let Ok(Some(ended)) = t.apply(TemplateChange::End, later) else { panic!() };
+    let Ok(Some(ended)) = t.apply(TemplateChange::End, later) else {
+        panic!()
+    };
     assert_eq!(ended.status, TemplateStatus::Ended);
-    assert_eq!(t.apply(TemplateChange::AddStock(5), later), Err(ChangeError::Ended));
-    assert_eq!(t.apply(TemplateChange::Terminate, later), Err(ChangeError::Ended));
+    assert_eq!(
+        t.apply(TemplateChange::AddStock(5), later),
+        Err(ChangeError::Ended)
+    );
+    assert_eq!(
+        t.apply(TemplateChange::Terminate, later),
+        Err(ChangeError::Ended)
+    );
 }
 
 proptest! {

@@ -1,0 +1,172 @@
+//! The real binary: `token`, `account create`, `migrate`, and `serve` with SIGTERM.
+
+use crate::helpers::*;
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+fn run(mut c: Command, args: &[&str]) -> (bool, String, String) {
+    let out = c
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running stampede: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn token_minted_by_the_cli_is_accepted() {
+    let app = spawn_app().await;
+    let mut c = Command::new(env!("CARGO_BIN_EXE_stampede"));
+    c.arg("token").arg("--config").arg(&app.config_file);
+    let (ok, token, err) = run(
+        c,
+        &[
+            "--role",
+            "merchant",
+            "--sub",
+            "5",
+            "--shop-id",
+            "7",
+            "--ttl",
+            "10m",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(token.lines().count(), 1, "only the token on stdout");
+    let t = app.create_named(&token, "From CLI token").await;
+    assert_eq!(t["shop_id"], "7");
+
+    let (ok, _, err) = run(
+        stampede_sub(&app, "token"),
+        &["--role", "merchant", "--sub", "5"],
+    );
+    assert!(!ok && err.contains("shop-id"), "{err}");
+    let (ok, _, _) = run(
+        stampede_sub(&app, "token"),
+        &["--role", "root", "--sub", "5"],
+    );
+    assert!(!ok);
+    let (ok, _, _) = run(
+        stampede_sub(&app, "token"),
+        &["--role", "user", "--sub", "5", "--ttl", "-1h"],
+    );
+    assert!(!ok);
+}
+
+fn stampede_sub(app: &TestApp, sub: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_stampede"));
+    c.arg(sub).arg("--config").arg(&app.config_file);
+    c
+}
+
+#[tokio::test]
+async fn account_created_by_the_cli_can_log_in() {
+    let app = spawn_app().await;
+    let mut c = Command::new(env!("CARGO_BIN_EXE_stampede"));
+    c.args(["account", "create", "--config"])
+        .arg(&app.config_file);
+    let (ok, out, err) = run(
+        c,
+        &[
+            "--username",
+            "ops",
+            "--password",
+            "long enough pw",
+            "--role",
+            "admin",
+        ],
+    );
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    assert_eq!(v["username"], "ops");
+    let r = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"username": "ops", "password": "long enough pw"}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 200);
+    let mut again = Command::new(env!("CARGO_BIN_EXE_stampede"));
+    again
+        .args(["account", "create", "--config"])
+        .arg(&app.config_file);
+    let (ok, _, err) = run(
+        again,
+        &[
+            "--username",
+            "ops",
+            "--password",
+            "long enough pw",
+            "--role",
+            "admin",
+        ],
+    );
+    assert!(!ok && err.contains("taken"), "{err}");
+}
+
+#[tokio::test]
+async fn migrate_is_repeatable() {
+    let app = spawn_app().await;
+    for _ in 0..2 {
+        let (ok, out, err) = run(stampede_sub(&app, "migrate"), &[]);
+        assert!(ok, "{err}");
+        assert!(out.contains("migrations applied"), "{out}");
+    }
+}
+
+#[tokio::test]
+async fn serve_prints_its_address_and_stops_on_sigterm() {
+    let app = spawn_app().await;
+    let mut child = stampede_sub(&app, "serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .env("STAMPEDE_LOG__LEVEL", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut reader = BufReader::new(stdout);
+    let mut first = String::new();
+    reader
+        .read_line(&mut first)
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Keep draining stdout like a supervisor would.
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    let addr = first
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_owned();
+    let r = app
+        .client
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 200);
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .is_ok_and(|s| s.success())
+    );
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
+            break s;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "serve did not stop on SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+}

@@ -1,0 +1,142 @@
+//! Turning the configured URLs into pools, creating a database that does not exist yet.
+
+use crate::error::{ConfigError, db_err};
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
+use sqlx::{AssertSqlSafe, Connection};
+use stampede_core::ports::StoreError;
+use std::str::FromStr;
+
+/// MariaDB's "unknown database" error number.
+const ER_BAD_DB_ERROR: u16 = 1049;
+
+/// One configured database: where it is and what it is called.
+pub(crate) struct Target {
+    pub name: String,
+    /// Connects to `name`.
+    pub options: MySqlConnectOptions,
+    /// Connects to the same server without selecting a database (to create `name`).
+    server: MySqlConnectOptions,
+}
+
+/// Database names are interpolated into DDL, so only plain identifiers are accepted.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// `url` without its path (the database name), query string kept.
+fn without_database(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let (before_query, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
+    };
+    let authority = before_query.split('/').next()?;
+    Some(match query {
+        Some(q) => format!("{scheme}://{authority}?{q}"),
+        None => format!("{scheme}://{authority}"),
+    })
+}
+
+impl Target {
+    pub fn parse(url: &str) -> Result<Self, StoreError> {
+        let bad =
+            |why: &str| StoreError::Backend(Box::new(ConfigError(format!("database URL: {why}"))));
+        let options = MySqlConnectOptions::from_str(url).map_err(|_| bad("cannot be parsed"))?;
+        let name = options
+            .get_database()
+            .ok_or_else(|| bad("must name a database"))?
+            .to_owned();
+        if !valid_name(&name) {
+            return Err(bad("the database name must be 1 to 64 of [A-Za-z0-9_]"));
+        }
+        let server = without_database(url)
+            .and_then(|u| MySqlConnectOptions::from_str(&u).ok())
+            .ok_or_else(|| bad("cannot be parsed"))?;
+        Ok(Self {
+            name,
+            options,
+            server,
+        })
+    }
+
+    /// Where this database lives, to reject two entries naming the same one.
+    pub fn identity(&self) -> (String, u16, String) {
+        (
+            self.options.get_host().to_owned(),
+            self.options.get_port(),
+            self.name.clone(),
+        )
+    }
+
+    /// A pool on this database, creating the database first when the server lacks it.
+    pub async fn connect(&self, max_connections: u32) -> Result<MySqlPool, StoreError> {
+        let pool = || {
+            MySqlPoolOptions::new()
+                .max_connections(max_connections)
+                .connect_with(self.options.clone())
+        };
+        match pool().await {
+            Ok(p) => Ok(p),
+            Err(e) if is_unknown_database(&e) => {
+                self.create().await?;
+                pool().await.map_err(db_err)
+            }
+            Err(e) => Err(db_err(e)),
+        }
+    }
+
+    async fn create(&self) -> Result<(), StoreError> {
+        let mut conn = MySqlConnection::connect_with(&self.server)
+            .await
+            .map_err(db_err)?;
+        // `name` passed `valid_name`, so it cannot break out of the quotes.
+        let ddl = format!(
+            "CREATE DATABASE IF NOT EXISTS `{}` CHARACTER SET utf8mb4",
+            self.name
+        );
+        sqlx::raw_sql(AssertSqlSafe(ddl))
+            .execute(&mut conn)
+            .await
+            .map_err(db_err)?;
+        conn.close().await.map_err(db_err)
+    }
+
+    pub fn drop_statement(&self) -> String {
+        format!("DROP DATABASE IF EXISTS `{}`", self.name)
+    }
+}
+
+fn is_unknown_database(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+        .is_some_and(|d| d.number() == ER_BAD_DB_ERROR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_the_database_and_keeps_options() {
+        assert_eq!(
+            without_database("mysql://root@h:3306/db").as_deref(),
+            Some("mysql://root@h:3306")
+        );
+        assert_eq!(
+            without_database("mysql://u:p@h/db?ssl-mode=disabled").as_deref(),
+            Some("mysql://u:p@h?ssl-mode=disabled")
+        );
+        assert_eq!(without_database("mysql://h").as_deref(), Some("mysql://h"));
+        assert_eq!(without_database("nonsense"), None);
+    }
+
+    #[test]
+    fn accepts_only_plain_database_names() {
+        assert!(Target::parse("mysql://root@127.0.0.1:3306/stampede_0").is_ok());
+        assert!(Target::parse("mysql://root@127.0.0.1:3306").is_err());
+        assert!(Target::parse("mysql://root@127.0.0.1:3306/a%60b").is_err());
+        assert!(Target::parse("mysql://root@127.0.0.1:3306/with-dash").is_err());
+    }
+}

@@ -1,0 +1,146 @@
+//! MySQL/MariaDB adapter: Stampede's distributed system of record, N databases × M tables.
+//!
+//! Owns the schema and all SQL for templates (with their audit log and idempotency keys)
+//! and for accounts, sessions and refresh tokens, behind the core's `TemplateStore` and
+//! `AccountStore` ports.
+//!
+//! Layout of the data:
+//! - every database holds M copies of the per-shop tables (`templates_{t}`,
+//!   `template_audit_{t}`, `idempotency_keys_{t}`); a shop's rows all live in the one shard
+//!   its `shop_id` routes to (`router`), so each write of a template is one local transaction;
+//! - `databases[0]` also holds the global tables: `template_directory` (id → shop, so a lookup
+//!   by id is routed, not broadcast) and the accounts tables.
+//!
+//! Queries that span shops (the admin list, the end sweep, purging) send one query per
+//! database, covering its M tables with `UNION ALL`, concurrently, and merge the answers.
+//!
+//! Layout of the crate: `router` (shard rule), `connect` (URLs, pools, database creation),
+//! `migrate` (per-shard migration runner; SQL in `migrations/`), `directory`, `templates` and
+//! `listing` (the `TemplateStore`), `accounts` (the `AccountStore`), `error` (one mapping from
+//! driver errors to `StoreError`).
+
+mod accounts;
+mod connect;
+mod directory;
+mod error;
+mod listing;
+mod migrate;
+mod router;
+mod templates;
+
+pub use error::ConfigError;
+pub use router::{MAX_SHARDS, Shard, ShardRouter};
+
+use connect::Target;
+use directory::DirectoryCache;
+use error::{db_err, misuse};
+use futures::future::try_join_all;
+use sqlx::AssertSqlSafe;
+use sqlx::mysql::MySqlPool;
+use stampede_core::ports::StoreError;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub struct MysqlConfig {
+    /// One URL per database, e.g. "mysql://root@127.0.0.1:3306/stampede_0". databases[0] also
+    /// holds the global (unsharded) tables. The databases may live on different servers.
+    pub databases: Vec<String>,
+    /// M ≥ 1 tables of each sharded kind per database.
+    pub tables_per_database: u32,
+    pub max_connections_per_database: u32,
+}
+
+/// A cheap handle (clones share the pools) on all configured databases.
+#[derive(Clone)]
+pub struct MysqlStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// One pool per database, in config order; `pools[0]` holds the global tables.
+    pools: Vec<MySqlPool>,
+    targets: Vec<Target>,
+    router: ShardRouter,
+    directory: DirectoryCache,
+}
+
+impl MysqlStore {
+    /// Connects (creating each database with CREATE DATABASE IF NOT EXISTS when missing, by
+    /// connecting to the server without a database) and applies pending migrations.
+    pub async fn open(cfg: &MysqlConfig) -> Result<MysqlStore, StoreError> {
+        let databases = u32::try_from(cfg.databases.len())
+            .map_err(|_| misuse("too many databases configured"))?;
+        let router = ShardRouter::new(databases, cfg.tables_per_database)
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        if cfg.max_connections_per_database == 0 {
+            return Err(misuse("max_connections_per_database must be at least 1"));
+        }
+        let targets = cfg
+            .databases
+            .iter()
+            .map(|u| Target::parse(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Two entries for one database would make two shards share tables.
+        let mut seen = HashSet::new();
+        if !targets.iter().all(|t| seen.insert(t.identity())) {
+            return Err(misuse("the same database is configured twice"));
+        }
+        let pools = try_join_all(
+            targets
+                .iter()
+                .map(|t| t.connect(cfg.max_connections_per_database)),
+        )
+        .await?;
+        let store = MysqlStore {
+            inner: Arc::new(Inner {
+                pools,
+                targets,
+                router,
+                directory: DirectoryCache::default(),
+            }),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies pending migrations to every database; returns how many (migration, database)
+    /// pairs it applied, so 0 means everything was up to date.
+    pub async fn migrate(&self) -> Result<usize, StoreError> {
+        let tables = self.router().tables_per_database();
+        let runs = self
+            .inner
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, pool)| migrate::migrate_database(pool, i, tables));
+        Ok(try_join_all(runs).await?.into_iter().sum())
+    }
+
+    pub fn router(&self) -> &ShardRouter {
+        &self.inner.router
+    }
+
+    /// Drops every configured database (tests clean up with it). The store is unusable
+    /// afterwards, through every clone.
+    pub async fn drop_databases(&self) -> Result<(), StoreError> {
+        for (pool, target) in self.inner.pools.iter().zip(&self.inner.targets) {
+            sqlx::raw_sql(AssertSqlSafe(target.drop_statement()))
+                .execute(pool)
+                .await
+                .map_err(db_err)?;
+            pool.close().await;
+        }
+        Ok(())
+    }
+
+    fn pool(&self, database: usize) -> &MySqlPool {
+        // Shards come from the router, which never names a database past the configured ones.
+        &self.inner.pools[database]
+    }
+
+    /// The database with the global tables.
+    fn global(&self) -> &MySqlPool {
+        self.pool(0)
+    }
+}

@@ -1,0 +1,184 @@
+//! A small versioned migration runner.
+//!
+//! sqlx's migrator applies a fixed script per database; it cannot create one table per shard
+//! from a template, nor put the global tables in `databases[0]` only. So each migration here
+//! is a pair of embedded `.sql` files: sharded statements with a `{t}` placeholder, expanded
+//! for every table index of every database, and global statements run on `databases[0]`.
+//! Each database records what it has applied in its own `schema_migrations`.
+//!
+//! MySQL DDL commits implicitly, so a migration cannot be rolled back: statements are written
+//! to be idempotent (`CREATE TABLE IF NOT EXISTS`) and the version row is written last, so a
+//! run that crashed midway simply reruns. A named lock per database keeps two nodes that start
+//! together from migrating the same database at once (named by a digest of the database name,
+//! as lock names are limited to 64 characters).
+
+use crate::error::{col, db_err, gave_up};
+use sqlx::mysql::{MySqlConnection, MySqlPool};
+use sqlx::pool::PoolConnection;
+use sqlx::{AssertSqlSafe, MySql};
+use stampede_core::ports::StoreError;
+use stampede_domain::time::to_ms;
+
+struct Migration {
+    version: i64,
+    description: &'static str,
+    /// Run once per table index, with `{t}` replaced by it.
+    sharded: &'static str,
+    /// Run on `databases[0]` only.
+    global: &'static str,
+}
+
+/// In version order. Never edit one that has shipped; add a new one.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "templates, audit, idempotency keys; directory, accounts, sessions",
+    sharded: include_str!("../migrations/0001_initial.sharded.sql"),
+    global: include_str!("../migrations/0001_initial.global.sql"),
+}];
+
+/// Seconds to wait for another node's migration of the same database.
+const LOCK_WAIT_SECS: i64 = 120;
+
+/// The statements of a script: `--` comment lines dropped, split on `;`. Scripts therefore
+/// must not put `;` inside string literals (ours hold only DDL).
+fn statements(sql: &str) -> Vec<String> {
+    let code: Vec<&str> = sql
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect();
+    code.join("\n")
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Applies the pending migrations to one database; returns how many it applied.
+pub(crate) async fn migrate_database(
+    pool: &MySqlPool,
+    index: usize,
+    tables: usize,
+) -> Result<usize, StoreError> {
+    // The named lock belongs to the session, so everything runs on this one connection.
+    let mut conn = pool.acquire().await.map_err(db_err)?;
+    let locked: Option<i64> =
+        sqlx::query_scalar("SELECT GET_LOCK(CONCAT('stampede_migrate:', MD5(DATABASE())), ?)")
+            .bind(LOCK_WAIT_SECS)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    if locked != Some(1) {
+        return Err(gave_up("timed out waiting for another node's migration"));
+    }
+    let result = apply_pending(&mut conn, index, tables).await;
+    release(conn).await;
+    result
+}
+
+async fn release(mut conn: PoolConnection<MySql>) {
+    let released = sqlx::query("DO RELEASE_LOCK(CONCAT('stampede_migrate:', MD5(DATABASE())))")
+        .execute(&mut *conn)
+        .await;
+    if let Err(e) = released {
+        // Closing the session is the other way to free the lock; keep it out of the pool.
+        tracing::warn!(error = %e, "could not release the migration lock; dropping the connection");
+        drop(conn.detach());
+    }
+}
+
+async fn apply_pending(
+    conn: &mut MySqlConnection,
+    index: usize,
+    tables: usize,
+) -> Result<usize, StoreError> {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version BIGINT NOT NULL PRIMARY KEY,
+            description VARCHAR(255) NOT NULL,
+            applied_at_ms BIGINT NOT NULL
+        ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4",
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    let rows = sqlx::query("SELECT version FROM schema_migrations")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    let applied = rows
+        .iter()
+        .map(|r| col::<i64>(r, "version"))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut count = 0;
+    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+        for t in 0..tables {
+            for stmt in statements(m.sharded) {
+                run(conn, stmt.replace("{t}", &t.to_string())).await?;
+            }
+        }
+        if index == 0 {
+            for stmt in statements(m.global) {
+                run(conn, stmt).await?;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO schema_migrations (version, description, applied_at_ms) VALUES (?, ?, ?)",
+        )
+        .bind(m.version)
+        .bind(m.description)
+        .bind(to_ms(jiff::Timestamp::now()))
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        tracing::info!(database = index, version = m.version, "applied migration");
+        count += 1;
+    }
+    Ok(count)
+}
+
+async fn run(conn: &mut MySqlConnection, stmt: String) -> Result<(), StoreError> {
+    // Embedded scripts only; the sole substitution is a table index.
+    sqlx::raw_sql(AssertSqlSafe(stmt))
+        .execute(conn)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_scripts_and_drops_comments() {
+        let s = statements(
+            "-- a; comment\nCREATE TABLE a_{t} (x INT);\n\n  -- another\nCREATE TABLE b (y INT);\n",
+        );
+        assert_eq!(
+            s,
+            vec!["CREATE TABLE a_{t} (x INT)", "CREATE TABLE b (y INT)"]
+        );
+    }
+
+    #[test]
+    fn embedded_scripts_are_idempotent_and_templated() {
+        for m in MIGRATIONS {
+            let sharded = statements(m.sharded);
+            assert!(!sharded.is_empty());
+            for s in sharded.iter().chain(statements(m.global).iter()) {
+                assert!(
+                    s.contains("IF NOT EXISTS") || s.contains("IF EXISTS"),
+                    "not idempotent: {s}"
+                );
+            }
+            assert!(
+                sharded.iter().all(|s| s.contains("{t}")),
+                "a sharded statement without {{t}}"
+            );
+            assert!(!m.global.contains("{t}"));
+        }
+        assert!(MIGRATIONS.windows(2).all(|w| w[0].version < w[1].version));
+    }
+}

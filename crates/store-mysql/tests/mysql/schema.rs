@@ -1,0 +1,138 @@
+//! Migrations, the schema they build, configuration checks and clean-up.
+
+use crate::helpers::*;
+use sqlx::Row;
+use sqlx::mysql::MySqlPool;
+use stampede_core::ports::TemplateStore;
+use stampede_core::records::TEMPLATE_COLUMNS;
+use stampede_store_mysql::{MysqlConfig, MysqlStore};
+
+both_layouts!(migrating_again_is_a_noop, schema_matches_the_shared_records);
+
+async fn migrating_again_is_a_noop(ctx: Ctx) {
+    assert_eq!(ctx.store.migrate().await.unwrap(), 0);
+    let t = template(1, 2, "survives");
+    create(&ctx.store, &t).await;
+
+    // Reopening the same databases applies nothing and sees the data.
+    let reopened = MysqlStore::open(&ctx.cfg).await.unwrap();
+    assert_eq!(reopened.migrate().await.unwrap(), 0);
+    assert_eq!(reopened.get_template(t.id).await.unwrap(), Some(t));
+
+    for url in &ctx.cfg.databases {
+        let pool = MySqlPool::connect(url).await.unwrap();
+        let versions: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(versions, [1]);
+        pool.close().await;
+    }
+}
+
+async fn table_names(pool: &MySqlPool) -> Vec<String> {
+    let rows = sqlx::query("SELECT CAST(table_name AS CHAR) AS t FROM information_schema.tables WHERE table_schema = DATABASE()")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    let mut names: Vec<String> = rows.iter().map(|r| r.try_get("t").unwrap()).collect();
+    names.sort();
+    names
+}
+
+async fn schema_matches_the_shared_records(ctx: Ctx) {
+    let tables = ctx.cfg.tables_per_database as usize;
+    let expected_columns: Vec<&str> = TEMPLATE_COLUMNS.split(',').map(str::trim).collect();
+    for (i, url) in ctx.cfg.databases.iter().enumerate() {
+        let pool = MySqlPool::connect(url).await.unwrap();
+        let mut expected: Vec<String> = vec!["schema_migrations".to_owned()];
+        for t in 0..tables {
+            expected.extend([
+                format!("templates_{t}"),
+                format!("template_audit_{t}"),
+                format!("idempotency_keys_{t}"),
+            ]);
+            let columns: Vec<String> = sqlx::query_scalar(
+                "SELECT CAST(column_name AS CHAR) FROM information_schema.columns \
+                 WHERE table_schema = DATABASE() AND table_name = ? ORDER BY ordinal_position",
+            )
+            .bind(format!("templates_{t}"))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            assert_eq!(columns, expected_columns, "templates_{t} in database {i}");
+        }
+        if i == 0 {
+            expected.extend(
+                [
+                    "template_directory",
+                    "accounts",
+                    "auth_sessions",
+                    "refresh_tokens",
+                ]
+                .map(String::from),
+            );
+        }
+        expected.sort();
+        assert_eq!(table_names(&pool).await, expected, "tables of database {i}");
+        pool.close().await;
+    }
+}
+
+#[tokio::test]
+async fn bad_configurations_are_refused() {
+    let good = fresh_config(2, 2);
+    let cases = [
+        MysqlConfig {
+            databases: Vec::new(),
+            ..good.clone()
+        },
+        MysqlConfig {
+            tables_per_database: 0,
+            ..good.clone()
+        },
+        MysqlConfig {
+            max_connections_per_database: 0,
+            ..good.clone()
+        },
+        MysqlConfig {
+            databases: vec![good.databases[0].clone(), good.databases[0].clone()],
+            ..good.clone()
+        },
+        MysqlConfig {
+            databases: vec![format!("{}/bad-name", server_url())],
+            ..good.clone()
+        },
+        MysqlConfig {
+            databases: vec![server_url()],
+            ..good.clone()
+        },
+    ];
+    for cfg in cases {
+        assert!(MysqlStore::open(&cfg).await.is_err(), "{cfg:?}");
+    }
+}
+
+#[tokio::test]
+async fn dropping_removes_every_database() {
+    let cfg = fresh_config(2, 1);
+    let store = MysqlStore::open(&cfg).await.unwrap();
+    store.ping().await.unwrap();
+    store.drop_databases().await.unwrap();
+    assert!(store.ping().await.is_err());
+
+    let server = MySqlPool::connect(&server_url()).await.unwrap();
+    for url in &cfg.databases {
+        let name = url.rsplit('/').next().unwrap();
+        let found: Option<String> = sqlx::query_scalar(
+            "SELECT CAST(schema_name AS CHAR) FROM information_schema.schemata WHERE schema_name = ?",
+        )
+        .bind(name)
+        .fetch_optional(&server)
+        .await
+        .unwrap();
+        assert_eq!(found, None, "{name} still exists");
+    }
+    server.close().await;
+}
