@@ -319,14 +319,13 @@ impl AuthService {
         if let Some(sid) = &who.session_id {
             self.accounts.revoke_session(sid, now).await?;
         }
-        if let Some(rt) = refresh_token {
-            if let Some(sid) = self
+        if let Some(rt) = refresh_token
+            && let Some(sid) = self
                 .accounts
                 .session_of_refresh(&sha256_hex(rt.as_bytes()))
                 .await?
-            {
-                self.accounts.revoke_session(&sid, now).await?;
-            }
+        {
+            self.accounts.revoke_session(&sid, now).await?;
         }
         Ok(())
     }

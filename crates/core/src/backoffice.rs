@@ -148,10 +148,10 @@ impl BackOffice {
         // A replay is answered from the record before validating: the same body may no
         // longer validate (its claim window can be in the past by now) yet must still
         // return what it created.
-        if let Some(k) = &req.idempotency {
-            if let Some((record, found)) = self.store.find_idempotency_key(shop_id, &k.key).await? {
-                return replay(&record, k, found, self.clock.now());
-            }
+        if let Some(k) = &req.idempotency
+            && let Some((record, found)) = self.store.find_idempotency_key(shop_id, &k.key).await?
+        {
+            return replay(&record, k, found, self.clock.now());
         }
         let id = TemplateId::new(self.ids.next()?)
             .ok_or_else(|| AppError::Internal("id generator produced a non-positive id".into()))?;
@@ -244,10 +244,8 @@ impl BackOffice {
         if page.saturating_mul(page_size) > 1_000_000 {
             errs.add("page", "is too deep: narrow the filters instead");
         }
-        if let Some(n) = &f.name {
-            if n.chars().count() > 100 {
-                errs.add("name", "must be at most 100 characters");
-            }
+        if f.name.as_ref().is_some_and(|n| n.chars().count() > 100) {
+            errs.add("name", "must be at most 100 characters");
         }
         errs.finish(())?;
         let now = self.clock.now();

@@ -341,13 +341,14 @@ impl TemplateDraft {
                 }
             }
         }
-        if let (Some(until), Some(start)) = (valid_until, claim_start) {
-            if until <= start && !errs.has("valid_until") {
-                errs.add(
-                    "valid_until",
-                    "must be after claim_start, or every coupon is born expired",
-                );
-            }
+        if let (Some(until), Some(start)) = (valid_until, claim_start)
+            && until <= start
+            && !errs.has("valid_until")
+        {
+            errs.add(
+                "valid_until",
+                "must be after claim_start, or every coupon is born expired",
+            );
         }
 
         let per_user_limit = match self.per_user_limit {

@@ -30,7 +30,7 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub server: ServerSettings,
@@ -40,20 +40,6 @@ pub struct Settings {
     pub http: HttpSettings,
     pub log: LogSettings,
     pub workers: WorkerSettings,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            server: ServerSettings::default(),
-            storage: StorageSettings::default(),
-            auth: AuthSettings::default(),
-            ids: IdSettings::default(),
-            http: HttpSettings::default(),
-            log: LogSettings::default(),
-            workers: WorkerSettings::default(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README's second command and CI (.ci/run) run it:
+# formatting and lints, every crate's unit/integration tests, then the HTTP behavioural
+# suite once per storage backend (SQLite, MySQL 1x1, MySQL 2x4) against real services.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+./scripts/services.sh
+
+# Databases a killed earlier run left behind (each test drops its own when it ends).
+mariadb -uroot -h127.0.0.1 -N -e "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'stampede\_t\_%'" \
+  | while read -r db; do mariadb -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS \`$db\`"; done
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+
+echo "== unit and adapter tests (SQLite suite included)"
+cargo test --workspace --quiet
+
+for backend in mysql-1x1 mysql-2x4; do
+  echo "== HTTP behavioural suite on $backend"
+  STAMPEDE_TEST_BACKEND=$backend cargo test --quiet -p stampede-server --test api
+done
+echo "== all suites passed"
