@@ -4,6 +4,7 @@
 # suite once per storage backend (SQLite, MySQL 1x1, MySQL 2x4) against real services.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+log=$(mktemp); trap 'rm -f "$log"' EXIT
 export PATH="$HOME/.cargo/bin:$PATH"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
@@ -19,10 +20,12 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 
 echo "== unit and adapter tests (SQLite suite included)"
-cargo test --workspace --quiet
+cargo test --workspace --quiet 2>&1 | tee -a "$log"
 
 for backend in mysql-1x1 mysql-2x4; do
   echo "== HTTP behavioural suite on $backend"
-  STAMPEDE_TEST_BACKEND=$backend cargo test --quiet -p stampede-server --test api
+  STAMPEDE_TEST_BACKEND=$backend cargo test --quiet -p stampede-server --test api 2>&1 | tee -a "$log"
 done
-echo "== all suites passed"
+# One closing line over every cargo test run above.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"

@@ -269,6 +269,7 @@ impl BackOffice {
         who: &Principal,
         id: TemplateId,
         add: i64,
+        idempotency: Option<IdempotencyKey>,
     ) -> Result<Template, AppError> {
         if !(1..=MAX_STOCK).contains(&add) {
             return Err(AppError::validation(
@@ -276,12 +277,14 @@ impl BackOffice {
                 format!("must be between 1 and {MAX_STOCK}"),
             ));
         }
-        self.change(who, id, TemplateChange::AddStock(add)).await
+        self.change(who, id, TemplateChange::AddStock(add), idempotency)
+            .await
     }
 
     #[instrument(skip_all, fields(actor = %who.actor(), template = %id))]
     pub async fn terminate(&self, who: &Principal, id: TemplateId) -> Result<Template, AppError> {
-        self.change(who, id, TemplateChange::Terminate).await
+        // Terminating is idempotent by nature; no key is needed to repeat it safely.
+        self.change(who, id, TemplateChange::Terminate, None).await
     }
 
     async fn change(
@@ -289,18 +292,48 @@ impl BackOffice {
         who: &Principal,
         id: TemplateId,
         change: TemplateChange,
+        key: Option<IdempotencyKey>,
     ) -> Result<Template, AppError> {
-        self.get(who, id).await?;
+        let current = self.get(who, id).await?;
+        if let Some(k) = &key
+            && let Some((record, _)) = self
+                .store
+                .find_idempotency_key(current.shop_id, &k.key)
+                .await?
+        {
+            return self.replay_change(&record, k).await;
+        }
         let now = self.clock.now();
+        let record = key.as_ref().map(|k| IdempotencyRecord {
+            shop_id: current.shop_id,
+            key: k.key.clone(),
+            request_hash: k.request_hash.clone(),
+            template_id: id,
+            created_at: stampede_domain::time::truncate_ms(now),
+        });
         match self
             .store
-            .change_template(id, change, &who.actor(), now)
+            .change_template_keyed(id, change, &who.actor(), now, record.as_ref())
             .await?
         {
             ChangeOutcome::Changed(t) | ChangeOutcome::Unchanged(t) => Ok(t.as_of(now)),
             ChangeOutcome::NotFound => Err(AppError::not_found("template")),
             ChangeOutcome::Refused(e) => Err(refusal(e)),
+            ChangeOutcome::KeyExists(existing) => match &key {
+                Some(k) => self.replay_change(&existing, k).await,
+                None => Err(AppError::Internal("key conflict without a key".into())),
+            },
         }
+    }
+
+    /// A repeated keyed change: the template as it is now, if the request is the same.
+    async fn replay_change(
+        &self,
+        record: &IdempotencyRecord,
+        key: &IdempotencyKey,
+    ) -> Result<Template, AppError> {
+        let template = self.store.get_template(record.template_id).await?;
+        replay(record, key, template, self.clock.now()).map(|c| c.template)
     }
 
     pub async fn audit(

@@ -72,6 +72,8 @@ pub enum ChangeOutcome {
     Unchanged(Template),
     Refused(ChangeError),
     NotFound,
+    /// The idempotency key was already bound (to this or another request); nothing written.
+    KeyExists(IdempotencyRecord),
 }
 
 #[async_trait]
@@ -106,6 +108,21 @@ pub trait TemplateStore: Send + Sync + 'static {
         change: TemplateChange,
         actor: &str,
         now: Timestamp,
+    ) -> Result<ChangeOutcome, StoreError> {
+        self.change_template_keyed(id, change, actor, now, None)
+            .await
+    }
+
+    /// `change_template` that also binds an idempotency key to the change, in the same
+    /// transaction, when the change happens. A key already bound in the shop writes nothing
+    /// and returns `KeyExists`.
+    async fn change_template_keyed(
+        &self,
+        id: TemplateId,
+        change: TemplateChange,
+        actor: &str,
+        now: Timestamp,
+        idempotency: Option<&IdempotencyRecord>,
     ) -> Result<ChangeOutcome, StoreError>;
 
     /// Oldest first.

@@ -204,21 +204,9 @@ impl MysqlStore {
         let mut tx = self.pool(shard.database).begin().await.map_err(db_err)?;
         if let Some(rec) = idempotency {
             // The key goes in first: a duplicate stops us before anything else is written.
-            let sql = format!(
-                "INSERT INTO {} (shop_id, idem_key, request_hash, template_id, created_at_ms) VALUES (?, ?, ?, ?, ?)",
-                shard.idempotency_table()
-            );
-            let inserted = sqlx::query(AssertSqlSafe(sql))
-                .bind(rec.shop_id.get())
-                .bind(&rec.key)
-                .bind(&rec.request_hash)
-                .bind(rec.template_id.get())
-                .bind(to_ms(rec.created_at))
-                .execute(&mut *tx)
-                .await;
-            match inserted {
-                Ok(_) => {}
-                Err(e) if is_unique_violation(&e) => {
+            match insert_key(&mut tx, shard, rec).await {
+                Ok(true) => {}
+                Ok(false) => {
                     tx.rollback().await.map_err(db_err)?;
                     let Some(existing) = self
                         .idempotency_record(shard, rec.shop_id, &rec.key)
@@ -242,7 +230,7 @@ impl MysqlStore {
                         template,
                     }));
                 }
-                Err(e) => return Err(db_err(e)),
+                Err(e) => return Err(e),
             }
         }
         insert_template(&mut tx, shard, t).await?;
@@ -273,6 +261,32 @@ impl MysqlStore {
             }
         }
         Ok(purged)
+    }
+}
+
+/// Binds an idempotency key inside the caller's transaction; `false` when the shop already
+/// has that key.
+async fn insert_key(
+    tx: &mut sqlx::Transaction<'_, sqlx::MySql>,
+    shard: Shard,
+    rec: &IdempotencyRecord,
+) -> Result<bool, StoreError> {
+    let sql = format!(
+        "INSERT INTO {} (shop_id, idem_key, request_hash, template_id, created_at_ms) VALUES (?, ?, ?, ?, ?)",
+        shard.idempotency_table()
+    );
+    let inserted = sqlx::query(AssertSqlSafe(sql))
+        .bind(rec.shop_id.get())
+        .bind(&rec.key)
+        .bind(&rec.request_hash)
+        .bind(rec.template_id.get())
+        .bind(to_ms(rec.created_at))
+        .execute(&mut **tx)
+        .await;
+    match inserted {
+        Ok(_) => Ok(true),
+        Err(e) if is_unique_violation(&e) => Ok(false),
+        Err(e) => Err(db_err(e)),
     }
 }
 
@@ -338,12 +352,13 @@ impl TemplateStore for MysqlStore {
         }
     }
 
-    async fn change_template(
+    async fn change_template_keyed(
         &self,
         id: TemplateId,
         change: TemplateChange,
         actor: &str,
         now: Timestamp,
+        idempotency: Option<&IdempotencyRecord>,
     ) -> Result<ChangeOutcome, StoreError> {
         let Some(shard) = self.shard_of(id).await? else {
             return Ok(ChangeOutcome::NotFound);
@@ -365,6 +380,20 @@ impl TemplateStore for MysqlStore {
             }
             Ok(Some(next)) => next,
         };
+        if let Some(rec) = idempotency
+            && !insert_key(&mut tx, shard, rec).await?
+        {
+            tx.rollback().await.map_err(db_err)?;
+            return match self
+                .idempotency_record(shard, rec.shop_id, &rec.key)
+                .await?
+            {
+                Some(existing) => Ok(ChangeOutcome::KeyExists(existing)),
+                None => Err(gave_up(
+                    "the idempotency key was purged while it was in use",
+                )),
+            };
+        }
         let sql = format!(
             "UPDATE {} SET stock_total = ?, stock = ?, status = ?, updated_at_ms = ? WHERE id = ?",
             shard.templates_table()

@@ -150,6 +150,25 @@ async fn fetch_idempotency(
     }))
 }
 
+/// Binds an idempotency key inside the caller's transaction; `false` when the shop already
+/// has that key.
+async fn claim_key(conn: &mut SqliteConnection, k: &IdempotencyRecord) -> Result<bool, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (shop_id, idem_key, request_hash, template_id, created_at_ms) \
+         VALUES (?, ?, ?, ?, ?) ON CONFLICT (shop_id, idem_key) DO NOTHING",
+    )
+    .bind(k.shop_id.get())
+    .bind(&k.key)
+    .bind(&k.request_hash)
+    .bind(k.template_id.get())
+    .bind(to_ms(k.created_at))
+    .execute(conn)
+    .await
+    .map_err(db)?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
 /// One value bound into a dynamically built query.
 enum Arg {
     Int(i64),
@@ -184,20 +203,7 @@ impl TemplateStore for SqliteStore {
             .map_err(db)?;
         if let Some(k) = idempotency {
             // The key is claimed first, so a replay writes nothing at all.
-            let claimed = sqlx::query(
-                "INSERT INTO idempotency_keys (shop_id, idem_key, request_hash, template_id, created_at_ms) \
-                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (shop_id, idem_key) DO NOTHING",
-            )
-            .bind(k.shop_id.get())
-            .bind(&k.key)
-            .bind(&k.request_hash)
-            .bind(k.template_id.get())
-            .bind(to_ms(k.created_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?
-            .rows_affected();
-            if claimed == 0 {
+            if !claim_key(&mut tx, k).await? {
                 // Read while still holding the write lock: a concurrent purge cannot make the
                 // record vanish between the conflict and the read.
                 let record = fetch_idempotency(&mut tx, k.shop_id, &k.key).await?;
@@ -298,12 +304,13 @@ impl TemplateStore for SqliteStore {
         Ok(Page { items, total })
     }
 
-    async fn change_template(
+    async fn change_template_keyed(
         &self,
         id: TemplateId,
         change: TemplateChange,
         actor: &str,
         now: Timestamp,
+        idempotency: Option<&IdempotencyRecord>,
     ) -> Result<ChangeOutcome, StoreError> {
         // IMMEDIATE takes the write lock before the read, so the row cannot change between
         // reading it and writing its successor (no lost updates).
@@ -327,6 +334,18 @@ impl TemplateStore for SqliteStore {
             }
             Ok(Some(next)) => next,
         };
+        if let Some(k) = idempotency
+            && !claim_key(&mut tx, k).await?
+        {
+            let record = fetch_idempotency(&mut tx, k.shop_id, &k.key).await?;
+            tx.rollback().await.map_err(db)?;
+            return record.map(ChangeOutcome::KeyExists).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "idempotency key {:?} conflicted but cannot be read",
+                    k.key
+                ))
+            });
+        }
         sqlx::query("UPDATE templates SET stock_total = ?, stock = ?, status = ?, updated_at_ms = ? WHERE id = ?")
             .bind(next.stock_total)
             .bind(next.stock)

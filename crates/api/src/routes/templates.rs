@@ -300,8 +300,13 @@ pub struct AddStockBody {
 }
 
 /// Add stock to an active template.
+///
+/// With an `Idempotency-Key`, a retried request adds nothing more and returns the template as
+/// it is now; the same key with another body (or another template) is 422
+/// `IDEMPOTENCY_KEY_REUSED`.
 #[utoipa::path(post, path = "/api/v1/merchant/templates/{id}/stock", tag = "back-office",
-    params(("id" = String, Path, description = "template id")),
+    params(("id" = String, Path, description = "template id"),
+           ("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters")),
     request_body = AddStockBody,
     security(("bearer" = [])),
     responses(
@@ -312,15 +317,23 @@ pub struct AddStockBody {
         (status = 404, body = Problem, content_type = "application/problem+json", description = "NOT_FOUND"),
         (status = 409, body = Problem, content_type = "application/problem+json", description = "TEMPLATE_TERMINATED or CLAIM_ENDED"),
         (status = 415, body = Problem, content_type = "application/problem+json", description = "UNSUPPORTED_MEDIA_TYPE"),
-        (status = 422, body = Problem, content_type = "application/problem+json", description = "VALIDATION_FAILED: add < 1 or past the cap"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "VALIDATION_FAILED (add < 1 or past the cap) or IDEMPOTENCY_KEY_REUSED"),
     ))]
 pub async fn add_stock(
     State(state): State<AppState>,
     caller: Caller<BackOfficeRoles>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<Template>> {
     let id = template_id(&id)?;
+    // The hash names the action and the template, so a key cannot be replayed elsewhere.
+    let mut scoped = Map::new();
+    scoped.insert(format!("add_stock:{id}"), Value::Object(body.clone()));
+    let idempotency = match idempotency_key(&headers)? {
+        Some(k) => Some(IdempotencyKey::parse(&k, canonical_hash(&scoped))?),
+        None => None,
+    };
     let mut f = Fields::new(body);
     let add = f.int("add");
     let mut errs = f.finish();
@@ -333,7 +346,7 @@ pub async fn add_stock(
     Ok(Json(
         state
             .backoffice
-            .add_stock(&caller.principal, id, add)
+            .add_stock(&caller.principal, id, add, idempotency)
             .await?,
     ))
 }

@@ -368,3 +368,60 @@ async fn idempotency_keys_are_kept_a_day_then_purged() {
     .await;
     assert_eq!(s, 201);
 }
+
+#[tokio::test]
+async fn add_stock_with_an_idempotency_key_adds_once() {
+    let app = spawn_app().await;
+    let m = app.merchant(7);
+    let a = id_of(&app.create_named(&m, "Retry-safe").await);
+    let b = id_of(&app.create_named(&m, "Other").await);
+    let body = json!({"add": 10});
+    let stock_a = at(&a, "/stock");
+    let results = futures::future::join_all(
+        (0..8).map(|_| app.post_with_key(&stock_a, &m, "restock-1", &body)),
+    )
+    .await;
+    for r in results {
+        let (s, v) = read(r).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["stock_total"], 1010);
+    }
+    // The same key with another amount, or on another template, is a different request.
+    expect_problem(
+        app.post_with_key(&at(&a, "/stock"), &m, "restock-1", &json!({"add": 11}))
+            .await,
+        422,
+        "IDEMPOTENCY_KEY_REUSED",
+    )
+    .await;
+    expect_problem(
+        app.post_with_key(&at(&b, "/stock"), &m, "restock-1", &body)
+            .await,
+        422,
+        "IDEMPOTENCY_KEY_REUSED",
+    )
+    .await;
+    // A refused change binds nothing: the key stays free.
+    expect_problem(
+        app.post_with_key(
+            &at(&b, "/stock"),
+            &m,
+            "restock-2",
+            &json!({"add": 20_000_000}),
+        )
+        .await,
+        422,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    let (s, v) = read(
+        app.post_with_key(&at(&b, "/stock"), &m, "restock-2", &body)
+            .await,
+    )
+    .await;
+    assert_eq!((s.as_u16(), v["stock_total"].clone()), (200, json!(1010)));
+    let (_, t) = read(app.get(&at(&a, ""), &m).await).await;
+    assert_eq!(t["stock_total"], 1010);
+    let (_, log) = read(app.get(&at(&a, "/audit"), &m).await).await;
+    assert_eq!(log["items"].as_array().map(Vec::len), Some(2));
+}
