@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod backoffice;
+pub mod claim_ports;
 pub mod clock;
 pub mod error;
 pub mod ids;

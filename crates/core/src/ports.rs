@@ -138,6 +138,10 @@ pub trait TemplateStore: Send + Sync + 'static {
     /// Drops idempotency records created before `cutoff`; returns how many.
     async fn purge_idempotency_keys(&self, cutoff: Timestamp) -> Result<u64, StoreError>;
 
+    /// Template ids in ascending order after `after`, at most `limit` (to rebuild the bloom
+    /// filter of existing ids at start).
+    async fn template_ids(&self, after: Option<TemplateId>, limit: u32) -> Result<Vec<TemplateId>, StoreError>;
+
     /// Whether every database behind the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
 }

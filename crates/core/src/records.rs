@@ -3,7 +3,8 @@
 
 use crate::ports::StoreError;
 use stampede_domain::audit::{AuditAction, AuditEntry};
-use stampede_domain::ids::{GoodsId, ShopId, TemplateId};
+use stampede_domain::coupon::{CouponStatus, Origin, UserCoupon};
+use stampede_domain::ids::{CouponId, GoodsId, ShopId, TemplateId, UserId};
 use stampede_domain::money::Money;
 use stampede_domain::template::{Kind, Scope, Source, Template, TemplateStatus};
 use stampede_domain::time::{from_ms, to_ms};
@@ -127,6 +128,72 @@ impl TemplateRecord {
             updated_at: from_ms(self.updated_at_ms),
         })
     }
+}
+
+/// One `user_coupons` row (times in epoch ms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CouponRecord {
+    pub id: i64,
+    pub user_id: i64,
+    pub template_id: i64,
+    pub shop_id: i64,
+    pub seq: i64,
+    pub origin: String,
+    pub status: String,
+    pub valid_from_ms: i64,
+    pub valid_until_ms: i64,
+    pub claimed_at_ms: i64,
+    pub locked_order_id: Option<String>,
+    pub used_at_ms: Option<i64>,
+    pub claim_key: Option<String>,
+}
+
+/// The `user_coupons` column list in `CouponRecord` order.
+pub const COUPON_COLUMNS: &str = "id, user_id, template_id, shop_id, seq, origin, status, valid_from_ms, \
+     valid_until_ms, claimed_at_ms, locked_order_id, used_at_ms, claim_key";
+
+impl CouponRecord {
+    pub fn from_coupon(c: &UserCoupon, claim_key: Option<&str>) -> Self {
+        Self {
+            id: c.id.get(),
+            user_id: c.user_id.get(),
+            template_id: c.template_id.get(),
+            shop_id: c.shop_id.get(),
+            seq: i64::from(c.seq),
+            origin: c.origin.as_str().to_owned(),
+            status: c.status.as_str().to_owned(),
+            valid_from_ms: to_ms(c.valid_from),
+            valid_until_ms: to_ms(c.valid_until),
+            claimed_at_ms: to_ms(c.claimed_at),
+            locked_order_id: c.locked_order_id.clone(),
+            used_at_ms: c.used_at.map(to_ms),
+            claim_key: claim_key.map(str::to_owned),
+        }
+    }
+
+    pub fn into_coupon(self) -> Result<UserCoupon, StoreError> {
+        let id = self.id;
+        let bad = |what: &str| StoreError::Corrupt(format!("coupon {id}: bad {what}"));
+        Ok(UserCoupon {
+            id: CouponId::new(id).ok_or_else(|| bad("id"))?,
+            user_id: UserId::new(self.user_id).ok_or_else(|| bad("user_id"))?,
+            template_id: TemplateId::new(self.template_id).ok_or_else(|| bad("template_id"))?,
+            shop_id: ShopId::from_stored(self.shop_id).ok_or_else(|| bad("shop_id"))?,
+            seq: u32::try_from(self.seq).map_err(|_| bad("seq"))?,
+            origin: Origin::parse(&self.origin).ok_or_else(|| bad("origin"))?,
+            status: CouponStatus::parse(&self.status).ok_or_else(|| bad("status"))?,
+            valid_from: from_ms(self.valid_from_ms),
+            valid_until: from_ms(self.valid_until_ms),
+            claimed_at: from_ms(self.claimed_at_ms),
+            locked_order_id: self.locked_order_id,
+            used_at: self.used_at_ms.map(from_ms),
+        })
+    }
+}
+
+/// The JSON payload of a `coupon.claimed` outbox event.
+pub fn claimed_event_payload(c: &UserCoupon) -> String {
+    serde_json::to_string(c).unwrap_or_default()
 }
 
 /// One `template_audit` row; `before`/`after` are JSON text.

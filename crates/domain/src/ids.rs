@@ -79,6 +79,10 @@ id_type!(
     /// A shop's goods (item) id, as the shop's catalogue knows it.
     GoodsId
 );
+id_type!(
+    /// A user's coupon (snowflake).
+    CouponId
+);
 
 impl ShopId {
     /// The pseudo-shop that owns `source = platform` templates. Zero never names a real

@@ -8,6 +8,7 @@
 //! `error` (the stable error codes of the API contract).
 
 pub mod audit;
+pub mod coupon;
 pub mod auth;
 pub mod error;
 pub mod ids;

@@ -1,0 +1,111 @@
+//! Ports of the claim engine: the coupon store (system of record for user coupons and the
+//! outbox), the claim-log store (distributed persisters' exactly-once bookkeeping) and the hot
+//! state (stock, per-user counts, claim idempotency keys on the request path).
+
+use crate::ports::StoreError;
+use async_trait::async_trait;
+use jiff::Timestamp;
+use stampede_domain::coupon::{ClaimRefusal, CouponStatus, UserCoupon};
+use stampede_domain::ids::{CouponId, TemplateId, UserId};
+use stampede_domain::template::Template;
+
+/// A coupon to store, with the `Idempotency-Key` of the claim that made it (if any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRecord {
+    pub coupon: UserCoupon,
+    pub claim_key: Option<String>,
+}
+
+/// A user's claim history of one template, to rebuild hot state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaimState {
+    /// How many coupons of the template each user holds (any origin, any status).
+    pub user_counts: Vec<(UserId, u32)>,
+    /// Coupons made by claims that carried an idempotency key.
+    pub keyed: Vec<(String, UserCoupon)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CouponQuery {
+    pub user_id: UserId,
+    /// `unused` means unused and still valid at `now`; `expired` includes unused coupons
+    /// whose `valid_until` passed.
+    pub status: Option<CouponStatus>,
+    pub limit: u32,
+    /// Resume after this `(valid_until ms, id)`, exclusive.
+    pub after: Option<(i64, i64)>,
+    pub now: Timestamp,
+}
+
+/// A domain event waiting in the outbox (written in the transaction of the change it records).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    /// Unique, stable id: brokers deduplicate on it.
+    pub id: String,
+    /// `coupon.claimed`, …
+    pub kind: String,
+    pub aggregate_id: i64,
+    pub payload: String,
+    pub created_at_ms: i64,
+}
+
+#[async_trait]
+pub trait CouponStore: Send + Sync + 'static {
+    /// Embedded group commit: ONE transaction that inserts every coupon (with its claim key
+    /// and a `coupon.claimed` outbox event) and takes each template's `stock` down by the
+    /// number of its coupons in the batch. All or nothing.
+    async fn commit_claims(&self, claims: &[ClaimRecord]) -> Result<(), StoreError>;
+
+    async fn claim_state(&self, template: TemplateId) -> Result<ClaimState, StoreError>;
+
+    async fn get_coupon(&self, user: UserId, id: CouponId) -> Result<Option<UserCoupon>, StoreError>;
+
+    /// A user's coupons ordered by `(valid_until, id)`, at most `limit`.
+    async fn list_coupons(&self, q: &CouponQuery) -> Result<Vec<UserCoupon>, StoreError>;
+
+    /// Outbox events with `kind`, oldest first (the relay to a broker comes later; until then
+    /// they are queryable here).
+    async fn outbox_events(&self, kind: &str, limit: u32) -> Result<Vec<OutboxEvent>, StoreError>;
+}
+
+/// Exactly-once bookkeeping of the distributed claim log (one log per template).
+#[async_trait]
+pub trait ClaimLogStore: Send + Sync + 'static {
+    /// Inserts the coupons (and their outbox events) on their users' shards; a coupon already
+    /// present (same user, template, seq) is skipped, so replays are harmless.
+    async fn insert_claimed(&self, claims: &[ClaimRecord]) -> Result<(), StoreError>;
+
+    /// The last log position whose stock change is applied to the template ("0-0" if none).
+    async fn applied_position(&self, template: TemplateId) -> Result<String, StoreError>;
+
+    /// Takes `count` off the template's stock and moves its applied position from `from` to
+    /// `to`, in one transaction, only if the position is still `from`. `false` when another
+    /// persister got there first (nothing changed).
+    async fn apply_claims(&self, template: TemplateId, from: &str, to: &str, count: i64) -> Result<bool, StoreError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    Claimed(UserCoupon),
+    /// The claim's idempotency key was used before: the coupon it made.
+    Replayed(UserCoupon),
+    Refused(ClaimRefusal),
+}
+
+#[async_trait]
+pub trait HotState: Send + Sync + 'static {
+    /// Claims one coupon of `t` for `coupon.user_id`, deciding status, window, stock, the
+    /// per-user limit and the idempotency key atomically, and returns only once the claim is
+    /// durable (embedded: committed; distributed: in the claim log). `coupon` is the coupon to
+    /// store on success, except `seq`, which the hot state assigns.
+    async fn claim(&self, t: &Template, coupon: UserCoupon, key: Option<&str>, now: Timestamp) -> Result<ClaimOutcome, StoreError>;
+
+    /// Remaining stock as the hot path sees it; `None` when the template is not loaded.
+    async fn stock(&self, t: &Template) -> Result<Option<i64>, StoreError>;
+
+    /// The back-office changed `t` (added `added_stock`, terminated, ended).
+    async fn template_changed(&self, t: &Template, added_stock: i64) -> Result<(), StoreError>;
+
+    /// Coupons of `user` acknowledged but perhaps not yet in the system of record.
+    async fn pending_coupons(&self, user: UserId) -> Result<Vec<UserCoupon>, StoreError>;
+}
