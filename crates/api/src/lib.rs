@@ -33,10 +33,11 @@ pub struct HttpLimits {
 
 /// The routes and their OpenAPI document.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    use routes::{auth, ops, templates};
+    use routes::{auth, engine, ops, templates};
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
         .routes(routes!(auth::login))
         .routes(routes!(auth::refresh))
         .routes(routes!(auth::logout))
@@ -49,6 +50,10 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(templates::add_stock))
         .routes(routes!(templates::terminate))
         .routes(routes!(templates::audit))
+        .routes(routes!(engine::get_template))
+        .routes(routes!(engine::claim))
+        .routes(routes!(engine::my_coupons))
+        .routes(routes!(engine::my_coupon))
         .split_for_parts()
 }
 

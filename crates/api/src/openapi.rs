@@ -18,7 +18,8 @@ use utoipa::{Modify, OpenApi};
     tags(
         (name = "auth", description = "Login, token refresh, logout, accounts"),
         (name = "back-office", description = "Coupon templates for merchants (own shop) and admins (any shop)"),
-        (name = "operations", description = "Health and readiness"),
+        (name = "engine", description = "Shoppers: template view, claims, my coupons"),
+        (name = "operations", description = "Health, readiness, metrics"),
     )
 )]
 pub struct ApiDoc;

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use stampede_core::auth::AuthService;
 use stampede_core::backoffice::BackOffice;
+use stampede_core::claims::Claims;
 use std::sync::Arc;
 
 /// One dependency `/readyz` asks about.
@@ -16,5 +17,8 @@ pub trait HealthCheck: Send + Sync + 'static {
 pub struct AppState {
     pub backoffice: Arc<BackOffice>,
     pub auth: Arc<AuthService>,
+    pub claims: Arc<Claims>,
     pub checks: Arc<Vec<Arc<dyn HealthCheck>>>,
+    /// Renders the Prometheus exposition of this process's metrics.
+    pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
 }

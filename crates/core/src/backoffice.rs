@@ -76,10 +76,19 @@ pub struct ListFilter {
     pub page_size: Option<u32>,
 }
 
+/// Told about every template creation and change after it committed, so caches and hot
+/// state follow (on this node directly, on others through the invalidation channel).
+#[async_trait::async_trait]
+pub trait TemplateObserver: Send + Sync + 'static {
+    async fn created(&self, t: &Template);
+    async fn changed(&self, t: &Template);
+}
+
 pub struct BackOffice {
     store: Arc<dyn TemplateStore>,
     ids: Arc<IdGenerator>,
     clock: Arc<dyn Clock>,
+    observer: std::sync::OnceLock<Arc<dyn TemplateObserver>>,
 }
 
 fn require_back_office(who: &Principal) -> Result<(), AppError> {
@@ -97,7 +106,24 @@ impl BackOffice {
         ids: Arc<IdGenerator>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { store, ids, clock }
+        Self {
+            store,
+            ids,
+            clock,
+            observer: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sets the observer once (the engine is built after the back-office); later calls are
+    /// ignored.
+    pub fn set_observer(&self, observer: Arc<dyn TemplateObserver>) {
+        let _first_wins = self.observer.set(observer);
+    }
+
+    async fn notify_changed(&self, t: &Template) {
+        if let Some(o) = self.observer.get() {
+            o.changed(t).await;
+        }
     }
 
     /// Which shop a new template belongs to, or why the caller may not create it.
@@ -186,10 +212,15 @@ impl BackOffice {
             .create_template(&template, &audit, record.as_ref())
             .await?
         {
-            CreateOutcome::Created => Ok(Created {
-                template: template.as_of(now),
-                replayed: false,
-            }),
+            CreateOutcome::Created => {
+                if let Some(o) = self.observer.get() {
+                    o.created(&template).await;
+                }
+                Ok(Created {
+                    template: template.as_of(now),
+                    replayed: false,
+                })
+            }
             CreateOutcome::KeyExists {
                 record: existing,
                 template: found,
@@ -316,7 +347,11 @@ impl BackOffice {
             .change_template_keyed(id, change, &who.actor(), now, record.as_ref())
             .await?
         {
-            ChangeOutcome::Changed(t) | ChangeOutcome::Unchanged(t) => Ok(t.as_of(now)),
+            ChangeOutcome::Changed(t) => {
+                self.notify_changed(&t).await;
+                Ok(t.as_of(now))
+            }
+            ChangeOutcome::Unchanged(t) => Ok(t.as_of(now)),
             ChangeOutcome::NotFound => Err(AppError::not_found("template")),
             ChangeOutcome::Refused(e) => Err(refusal(e)),
             ChangeOutcome::KeyExists(existing) => match &key {
@@ -352,11 +387,12 @@ impl BackOffice {
         let now = self.clock.now();
         let mut ended = 0;
         for id in self.store.templates_due_to_end(now, batch).await? {
-            if let ChangeOutcome::Changed(_) = self
+            if let ChangeOutcome::Changed(t) = self
                 .store
                 .change_template(id, TemplateChange::End, "system", now)
                 .await?
             {
+                self.notify_changed(&t).await;
                 ended += 1;
             }
         }

@@ -58,7 +58,11 @@ pub trait CouponStore: Send + Sync + 'static {
 
     async fn claim_state(&self, template: TemplateId) -> Result<ClaimState, StoreError>;
 
-    async fn get_coupon(&self, user: UserId, id: CouponId) -> Result<Option<UserCoupon>, StoreError>;
+    async fn get_coupon(
+        &self,
+        user: UserId,
+        id: CouponId,
+    ) -> Result<Option<UserCoupon>, StoreError>;
 
     /// A user's coupons ordered by `(valid_until, id)`, at most `limit`.
     async fn list_coupons(&self, q: &CouponQuery) -> Result<Vec<UserCoupon>, StoreError>;
@@ -81,7 +85,13 @@ pub trait ClaimLogStore: Send + Sync + 'static {
     /// Takes `count` off the template's stock and moves its applied position from `from` to
     /// `to`, in one transaction, only if the position is still `from`. `false` when another
     /// persister got there first (nothing changed).
-    async fn apply_claims(&self, template: TemplateId, from: &str, to: &str, count: i64) -> Result<bool, StoreError>;
+    async fn apply_claims(
+        &self,
+        template: TemplateId,
+        from: &str,
+        to: &str,
+        count: i64,
+    ) -> Result<bool, StoreError>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,13 +108,21 @@ pub trait HotState: Send + Sync + 'static {
     /// per-user limit and the idempotency key atomically, and returns only once the claim is
     /// durable (embedded: committed; distributed: in the claim log). `coupon` is the coupon to
     /// store on success, except `seq`, which the hot state assigns.
-    async fn claim(&self, t: &Template, coupon: UserCoupon, key: Option<&str>, now: Timestamp) -> Result<ClaimOutcome, StoreError>;
+    async fn claim(
+        &self,
+        t: &Template,
+        coupon: UserCoupon,
+        key: Option<&str>,
+        now: Timestamp,
+    ) -> Result<ClaimOutcome, StoreError>;
 
     /// Remaining stock as the hot path sees it; `None` when the template is not loaded.
     async fn stock(&self, t: &Template) -> Result<Option<i64>, StoreError>;
 
-    /// The back-office changed `t` (added `added_stock`, terminated, ended).
-    async fn template_changed(&self, t: &Template, added_stock: i64) -> Result<(), StoreError>;
+    /// The back-office changed `t` (restocked, terminated, ended); `t` is the template after
+    /// the change. Stock is reconciled by `stock_total` (the hot stock moves by the difference
+    /// to the total it last saw), so a repeated or late notification changes nothing twice.
+    async fn template_changed(&self, t: &Template) -> Result<(), StoreError>;
 
     /// Coupons of `user` acknowledged but perhaps not yet in the system of record.
     async fn pending_coupons(&self, user: UserId) -> Result<Vec<UserCoupon>, StoreError>;

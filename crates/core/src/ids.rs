@@ -13,6 +13,8 @@ use std::time::Duration;
 pub enum IdError {
     #[error("the clock moved backwards by {0} ms, more than the {1} ms we wait out")]
     ClockMovedBackwards(i64, u64),
+    #[error("4,096 ids were made this millisecond and the clock does not move on")]
+    ClockStalled,
     #[error(transparent)]
     Config(SnowflakeError),
 }
@@ -42,15 +44,18 @@ impl IdGenerator {
     pub fn next(&self) -> Result<i64, IdError> {
         let deadline = std::time::Instant::now() + self.max_backwards;
         loop {
-            let now = to_ms(self.clock.now());
-            let attempt = self
-                .state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .next(now);
+            // Read the clock under the lock: a reading taken before it could be older than
+            // an id another thread issued meanwhile, which would look like the clock going back.
+            let attempt = {
+                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                state.next(to_ms(self.clock.now()))
+            };
             match attempt {
                 Ok(id) => return Ok(id),
-                Err(SnowflakeError::SequenceExhausted) => std::thread::yield_now(),
+                Err(SnowflakeError::SequenceExhausted) if std::time::Instant::now() < deadline => {
+                    std::thread::yield_now()
+                }
+                Err(SnowflakeError::SequenceExhausted) => return Err(IdError::ClockStalled),
                 Err(SnowflakeError::ClockBehind { behind_ms }) => {
                     if std::time::Instant::now() >= deadline {
                         let max = u64::try_from(self.max_backwards.as_millis()).unwrap_or(u64::MAX);

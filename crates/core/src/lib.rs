@@ -10,7 +10,9 @@
 
 pub mod auth;
 pub mod backoffice;
+pub mod catalog;
 pub mod claim_ports;
+pub mod claims;
 pub mod clock;
 pub mod error;
 pub mod ids;

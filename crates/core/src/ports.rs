@@ -140,7 +140,11 @@ pub trait TemplateStore: Send + Sync + 'static {
 
     /// Template ids in ascending order after `after`, at most `limit` (to rebuild the bloom
     /// filter of existing ids at start).
-    async fn template_ids(&self, after: Option<TemplateId>, limit: u32) -> Result<Vec<TemplateId>, StoreError>;
+    async fn template_ids(
+        &self,
+        after: Option<TemplateId>,
+        limit: u32,
+    ) -> Result<Vec<TemplateId>, StoreError>;
 
     /// Whether every database behind the store answers.
     async fn ping(&self) -> Result<(), StoreError>;

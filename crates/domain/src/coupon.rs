@@ -156,7 +156,12 @@ impl ClaimRefusal {
 }
 
 /// Status and window: may anyone claim `t` at `now`? The window is `[claim_start, claim_end)`.
-pub fn check_window(status: TemplateStatus, claim_start: Timestamp, claim_end: Timestamp, now: Timestamp) -> Result<(), ClaimRefusal> {
+pub fn check_window(
+    status: TemplateStatus,
+    claim_start: Timestamp,
+    claim_end: Timestamp,
+    now: Timestamp,
+) -> Result<(), ClaimRefusal> {
     match status {
         TemplateStatus::Terminated => Err(ClaimRefusal::Terminated),
         TemplateStatus::Ended => Err(ClaimRefusal::Ended),
@@ -181,7 +186,14 @@ pub fn coupon_validity(t: &Template, claimed_at: Timestamp) -> (Timestamp, Times
 }
 
 /// The coupon a successful claim creates.
-pub fn new_claimed_coupon(t: &Template, id: CouponId, user_id: UserId, seq: u32, origin: Origin, claimed_at: Timestamp) -> UserCoupon {
+pub fn new_claimed_coupon(
+    t: &Template,
+    id: CouponId,
+    user_id: UserId,
+    seq: u32,
+    origin: Origin,
+    claimed_at: Timestamp,
+) -> UserCoupon {
     let claimed_at = crate::time::truncate_ms(claimed_at);
     let (valid_from, valid_until) = coupon_validity(t, claimed_at);
     UserCoupon {
@@ -213,16 +225,31 @@ mod tests {
     fn window_edges() {
         let (s, e) = (ts("2030-01-01T00:00:00Z"), ts("2030-01-02T00:00:00Z"));
         let ms = SignedDuration::from_millis(1);
-        assert_eq!(check_window(TemplateStatus::Active, s, e, s - ms), Err(ClaimRefusal::NotStarted));
+        assert_eq!(
+            check_window(TemplateStatus::Active, s, e, s - ms),
+            Err(ClaimRefusal::NotStarted)
+        );
         assert_eq!(check_window(TemplateStatus::Active, s, e, s), Ok(()));
         assert_eq!(check_window(TemplateStatus::Active, s, e, e - ms), Ok(()));
-        assert_eq!(check_window(TemplateStatus::Active, s, e, e), Err(ClaimRefusal::Ended));
-        assert_eq!(check_window(TemplateStatus::Terminated, s, e, s), Err(ClaimRefusal::Terminated));
+        assert_eq!(
+            check_window(TemplateStatus::Active, s, e, e),
+            Err(ClaimRefusal::Ended)
+        );
+        assert_eq!(
+            check_window(TemplateStatus::Terminated, s, e, s),
+            Err(ClaimRefusal::Terminated)
+        );
     }
 
     #[test]
     fn refusal_codes_round_trip() {
-        for r in [ClaimRefusal::NotStarted, ClaimRefusal::Ended, ClaimRefusal::Terminated, ClaimRefusal::SoldOut, ClaimRefusal::LimitReached] {
+        for r in [
+            ClaimRefusal::NotStarted,
+            ClaimRefusal::Ended,
+            ClaimRefusal::Terminated,
+            ClaimRefusal::SoldOut,
+            ClaimRefusal::LimitReached,
+        ] {
             assert_eq!(ClaimRefusal::from_code(r.as_code()), Some(r));
         }
     }

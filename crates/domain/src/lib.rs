@@ -8,8 +8,8 @@
 //! `error` (the stable error codes of the API contract).
 
 pub mod audit;
-pub mod coupon;
 pub mod auth;
+pub mod coupon;
 pub mod error;
 pub mod ids;
 pub mod money;

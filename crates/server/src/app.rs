@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub struct Application {
+    catalog: Arc<stampede_core::catalog::Catalog>,
+    background: Vec<crate::engine::Background>,
     listener: TcpListener,
     router: axum::Router,
     runner: Runner,
@@ -96,9 +98,11 @@ impl Services {
     pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Services> {
         let secret = jwt_secret(settings)?;
         let stores = storage::open(settings).await?;
+        // Ids follow the machine's clock, not the business clock tests move by hand: a frozen
+        // clock would run a millisecond's 4,096 ids dry.
         let ids = Arc::new(IdGenerator::new(
             settings.ids.worker_id,
-            clock.clone(),
+            Arc::new(SystemClock),
             Duration::from_millis(settings.ids.max_clock_backwards_ms),
         )?);
         let tokens = Arc::new(TokenService::new(&secret, clock.clone()));
@@ -139,13 +143,17 @@ impl Application {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Application> {
-        let services = Services::build(&settings, clock).await?;
+        let services = Services::build(&settings, clock.clone()).await?;
+        let engine = crate::engine::build(&settings, &services).await?;
+        services.backoffice.set_observer(engine.observer.clone());
         let checks: Vec<Arc<dyn HealthCheck>> =
             vec![Arc::new(DatabaseCheck(services.stores.templates.clone()))];
         let state = AppState {
             backoffice: services.backoffice.clone(),
             auth: services.auth.clone(),
+            claims: engine.claims.clone(),
             checks: Arc::new(checks),
+            metrics: crate::telemetry::metrics_renderer(&engine),
         };
         let router = stampede_api::router(
             state,
@@ -172,7 +180,12 @@ impl Application {
         let listener = TcpListener::bind(&settings.server.listen)
             .await
             .with_context(|| format!("binding {}", settings.server.listen))?;
+        for job in engine.jobs {
+            runner.register(job);
+        }
         Ok(Application {
+            catalog: engine.catalog.clone(),
+            background: engine.background,
             listener,
             router,
             runner,
@@ -198,11 +211,19 @@ impl Application {
         &self.stores
     }
 
+    /// The template read path (tests check its database query count).
+    pub fn catalog(&self) -> Arc<stampede_core::catalog::Catalog> {
+        self.catalog.clone()
+    }
+
     /// Serves until `shutdown` is cancelled, then drains with the configured deadline.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let tracker = TaskTracker::new();
         if self.settings.workers.enabled {
             self.runner.start(&shutdown, &tracker);
+        }
+        for task in self.background {
+            tracker.spawn(task(shutdown.clone()));
         }
         tracker.close();
         let grace = Duration::from_secs(self.settings.server.shutdown_grace_secs);

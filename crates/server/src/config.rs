@@ -40,6 +40,8 @@ pub struct Settings {
     pub http: HttpSettings,
     pub log: LogSettings,
     pub workers: WorkerSettings,
+    pub engine: EngineSettings,
+    pub redis: RedisSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -206,6 +208,56 @@ impl Default for WorkerSettings {
             end_sweep_interval_ms: 1_000,
             idempotency_retention_hours: 48,
             purge_interval_secs: 3_600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSettings {
+    /// Most claims one group commit puts in a transaction (embedded mode).
+    pub group_commit_max_batch: usize,
+    /// Templates in the local read cache.
+    pub cache_capacity: u64,
+    /// TTL of a cached template (plus up to 25 % jitter).
+    pub cache_ttl_secs: u64,
+    /// TTL of "no such template" answers.
+    pub negative_cache_ttl_ms: u64,
+    /// Template ids the bloom filter is sized for (0.1 % false positives at that size).
+    pub bloom_expected_items: usize,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            group_commit_max_batch: 4_096,
+            cache_capacity: 100_000,
+            cache_ttl_secs: 60,
+            negative_cache_ttl_ms: 5_000,
+            bloom_expected_items: 1_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// Distributed mode's hot store (stock, per-user counts, claim logs, invalidations).
+    pub url: String,
+    /// Prefix of every key and channel, so several deployments (or tests) share a server.
+    pub prefix: String,
+    /// Claim-log entries a persister writes to MySQL per transaction.
+    pub persister_batch: usize,
+    pub persister_interval_ms: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            prefix: "stampede".into(),
+            persister_batch: 2_000,
+            persister_interval_ms: 20,
         }
     }
 }

@@ -3,6 +3,7 @@
 use crate::config::{Backend, Settings};
 use async_trait::async_trait;
 use stampede_api::HealthCheck;
+use stampede_core::claim_ports::{ClaimLogStore, CouponStore};
 use stampede_core::ports::{AccountStore, TemplateStore};
 use stampede_store_mysql::{MysqlConfig, MysqlStore};
 use stampede_store_sqlite::{SqliteOptions, SqliteStore};
@@ -11,6 +12,9 @@ use std::sync::Arc;
 pub struct Stores {
     pub templates: Arc<dyn TemplateStore>,
     pub accounts: Arc<dyn AccountStore>,
+    pub coupons: Arc<dyn CouponStore>,
+    /// Distributed mode's claim-log bookkeeping (MySQL only).
+    pub claim_log: Option<Arc<dyn ClaimLogStore>>,
     /// The MySQL store itself, when that is the backend (tests drop its databases).
     pub mysql: Option<MysqlStore>,
 }
@@ -31,7 +35,9 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Stores> {
             let store = Arc::new(store);
             Ok(Stores {
                 templates: store.clone(),
-                accounts: store,
+                accounts: store.clone(),
+                coupons: store,
+                claim_log: None,
                 mysql: None,
             })
         }
@@ -48,7 +54,9 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Stores> {
             let shared = Arc::new(store.clone());
             Ok(Stores {
                 templates: shared.clone(),
-                accounts: shared,
+                accounts: shared.clone(),
+                coupons: shared.clone(),
+                claim_log: Some(shared),
                 mysql: Some(store),
             })
         }

@@ -21,3 +21,36 @@ pub fn init(settings: &LogSettings) {
         LogFormat::Pretty => builder.try_init(),
     };
 }
+
+static PROMETHEUS: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+    std::sync::OnceLock::new();
+
+/// The process-wide Prometheus recorder (installed on first use; one per process).
+fn prometheus() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    PROMETHEUS
+        .get_or_init(|| {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .ok()
+        })
+        .clone()
+}
+
+/// Renders `/metrics`: the recorded counters plus gauges read from the engine at render time.
+pub fn metrics_renderer(
+    engine: &crate::engine::Engine,
+) -> std::sync::Arc<dyn Fn() -> String + Send + Sync> {
+    let handle = prometheus();
+    let catalog = engine.catalog.clone();
+    let memory = engine.memory.clone();
+    std::sync::Arc::new(move || {
+        metrics::gauge!("stampede_template_db_queries").set(catalog.db_queries() as f64);
+        if let Some(m) = &memory {
+            let (batches, claims, failed) = m.writer_stats().snapshot();
+            metrics::gauge!("stampede_group_commit_batches").set(batches as f64);
+            metrics::gauge!("stampede_group_commit_claims").set(claims as f64);
+            metrics::gauge!("stampede_group_commit_failed_batches").set(failed as f64);
+        }
+        handle.as_ref().map(|h| h.render()).unwrap_or_default()
+    })
+}

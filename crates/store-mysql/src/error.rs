@@ -25,6 +25,13 @@ pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
     }
 }
 
+/// The server's error number, when `e` is an error the server reported.
+pub(crate) fn error_number(e: &sqlx::Error) -> Option<u16> {
+    e.as_database_error()
+        .and_then(|d| d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+        .map(|d| d.number())
+}
+
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .is_some_and(|d| d.is_unique_violation())

@@ -1,26 +1,37 @@
 //! MySQL/MariaDB adapter: Stampede's distributed system of record, N databases × M tables.
 //!
-//! Owns the schema and all SQL for templates (with their audit log and idempotency keys)
-//! and for accounts, sessions and refresh tokens, behind the core's `TemplateStore` and
-//! `AccountStore` ports.
+//! Owns the schema and all SQL for templates (with their audit log and idempotency keys),
+//! for user coupons and their outbox, and for accounts, sessions and refresh tokens, behind
+//! the core's `TemplateStore`, `CouponStore`, `ClaimLogStore` and `AccountStore` ports.
 //!
 //! Layout of the data:
 //! - every database holds M copies of the per-shop tables (`templates_{t}`,
 //!   `template_audit_{t}`, `idempotency_keys_{t}`); a shop's rows all live in the one shard
 //!   its `shop_id` routes to (`router`), so each write of a template is one local transaction;
+//! - and M copies of the per-user tables (`user_coupons_{t}`, `outbox_{t}`), routed by
+//!   `user_id` with the same router: a coupon and the event recording it are written in one
+//!   local transaction, and a user's coupons are one query on one table;
 //! - `databases[0]` also holds the global tables: `template_directory` (id → shop, so a lookup
 //!   by id is routed, not broadcast) and the accounts tables.
 //!
 //! Queries that span shops (the admin list, the end sweep, purging) send one query per
 //! database, covering its M tables with `UNION ALL`, concurrently, and merge the answers.
 //!
+//! Claims in distributed mode go Redis claim log → persisters → `ClaimLogStore`: coupons are
+//! inserted idempotently on the users' shards, then each template's stock and applied log
+//! position move together in one compare-and-set (`claim_log.rs`). `CouponStore::
+//! commit_claims`, the embedded group commit, also works here but is atomic per shard only.
+//!
 //! Layout of the crate: `router` (shard rule), `connect` (URLs, pools, database creation),
 //! `migrate` (per-shard migration runner; SQL in `migrations/`), `directory`, `templates` and
-//! `listing` (the `TemplateStore`), `accounts` (the `AccountStore`), `error` (one mapping from
-//! driver errors to `StoreError`).
+//! `listing` (the `TemplateStore`), `coupons` (the `CouponStore`), `claim_log` (the
+//! `ClaimLogStore`), `accounts` (the `AccountStore`), `error` (one mapping from driver errors
+//! to `StoreError`).
 
 mod accounts;
+mod claim_log;
 mod connect;
+mod coupons;
 mod directory;
 mod error;
 mod listing;

@@ -235,7 +235,7 @@ impl MysqlStore {
     }
 }
 
-fn union(selects: impl Iterator<Item = String>) -> String {
+pub(crate) fn union(selects: impl Iterator<Item = String>) -> String {
     selects.collect::<Vec<_>>().join(" UNION ALL ")
 }
 

@@ -12,7 +12,7 @@
 //! together from migrating the same database at once (named by a digest of the database name,
 //! as lock names are limited to 64 characters).
 
-use crate::error::{col, db_err, gave_up};
+use crate::error::{col, db_err, error_number, gave_up};
 use sqlx::mysql::{MySqlConnection, MySqlPool};
 use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, MySql};
@@ -29,12 +29,30 @@ struct Migration {
 }
 
 /// In version order. Never edit one that has shipped; add a new one.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "templates, audit, idempotency keys; directory, accounts, sessions",
-    sharded: include_str!("../migrations/0001_initial.sharded.sql"),
-    global: include_str!("../migrations/0001_initial.global.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "templates, audit, idempotency keys; directory, accounts, sessions",
+        sharded: include_str!("../migrations/0001_initial.sharded.sql"),
+        global: include_str!("../migrations/0001_initial.global.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "user coupons, outbox; templates' claim log position",
+        sharded: include_str!("../migrations/0002_coupons.sharded.sql"),
+        global: "",
+    },
+];
+
+/// "Duplicate column name": a column addition that already happened (MySQL, unlike MariaDB,
+/// has no `ADD COLUMN IF NOT EXISTS`, so reruns are recognised by this error instead).
+const ER_DUP_FIELDNAME: u16 = 1060;
+
+/// Whether `stmt` only adds a column, so that `ER_DUP_FIELDNAME` means it is already applied.
+fn adds_a_column(stmt: &str) -> bool {
+    let s = stmt.to_ascii_uppercase();
+    s.starts_with("ALTER TABLE ") && s.contains(" ADD COLUMN ") && !s.contains(',')
+}
 
 /// Seconds to wait for another node's migration of the same database.
 const LOCK_WAIT_SECS: i64 = 120;
@@ -139,12 +157,13 @@ async fn apply_pending(
 }
 
 async fn run(conn: &mut MySqlConnection, stmt: String) -> Result<(), StoreError> {
+    let idempotent_add = adds_a_column(&stmt);
     // Embedded scripts only; the sole substitution is a table index.
-    sqlx::raw_sql(AssertSqlSafe(stmt))
-        .execute(conn)
-        .await
-        .map_err(db_err)?;
-    Ok(())
+    match sqlx::raw_sql(AssertSqlSafe(stmt)).execute(conn).await {
+        Ok(_) => Ok(()),
+        Err(e) if idempotent_add && error_number(&e) == Some(ER_DUP_FIELDNAME) => Ok(()),
+        Err(e) => Err(db_err(e)),
+    }
 }
 
 #[cfg(test)]
@@ -163,13 +182,25 @@ mod tests {
     }
 
     #[test]
+    fn recognises_single_column_additions_only() {
+        assert!(adds_a_column(
+            "ALTER TABLE templates_{t} ADD COLUMN x VARCHAR(8) NOT NULL DEFAULT 'a'"
+        ));
+        assert!(!adds_a_column(
+            "ALTER TABLE t ADD COLUMN a INT, DROP COLUMN b"
+        ));
+        assert!(!adds_a_column("ALTER TABLE t DROP COLUMN b"));
+        assert!(!adds_a_column("CREATE TABLE IF NOT EXISTS t (x INT)"));
+    }
+
+    #[test]
     fn embedded_scripts_are_idempotent_and_templated() {
         for m in MIGRATIONS {
             let sharded = statements(m.sharded);
             assert!(!sharded.is_empty());
             for s in sharded.iter().chain(statements(m.global).iter()) {
                 assert!(
-                    s.contains("IF NOT EXISTS") || s.contains("IF EXISTS"),
+                    s.contains("IF NOT EXISTS") || s.contains("IF EXISTS") || adds_a_column(s),
                     "not idempotent: {s}"
                 );
             }

@@ -16,8 +16,9 @@ use crate::error::ConfigError;
 /// Upper bound on N × M, far above any sane layout; keeps the arithmetic in `u32`.
 pub const MAX_SHARDS: u32 = 1 << 16;
 
-/// One physical table set: `templates_{table}`, `template_audit_{table}` and
-/// `idempotency_keys_{table}` in `databases[database]`.
+/// One physical table set in `databases[database]`: the per-shop tables (`templates_{table}`,
+/// `template_audit_{table}`, `idempotency_keys_{table}`) for shop ids routed here, and the
+/// per-user tables (`user_coupons_{table}`, `outbox_{table}`) for user ids routed here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Shard {
     pub database: usize,
@@ -36,9 +37,18 @@ impl Shard {
     pub fn idempotency_table(&self) -> String {
         format!("idempotency_keys_{}", self.table)
     }
+
+    pub fn coupons_table(&self) -> String {
+        format!("user_coupons_{}", self.table)
+    }
+
+    /// The outbox of the events of this shard's users, written with their coupons.
+    pub fn outbox_table(&self) -> String {
+        format!("outbox_{}", self.table)
+    }
 }
 
-/// Maps a key (a shop id) to its shard for a fixed layout of N databases × M tables.
+/// Maps a key (a shop id or a user id) to its shard for a fixed layout of N databases × M tables.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardRouter {
     databases: u32,
@@ -327,5 +337,7 @@ mod tests {
         assert_eq!(s.templates_table(), "templates_3");
         assert_eq!(s.audit_table(), "template_audit_3");
         assert_eq!(s.idempotency_table(), "idempotency_keys_3");
+        assert_eq!(s.coupons_table(), "user_coupons_3");
+        assert_eq!(s.outbox_table(), "outbox_3");
     }
 }

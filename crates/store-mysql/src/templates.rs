@@ -449,6 +449,31 @@ impl TemplateStore for MysqlStore {
         Ok(per_db.into_iter().sum())
     }
 
+    /// From the directory (one query on `databases[0]`). A directory row whose template was
+    /// never written (a crashed creation) is listed too; for a filter of existing ids that
+    /// is a harmless false positive.
+    async fn template_ids(
+        &self,
+        after: Option<TemplateId>,
+        limit: u32,
+    ) -> Result<Vec<TemplateId>, StoreError> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT template_id FROM template_directory WHERE template_id > ? \
+             ORDER BY template_id LIMIT ?",
+        )
+        .bind(after.map_or(0, TemplateId::get))
+        .bind(limit)
+        .fetch_all(self.global())
+        .await
+        .map_err(db_err)?;
+        ids.into_iter()
+            .map(|raw| {
+                TemplateId::new(raw)
+                    .ok_or_else(|| StoreError::Corrupt(format!("template id {raw}")))
+            })
+            .collect()
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let pings = self
             .inner

@@ -18,3 +18,13 @@ pub(crate) fn db(e: sqlx::Error) -> StoreError {
         other => StoreError::Backend(Box::new(other)),
     }
 }
+
+/// A request the store refuses because it contradicts what is stored (e.g. claims for a
+/// template that does not exist); reported as a backend failure.
+#[derive(Debug, thiserror::Error)]
+#[error("SQLite store: {0}")]
+pub(crate) struct Refused(pub(crate) String);
+
+pub(crate) fn refused(what: impl Into<String>) -> StoreError {
+    StoreError::Backend(Box::new(Refused(what.into())))
+}

@@ -1,12 +1,14 @@
 //! `stampede-store-sqlite`: the embedded system of record. It owns the SQLite file (WAL
 //! mode), its schema and migrations, and implements the core's storage ports
-//! (`TemplateStore`, `AccountStore`) on it.
+//! (`TemplateStore`, `AccountStore`, `CouponStore`) on it.
 //!
 //! Layout:
 //! - `lib.rs`: `SqliteStore`, opening the file and the two pools;
 //! - `migrate.rs`: the embedded migrations (`migrations/*.sql`) and their runner;
 //! - `templates.rs`: `TemplateStore` (templates, audit log, idempotency keys);
 //! - `accounts.rs`: `AccountStore` (accounts, sessions, refresh-token rotation);
+//! - `coupons.rs`: `CouponStore` (user coupons, the outbox, and `commit_claims`, the
+//!   embedded group commit: one transaction per batch of claims);
 //! - `error.rs`: the single sqlx → `StoreError` mapping.
 //!
 //! SQLite allows one writer at a time, so every write goes through a pool of exactly one
@@ -16,6 +18,7 @@
 //! the MySQL adapter through `stampede_core::records`.
 
 mod accounts;
+mod coupons;
 mod error;
 mod migrate;
 mod templates;

@@ -29,6 +29,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         description: "accounts, sessions, refresh tokens",
         sql: include_str!("../migrations/0002_auth.sql"),
     },
+    Migration {
+        version: 3,
+        description: "user coupons, outbox",
+        sql: include_str!("../migrations/0003_coupons.sql"),
+    },
 ];
 
 /// Applies every migration not yet recorded; returns how many it applied.

@@ -420,6 +420,26 @@ impl TemplateStore for SqliteStore {
         Ok(done.rows_affected())
     }
 
+    async fn template_ids(
+        &self,
+        after: Option<TemplateId>,
+        limit: u32,
+    ) -> Result<Vec<TemplateId>, StoreError> {
+        let ids: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM templates WHERE id > ? ORDER BY id LIMIT ?")
+                .bind(after.map_or(0, TemplateId::get))
+                .bind(i64::from(limit))
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db)?;
+        ids.into_iter()
+            .map(|raw| {
+                TemplateId::new(raw)
+                    .ok_or_else(|| StoreError::Corrupt(format!("template id {raw}")))
+            })
+            .collect()
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         for pool in [&self.writer, &self.reader] {
             sqlx::query("SELECT 1").execute(pool).await.map_err(db)?;

@@ -26,6 +26,12 @@ impl Allowed for AdminOnly {
     const ROLES: &'static [Role] = &[Role::Admin];
 }
 
+/// Shoppers: the `user` role.
+pub struct UserOnly;
+impl Allowed for UserOnly {
+    const ROLES: &'static [Role] = &[Role::User];
+}
+
 /// Any authenticated caller.
 pub struct AnyRole;
 impl Allowed for AnyRole {

@@ -1,5 +1,6 @@
 //! One module per resource; each handler declares its caller roles in its signature.
 
 pub mod auth;
+pub mod engine;
 pub mod ops;
 pub mod templates;

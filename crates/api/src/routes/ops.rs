@@ -66,3 +66,17 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Readiness>>
         ))
     }
 }
+
+/// Prometheus metrics of this process.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain", body = String)))]
+pub async fn metrics(
+    State(state): State<AppState>,
+) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        (state.metrics)(),
+    )
+}

@@ -25,6 +25,8 @@ pub struct TestApp {
     pub settings: Settings,
     pub config_file: std::path::PathBuf,
     tokens: TokenService,
+    pub catalog: Arc<stampede_core::catalog::Catalog>,
+    pub coupons: Arc<dyn stampede_core::claim_ports::CouponStore>,
     runner: Runner,
     shutdown: CancellationToken,
     mysql_urls: Vec<String>,
@@ -77,6 +79,7 @@ pub fn test_settings(dir: &std::path::Path, workers: bool) -> (Settings, Vec<Str
         s.storage.mysql.databases = urls.clone();
         s.storage.mysql.tables_per_database = tables;
         s.storage.mysql.max_connections_per_database = 8;
+        s.redis.prefix = format!("stampede_t_{tag:016x}");
     }
     (s, urls)
 }
@@ -86,12 +89,29 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(workers: bool) -> TestApp {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let (settings, mysql_urls) = test_settings(dir.path(), workers);
+    spawn_app_from(dir, settings, mysql_urls).await
+}
+
+/// A second instance over the same storage as `app` (a restart, or another node).
+pub async fn spawn_sibling(app: &TestApp) -> TestApp {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let mut settings = app.settings.clone();
+    settings.ids.worker_id = settings.ids.worker_id.wrapping_add(1) % 1024;
+    // The sibling must not drop the shared databases when it goes away.
+    spawn_app_from(dir, settings, Vec::new()).await
+}
+
+pub async fn spawn_app_from(
+    dir: tempfile::TempDir,
+    settings: Settings,
+    mysql_urls: Vec<String>,
+) -> TestApp {
     stampede_server::telemetry::init(&stampede_server::config::LogSettings {
         format: stampede_server::config::LogFormat::Pretty,
         level: "warn".into(),
     });
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let (settings, mysql_urls) = test_settings(dir.path(), workers);
     let config_file = dir.path().join("stampede.toml");
     write_config(&settings, &config_file);
     let clock = Arc::new(ManualClock::default());
@@ -100,12 +120,16 @@ pub async fn spawn_app_with(workers: bool) -> TestApp {
         .unwrap_or_else(|e| panic!("building the app: {e:#}"));
     let base = format!("http://127.0.0.1:{}", app.port());
     let runner = app.runner();
+    let catalog = app.catalog();
+    let coupons = app.stores().coupons.clone();
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestApp {
         base,
         client: Client::new(),
         tokens: TokenService::new(SECRET.as_bytes(), clock.clone()),
+        catalog,
+        coupons,
         clock,
         settings,
         config_file,
@@ -144,8 +168,15 @@ impl Drop for TestApp {
         if self.mysql_urls.is_empty() {
             return;
         }
-        // Drop this test's databases so repeated runs do not pile them up.
+        // Drop this test's databases and Redis keys so repeated runs do not pile them up.
         let urls = std::mem::take(&mut self.mysql_urls);
+        let pattern = format!("{}*", self.settings.redis.prefix);
+        let _ = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "redis-cli --scan --pattern '{pattern}' | xargs -r redis-cli del > /dev/null"
+            ))
+            .status();
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -223,6 +254,15 @@ impl TestApp {
 
     pub fn user(&self) -> String {
         self.token(Role::User, "42", None, LONG)
+    }
+
+    pub fn user_n(&self, id: u64) -> String {
+        self.token(Role::User, &id.to_string(), None, LONG)
+    }
+
+    /// Stops serving (as a restart would, minus the process exit).
+    pub fn stop(&self) {
+        self.shutdown.cancel();
     }
 
     pub async fn drain(&self) {

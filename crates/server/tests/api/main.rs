@@ -5,6 +5,7 @@
 mod auth;
 mod bad_input;
 mod cli;
+mod engine;
 mod helpers;
 mod manage;
 mod ops;

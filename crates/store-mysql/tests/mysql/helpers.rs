@@ -1,10 +1,12 @@
-//! Fresh databases per test, and template builders.
+//! Fresh databases per test, and template and claim builders.
 
 use futures::FutureExt;
 use jiff::{SignedDuration, Timestamp};
+use stampede_core::claim_ports::{ClaimRecord, CouponStore, OutboxEvent};
 use stampede_core::ports::{CreateOutcome, IdempotencyRecord, TemplateStore};
 use stampede_domain::audit::AuditEntry;
-use stampede_domain::ids::{GoodsId, ShopId, TemplateId};
+use stampede_domain::coupon::{Origin, new_claimed_coupon};
+use stampede_domain::ids::{CouponId, GoodsId, ShopId, TemplateId, UserId};
 use stampede_domain::template::{Kind, Scope, Template, TemplateDraft};
 use stampede_store_mysql::{MysqlConfig, MysqlStore};
 use std::future::Future;
@@ -163,4 +165,55 @@ pub async fn create_with(
 pub async fn create(store: &MysqlStore, t: &Template) {
     let outcome = create_with(store, t, None).await;
     assert!(matches!(outcome, CreateOutcome::Created), "{outcome:?}");
+}
+
+pub fn uid(raw: i64) -> UserId {
+    UserId::new(raw).unwrap()
+}
+
+/// A stored fixed-amount template with `stock` coupons, up to 100 per user, each valid 24
+/// hours from its claim.
+pub async fn stocked(store: &MysqlStore, id: i64, shop_id: i64, stock: i64) -> Template {
+    let t = build(
+        TemplateDraft {
+            stock_total: Some(stock),
+            per_user_limit: Some(100),
+            ..draft(&format!("stocked {id}"))
+        },
+        id,
+        shop_id,
+    );
+    create(store, &t).await;
+    t
+}
+
+/// A claim of `t` by `user` (its `seq`-th), made `mins` minutes after `now()`.
+pub fn claim(t: &Template, id: i64, user: i64, seq: u32, mins: i64) -> ClaimRecord {
+    ClaimRecord {
+        coupon: new_claimed_coupon(
+            t,
+            CouponId::new(id).unwrap(),
+            uid(user),
+            seq,
+            Origin::Claim,
+            now() + SignedDuration::from_mins(mins),
+        ),
+        claim_key: None,
+    }
+}
+
+pub fn keyed(mut c: ClaimRecord, key: &str) -> ClaimRecord {
+    c.claim_key = Some(key.to_owned());
+    c
+}
+
+pub async fn stock_of(store: &MysqlStore, t: &Template) -> i64 {
+    store.get_template(t.id).await.unwrap().unwrap().stock
+}
+
+pub async fn claimed_events(store: &MysqlStore) -> Vec<OutboxEvent> {
+    store
+        .outbox_events("coupon.claimed", 1_000_000)
+        .await
+        .unwrap()
 }

@@ -10,6 +10,8 @@
 mod helpers;
 mod accounts;
 mod changes;
+mod claim_log;
+mod coupons;
 mod listing;
 mod schema;
 mod templates;

@@ -4,7 +4,7 @@ use crate::helpers::*;
 use sqlx::Row;
 use sqlx::mysql::MySqlPool;
 use stampede_core::ports::TemplateStore;
-use stampede_core::records::TEMPLATE_COLUMNS;
+use stampede_core::records::{COUPON_COLUMNS, TEMPLATE_COLUMNS};
 use stampede_store_mysql::{MysqlConfig, MysqlStore};
 
 both_layouts!(migrating_again_is_a_noop, schema_matches_the_shared_records);
@@ -26,7 +26,7 @@ async fn migrating_again_is_a_noop(ctx: Ctx) {
                 .fetch_all(&pool)
                 .await
                 .unwrap();
-        assert_eq!(versions, [1]);
+        assert_eq!(versions, [1, 2]);
         pool.close().await;
     }
 }
@@ -43,7 +43,10 @@ async fn table_names(pool: &MySqlPool) -> Vec<String> {
 
 async fn schema_matches_the_shared_records(ctx: Ctx) {
     let tables = ctx.cfg.tables_per_database as usize;
-    let expected_columns: Vec<&str> = TEMPLATE_COLUMNS.split(',').map(str::trim).collect();
+    // Templates carry one column of their own past the shared record: the claim log position.
+    let mut expected_columns: Vec<&str> = TEMPLATE_COLUMNS.split(',').map(str::trim).collect();
+    expected_columns.push("claim_log_pos");
+    let coupon_columns: Vec<&str> = COUPON_COLUMNS.split(',').map(str::trim).collect();
     for (i, url) in ctx.cfg.databases.iter().enumerate() {
         let pool = MySqlPool::connect(url).await.unwrap();
         let mut expected: Vec<String> = vec!["schema_migrations".to_owned()];
@@ -52,16 +55,23 @@ async fn schema_matches_the_shared_records(ctx: Ctx) {
                 format!("templates_{t}"),
                 format!("template_audit_{t}"),
                 format!("idempotency_keys_{t}"),
+                format!("user_coupons_{t}"),
+                format!("outbox_{t}"),
             ]);
-            let columns: Vec<String> = sqlx::query_scalar(
-                "SELECT CAST(column_name AS CHAR) FROM information_schema.columns \
-                 WHERE table_schema = DATABASE() AND table_name = ? ORDER BY ordinal_position",
-            )
-            .bind(format!("templates_{t}"))
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-            assert_eq!(columns, expected_columns, "templates_{t} in database {i}");
+            for (table, want) in [
+                (format!("templates_{t}"), &expected_columns),
+                (format!("user_coupons_{t}"), &coupon_columns),
+            ] {
+                let columns: Vec<String> = sqlx::query_scalar(
+                    "SELECT CAST(column_name AS CHAR) FROM information_schema.columns \
+                     WHERE table_schema = DATABASE() AND table_name = ? ORDER BY ordinal_position",
+                )
+                .bind(&table)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+                assert_eq!(&columns, want, "{table} in database {i}");
+            }
         }
         if i == 0 {
             expected.extend(

@@ -1,0 +1,61 @@
+//! Engine of `stampede-bench`, the load generator for an already running Stampede server
+//! (see the binary's documentation for usage). Split from the binary so tests can drive it.
+
+pub mod claim;
+pub mod client;
+pub mod load;
+pub mod proc;
+pub mod redis_ceiling;
+pub mod report;
+pub mod stats;
+
+use client::Target;
+use load::{LoadOptions, RequestMix};
+use report::{Report, RunShape, ServerUsage};
+use std::sync::Arc;
+
+/// Runs one scenario's load phase and turns it into a report (server memory read at the end).
+pub async fn measure(
+    scenario: &str,
+    target: &Target,
+    mix: Arc<RequestMix>,
+    opts: &LoadOptions,
+    threads: usize,
+    server_pid: Option<u32>,
+) -> anyhow::Result<Report> {
+    let result = load::run(target, mix, opts, server_pid).await?;
+    let shape = RunShape {
+        mode: if opts.rate.is_some() {
+            "open"
+        } else {
+            "closed"
+        }
+        .to_owned(),
+        connections: opts.connections,
+        target_rate: opts.rate,
+        threads,
+        warmup_s: opts.warmup.as_secs_f64(),
+        duration_s: opts.duration.as_secs_f64(),
+    };
+    let mut report = Report::new(scenario, shape, &result.stats);
+    report.bench_cpu_cores = result.bench_cpu_cores.map(round2);
+    if let Some(pid) = server_pid {
+        let (peak_rss_kb, rss_kb) = proc::memory_kb(pid)?;
+        report.server = Some(ServerUsage {
+            pid,
+            peak_rss_kb,
+            rss_kb,
+            cpu_cores: result.server_cpu_cores.map(round2),
+        });
+    }
+    Ok(report)
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// The `healthz` request mix.
+pub fn healthz_mix(target: &Target) -> anyhow::Result<RequestMix> {
+    Ok(RequestMix::get(target.uri("/healthz")?))
+}

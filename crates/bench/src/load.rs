@@ -1,0 +1,326 @@
+//! The load engine: `connections` keep-alive connections, each a task that sends one request
+//! at a time, either back-to-back (closed loop) or on a fixed schedule (open loop, `--rate`).
+//!
+//! Open loop: connection `k` owns the send slots `k, k + C, k + 2C, …` of a global schedule
+//! of `rate` requests per second starting at the beginning of the warmup. A request whose slot
+//! comes while its connection is still busy is sent late, and its latency is measured from
+//! the slot, not from the actual send, so a stalled server cannot hide behind the tool's own
+//! back-pressure (coordinated omission). A request sent on time is measured from the actual
+//! send, so the timer's granularity (about 1 ms) does not count as server latency. Give the
+//! open loop enough connections: at most `connections` requests are in flight.
+//!
+//! Only requests that complete inside the measurement window (after the warmup, before the
+//! end) are counted; requests still in flight at the end are abandoned uncounted.
+
+use crate::client::{Body, Target};
+use crate::proc;
+use crate::stats::{Stats, TransportError};
+use anyhow::{Context, bail};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{CONTENT_LENGTH, HeaderValue};
+use hyper::{Method, Request, StatusCode, Uri};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until, timeout_at};
+
+/// Pause after a failed connect before the next attempt, so a dead server is not hammered.
+const CONNECT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// What to send: one method, a random URI and a random `Authorization` (if any) per request.
+#[derive(Debug, Clone)]
+pub struct RequestMix {
+    pub method: Method,
+    pub uris: Vec<Uri>,
+    /// Empty: no `Authorization` header.
+    pub auths: Vec<HeaderValue>,
+}
+
+impl RequestMix {
+    pub fn get(uri: Uri) -> Self {
+        Self {
+            method: Method::GET,
+            uris: vec![uri],
+            auths: Vec::new(),
+        }
+    }
+
+    fn next(&self, target: &Target, rng: &mut SmallRng) -> Option<Request<Body>> {
+        let uri = match self.uris.len() {
+            1 => self.uris.first(),
+            n => self.uris.get(rng.random_range(0..n)),
+        }?;
+        let auth = match self.auths.len() {
+            0 => None,
+            n => self.auths.get(rng.random_range(0..n)),
+        };
+        let mut req = target.request(
+            self.method.clone(),
+            uri.clone(),
+            auth,
+            Full::new(Bytes::new()),
+        );
+        if self.method != Method::GET {
+            // An explicit empty body (hyper omits the header for empty requests).
+            req.headers_mut()
+                .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        }
+        Some(req)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub connections: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    /// Open loop at this many requests/s; `None`: closed loop.
+    pub rate: Option<f64>,
+    /// Per-request timeout (connect included).
+    pub timeout: Duration,
+}
+
+/// Stats of the window plus CPU use measured over it.
+#[derive(Debug)]
+pub struct LoadResult {
+    pub stats: Stats,
+    pub server_cpu_cores: Option<f64>,
+    pub bench_cpu_cores: Option<f64>,
+}
+
+struct Plan {
+    t0: Instant,
+    measure_from: Instant,
+    end: Instant,
+    rate: Option<f64>,
+    connections: u64,
+    timeout: Duration,
+}
+
+/// Runs one load phase (warmup then measurement) against `target`.
+pub async fn run(
+    target: &Target,
+    mix: Arc<RequestMix>,
+    opts: &LoadOptions,
+    server_pid: Option<u32>,
+) -> anyhow::Result<LoadResult> {
+    if opts.connections == 0 {
+        bail!("--connections must be at least 1");
+    }
+    if let Some(r) = opts.rate
+        && !(r.is_finite() && r > 0.0)
+    {
+        bail!("--rate must be a positive number of requests per second");
+    }
+    if mix.uris.is_empty() {
+        bail!("nothing to request");
+    }
+    if opts.duration.is_zero() {
+        bail!("--duration must be positive");
+    }
+
+    // Connect everything before the clock starts.
+    let mut connecting = JoinSet::new();
+    for _ in 0..opts.connections {
+        let t = target.clone();
+        connecting.spawn(async move { t.connect().await });
+    }
+    let mut conns = Vec::with_capacity(opts.connections);
+    let mut first_err = None;
+    while let Some(joined) = connecting.join_next().await {
+        match joined.context("a connect task failed")? {
+            Ok(c) => conns.push(Some(c)),
+            Err(e) => {
+                first_err.get_or_insert(e);
+                conns.push(None);
+            }
+        }
+    }
+    if let Some(e) = first_err
+        && conns.iter().all(Option::is_none)
+    {
+        return Err(e.context(format!("cannot reach {}", target.addr)));
+    }
+
+    let t0 = Instant::now();
+    let measure_from = t0 + opts.warmup;
+    let plan = Arc::new(Plan {
+        t0,
+        measure_from,
+        end: measure_from + opts.duration,
+        rate: opts.rate,
+        connections: opts.connections as u64,
+        timeout: opts.timeout,
+    });
+    let target = Arc::new(target.clone());
+    let mut workers = JoinSet::new();
+    for (k, conn) in conns.into_iter().enumerate() {
+        workers.spawn(worker(
+            k as u64,
+            conn,
+            target.clone(),
+            mix.clone(),
+            plan.clone(),
+        ));
+    }
+
+    sleep_until(plan.measure_from).await;
+    let before = CpuSample::take(server_pid);
+    sleep_until(plan.end).await;
+    let after = CpuSample::take(server_pid);
+
+    let mut stats = Stats::new()?;
+    while let Some(joined) = workers.join_next().await {
+        stats.merge(&joined.context("a load worker failed")??)?;
+    }
+    let secs = (after.at - before.at).as_secs_f64().max(1e-9);
+    let per_sec = |a: Option<f64>, b: Option<f64>| Some(((b? - a?) / secs).max(0.0));
+    Ok(LoadResult {
+        stats,
+        server_cpu_cores: per_sec(before.server, after.server),
+        bench_cpu_cores: per_sec(before.bench, after.bench),
+    })
+}
+
+struct CpuSample {
+    at: Instant,
+    server: Option<f64>,
+    bench: Option<f64>,
+}
+
+impl CpuSample {
+    fn take(server_pid: Option<u32>) -> Self {
+        Self {
+            at: Instant::now(),
+            server: server_pid.and_then(|p| proc::cpu_seconds(Some(p))),
+            bench: proc::cpu_seconds(None),
+        }
+    }
+}
+
+/// One connection's loop.
+async fn worker(
+    k: u64,
+    mut conn: Option<SendRequest<Body>>,
+    target: Arc<Target>,
+    mix: Arc<RequestMix>,
+    plan: Arc<Plan>,
+) -> anyhow::Result<Stats> {
+    let mut stats = Stats::new()?;
+    let mut rng = SmallRng::from_rng(&mut rand::rng());
+    let mut slot: u64 = 0;
+    loop {
+        // When the request is due and where its latency is measured from.
+        let origin = match plan.rate {
+            None => None,
+            Some(rate) => {
+                let index = k.saturating_add(slot.saturating_mul(plan.connections));
+                slot += 1;
+                let due = plan.t0 + Duration::from_secs_f64(index as f64 / rate);
+                if due >= plan.end {
+                    break;
+                }
+                if due > Instant::now() {
+                    sleep_until(due).await;
+                    None
+                } else {
+                    Some(due)
+                }
+            }
+        };
+        let now = Instant::now();
+        if now >= plan.end {
+            break;
+        }
+
+        let deadline = (now + plan.timeout).min(plan.end);
+        let sender = match timeout_at(deadline, ready(&mut conn, &target)).await {
+            Ok(Some(s)) => s,
+            Ok(None) | Err(_) => {
+                conn = None;
+                let now = Instant::now();
+                if now >= plan.end {
+                    break;
+                }
+                if now >= plan.measure_from {
+                    stats.record_transport_error(TransportError::Connect);
+                }
+                sleep_until((now + CONNECT_BACKOFF).min(plan.end)).await;
+                continue;
+            }
+        };
+        let Some(req) = mix.next(&target, &mut rng) else {
+            bail!("empty request mix");
+        };
+        let sent = Instant::now();
+        let start = origin.unwrap_or(sent);
+        let deadline = (sent + plan.timeout).min(plan.end);
+        let outcome = timeout_at(deadline, exchange(sender, req)).await;
+        let done = Instant::now();
+        let counted = done >= plan.measure_from;
+        match outcome {
+            Ok(Ok((status, body))) => {
+                if counted {
+                    stats.record_response(done - start, status.as_u16(), &body);
+                }
+            }
+            Ok(Err(_)) => {
+                conn = None;
+                if counted {
+                    stats.record_transport_error(TransportError::Io);
+                }
+            }
+            Err(_) => {
+                conn = None;
+                if deadline >= plan.end {
+                    break; // the run is over, not the request's time
+                }
+                if counted {
+                    stats.record_transport_error(TransportError::Timeout);
+                }
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// A connection ready for the next request: the current one, or a new one when it was closed
+/// (keep-alive timeout, `connection: close`, an earlier failure). `None` if connecting fails.
+async fn ready<'a>(
+    conn: &'a mut Option<SendRequest<Body>>,
+    target: &Target,
+) -> Option<&'a mut SendRequest<Body>> {
+    let usable = match conn.as_mut() {
+        Some(s) => !s.is_closed() && s.ready().await.is_ok(),
+        None => false,
+    };
+    if !usable {
+        *conn = None;
+        let mut fresh = target.connect().await.ok()?;
+        fresh.ready().await.ok()?;
+        *conn = Some(fresh);
+    }
+    conn.as_mut()
+}
+
+/// Sends `req` and reads the whole answer. Bodies of 2xx answers are drained, not kept.
+async fn exchange(
+    sender: &mut SendRequest<Body>,
+    req: Request<Body>,
+) -> Result<(StatusCode, Bytes), hyper::Error> {
+    let resp = sender.send_request(req).await?;
+    let status = resp.status();
+    let mut body = resp.into_body();
+    if status.is_success() {
+        while let Some(frame) = body.frame().await {
+            frame?;
+        }
+        Ok((status, Bytes::new()))
+    } else {
+        Ok((status, body.collect().await?.to_bytes()))
+    }
+}

@@ -1,0 +1,281 @@
+//! `stampede-bench`: a load generator for an already running (release-built) Stampede server.
+//!
+//! Scenarios:
+//! - `healthz` — `GET /healthz`: the HTTP ceiling of the same server under the same tool.
+//! - `claim` — creates `--templates` templates through the back-office API with an admin
+//!   token, mints `--users` user tokens (both signed with the server's JWT secret:
+//!   `--jwt-secret`, env `STAMPEDE_AUTH__JWT_SECRET`, or `--data-dir DIR` to read
+//!   `DIR/jwt-secret`, the embedded server's generated secret), then fires
+//!   `POST /api/v1/templates/{id}/claim` for random (user, template) pairs.
+//! - `redis-ceiling` — `redis-benchmark` running a claim-like Lua (an approximation of the
+//!   claim script's cost); skipped when redis-benchmark or Redis is missing.
+//!
+//! Load: closed loop (`--connections C` keep-alive HTTP/1.1 connections sending back to back)
+//! or open loop (`--rate R` requests/s on a fixed schedule, latency measured from the
+//! scheduled send time so a stalled server cannot hide — no coordinated omission), after a
+//! `--warmup`, for `--duration`. `--compare-healthz` runs the healthz ceiling right after with
+//! the same load and prints both side by side with the ratio.
+//!
+//! Output: a table on stdout, then one line of JSON with the same numbers as the last line
+//! (progress goes to stderr). Example:
+//!
+//! ```text
+//! stampede-bench claim --data-dir ./data --server-pid $(pgrep -n stampede) \
+//!     --users 10000 --templates 10 --stock 1000000 --limit 1 \
+//!     --connections 64 --duration 10s --compare-healthz
+//! stampede-bench healthz --rate 20000 --connections 200 --duration 30s
+//! stampede-bench redis-ceiling
+//! ```
+//!
+//! The tool shares the machine's cores with the server: it runs on one thread by default
+//! (`--threads`) and reports its own CPU use next to the server's.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use stampede_bench::claim::{self, ClaimSetup};
+use stampede_bench::client::Target;
+use stampede_bench::load::LoadOptions;
+use stampede_bench::redis_ceiling::{self, RedisOptions};
+use stampede_bench::report::Report;
+use stampede_bench::{healthz_mix, measure};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "stampede-bench",
+    version,
+    about = "Load generator for a running Stampede server (healthz ceiling, claims, Redis ceiling)",
+    long_about = "Load generator for an already running Stampede server.\n\n\
+        NOTE: on a small machine this tool competes with the server for the same cores. It \
+        runs on one thread by default (--threads); its own CPU use is reported as `bench CPU` \
+        next to the server's (--server-pid). Compare scenarios against the healthz ceiling \
+        measured the same way (--compare-healthz).\n\n\
+        Output: a table, then one line of JSON with the same numbers as the last line of \
+        stdout. Counts: requests = successes (2xx) + errors (non-2xx answers and transport \
+        failures)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// GET /healthz: the HTTP ceiling of the server under this tool.
+    Healthz {
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Flash-sale claims: POST /api/v1/templates/{id}/claim for random (user, template) pairs.
+    Claim {
+        #[command(flatten)]
+        load: LoadArgs,
+        #[command(flatten)]
+        claim: ClaimArgs,
+    },
+    /// redis-benchmark with a claim-like Lua (2x HINCRBY + XADD; an approximation of the
+    /// claim script's cost). Skipped when redis-benchmark or Redis is missing.
+    RedisCeiling(RedisArgs),
+}
+
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// The server's base URL (http only).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    base: String,
+    /// Keep-alive connections; each carries one request at a time. In open-loop mode this caps
+    /// the requests in flight.
+    #[arg(long, short = 'c', default_value_t = 50)]
+    connections: usize,
+    /// Measurement window (e.g. 10s, 500ms, 1m).
+    #[arg(long, short = 'd', default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Load applied before the window, not counted.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Open loop: requests per second on a fixed schedule (default: closed loop).
+    #[arg(long, short = 'r')]
+    rate: Option<f64>,
+    /// Per-request timeout, connect included.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Runtime threads of this tool (1 = current-thread runtime). It competes with the server
+    /// for the same cores.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// The server's process id: report its peak (VmHWM) and current RSS and its CPU use.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Run the healthz ceiling right after with the same load and print both with the ratio.
+    #[arg(long)]
+    compare_healthz: bool,
+    /// The server's JWT secret (claim).
+    #[arg(long, env = "STAMPEDE_AUTH__JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// The embedded server's data dir: its generated secret is DIR/jwt-secret (claim).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ClaimArgs {
+    /// Simulated users (one token each).
+    #[arg(long, default_value_t = 10_000)]
+    users: u64,
+    /// First user id (users are consecutive ids).
+    #[arg(long, default_value_t = 1)]
+    first_user: u64,
+    /// Templates created for the run.
+    #[arg(long, default_value_t = 10)]
+    templates: u64,
+    /// Stock of each template (1..=20,000,000).
+    #[arg(long, default_value_t = 1_000_000)]
+    stock: u64,
+    /// Per-user limit of each template (1..=100).
+    #[arg(long, default_value_t = 1)]
+    limit: u64,
+}
+
+#[derive(Debug, Args)]
+struct RedisArgs {
+    #[arg(long, default_value = "127.0.0.1")]
+    redis_host: String,
+    #[arg(long, default_value_t = 6379)]
+    redis_port: u16,
+    /// redis-benchmark -n
+    #[arg(long, short = 'n', default_value_t = 200_000)]
+    requests: u64,
+    /// redis-benchmark -c
+    #[arg(long, default_value_t = 50)]
+    clients: u64,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d: jiff::SignedDuration = s
+        .parse()
+        .map_err(|e| format!("not a duration (try 10s, 500ms, 1m): {e}"))?;
+    Duration::try_from(d).map_err(|_| "must not be negative".to_owned())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stampede-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.scenario {
+        Scenario::RedisCeiling(a) => {
+            let report = redis_ceiling::run(&RedisOptions {
+                host: a.redis_host,
+                port: a.redis_port,
+                requests: a.requests,
+                clients: a.clients,
+                timeout: Duration::from_secs(600),
+            })?;
+            print!("{}", report.to_text());
+            println!(
+                "{}",
+                serde_json::to_string(&report).context("encoding the summary")?
+            );
+            Ok(())
+        }
+        Scenario::Healthz { load } => runtime(load.threads)?.block_on(load_scenario(load, None)),
+        Scenario::Claim { load, claim } => {
+            runtime(load.threads)?.block_on(load_scenario(load, Some(claim)))
+        }
+    }
+}
+
+fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let rt = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    };
+    rt.context("starting the async runtime")
+}
+
+async fn load_scenario(load: LoadArgs, claim_args: Option<ClaimArgs>) -> anyhow::Result<()> {
+    let target = Target::resolve(&load.base).await?;
+    if let Some(pid) = load.server_pid {
+        stampede_bench::proc::memory_kb(pid).context("--server-pid")?;
+    }
+    let opts = LoadOptions {
+        connections: load.connections,
+        duration: load.duration,
+        warmup: load.warmup,
+        rate: load.rate,
+        timeout: load.timeout,
+    };
+    let (name, mix) = match &claim_args {
+        None => ("healthz", healthz_mix(&target)?),
+        Some(c) => {
+            let secret = claim::read_secret(load.jwt_secret.as_deref(), load.data_dir.as_deref())?;
+            let setup = ClaimSetup {
+                users: c.users,
+                first_user: c.first_user,
+                templates: c.templates,
+                stock: c.stock,
+                limit: c.limit,
+            };
+            eprintln!(
+                "setup: creating {} templates (stock {}, limit {}) and minting {} user tokens",
+                c.templates, c.stock, c.limit, c.users
+            );
+            ("claim", claim::setup(&target, &secret, &setup).await?)
+        }
+    };
+    let phase = |name: &str| {
+        eprintln!(
+            "{name}: {} against {}, {} connections, warmup {:?}, window {:?}",
+            match opts.rate {
+                Some(r) => format!("open loop at {r}/s"),
+                None => "closed loop".to_owned(),
+            },
+            load.base,
+            opts.connections,
+            opts.warmup,
+            opts.duration
+        );
+    };
+    phase(name);
+    let mut report: Report = measure(
+        name,
+        &target,
+        Arc::new(mix),
+        &opts,
+        load.threads,
+        load.server_pid,
+    )
+    .await?;
+    if load.compare_healthz {
+        phase("healthz");
+        let ceiling = measure(
+            "healthz",
+            &target,
+            Arc::new(healthz_mix(&target)?),
+            &opts,
+            load.threads,
+            load.server_pid,
+        )
+        .await?;
+        report = report.with_ceiling(ceiling);
+    }
+    print!("{}", report.to_table());
+    println!("{}", report.to_json_line());
+    Ok(())
+}

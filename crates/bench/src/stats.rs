@@ -1,0 +1,201 @@
+//! Per-connection counters and the latency histogram, merged once at the end of a run.
+//!
+//! Everything here is updated on the hot path, so recording allocates nothing after the first
+//! occurrence of a status or problem `code`.
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use std::time::Duration;
+
+/// Highest latency the histogram tracks exactly (60 s, in microseconds); longer values are
+/// clamped to it.
+const MAX_LATENCY_US: u64 = 60_000_000;
+
+/// Kinds of transport failure (no HTTP response).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportError {
+    /// The TCP connect or the HTTP handshake failed.
+    Connect,
+    /// The request was sent but the connection failed before a full response arrived.
+    Io,
+    /// No full response within `--timeout`.
+    Timeout,
+}
+
+impl TransportError {
+    pub const ALL: [TransportError; 3] = [Self::Connect, Self::Io, Self::Timeout];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Io => "io",
+            Self::Timeout => "timeout",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Self::Connect => 0,
+            Self::Io => 1,
+            Self::Timeout => 2,
+        }
+    }
+}
+
+/// What one connection (or, merged, a whole run) observed inside the measurement window.
+///
+/// `requests = successes + errors`, where `errors` are non-2xx responses plus transport
+/// failures. Latency is recorded for every HTTP response (2xx or not), not for transport
+/// failures.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    /// Latency in microseconds.
+    pub latency: Histogram<u64>,
+    pub requests: u64,
+    pub successes: u64,
+    /// Non-2xx responses and transport failures.
+    pub errors: u64,
+    /// Responses by HTTP status.
+    pub status: Vec<(u16, u64)>,
+    /// Non-2xx responses by problem+json `code` (those that carry one).
+    pub codes: Vec<(Box<str>, u64)>,
+    /// Transport failures by kind, indexed like `TransportError::ALL`.
+    pub transport: [u64; 3],
+}
+
+impl Stats {
+    pub fn new() -> anyhow::Result<Self> {
+        let latency = Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
+            .context("creating the latency histogram")?;
+        Ok(Self {
+            latency,
+            requests: 0,
+            successes: 0,
+            errors: 0,
+            status: Vec::with_capacity(8),
+            codes: Vec::with_capacity(8),
+            transport: [0; 3],
+        })
+    }
+
+    /// Records one HTTP response. `body` is only looked at for non-2xx answers.
+    pub fn record_response(&mut self, latency: Duration, status: u16, body: &[u8]) {
+        self.requests += 1;
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.latency.saturating_record(us.clamp(1, MAX_LATENCY_US));
+        match self.status.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, n)) => *n += 1,
+            None => self.status.push((status, 1)),
+        }
+        if (200..300).contains(&status) {
+            self.successes += 1;
+            return;
+        }
+        self.errors += 1;
+        if let Some(code) = problem_code(body) {
+            match self.codes.iter_mut().find(|(c, _)| c.as_bytes() == code) {
+                Some((_, n)) => *n += 1,
+                None => self
+                    .codes
+                    .push((String::from_utf8_lossy(code).into_owned().into(), 1)),
+            }
+        }
+    }
+
+    /// Records a request that got no HTTP response.
+    pub fn record_transport_error(&mut self, kind: TransportError) {
+        self.requests += 1;
+        self.errors += 1;
+        self.transport[kind.index()] += 1;
+    }
+
+    pub fn transport_errors(&self) -> u64 {
+        self.transport.iter().sum()
+    }
+
+    /// Adds `other` into `self`.
+    pub fn merge(&mut self, other: &Stats) -> anyhow::Result<()> {
+        self.latency
+            .add(&other.latency)
+            .context("merging latency histograms")?;
+        self.requests += other.requests;
+        self.successes += other.successes;
+        self.errors += other.errors;
+        for &(s, n) in &other.status {
+            match self.status.iter_mut().find(|(x, _)| *x == s) {
+                Some((_, m)) => *m += n,
+                None => self.status.push((s, n)),
+            }
+        }
+        for (c, n) in &other.codes {
+            match self.codes.iter_mut().find(|(x, _)| x == c) {
+                Some((_, m)) => *m += n,
+                None => self.codes.push((c.clone(), *n)),
+            }
+        }
+        for (a, b) in self.transport.iter_mut().zip(other.transport) {
+            *a += b;
+        }
+        Ok(())
+    }
+}
+
+/// The `code` of a problem+json body, found by a scan rather than a JSON parse (no
+/// allocation): the string value following the first `"code"` key.
+pub fn problem_code(body: &[u8]) -> Option<&[u8]> {
+    const KEY: &[u8] = b"\"code\"";
+    let at = body.windows(KEY.len()).position(|w| w == KEY)?;
+    let rest = skip_ws(&body[at + KEY.len()..]);
+    let rest = skip_ws(rest.strip_prefix(b":")?);
+    let rest = rest.strip_prefix(b"\"")?;
+    let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
+    (end > 0 && rest[end] == b'"').then(|| &rest[..end])
+}
+
+fn skip_ws(b: &[u8]) -> &[u8] {
+    let n = b.iter().take_while(|c| c.is_ascii_whitespace()).count();
+    &b[n..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_problem_codes() {
+        let body = br#"{"type":"about:blank","title":"Sold out","status":409, "code" : "SOLD_OUT","request_id":"x"}"#;
+        assert_eq!(problem_code(body), Some(&b"SOLD_OUT"[..]));
+        assert_eq!(problem_code(b"{}"), None);
+        assert_eq!(problem_code(br#"{"code":12}"#), None);
+        assert_eq!(problem_code(br#"{"code":""}"#), None);
+        assert_eq!(problem_code(br#"{"code":"A"#), None);
+    }
+
+    #[test]
+    fn counts_add_up_and_merge() -> anyhow::Result<()> {
+        let mut a = Stats::new()?;
+        a.record_response(Duration::from_micros(100), 201, b"{}");
+        a.record_response(Duration::from_micros(200), 409, br#"{"code":"SOLD_OUT"}"#);
+        a.record_transport_error(TransportError::Timeout);
+        let mut b = Stats::new()?;
+        b.record_response(
+            Duration::from_micros(300),
+            409,
+            br#"{"code":"LIMIT_REACHED"}"#,
+        );
+        b.record_response(Duration::from_micros(300), 409, br#"{"code":"SOLD_OUT"}"#);
+        b.record_response(Duration::from_micros(300), 503, b"busy");
+        a.merge(&b)?;
+        assert_eq!(a.requests, 6);
+        assert_eq!(a.successes, 1);
+        assert_eq!(a.errors, 5);
+        assert_eq!(a.successes + a.errors, a.requests);
+        assert_eq!(a.latency.len(), 5);
+        assert_eq!(a.transport_errors(), 1);
+        let sold = a.codes.iter().find(|(c, _)| &**c == "SOLD_OUT");
+        assert_eq!(sold.map(|x| x.1), Some(2));
+        let s409 = a.status.iter().find(|(s, _)| *s == 409);
+        assert_eq!(s409.map(|x| x.1), Some(3));
+        Ok(())
+    }
+}

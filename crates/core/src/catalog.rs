@@ -1,0 +1,134 @@
+//! The template read path: local cache → system of record, with a bloom filter of existing
+//! ids in front so an unknown id costs no database query at all (and a false positive costs
+//! one, then sits in the negative cache). Concurrent misses on one id share a single load
+//! (moka's `try_get_with` coalesces them); TTLs are jittered so entries loaded together do
+//! not expire together. Changes invalidate through `invalidate` (called on this node by the
+//! back-office, and on other nodes by the distributed invalidation channel).
+
+use crate::ports::{StoreError, TemplateStore};
+use fastbloom::AtomicBloomFilter;
+use moka::Expiry;
+use moka::future::Cache;
+use stampede_domain::ids::TemplateId;
+use stampede_domain::template::Template;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct CatalogConfig {
+    /// Templates kept in the local cache.
+    pub capacity: u64,
+    /// TTL of a cached template; each entry gets this plus up to 25 % random jitter.
+    pub ttl: Duration,
+    /// TTL of "no such template" entries.
+    pub negative_ttl: Duration,
+    /// Ids the bloom filter is sized for (at a 0.1 % false-positive rate).
+    pub bloom_expected_items: usize,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 100_000,
+            ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(5),
+            bloom_expected_items: 1_000_000,
+        }
+    }
+}
+
+type Entry = Option<Arc<Template>>;
+
+struct Jittered {
+    ttl: Duration,
+    negative_ttl: Duration,
+}
+
+impl Expiry<TemplateId, Entry> for Jittered {
+    fn expire_after_create(
+        &self,
+        _key: &TemplateId,
+        value: &Entry,
+        _at: Instant,
+    ) -> Option<Duration> {
+        Some(match value {
+            Some(_) => self.ttl + self.ttl.mul_f64(rand::random::<f64>() * 0.25),
+            None => self.negative_ttl,
+        })
+    }
+}
+
+pub struct Catalog {
+    store: Arc<dyn TemplateStore>,
+    cache: Cache<TemplateId, Entry>,
+    bloom: AtomicBloomFilter,
+    db_queries: AtomicU64,
+}
+
+impl Catalog {
+    pub fn new(store: Arc<dyn TemplateStore>, cfg: &CatalogConfig) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(cfg.capacity)
+            .expire_after(Jittered {
+                ttl: cfg.ttl,
+                negative_ttl: cfg.negative_ttl,
+            })
+            .build();
+        let bloom = AtomicBloomFilter::with_false_pos(0.001)
+            .expected_items(cfg.bloom_expected_items.max(1_000));
+        Self {
+            store,
+            cache,
+            bloom,
+            db_queries: AtomicU64::new(0),
+        }
+    }
+
+    /// Fills the bloom filter with every existing template id (at start).
+    pub async fn rebuild_bloom(&self) -> Result<usize, StoreError> {
+        let mut after = None;
+        let mut n = 0;
+        loop {
+            let ids = self.store.template_ids(after, 10_000).await?;
+            let Some(last) = ids.last().copied() else {
+                return Ok(n);
+            };
+            for id in &ids {
+                self.bloom.insert(&id.get());
+            }
+            n += ids.len();
+            after = Some(last);
+        }
+    }
+
+    /// The template, from the cache when possible.
+    pub async fn get(&self, id: TemplateId) -> Result<Option<Arc<Template>>, StoreError> {
+        if !self.bloom.contains(&id.get()) {
+            return Ok(None);
+        }
+        self.cache
+            .try_get_with(id, async {
+                self.db_queries.fetch_add(1, Ordering::Relaxed);
+                Ok::<_, StoreError>(self.store.get_template(id).await?.map(Arc::new))
+            })
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string().into()))
+    }
+
+    /// A template was created: its id now exists (and any negative entry is stale).
+    pub async fn created(&self, id: TemplateId) {
+        self.bloom.insert(&id.get());
+        self.cache.invalidate(&id).await;
+    }
+
+    /// A template changed: the next read loads it again.
+    pub async fn invalidate(&self, id: TemplateId) {
+        self.cache.invalidate(&id).await;
+    }
+
+    /// Database reads this catalog made (for metrics and tests).
+    pub fn db_queries(&self) -> u64 {
+        self.db_queries.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,266 @@
+//! Engine use cases for shoppers: read a template's public view, claim a coupon, list and read
+//! "my coupons". The hot state decides claims atomically; this layer resolves the template
+//! through the catalog, makes the coupon (id, validity) and maps refusals to API codes.
+
+use crate::catalog::Catalog;
+use crate::claim_ports::{ClaimOutcome, CouponQuery, CouponStore, HotState};
+use crate::clock::Clock;
+use crate::error::AppError;
+use crate::ids::IdGenerator;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jiff::Timestamp;
+use serde::Serialize;
+use stampede_domain::auth::{Principal, Role};
+use stampede_domain::coupon::{CouponStatus, Origin, UserCoupon, check_window, new_claimed_coupon};
+use stampede_domain::ids::{CouponId, TemplateId, UserId};
+use stampede_domain::template::{Kind, Scope, Source, TemplateStatus};
+use stampede_domain::time::to_ms;
+use std::sync::Arc;
+
+pub const MAX_COUPON_PAGE: u32 = 100;
+pub const DEFAULT_COUPON_PAGE: u32 = 20;
+pub const MAX_CLAIM_KEY_LEN: usize = 255;
+
+/// What shoppers see of a template.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PublicTemplate {
+    pub id: TemplateId,
+    pub shop_id: stampede_domain::ids::ShopId,
+    pub name: String,
+    pub instructions: String,
+    pub source: Source,
+    pub scope: Scope,
+    pub goods_ids: Vec<stampede_domain::ids::GoodsId>,
+    pub kind: Kind,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>))]
+    pub amount_off: Option<stampede_domain::money::Money>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>))]
+    pub threshold: Option<stampede_domain::money::Money>,
+    pub percent_off: Option<u8>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>))]
+    pub max_off: Option<stampede_domain::money::Money>,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub claim_start: Timestamp,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub claim_end: Timestamp,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub valid_from: Option<Timestamp>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub valid_until: Option<Timestamp>,
+    pub validity_hours: Option<u32>,
+    pub per_user_limit: u32,
+    /// Coupons left to claim right now.
+    pub remaining_stock: i64,
+    pub status: TemplateStatus,
+}
+
+pub struct Claims {
+    catalog: Arc<Catalog>,
+    hot: Arc<dyn HotState>,
+    coupons: Arc<dyn CouponStore>,
+    ids: Arc<IdGenerator>,
+    clock: Arc<dyn Clock>,
+}
+
+/// The numeric user id of a `user` token (claims and coupons belong to shop users by id).
+pub fn user_of(who: &Principal) -> Result<UserId, AppError> {
+    if who.role != Role::User {
+        return Err(AppError::Forbidden(
+            "only user tokens claim and hold coupons".into(),
+        ));
+    }
+    UserId::parse(&who.subject).ok_or_else(|| {
+        AppError::Forbidden("a user token's subject must be a positive integer user id".into())
+    })
+}
+
+/// Cursor of the coupon list: opaque to clients, `valid_until_ms:id` inside.
+pub fn encode_cursor(c: &UserCoupon) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}:{}", to_ms(c.valid_until), c.id.get()))
+}
+
+pub fn decode_cursor(s: &str) -> Option<(i64, i64)> {
+    let raw = URL_SAFE_NO_PAD.decode(s).ok()?;
+    let text = std::str::from_utf8(&raw).ok()?;
+    let (a, b) = text.split_once(':')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+fn sort_key(c: &UserCoupon) -> (i64, i64) {
+    (to_ms(c.valid_until), c.id.get())
+}
+
+fn matches(c: &UserCoupon, status: Option<CouponStatus>, now: Timestamp) -> bool {
+    status.is_none_or(|s| c.effective_status(now) == s)
+}
+
+impl Claims {
+    pub fn new(
+        catalog: Arc<Catalog>,
+        hot: Arc<dyn HotState>,
+        coupons: Arc<dyn CouponStore>,
+        ids: Arc<IdGenerator>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            catalog,
+            hot,
+            coupons,
+            ids,
+            clock,
+        }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub async fn public_template(&self, id: TemplateId) -> Result<PublicTemplate, AppError> {
+        let t = self
+            .catalog
+            .get(id)
+            .await?
+            .ok_or_else(|| AppError::not_found("template"))?;
+        let now = self.clock.now();
+        let remaining = self.hot.stock(&t).await?.unwrap_or(t.stock);
+        let t = (*t).clone().as_of(now);
+        Ok(PublicTemplate {
+            id: t.id,
+            shop_id: t.shop_id,
+            name: t.name,
+            instructions: t.instructions,
+            source: t.source,
+            scope: t.scope,
+            goods_ids: t.goods_ids,
+            kind: t.kind,
+            amount_off: t.amount_off,
+            threshold: t.threshold,
+            percent_off: t.percent_off,
+            max_off: t.max_off,
+            claim_start: t.claim_start,
+            claim_end: t.claim_end,
+            valid_from: t.valid_from,
+            valid_until: t.valid_until,
+            validity_hours: t.validity_hours,
+            per_user_limit: t.per_user_limit,
+            remaining_stock: remaining.max(0),
+            status: t.status,
+        })
+    }
+
+    /// Claims one coupon; `Ok((coupon, replayed))`.
+    pub async fn claim(
+        &self,
+        who: &Principal,
+        id: TemplateId,
+        key: Option<&str>,
+    ) -> Result<(UserCoupon, bool), AppError> {
+        let user = user_of(who)?;
+        if let Some(k) = key
+            && (k.is_empty()
+                || k.len() > MAX_CLAIM_KEY_LEN
+                || !k.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(AppError::validation(
+                "Idempotency-Key",
+                "must be 1 to 255 visible ASCII characters",
+            ));
+        }
+        let t = self
+            .catalog
+            .get(id)
+            .await?
+            .ok_or_else(|| AppError::not_found("template"))?;
+        let now = self.clock.now();
+        // Cheap early answer for the common refusals; the hot state decides for real (the
+        // cached status may lag a termination on another node, never the other way round).
+        // A keyed retry skips it so that it still gets its coupon after the window closed.
+        if key.is_none()
+            && let Err(r) = check_window(t.effective_status(now), t.claim_start, t.claim_end, now)
+        {
+            return Err(AppError::Conflict {
+                code: r.code(),
+                detail: r.to_string(),
+            });
+        }
+        let coupon_id = CouponId::new(self.ids.next()?)
+            .ok_or_else(|| AppError::Internal("id generator produced a non-positive id".into()))?;
+        let coupon = new_claimed_coupon(&t, coupon_id, user, 0, Origin::Claim, now);
+        match self.hot.claim(&t, coupon, key, now).await? {
+            ClaimOutcome::Claimed(c) => Ok((c.as_of(now), false)),
+            ClaimOutcome::Replayed(c) => Ok((c.as_of(now), true)),
+            ClaimOutcome::Refused(r) => Err(AppError::Conflict {
+                code: r.code(),
+                detail: r.to_string(),
+            }),
+        }
+    }
+
+    /// One page of the caller's coupons, ordered by `valid_until` then id, with the cursor
+    /// of the next page. Acknowledged claims not yet persisted (distributed mode) are merged
+    /// in, so a coupon shows up right after its 201.
+    pub async fn my_coupons(
+        &self,
+        who: &Principal,
+        status: Option<CouponStatus>,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<UserCoupon>, Option<String>), AppError> {
+        let user = user_of(who)?;
+        let limit = limit.unwrap_or(DEFAULT_COUPON_PAGE);
+        if !(1..=MAX_COUPON_PAGE).contains(&limit) {
+            return Err(AppError::validation(
+                "limit",
+                format!("must be between 1 and {MAX_COUPON_PAGE}"),
+            ));
+        }
+        let after = match cursor {
+            None | Some("") => None,
+            Some(c) => Some(decode_cursor(c).ok_or_else(|| {
+                AppError::validation("cursor", "is not a cursor this API returned")
+            })?),
+        };
+        let now = self.clock.now();
+        let q = CouponQuery {
+            user_id: user,
+            status,
+            limit: limit + 1,
+            after,
+            now,
+        };
+        let mut items = self.coupons.list_coupons(&q).await?;
+        for p in self.hot.pending_coupons(user).await? {
+            if matches(&p, status, now)
+                && after.is_none_or(|a| sort_key(&p) > a)
+                && !items.iter().any(|c| c.id == p.id)
+            {
+                items.push(p);
+            }
+        }
+        items.sort_by_key(sort_key);
+        let more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        let next = if more {
+            items.last().map(encode_cursor)
+        } else {
+            None
+        };
+        Ok((items.into_iter().map(|c| c.as_of(now)).collect(), next))
+    }
+
+    pub async fn my_coupon(&self, who: &Principal, id: CouponId) -> Result<UserCoupon, AppError> {
+        let user = user_of(who)?;
+        let now = self.clock.now();
+        if let Some(c) = self.coupons.get_coupon(user, id).await? {
+            return Ok(c.as_of(now));
+        }
+        let pending = self.hot.pending_coupons(user).await?;
+        pending
+            .into_iter()
+            .find(|c| c.id == id)
+            .map(|c| c.as_of(now))
+            .ok_or_else(|| AppError::not_found("coupon"))
+    }
+}

@@ -1,0 +1,321 @@
+//! Per-template hot state and the claim decision.
+
+use crate::writer::{self, Pending, WriterStats};
+use async_trait::async_trait;
+use jiff::Timestamp;
+use stampede_core::claim_ports::{ClaimOutcome, ClaimRecord, CouponStore, HotState};
+use stampede_core::ports::{StoreError, TemplateStore};
+use stampede_domain::coupon::{ClaimRefusal, UserCoupon, check_window};
+use stampede_domain::ids::{TemplateId, UserId};
+use stampede_domain::template::{Template, TemplateStatus};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+/// Shards of the per-user maps: enough that thousands of concurrent claimers rarely meet on
+/// one mutex, few enough to stay cheap per template.
+const SHARDS: usize = 64;
+
+const ACTIVE: u8 = 0;
+const ENDED: u8 = 1;
+const TERMINATED: u8 = 2;
+
+fn status_code(s: TemplateStatus) -> u8 {
+    match s {
+        TemplateStatus::Active => ACTIVE,
+        TemplateStatus::Ended => ENDED,
+        TemplateStatus::Terminated => TERMINATED,
+    }
+}
+
+fn status_of(code: u8) -> TemplateStatus {
+    match code {
+        ENDED => TemplateStatus::Ended,
+        TERMINATED => TemplateStatus::Terminated,
+        _ => TemplateStatus::Active,
+    }
+}
+
+enum KeySlot {
+    /// A claim with this key is being decided; others with the same key wait for it.
+    InFlight(Arc<Notify>),
+    Done(UserCoupon),
+}
+
+struct Hot {
+    stock: AtomicI64,
+    /// The `stock_total` the hot stock reflects; restocks apply the difference, so a restock
+    /// seen both by a fresh load and by its change notification is counted once.
+    stock_total: AtomicI64,
+    status: AtomicU8,
+    users: Vec<Mutex<HashMap<UserId, u32>>>,
+    keys: Vec<Mutex<HashMap<(UserId, String), KeySlot>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these short sections leaves consistent data (each
+    // section is a single map operation), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn shard(user: UserId) -> usize {
+    // Users are often sequential: mix before taking the shard.
+    let x = (user.get() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (x >> 58) as usize % SHARDS
+}
+
+impl Hot {
+    fn new(t: &Template, counts: Vec<(UserId, u32)>, keyed: Vec<(String, UserCoupon)>) -> Self {
+        let users: Vec<Mutex<HashMap<UserId, u32>>> =
+            (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
+        let keys: Vec<Mutex<HashMap<(UserId, String), KeySlot>>> =
+            (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
+        for (u, n) in counts {
+            lock(&users[shard(u)]).insert(u, n);
+        }
+        for (k, c) in keyed {
+            lock(&keys[shard(c.user_id)]).insert((c.user_id, k), KeySlot::Done(c));
+        }
+        Hot {
+            stock: AtomicI64::new(t.stock),
+            stock_total: AtomicI64::new(t.stock_total),
+            status: AtomicU8::new(status_code(t.status)),
+            users,
+            keys,
+        }
+    }
+
+    fn undo_user(&self, user: UserId) {
+        if let Some(n) = lock(&self.users[shard(user)]).get_mut(&user) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// Frees a key slot this claim owned and wakes whoever waits on it.
+    fn release_key(&self, user: UserId, key: &str) {
+        if let Some(KeySlot::InFlight(n)) =
+            lock(&self.keys[shard(user)]).remove(&(user, key.to_owned()))
+        {
+            n.notify_waiters();
+        }
+    }
+
+    fn finish_key(&self, user: UserId, key: &str, coupon: &UserCoupon) {
+        let prev = lock(&self.keys[shard(user)])
+            .insert((user, key.to_owned()), KeySlot::Done(coupon.clone()));
+        if let Some(KeySlot::InFlight(n)) = prev {
+            n.notify_waiters();
+        }
+    }
+}
+
+/// What a keyed claim found in its key slot.
+enum KeyCheck {
+    Owned,
+    Replay(UserCoupon),
+}
+
+pub struct MemoryHotState {
+    templates: RwLock<HashMap<TemplateId, Arc<Hot>>>,
+    /// Serialises loads and change notifications (both rare), so they never interleave.
+    loading: tokio::sync::Mutex<()>,
+    template_store: Arc<dyn TemplateStore>,
+    coupons: Arc<dyn CouponStore>,
+    writer: mpsc::Sender<Pending>,
+    stats: Arc<WriterStats>,
+}
+
+impl MemoryHotState {
+    /// Starts the group-commit writer (on the current tokio runtime); it stops once this
+    /// state is dropped and everything queued is committed.
+    pub fn new(
+        template_store: Arc<dyn TemplateStore>,
+        coupons: Arc<dyn CouponStore>,
+        max_batch: usize,
+    ) -> Self {
+        let stats = Arc::new(WriterStats::default());
+        let writer = writer::spawn(coupons.clone(), max_batch.max(1), stats.clone());
+        Self {
+            templates: RwLock::new(HashMap::new()),
+            loading: tokio::sync::Mutex::new(()),
+            template_store,
+            coupons,
+            writer,
+            stats,
+        }
+    }
+
+    pub fn writer_stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    fn loaded(&self, id: TemplateId) -> Option<Arc<Hot>> {
+        self.templates
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    async fn hot(&self, id: TemplateId) -> Result<Option<Arc<Hot>>, StoreError> {
+        if let Some(h) = self.loaded(id) {
+            return Ok(Some(h));
+        }
+        let _guard = self.loading.lock().await;
+        if let Some(h) = self.loaded(id) {
+            return Ok(Some(h));
+        }
+        // Fresh from the system of record: nothing claims this template until it is loaded,
+        // so its stored stock is exact now.
+        let Some(t) = self.template_store.get_template(id).await? else {
+            return Ok(None);
+        };
+        let state = self.coupons.claim_state(id).await?;
+        let hot = Arc::new(Hot::new(&t, state.user_counts, state.keyed));
+        self.templates
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, hot.clone());
+        Ok(Some(hot))
+    }
+
+    async fn check_key(hot: &Hot, user: UserId, key: &str) -> KeyCheck {
+        loop {
+            let notify = {
+                let mut keys = lock(&hot.keys[shard(user)]);
+                match keys.get(&(user, key.to_owned())) {
+                    Some(KeySlot::Done(c)) => return KeyCheck::Replay(c.clone()),
+                    Some(KeySlot::InFlight(n)) => n.clone(),
+                    None => {
+                        keys.insert(
+                            (user, key.to_owned()),
+                            KeySlot::InFlight(Arc::new(Notify::new())),
+                        );
+                        return KeyCheck::Owned;
+                    }
+                }
+            };
+            // Register before re-checking so a wake-up between the check and the await is
+            // not lost.
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let still_in_flight = matches!(
+                lock(&hot.keys[shard(user)]).get(&(user, key.to_owned())),
+                Some(KeySlot::InFlight(_))
+            );
+            if still_in_flight {
+                notified.await;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl HotState for MemoryHotState {
+    async fn claim(
+        &self,
+        t: &Template,
+        mut coupon: UserCoupon,
+        key: Option<&str>,
+        now: Timestamp,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let Some(hot) = self.hot(t.id).await? else {
+            return Ok(ClaimOutcome::Refused(ClaimRefusal::Ended));
+        };
+        let user = coupon.user_id;
+        if let Some(k) = key
+            && let KeyCheck::Replay(c) = Self::check_key(&hot, user, k).await
+        {
+            return Ok(ClaimOutcome::Replayed(c));
+        }
+        let refuse = |r: ClaimRefusal| {
+            if let Some(k) = key {
+                hot.release_key(user, k);
+            }
+            Ok(ClaimOutcome::Refused(r))
+        };
+        if let Err(r) = check_window(
+            status_of(hot.status.load(Ordering::Acquire)),
+            t.claim_start,
+            t.claim_end,
+            now,
+        ) {
+            return refuse(r);
+        }
+        let seq = {
+            let mut users = lock(&hot.users[shard(user)]);
+            let n = users.entry(user).or_insert(0);
+            if *n >= t.per_user_limit {
+                None
+            } else {
+                *n += 1;
+                Some(*n)
+            }
+        };
+        let Some(seq) = seq else {
+            return refuse(ClaimRefusal::LimitReached);
+        };
+        if hot.stock.fetch_sub(1, Ordering::AcqRel) <= 0 {
+            hot.stock.fetch_add(1, Ordering::AcqRel);
+            hot.undo_user(user);
+            return refuse(ClaimRefusal::SoldOut);
+        }
+        coupon.seq = seq;
+        let (done, committed) = oneshot::channel();
+        let record = ClaimRecord {
+            coupon: coupon.clone(),
+            claim_key: key.map(str::to_owned),
+        };
+        let sent = self.writer.send(Pending { record, done }).await.is_ok();
+        let result = if sent {
+            committed
+                .await
+                .unwrap_or_else(|_| Err("the writer stopped".into()))
+        } else {
+            Err("the writer stopped".into())
+        };
+        match result {
+            Ok(()) => {
+                if let Some(k) = key {
+                    hot.finish_key(user, k, &coupon);
+                }
+                Ok(ClaimOutcome::Claimed(coupon))
+            }
+            Err(e) => {
+                // Nothing was written: give the stock and the user's slot back.
+                hot.stock.fetch_add(1, Ordering::AcqRel);
+                hot.undo_user(user);
+                if let Some(k) = key {
+                    hot.release_key(user, k);
+                }
+                Err(StoreError::Backend(e.into()))
+            }
+        }
+    }
+
+    async fn stock(&self, t: &Template) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .loaded(t.id)
+            .map(|h| h.stock.load(Ordering::Acquire).max(0)))
+    }
+
+    async fn template_changed(&self, t: &Template) -> Result<(), StoreError> {
+        let _guard = self.loading.lock().await;
+        if let Some(h) = self.loaded(t.id) {
+            // Totals only grow; a stale notification must not take stock back.
+            let before = h.stock_total.fetch_max(t.stock_total, Ordering::AcqRel);
+            if t.stock_total > before {
+                h.stock.fetch_add(t.stock_total - before, Ordering::AcqRel);
+            }
+            h.status.store(status_code(t.status), Ordering::Release);
+        }
+        Ok(())
+    }
+
+    async fn pending_coupons(&self, _user: UserId) -> Result<Vec<UserCoupon>, StoreError> {
+        // Every acknowledged claim is already committed: nothing is ever pending here.
+        Ok(Vec::new())
+    }
+}

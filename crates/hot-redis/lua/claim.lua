@@ -1,0 +1,73 @@
+-- One claim, atomically (SPEC §7 "Claim hot path"). All keys share the hash tag {tpl:<id>}.
+--
+-- KEYS[1] meta   hash: status, claim_start_ms, claim_end_ms, per_user_limit, stock, shop_id
+-- KEYS[2] users  hash: user_id -> coupons of the template the user holds
+-- KEYS[3] keys   hash: claim_key .. "\31" .. user_id -> encoded coupon
+-- KEYS[4] log    stream: the template's claim log
+--
+-- ARGV[1]  now (epoch ms)
+-- ARGV[2]  user id
+-- ARGV[3]  idempotency field in KEYS[3] ("" when the claim carries no key)
+-- ARGV[4]  claim key as sent ("" when none)
+-- ARGV[5]  coupon id
+-- ARGV[6]  template id
+-- ARGV[7]  shop id
+-- ARGV[8]  valid_from (epoch ms)
+-- ARGV[9]  valid_until (epoch ms)
+-- ARGV[10] claimed_at (epoch ms)
+-- ARGV[11..15] refusal codes (ClaimRefusal::as_code): not started, ended, terminated,
+--              sold out, limit reached
+--
+-- Reply: {0} not loaded | {1, seq, stream id} claimed | {2, encoded coupon} replay |
+--        {3, refusal code} refused.
+-- Ids stay strings throughout: Lua numbers are doubles and would round 64-bit ids.
+
+local meta = redis.call('HMGET', KEYS[1], 'status', 'claim_start_ms', 'claim_end_ms', 'per_user_limit', 'stock')
+if not meta[1] then
+  return {0}
+end
+
+local keyed = ARGV[3] ~= ''
+if keyed then
+  local prev = redis.call('HGET', KEYS[3], ARGV[3])
+  if prev then
+    return {2, prev}
+  end
+end
+
+local status = meta[1]
+if status == 'terminated' then
+  return {3, tonumber(ARGV[13])}
+end
+if status == 'ended' then
+  return {3, tonumber(ARGV[12])}
+end
+local now = tonumber(ARGV[1])
+if now < tonumber(meta[2]) then
+  return {3, tonumber(ARGV[11])}
+end
+if now >= tonumber(meta[3]) then
+  return {3, tonumber(ARGV[12])}
+end
+local held = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
+if held >= tonumber(meta[4]) then
+  return {3, tonumber(ARGV[15])}
+end
+if tonumber(meta[5]) <= 0 then
+  return {3, tonumber(ARGV[14])}
+end
+
+local seq = redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+redis.call('HINCRBY', KEYS[1], 'stock', -1)
+local id
+if keyed then
+  id = redis.call('XADD', KEYS[4], '*', 'c', ARGV[5], 'u', ARGV[2], 's', seq, 'sh', ARGV[7],
+    'vf', ARGV[8], 'vu', ARGV[9], 'ca', ARGV[10], 'k', ARGV[4])
+  -- Same layout as the Rust codec (codec.rs): id,user,template,shop,seq,from,until,claimed,origin,status
+  local encoded = table.concat({ARGV[5], ARGV[2], ARGV[6], ARGV[7], seq, ARGV[8], ARGV[9], ARGV[10], 'claim', 'unused'}, ',')
+  redis.call('HSET', KEYS[3], ARGV[3], encoded)
+else
+  id = redis.call('XADD', KEYS[4], '*', 'c', ARGV[5], 'u', ARGV[2], 's', seq, 'sh', ARGV[7],
+    'vf', ARGV[8], 'vu', ARGV[9], 'ca', ARGV[10])
+end
+return {1, seq, id}

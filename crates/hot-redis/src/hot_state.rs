@@ -1,0 +1,379 @@
+//! [`RedisHotState`]: claims decided by one Lua script per claim (see the crate docs).
+
+use crate::keys::{self, TemplateKeys};
+use crate::{backend, backend_msg, codec, scripts};
+use async_trait::async_trait;
+use jiff::Timestamp;
+use redis::Value;
+use redis::aio::ConnectionManager;
+use stampede_core::claim_ports::{ClaimOutcome, CouponStore, HotState};
+use stampede_core::ports::StoreError;
+use stampede_domain::coupon::{ClaimRefusal, UserCoupon};
+use stampede_domain::ids::UserId;
+use stampede_domain::template::Template;
+use stampede_domain::time::to_ms;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Pairs (user counts or keyed coupons) per `load.lua` call.
+const LOAD_CHUNK: usize = 1_000;
+/// How long a user's pending-coupons hash lives after its last write. Persisters remove
+/// entries as they persist them; the expiry only cleans up after a persister that removed an
+/// entry before the claimer wrote it (or after an outage longer than this, when "my coupons"
+/// shows the coupon only once it is persisted).
+const PENDING_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long the "changed while not loaded" marker lives: longer than any cached template.
+const CHANGED_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The distributed [`HotState`] on Redis.
+#[derive(Clone)]
+pub struct RedisHotState {
+    conn: ConnectionManager,
+    prefix: String,
+    coupons: Arc<dyn CouponStore>,
+}
+
+impl std::fmt::Debug for RedisHotState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisHotState")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One `load.lua` call's share: `(user id, count)` pairs and `(key field, coupon)` pairs.
+type LoadPart<'a> = (&'a [(i64, u32)], &'a [(String, String)]);
+
+/// What `claim.lua` answered.
+#[derive(Debug, PartialEq, Eq)]
+enum Reply {
+    NotLoaded,
+    Claimed { seq: u32, log_id: String },
+    Replay(String),
+    Refused(i64),
+}
+
+fn bad_reply(v: &Value) -> StoreError {
+    StoreError::Corrupt(format!("unexpected reply from claim.lua: {v:?}"))
+}
+
+fn int(v: &Value) -> Option<i64> {
+    redis::from_redis_value_ref::<i64>(v).ok()
+}
+
+fn parse_claim_reply(v: &Value) -> Result<Reply, StoreError> {
+    let Value::Array(items) = v else {
+        return Err(bad_reply(v));
+    };
+    let kind = items.first().and_then(int).ok_or_else(|| bad_reply(v))?;
+    let second = items.get(1);
+    match kind {
+        0 => Ok(Reply::NotLoaded),
+        1 => {
+            let seq = second
+                .and_then(int)
+                .and_then(|s| u32::try_from(s).ok())
+                .ok_or_else(|| bad_reply(v))?;
+            let log_id = items
+                .get(2)
+                .and_then(|s| redis::from_redis_value_ref::<String>(s).ok())
+                .ok_or_else(|| bad_reply(v))?;
+            Ok(Reply::Claimed { seq, log_id })
+        }
+        2 => {
+            let raw = second
+                .and_then(|s| redis::from_redis_value_ref::<String>(s).ok())
+                .ok_or_else(|| bad_reply(v))?;
+            Ok(Reply::Replay(raw))
+        }
+        3 => Ok(Reply::Refused(
+            second.and_then(int).ok_or_else(|| bad_reply(v))?,
+        )),
+        _ => Err(bad_reply(v)),
+    }
+}
+
+impl RedisHotState {
+    /// Connects to the Redis at `url`; every key starts with `prefix`. `coupons` is the system
+    /// of record read when a template is loaded.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        coupons: Arc<dyn CouponStore>,
+    ) -> Result<Self, StoreError> {
+        Ok(Self::from_manager(
+            crate::connect(url).await?,
+            prefix,
+            coupons,
+        ))
+    }
+
+    /// Builds on an existing connection (shared with a [`crate::Persister`], say).
+    pub fn from_manager(
+        conn: ConnectionManager,
+        prefix: &str,
+        coupons: Arc<dyn CouponStore>,
+    ) -> Self {
+        Self {
+            conn,
+            prefix: prefix.to_owned(),
+            coupons,
+        }
+    }
+
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    async fn run_claim(
+        &self,
+        k: &TemplateKeys,
+        t: &Template,
+        c: &UserCoupon,
+        key: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Reply, StoreError> {
+        let field = key
+            .map(|key| keys::claim_key_field(key, c.user_id))
+            .unwrap_or_default();
+        let mut inv = scripts::CLAIM.prepare_invoke();
+        inv.key(&k.meta)
+            .key(&k.users)
+            .key(&k.keys)
+            .key(&k.log)
+            .arg(to_ms(now))
+            .arg(c.user_id.get())
+            .arg(&field)
+            .arg(key.unwrap_or(""))
+            .arg(c.id.get())
+            .arg(t.id.get())
+            .arg(c.shop_id.get())
+            .arg(to_ms(c.valid_from))
+            .arg(to_ms(c.valid_until))
+            .arg(to_ms(c.claimed_at));
+        for r in [
+            ClaimRefusal::NotStarted,
+            ClaimRefusal::Ended,
+            ClaimRefusal::Terminated,
+            ClaimRefusal::SoldOut,
+            ClaimRefusal::LimitReached,
+        ] {
+            inv.arg(r.as_code());
+        }
+        let mut conn = self.conn.clone();
+        let v: Value = inv.invoke_async(&mut conn).await.map_err(backend)?;
+        parse_claim_reply(&v)
+    }
+
+    /// Loads `t` (see the crate docs, "Loading"). Ends without writing anything when another
+    /// node loaded it meanwhile.
+    async fn load(&self, k: &TemplateKeys, t: &Template) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        // Registered before the log can exist: a crash between the two leaves an empty log
+        // in the set (harmless), never a log no persister scans.
+        let _: i64 = redis::cmd("SADD")
+            .arg(keys::claim_logs(&self.prefix))
+            .arg(t.id.get())
+            .query_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        let state = self.coupons.claim_state(t.id).await?;
+        let users: Vec<(i64, u32)> = state
+            .user_counts
+            .iter()
+            .map(|(u, n)| (u.get(), *n))
+            .collect();
+        let keyed: Vec<(String, String)> = state
+            .keyed
+            .iter()
+            .map(|(key, c)| (keys::claim_key_field(key, c.user_id), codec::encode(c)))
+            .collect();
+        let mut parts: Vec<LoadPart<'_>> = Vec::new();
+        if users.len() + keyed.len() <= LOAD_CHUNK {
+            parts.push((&users, &keyed));
+        } else {
+            parts.extend(users.chunks(LOAD_CHUNK).map(|u| (u, &[][..])));
+            parts.extend(keyed.chunks(LOAD_CHUNK).map(|kd| (&[][..], kd)));
+            parts.push((&[], &[]));
+        }
+        let last = parts.len() - 1;
+        for (i, (u, kd)) in parts.into_iter().enumerate() {
+            let mut inv = scripts::LOAD.prepare_invoke();
+            inv.key(&k.meta)
+                .key(&k.users)
+                .key(&k.keys)
+                .key(&k.changed)
+                .arg(if i == last { "1" } else { "0" })
+                .arg(to_ms(t.updated_at))
+                .arg(t.status.as_str())
+                .arg(to_ms(t.claim_start))
+                .arg(to_ms(t.claim_end))
+                .arg(t.per_user_limit)
+                .arg(t.stock)
+                .arg(t.shop_id.get())
+                .arg(u.len())
+                .arg(t.stock_total);
+            for (user, n) in u {
+                inv.arg(user).arg(n);
+            }
+            for (field, coupon) in kd {
+                inv.arg(field).arg(coupon);
+            }
+            let written: i64 = inv.invoke_async(&mut conn).await.map_err(backend)?;
+            match written {
+                1 => {}
+                0 => return Ok(()),
+                -1 => {
+                    return Err(backend_msg(format!(
+                        "template {} changed after the copy being loaded; load it again from the system of record",
+                        t.id
+                    )));
+                }
+                other => {
+                    return Err(StoreError::Corrupt(format!(
+                        "unexpected reply from load.lua: {other}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Read-your-writes copy of an acknowledged coupon. Its failure does not fail the claim,
+    /// which is already durable in the claim log.
+    async fn remember_pending(&self, c: &UserCoupon) {
+        let key = keys::pending(&self.prefix, c.user_id);
+        let mut conn = self.conn.clone();
+        let res: Result<(), redis::RedisError> = redis::pipe()
+            .cmd("HSET")
+            .arg(&key)
+            .arg(c.id.get())
+            .arg(codec::encode(c))
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(PENDING_TTL.as_millis() as u64)
+            .ignore()
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = res {
+            tracing::warn!(error = %e, coupon = %c.id, "could not record a pending coupon; it shows once persisted");
+        }
+    }
+}
+
+#[async_trait]
+impl HotState for RedisHotState {
+    async fn claim(
+        &self,
+        t: &Template,
+        coupon: UserCoupon,
+        key: Option<&str>,
+        now: Timestamp,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let k = TemplateKeys::new(&self.prefix, t.id);
+        let mut coupon = codec::normalize(coupon);
+        coupon.template_id = t.id;
+        let mut reply = self.run_claim(&k, t, &coupon, key, now).await?;
+        if reply == Reply::NotLoaded {
+            self.load(&k, t).await?;
+            reply = self.run_claim(&k, t, &coupon, key, now).await?;
+        }
+        match reply {
+            Reply::NotLoaded => Err(backend_msg(format!(
+                "template {} is not loaded in Redis after loading it",
+                t.id
+            ))),
+            Reply::Claimed { seq, log_id } => {
+                coupon.seq = seq;
+                tracing::trace!(template = %t.id, coupon = %coupon.id, %log_id, "claimed");
+                self.remember_pending(&coupon).await;
+                Ok(ClaimOutcome::Claimed(coupon))
+            }
+            Reply::Replay(raw) => Ok(ClaimOutcome::Replayed(codec::decode(&raw)?)),
+            Reply::Refused(code) => ClaimRefusal::from_code(code)
+                .map(ClaimOutcome::Refused)
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("claim.lua refused with unknown code {code}"))
+                }),
+        }
+    }
+
+    async fn stock(&self, t: &Template) -> Result<Option<i64>, StoreError> {
+        let k = TemplateKeys::new(&self.prefix, t.id);
+        let mut conn = self.conn.clone();
+        redis::cmd("HGET")
+            .arg(&k.meta)
+            .arg("stock")
+            .query_async(&mut conn)
+            .await
+            .map_err(backend)
+    }
+
+    async fn template_changed(&self, t: &Template) -> Result<(), StoreError> {
+        let k = TemplateKeys::new(&self.prefix, t.id);
+        let mut conn = self.conn.clone();
+        let _: i64 = scripts::CHANGED
+            .key(&k.meta)
+            .key(&k.changed)
+            .arg(t.stock_total)
+            .arg(t.status.as_str())
+            .arg(to_ms(t.updated_at))
+            .arg(CHANGED_TTL.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn pending_coupons(&self, user: UserId) -> Result<Vec<UserCoupon>, StoreError> {
+        let mut conn = self.conn.clone();
+        let raw: Vec<String> = redis::cmd("HVALS")
+            .arg(keys::pending(&self.prefix, user))
+            .query_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        let mut out = Vec::with_capacity(raw.len());
+        for r in raw {
+            match codec::decode(&r) {
+                Ok(c) => out.push(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, user = %user, "skipping an unreadable pending coupon")
+                }
+            }
+        }
+        out.sort_by_key(|c| c.id);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_replies() {
+        let b = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        assert!(matches!(
+            parse_claim_reply(&Value::Array(vec![Value::Int(0)])),
+            Ok(Reply::NotLoaded)
+        ));
+        assert!(matches!(
+            parse_claim_reply(&Value::Array(vec![Value::Int(1), Value::Int(2), b("1-0")])),
+            Ok(Reply::Claimed { seq: 2, log_id }) if log_id == "1-0"
+        ));
+        assert!(
+            matches!(parse_claim_reply(&Value::Array(vec![Value::Int(2), b("x")])), Ok(Reply::Replay(s)) if s == "x")
+        );
+        assert!(matches!(
+            parse_claim_reply(&Value::Array(vec![Value::Int(3), Value::Int(4)])),
+            Ok(Reply::Refused(4))
+        ));
+        assert!(parse_claim_reply(&Value::Nil).is_err());
+        assert!(parse_claim_reply(&Value::Array(vec![Value::Int(9)])).is_err());
+    }
+}

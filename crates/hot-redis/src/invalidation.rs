@@ -1,0 +1,129 @@
+//! [`Invalidation`]: template changes broadcast to every node (pub/sub on
+//! `P:tpl-invalidate`, payload: the template id in decimal), so termination and stock changes
+//! reach every node's local cache at once.
+//!
+//! Pub/sub is fire-and-forget: a node that is disconnected when a message is published misses
+//! it. Subscribers therefore keep their cache TTLs short enough to bound staleness after a
+//! reconnect, and the claim path never trusts a cached status to allow a claim (the hot
+//! state's own status decides).
+
+use crate::{backend, keys};
+use futures::StreamExt;
+use redis::aio::ConnectionManager;
+use stampede_core::ports::StoreError;
+use stampede_domain::ids::TemplateId;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Publisher side of template invalidations.
+#[derive(Clone)]
+pub struct Invalidation {
+    conn: ConnectionManager,
+    channel: String,
+}
+
+impl std::fmt::Debug for Invalidation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invalidation")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Invalidation {
+    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
+        Self {
+            conn,
+            channel: keys::invalidation_channel(prefix),
+        }
+    }
+
+    /// [`Invalidation::new`] on a new connection to `url`.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        Ok(Self::new(crate::connect(url).await?, prefix))
+    }
+
+    /// Tells every subscribed node that `t` changed; the number of nodes that received it.
+    pub async fn publish(&self, t: TemplateId) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PUBLISH")
+            .arg(&self.channel)
+            .arg(t.get())
+            .query_async(&mut conn)
+            .await
+            .map_err(backend)
+    }
+
+    /// The subscriber: a future (to spawn) that calls `on_invalidate` for every template id
+    /// published on the channel until `token` is cancelled, reconnecting with exponential
+    /// backoff (0.1 s to 5 s) whenever the connection is lost. Fails at once only if `url`
+    /// is not a Redis URL; the future itself never fails.
+    pub fn subscribe<F>(
+        url: &str,
+        prefix: &str,
+        on_invalidate: F,
+        token: CancellationToken,
+    ) -> Result<impl Future<Output = ()> + Send + 'static, StoreError>
+    where
+        F: Fn(TemplateId) + Send + Sync + 'static,
+    {
+        let client = redis::Client::open(url).map_err(backend)?;
+        let channel = keys::invalidation_channel(prefix);
+        Ok(run_subscriber(client, channel, on_invalidate, token))
+    }
+}
+
+async fn run_subscriber<F>(
+    client: redis::Client,
+    channel: String,
+    on_invalidate: F,
+    token: CancellationToken,
+) where
+    F: Fn(TemplateId) + Send + Sync + 'static,
+{
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let mut subscribed = false;
+        let session = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            subscribed = true;
+            tracing::debug!(%channel, "subscribed to template invalidations");
+            let mut messages = pubsub.on_message();
+            while let Some(msg) = messages.next().await {
+                let payload = String::from_utf8_lossy(msg.get_payload_bytes());
+                match TemplateId::parse(&payload) {
+                    Some(t) => on_invalidate(t),
+                    None => {
+                        tracing::warn!(%payload, %channel, "ignoring an invalidation that is not a template id")
+                    }
+                }
+            }
+            Ok::<(), redis::RedisError>(())
+        };
+        let outcome = tokio::select! {
+            () = token.cancelled() => return,
+            outcome = session => outcome,
+        };
+        match outcome {
+            Ok(()) => {
+                tracing::warn!(%channel, "template invalidation subscription lost; reconnecting")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, %channel, "template invalidation subscription failed; reconnecting")
+            }
+        }
+        if subscribed {
+            // The last connection worked: start the backoff over.
+            backoff = BACKOFF_MIN;
+        }
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}

@@ -1,0 +1,78 @@
+//! Key layout. Every key starts with the configured prefix; the keys of one template share the
+//! hash tag `{tpl:<id>}` (so each script's keys live in one Redis Cluster slot), and a user's
+//! pending coupons live under `{user:<id>}`.
+
+use stampede_domain::ids::{TemplateId, UserId};
+
+/// Separator between a claim's idempotency key and its user id in the `:keys` hash (ASCII
+/// unit separator: never part of a valid `Idempotency-Key`, which is visible ASCII).
+pub const KEY_SEPARATOR: char = '\u{1f}';
+
+/// The keys of one template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateKeys {
+    /// Hash: `status`, `claim_start_ms`, `claim_end_ms`, `per_user_limit`, `stock`, `shop_id`.
+    pub meta: String,
+    /// Hash: user id → how many coupons of the template the user holds.
+    pub users: String,
+    /// Hash: `claim_key \x1f user_id` → the coupon that claim made (encoded, see `codec`).
+    pub keys: String,
+    /// Stream: the template's claim log.
+    pub log: String,
+    /// String: the persister lease (holder's node id, with a time to live).
+    pub lease: String,
+    /// String: `updated_at` (ms) of a change made while the template was not loaded.
+    pub changed: String,
+}
+
+impl TemplateKeys {
+    pub fn new(prefix: &str, t: TemplateId) -> Self {
+        let base = format!("{prefix}:{{tpl:{t}}}");
+        Self {
+            meta: format!("{base}:meta"),
+            users: format!("{base}:users"),
+            keys: format!("{base}:keys"),
+            log: format!("{base}:log"),
+            lease: format!("{base}:lease"),
+            changed: format!("{base}:changed"),
+        }
+    }
+}
+
+/// Hash of a user's acknowledged, not yet persisted coupons: coupon id → encoded coupon.
+pub fn pending(prefix: &str, user: UserId) -> String {
+    format!("{prefix}:{{user:{user}}}:pending")
+}
+
+/// Set of template ids that have a claim log (what persisters scan).
+pub fn claim_logs(prefix: &str) -> String {
+    format!("{prefix}:claimlogs")
+}
+
+/// Pub/sub channel of template invalidations.
+pub fn invalidation_channel(prefix: &str) -> String {
+    format!("{prefix}:tpl-invalidate")
+}
+
+/// The field of a keyed claim in the `:keys` hash.
+pub fn claim_key_field(key: &str, user: UserId) -> String {
+    format!("{key}{KEY_SEPARATOR}{user}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_keys_share_one_hash_tag() {
+        let Some(t) = TemplateId::new(42) else {
+            panic!("42 is a valid id");
+        };
+        let k = TemplateKeys::new("stampede", t);
+        assert_eq!(k.meta, "stampede:{tpl:42}:meta");
+        assert_eq!(k.log, "stampede:{tpl:42}:log");
+        for key in [&k.meta, &k.users, &k.keys, &k.log, &k.lease, &k.changed] {
+            assert!(key.contains("{tpl:42}"), "{key}");
+        }
+    }
+}

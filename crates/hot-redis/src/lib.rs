@@ -1,0 +1,100 @@
+//! Stampede's distributed hot path on Redis (SPEC §3 "Distributed", §5, §7).
+//!
+//! This crate owns everything Stampede keeps in Redis for claims:
+//!
+//! - [`RedisHotState`], the [`HotState`](stampede_core::claim_ports::HotState) of the
+//!   distributed mode: per template, the stock, the status and claim window, every user's
+//!   coupon count, the claims' idempotency keys and the **claim log** (a Redis stream), all
+//!   under the hash tag `{tpl:<id>}` and changed by one Lua script per claim (`lua/claim.lua`);
+//!   plus each user's *pending* coupons (acknowledged, not yet in MySQL).
+//! - [`Persister`], the background job that drains the claim logs into the system of record
+//!   exactly once (see its module for the crash analysis).
+//! - [`Invalidation`], the pub/sub channel that tells every node a template changed.
+//!
+//! # Key layout
+//!
+//! With `P` the configured prefix (production: `stampede`) and `T` a template id:
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `P:{tpl:T}:meta` | hash | `status`, `claim_start_ms`, `claim_end_ms`, `per_user_limit`, `stock`, `shop_id` |
+//! | `P:{tpl:T}:users` | hash | user id → coupons of `T` the user holds |
+//! | `P:{tpl:T}:keys` | hash | `claim_key \x1f user_id` → coupon made by that claim |
+//! | `P:{tpl:T}:log` | stream | the claim log: one entry per claimed coupon |
+//! | `P:{tpl:T}:lease` | string | node id of the persister draining `T`'s log (expires) |
+//! | `P:{tpl:T}:changed` | string | `updated_at` of a change made while `T` was not loaded |
+//! | `P:{user:U}:pending` | hash | coupon id → coupon, acknowledged but perhaps not persisted |
+//! | `P:claimlogs` | set | template ids that have a claim log (what persisters scan) |
+//! | `P:tpl-invalidate` | channel | template ids whose cached copies are stale |
+//!
+//! Coupons are stored in the compact text form of the `codec` module.
+//!
+//! # Loading
+//!
+//! A template is loaded into Redis on its first claim: the meta from the `Template` the
+//! caller passes (which must be read from the system of record, not an old cached copy; a
+//! change made meanwhile is caught by the `:changed` marker and the load refused), plus the
+//! per-user counts and keyed coupons of `CouponStore::claim_state`. The meta's `stock` is the
+//! template's `stock` column. That column equals the hot stock only when the template's claim
+//! log is fully applied; it holds at the first load because nothing was claimed through Redis
+//! before. Once loaded, Redis is the authority for the template's stock until the hot state
+//! is lost, which the durability settings below rule out.
+//!
+//! # Durability (SPEC §5.5)
+//!
+//! A claim is acknowledged when `claim.lua` returned: the stock decrement, the user's count
+//! and the claim-log entry are one atomic script, so there is no "stock taken but message
+//! lost" window. For the acknowledgement to survive a crash of Redis itself, Redis must run
+//! with `appendonly yes` and `appendfsync always` (with `appendfsync everysec`, up to one
+//! second of acknowledged claims can be lost in a power failure or `kill -9` of Redis), with
+//! `maxmemory-policy noeviction` (an evicted meta or log would be reloaded stale or lost), and,
+//! with replicas, with `min-replicas-to-write` / `min-replicas-max-lag` (and `WAIT` where a
+//! failover must not lose the last writes), because replication is asynchronous. Pending
+//! coupons are only a read-your-writes cache and may be lost without harm.
+//!
+//! # Deployment notes
+//!
+//! The client is `redis::aio::ConnectionManager` (standalone Redis, optionally with
+//! replicas). Every multi-key script keeps its keys in one hash slot, so the layout is ready
+//! for Redis Cluster; a cluster client is not wired in yet. A claim whose answer is lost (a
+//! timeout) may still have happened: the claim's `Idempotency-Key` makes the retry safe.
+
+mod codec;
+mod hot_state;
+mod invalidation;
+pub mod keys;
+mod persister;
+mod scripts;
+
+pub use hot_state::RedisHotState;
+pub use invalidation::Invalidation;
+pub use persister::{LogBatch, Persister};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use stampede_core::ports::StoreError;
+use std::time::Duration;
+
+/// How long a command may take before it fails (a claim under flash-sale load queues behind
+/// thousands of others on one connection, so this is far above Redis's own latency).
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens a reconnecting, multiplexed connection to the Redis at `url`
+/// (`redis://[:password@]host:port[/db]`).
+pub async fn connect(url: &str) -> Result<ConnectionManager, StoreError> {
+    let client = redis::Client::open(url).map_err(backend)?;
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_max_delay(Duration::from_secs(2));
+    ConnectionManager::new_with_config(client, config)
+        .await
+        .map_err(backend)
+}
+
+pub(crate) fn backend(e: redis::RedisError) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+pub(crate) fn backend_msg(msg: impl Into<String>) -> StoreError {
+    StoreError::Backend(msg.into().into())
+}

@@ -1,0 +1,170 @@
+//! Template invalidations reach subscribers across connections (real Redis pub/sub).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use stampede_hot_redis::Invalidation;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test]
+async fn published_invalidations_are_delivered_until_cancelled() {
+    let prefix = TestPrefix::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let token = CancellationToken::new();
+    let subscriber = tokio::spawn(
+        Invalidation::subscribe(
+            &redis_url(),
+            &prefix.0,
+            move |t| {
+                let _ = tx.send(t);
+            },
+            token.clone(),
+        )
+        .expect("a Redis URL"),
+    );
+    let publisher = Invalidation::connect(&redis_url(), &prefix.0)
+        .await
+        .unwrap();
+    // Another prefix's channel is not ours.
+    let stranger = Invalidation::connect(&redis_url(), &format!("{}-other", prefix.0))
+        .await
+        .unwrap();
+
+    // The subscription starts asynchronously: publish until it is heard.
+    let got = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            stranger.publish(tid(41)).await.unwrap();
+            publisher.publish(tid(42)).await.unwrap();
+            tokio::select! {
+                Some(t) = rx.recv() => return t,
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    })
+    .await
+    .expect("an invalidation arrives");
+    assert_eq!(got, tid(42));
+    assert_eq!(
+        publisher.publish(tid(43)).await.unwrap(),
+        1,
+        "one subscriber"
+    );
+    let next = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match rx.recv().await {
+                Some(t) if t == tid(42) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(next, Some(tid(43)));
+
+    token.cancel();
+    let res = tokio::time::timeout(Duration::from_secs(5), subscriber)
+        .await
+        .expect("stops when cancelled");
+    assert!(res.is_ok(), "the subscriber ended cleanly");
+}
+
+/// Ids of the server's pub/sub clients.
+async fn pubsub_clients(conn: &mut redis::aio::ConnectionManager) -> Vec<String> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(conn)
+        .await
+        .unwrap();
+    list.lines()
+        .filter_map(|l| {
+            l.split(' ')
+                .find_map(|f| f.strip_prefix("id="))
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_subscriber_reconnects_after_losing_its_connection() {
+    let prefix = TestPrefix::new();
+    let mut admin = conn().await;
+    let before = pubsub_clients(&mut admin).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let token = CancellationToken::new();
+    let subscriber = tokio::spawn(
+        Invalidation::subscribe(
+            &redis_url(),
+            &prefix.0,
+            move |t| {
+                let _ = tx.send(t);
+            },
+            token.clone(),
+        )
+        .expect("a Redis URL"),
+    );
+    let publisher = Invalidation::connect(&redis_url(), &prefix.0)
+        .await
+        .unwrap();
+    let heard = |n: i64| {
+        let publisher = publisher.clone();
+        async move {
+            loop {
+                if publisher.publish(tid(n)).await.unwrap() > 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), heard(1))
+        .await
+        .expect("subscribed");
+    assert_eq!(rx.recv().await, Some(tid(1)));
+
+    // Kill only the connection this test opened (other processes may use the same Redis).
+    let ours: Vec<String> = pubsub_clients(&mut admin)
+        .await
+        .into_iter()
+        .filter(|id| !before.contains(id))
+        .collect();
+    if ours.len() != 1 {
+        eprintln!(
+            "could not single out this test's pub/sub connection ({ours:?}); skipping the reconnect check"
+        );
+        token.cancel();
+        return;
+    }
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(&ours[0])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+
+    tokio::time::timeout(Duration::from_secs(10), heard(2))
+        .await
+        .expect("resubscribed");
+    let next = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match rx.recv().await {
+                Some(t) if t == tid(1) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(next, Some(tid(2)));
+    token.cancel();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), subscriber)
+            .await
+            .is_ok()
+    );
+}

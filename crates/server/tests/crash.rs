@@ -1,0 +1,213 @@
+//! Crash test: the real `stampede` binary is killed with SIGKILL in the middle of a claim
+//! load and started again; every claim that was answered 201 must exist, nothing may be
+//! oversold, and `stock + issued = stock_total` must hold. The test command runs this file
+//! with `--release`, so it exercises the release binary.
+
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+use stampede_core::auth::TokenService;
+use stampede_core::clock::SystemClock;
+use stampede_domain::auth::{Principal, Role};
+use stampede_domain::ids::ShopId;
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "crash-secret-crash-secret-crash-secret-0123456";
+
+fn start(config: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stampede"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .env("STAMPEDE_LOG__LEVEL", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut reader = BufReader::new(stdout);
+    let mut first = String::new();
+    reader
+        .read_line(&mut first)
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    let addr = first
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_owned();
+    (child, format!("http://{addr}"))
+}
+
+fn token(tokens: &TokenService, role: Role, sub: &str, shop: Option<i64>) -> String {
+    let p = Principal {
+        subject: sub.into(),
+        role,
+        shop_id: shop.and_then(ShopId::new),
+        session_id: None,
+    };
+    tokens
+        .mint(&p, SignedDuration::from_hours(1))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_load_loses_no_acknowledged_claim() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.path().join("stampede.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ndata_dir = \"{}\"\n[auth]\njwt_secret = \"{SECRET}\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let tokens = TokenService::new(SECRET.as_bytes(), Arc::new(SystemClock));
+    let client = reqwest::Client::new();
+    let (mut child, base) = start(&config);
+
+    let now = Timestamp::now();
+    let body = json!({
+        "name": "Crash sale", "kind": "fixed", "amount_off": 100, "stock_total": 3000, "per_user_limit": 1,
+        "claim_start": (now - SignedDuration::from_secs(1)).to_string(),
+        "claim_end": (now + SignedDuration::from_hours(1)).to_string(), "validity_hours": 24
+    });
+    let merchant = token(&tokens, Role::Merchant, "1", Some(7));
+    let created: Value = client
+        .post(format!("{base}/api/v1/merchant/templates"))
+        .bearer_auth(&merchant)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let id = created["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_owned();
+
+    // 64 clients claim for distinct users until the server dies under them.
+    let acked: Arc<Mutex<Vec<(u64, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    let attempted: Arc<Mutex<HashSet<u64>>> = Arc::new(Mutex::new(HashSet::new()));
+    let mut tasks = Vec::new();
+    for w in 0..64u64 {
+        let (client, base, id, acked, attempted) = (
+            client.clone(),
+            base.clone(),
+            id.clone(),
+            acked.clone(),
+            attempted.clone(),
+        );
+        let tokens = TokenService::new(SECRET.as_bytes(), Arc::new(SystemClock));
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10_000u64 {
+                let user = 1 + w + 64 * i;
+                attempted
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(user);
+                let t = token(&tokens, Role::User, &user.to_string(), None);
+                let Ok(r) = client
+                    .post(format!("{base}/api/v1/templates/{id}/claim"))
+                    .bearer_auth(&t)
+                    .send()
+                    .await
+                else {
+                    return; // the server is gone
+                };
+                if r.status() == 201 {
+                    let Ok(v) = r.json::<Value>().await else {
+                        return;
+                    };
+                    let cid = v["coupon"]["id"].as_str().unwrap_or_default().to_owned();
+                    acked
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((user, cid));
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    while acked.lock().unwrap_or_else(|p| p.into_inner()).len() < 800
+        && started.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap_or_else(|e| panic!("kill -9: {e}"));
+    let _ = child.wait();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let acked = acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let attempted = attempted.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert!(
+        acked.len() >= 800,
+        "the load never got going: {} acknowledged",
+        acked.len()
+    );
+
+    let (mut child, base) = start(&config);
+    // Every acknowledged claim is there.
+    for (user, cid) in &acked {
+        let t = token(&tokens, Role::User, &user.to_string(), None);
+        let r = client
+            .get(format!("{base}/api/v1/me/coupons/{cid}"))
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            r.status(),
+            200,
+            "acknowledged coupon {cid} of user {user} was lost"
+        );
+    }
+    // Nothing oversold and stock + issued = total (in-flight claims may or may not have landed).
+    let mut issued = 0i64;
+    for user in &attempted {
+        let t = token(&tokens, Role::User, &user.to_string(), None);
+        let v: Value = client
+            .get(format!("{base}/api/v1/me/coupons"))
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let n = v["items"].as_array().map_or(0, Vec::len) as i64;
+        assert!(n <= 1, "user {user} holds {n} coupons with a limit of 1");
+        issued += n;
+    }
+    let stored: Value = client
+        .get(format!("{base}/api/v1/merchant/templates/{id}"))
+        .bearer_auth(&merchant)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stock = stored["stock"].as_i64().unwrap_or(-1);
+    assert!(issued >= acked.len() as i64);
+    assert!(issued <= 3000, "oversold: {issued}");
+    assert_eq!(stock + issued, 3000, "stock {stock} + issued {issued}");
+    // The restarted server keeps claiming from where it was.
+    let t = token(&tokens, Role::User, "999999999", None);
+    let r = client
+        .post(format!("{base}/api/v1/templates/{id}/claim"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), if stock > 0 { 201 } else { 409 });
+    child.kill().unwrap_or_else(|e| panic!("{e}"));
+    let _ = child.wait();
+}

@@ -1,0 +1,384 @@
+//! `CouponStore` on SQLite: user coupons, their `coupon.claimed` outbox events, and the group
+//! commit that makes a whole batch of claims durable in one transaction.
+//!
+//! The group commit is the embedded mode's durable-acknowledgement hot path, so it keeps the
+//! write lock as short as it can: rows and payloads are built before `BEGIN IMMEDIATE`, and
+//! rows go in through multi-row INSERTs of a few fixed sizes (256, 128, …, 1 rows). A batch of
+//! any length is cut greedily into those sizes, so only nine statement texts exist per table
+//! and each stays prepared in the writer connection's statement cache.
+
+use crate::SqliteStore;
+use crate::error::{db, refused};
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{AssertSqlSafe, Row, Sqlite, SqliteConnection};
+use stampede_core::claim_ports::{ClaimRecord, ClaimState, CouponQuery, CouponStore, OutboxEvent};
+use stampede_core::ports::StoreError;
+use stampede_core::records::{COUPON_COLUMNS, CouponRecord, claimed_event_payload};
+use stampede_domain::coupon::{CouponStatus, UserCoupon};
+use stampede_domain::ids::{CouponId, TemplateId, UserId};
+use stampede_domain::time::to_ms;
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+type Query = sqlx::query::Query<'static, Sqlite, SqliteArguments>;
+
+/// Kind of the event every stored claim records.
+const CLAIMED: &str = "coupon.claimed";
+
+const OUTBOX_COLUMNS: &str = "event_id, kind, aggregate_id, payload, created_at_ms";
+
+/// Rows per INSERT statement, largest first. The largest binds 256 × 13 = 3,328 variables,
+/// far under SQLite's limit of 32,766; larger statements buy little once a batch is one
+/// transaction.
+const CHUNK_ROWS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
+
+/// Multi-row INSERT statements of one table, one per size in `CHUNK_ROWS`.
+struct MultiInsert(Vec<(usize, String)>);
+
+impl MultiInsert {
+    fn new(table: &str, columns: &str) -> Self {
+        let row = format!("({})", vec!["?"; columns.split(',').count()].join(", "));
+        MultiInsert(
+            CHUNK_ROWS
+                .iter()
+                .map(|&n| {
+                    let values = vec![row.as_str(); n].join(", ");
+                    (
+                        n,
+                        format!("INSERT INTO {table} ({columns}) VALUES {values}"),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// Inserts `rows` with as few statements as the fixed sizes allow, binding each row with
+    /// `bind` (which must bind exactly the table's columns, in order).
+    async fn run<T>(
+        &'static self,
+        conn: &mut SqliteConnection,
+        rows: &[T],
+        bind: impl Fn(Query, &T) -> Query,
+    ) -> Result<(), StoreError> {
+        let mut rest = rows;
+        for (size, sql) in &self.0 {
+            while let Some((chunk, tail)) = rest.split_at_checked(*size) {
+                let mut q: Query = sqlx::query(sql.as_str());
+                for r in chunk {
+                    q = bind(q, r);
+                }
+                q.execute(&mut *conn).await.map_err(db)?;
+                rest = tail;
+            }
+        }
+        Ok(())
+    }
+}
+
+static INSERT_COUPONS: LazyLock<MultiInsert> =
+    LazyLock::new(|| MultiInsert::new("user_coupons", COUPON_COLUMNS));
+static INSERT_EVENTS: LazyLock<MultiInsert> =
+    LazyLock::new(|| MultiInsert::new("outbox", OUTBOX_COLUMNS));
+
+static SELECT_COUPON: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {COUPON_COLUMNS} FROM user_coupons WHERE id = ? AND user_id = ?")
+});
+static SELECT_KEYED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {COUPON_COLUMNS} FROM user_coupons WHERE template_id = ? AND claim_key IS NOT NULL"
+    )
+});
+
+/// Binds a coupon in `COUPON_COLUMNS` order.
+fn bind_coupon(q: Query, r: &CouponRecord) -> Query {
+    q.bind(r.id)
+        .bind(r.user_id)
+        .bind(r.template_id)
+        .bind(r.shop_id)
+        .bind(r.seq)
+        .bind(r.origin.as_str())
+        .bind(r.status.as_str())
+        .bind(r.valid_from_ms)
+        .bind(r.valid_until_ms)
+        .bind(r.claimed_at_ms)
+        .bind(r.locked_order_id.as_deref())
+        .bind(r.used_at_ms)
+        .bind(r.claim_key.as_deref())
+}
+
+/// Binds an event in `OUTBOX_COLUMNS` order.
+fn bind_event(q: Query, e: &OutboxEvent) -> Query {
+    q.bind(e.id.as_str())
+        .bind(e.kind.as_str())
+        .bind(e.aggregate_id)
+        .bind(e.payload.as_str())
+        .bind(e.created_at_ms)
+}
+
+/// The `coupon.claimed` event of `c`. Its id derives from the coupon id, so a replayed claim
+/// cannot publish twice; its time is the claim's, so the row is the same whenever written.
+fn claimed_event(c: &UserCoupon) -> OutboxEvent {
+    OutboxEvent {
+        id: format!("{CLAIMED}:{}", c.id),
+        kind: CLAIMED.to_owned(),
+        aggregate_id: c.id.get(),
+        payload: claimed_event_payload(c),
+        created_at_ms: to_ms(c.claimed_at),
+    }
+}
+
+fn coupon_record(row: &SqliteRow) -> Result<CouponRecord, sqlx::Error> {
+    Ok(CouponRecord {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        template_id: row.try_get("template_id")?,
+        shop_id: row.try_get("shop_id")?,
+        seq: row.try_get("seq")?,
+        origin: row.try_get("origin")?,
+        status: row.try_get("status")?,
+        valid_from_ms: row.try_get("valid_from_ms")?,
+        valid_until_ms: row.try_get("valid_until_ms")?,
+        claimed_at_ms: row.try_get("claimed_at_ms")?,
+        locked_order_id: row.try_get("locked_order_id")?,
+        used_at_ms: row.try_get("used_at_ms")?,
+        claim_key: row.try_get("claim_key")?,
+    })
+}
+
+fn decode_coupon(row: &SqliteRow) -> Result<UserCoupon, StoreError> {
+    coupon_record(row).map_err(db)?.into_coupon()
+}
+
+/// Everything `commit_claims` writes, prepared before the write lock is taken.
+struct Batch {
+    coupons: Vec<CouponRecord>,
+    events: Vec<OutboxEvent>,
+    /// Coupons per template, to take off its stock.
+    taken: BTreeMap<i64, i64>,
+}
+
+impl Batch {
+    fn new(claims: &[ClaimRecord]) -> Self {
+        let mut taken = BTreeMap::new();
+        for c in claims {
+            *taken.entry(c.coupon.template_id.get()).or_insert(0) += 1;
+        }
+        Batch {
+            coupons: claims
+                .iter()
+                .map(|c| CouponRecord::from_coupon(&c.coupon, c.claim_key.as_deref()))
+                .collect(),
+            events: claims.iter().map(|c| claimed_event(&c.coupon)).collect(),
+            taken,
+        }
+    }
+
+    async fn write(&self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
+        INSERT_COUPONS.run(conn, &self.coupons, bind_coupon).await?;
+        INSERT_EVENTS.run(conn, &self.events, bind_event).await?;
+        for (&template, &count) in &self.taken {
+            let done = sqlx::query("UPDATE templates SET stock = stock - ? WHERE id = ?")
+                .bind(count)
+                .bind(template)
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
+            if done.rows_affected() != 1 {
+                // Coupons of a template that is not stored would be counted nowhere.
+                return Err(refused(format!("claims for unknown template {template}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The value a listing's status condition binds.
+enum StatusArg {
+    Now(i64),
+    Status(&'static str),
+}
+
+/// The status condition of a listing (`unused` and `expired` judged at `now_ms`).
+fn status_filter(status: Option<CouponStatus>, now_ms: i64) -> Option<(&'static str, StatusArg)> {
+    let now = StatusArg::Now(now_ms);
+    Some(match status? {
+        CouponStatus::Unused => (" AND status = 'unused' AND valid_until_ms > ?", now),
+        CouponStatus::Expired => (
+            " AND (status = 'expired' OR (status = 'unused' AND valid_until_ms <= ?))",
+            now,
+        ),
+        s @ (CouponStatus::Locked | CouponStatus::Used | CouponStatus::Revoked) => {
+            (" AND status = ?", StatusArg::Status(s.as_str()))
+        }
+    })
+}
+
+fn corrupt_id(what: &str, raw: i64) -> StoreError {
+    StoreError::Corrupt(format!("bad {what} {raw}"))
+}
+
+#[async_trait]
+impl CouponStore for SqliteStore {
+    async fn commit_claims(&self, claims: &[ClaimRecord]) -> Result<(), StoreError> {
+        if claims.is_empty() {
+            return Ok(());
+        }
+        let batch = Batch::new(claims);
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
+        match batch.write(&mut tx).await {
+            Ok(()) => tx.commit().await.map_err(db),
+            Err(e) => {
+                // All or nothing: the caller fails every request of the batch.
+                if let Err(r) = tx.rollback().await {
+                    tracing::warn!(error = %r, "rolling back a failed claim batch failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn claim_state(&self, template: TemplateId) -> Result<ClaimState, StoreError> {
+        // One read transaction: counts and keyed coupons come from the same snapshot.
+        let mut tx = self.reader.begin().await.map_err(db)?;
+        let counts = sqlx::query(
+            "SELECT user_id, COUNT(*) AS n FROM user_coupons WHERE template_id = ? GROUP BY user_id",
+        )
+        .bind(template.get())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let keyed = sqlx::query(SELECT_KEYED.as_str())
+            .bind(template.get())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.rollback().await.map_err(db)?;
+
+        let mut state = ClaimState::default();
+        for row in &counts {
+            let user: i64 = row.try_get("user_id").map_err(db)?;
+            let n: i64 = row.try_get("n").map_err(db)?;
+            state.user_counts.push((
+                UserId::new(user).ok_or_else(|| corrupt_id("user id", user))?,
+                u32::try_from(n).map_err(|_| corrupt_id("coupon count", n))?,
+            ));
+        }
+        for row in &keyed {
+            let mut r = coupon_record(row).map_err(db)?;
+            let key = r.claim_key.take().unwrap_or_default();
+            state.keyed.push((key, r.into_coupon()?));
+        }
+        Ok(state)
+    }
+
+    async fn get_coupon(
+        &self,
+        user: UserId,
+        id: CouponId,
+    ) -> Result<Option<UserCoupon>, StoreError> {
+        let row = sqlx::query(SELECT_COUPON.as_str())
+            .bind(id.get())
+            .bind(user.get())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(decode_coupon).transpose()
+    }
+
+    async fn list_coupons(&self, q: &CouponQuery) -> Result<Vec<UserCoupon>, StoreError> {
+        if q.limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Only fixed fragments go into the SQL text; every value is bound.
+        let mut sql = format!("SELECT {COUPON_COLUMNS} FROM user_coupons WHERE user_id = ?");
+        let filter = status_filter(q.status, to_ms(q.now));
+        if let Some((condition, _)) = &filter {
+            sql.push_str(condition);
+        }
+        if q.after.is_some() {
+            // A row value compares lexicographically and lets SQLite seek the listing index.
+            sql.push_str(" AND (valid_until_ms, id) > (?, ?)");
+        }
+        sql.push_str(" ORDER BY valid_until_ms, id LIMIT ?");
+
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(q.user_id.get());
+        match filter {
+            Some((_, StatusArg::Now(ms))) => query = query.bind(ms),
+            Some((_, StatusArg::Status(s))) => query = query.bind(s),
+            None => {}
+        }
+        if let Some((until, id)) = q.after {
+            query = query.bind(until).bind(id);
+        }
+        let rows = query
+            .bind(i64::from(q.limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        rows.iter().map(decode_coupon).collect()
+    }
+
+    async fn outbox_events(&self, kind: &str, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT event_id, kind, aggregate_id, payload, created_at_ms FROM outbox \
+             WHERE kind = ? ORDER BY seq LIMIT ?",
+        )
+        .bind(kind)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                Ok(OutboxEvent {
+                    id: row.try_get("event_id").map_err(db)?,
+                    kind: row.try_get("kind").map_err(db)?,
+                    aggregate_id: row.try_get("aggregate_id").map_err(db)?,
+                    payload: row.try_get("payload").map_err(db)?,
+                    created_at_ms: row.try_get("created_at_ms").map_err(db)?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::SqliteOptions;
+
+    #[test]
+    fn statements_stay_under_the_variable_limit() {
+        for inserts in [&*INSERT_COUPONS, &*INSERT_EVENTS] {
+            assert_eq!(inserts.0.len(), CHUNK_ROWS.len());
+            for (rows, sql) in &inserts.0 {
+                let vars = sql.matches('?').count();
+                assert!(vars < 32_766);
+                assert_eq!(vars % rows, 0);
+            }
+        }
+        assert_eq!(INSERT_COUPONS.0[0].1.matches('?').count(), 256 * 13);
+    }
+
+    /// The migration and the shared record must agree on the column set.
+    #[tokio::test]
+    async fn user_coupons_table_has_exactly_the_shared_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db"), SqliteOptions::default())
+            .await
+            .unwrap();
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_info('user_coupons') ORDER BY cid")
+                .fetch_all(&store.reader)
+                .await
+                .unwrap();
+        let expected: Vec<&str> = COUPON_COLUMNS.split(',').map(str::trim).collect();
+        assert_eq!(names, expected);
+    }
+}
