@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README's second command and CI (.ci/run) run it:
 # formatting and lints, every crate's unit/integration tests, then the HTTP behavioural
-# suite once per storage backend (SQLite, MySQL 1x1, MySQL 2x4) against real services.
+# suite once per storage backend (SQLite, MySQL 1x1, MySQL 2x4) against real services
+# (MariaDB, Redis), then the kill -9 crash tests against the release binary in both modes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log=$(mktemp); trap 'rm -f "$log"' EXIT
@@ -26,6 +27,10 @@ for backend in mysql-1x1 mysql-2x4; do
   echo "== HTTP behavioural suite on $backend"
   STAMPEDE_TEST_BACKEND=$backend cargo test --quiet -p stampede-server --test api 2>&1 | tee -a "$log"
 done
+echo "== crash tests: the release binary killed with SIGKILL mid-load (embedded, then distributed)"
+cargo test --release --quiet -p stampede-server --test crash 2>&1 | tee -a "$log"
+STAMPEDE_TEST_BACKEND=mysql-2x4 cargo test --release --quiet -p stampede-server --test crash 2>&1 | tee -a "$log"
+
 # One closing line over every cargo test run above.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"

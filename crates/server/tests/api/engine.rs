@@ -573,3 +573,93 @@ async fn acknowledged_claims_survive_a_restart_and_limits_still_hold() {
     )
     .await;
 }
+
+/// The same race across three nodes sharing Redis and MariaDB (distributed mode only: the
+/// embedded mode is one process by design, so there is nothing to share there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_share_one_race() {
+    if backend() == TestBackend::Sqlite {
+        return;
+    }
+    let a = Arc::new(spawn_app().await);
+    let b = Arc::new(spawn_sibling(&a).await);
+    let c = Arc::new(spawn_sibling(&a).await);
+    let t = open_template(&a, 1_000, 2).await;
+    let id = id_of(&t);
+    let nodes = [a.clone(), b.clone(), c.clone()];
+    // Every node knows the template (creation is broadcast to the others' bloom filters).
+    for n in &nodes {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while n
+            .get(&format!("/api/v1/templates/{id}"), &n.user_n(1))
+            .await
+            .status()
+            != 200
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a node never learnt of the template"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    let tokens: Arc<Vec<String>> = Arc::new((1..=5_000u64).map(|u| a.user_n(u)).collect());
+    let path = Arc::new(claim_path(&id));
+    let sem = Arc::new(tokio::sync::Semaphore::new(256));
+    let mut tasks = Vec::with_capacity(20_000);
+    for i in 0..20_000usize {
+        let (node, tokens, path, sem) = (
+            nodes[i % 3].clone(),
+            tokens.clone(),
+            path.clone(),
+            sem.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire().await;
+            let user = i % 5_000;
+            let (s, v) = read(node.post(&path, &tokens[user], &json!({})).await).await;
+            (user, s.as_u16(), v)
+        }));
+    }
+    let mut per_user: HashMap<usize, u32> = HashMap::new();
+    let mut coupon_ids = HashSet::new();
+    for task in tasks {
+        let (user, s, v) = task.await.unwrap_or_else(|e| panic!("{e}"));
+        match s {
+            201 => {
+                *per_user.entry(user).or_default() += 1;
+                assert!(
+                    coupon_ids.insert(v["coupon"]["id"].as_str().unwrap_or_default().to_owned())
+                );
+            }
+            409 => assert!(
+                v["code"] == "SOLD_OUT" || v["code"] == "LIMIT_REACHED",
+                "{v}"
+            ),
+            other => panic!("unexpected {other}: {v}"),
+        }
+    }
+    assert_eq!(coupon_ids.len(), 1_000);
+    assert!(per_user.values().all(|n| *n <= 2));
+    // Every node's persister drains; the system of record then agrees with the hot store.
+    for n in &nodes {
+        n.drain().await;
+    }
+    let tid = stampede_domain::ids::TemplateId::parse(&id).unwrap_or_else(|| panic!("id"));
+    let state = a
+        .coupons
+        .claim_state(tid)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(state.user_counts.iter().map(|(_, n)| n).sum::<u32>(), 1_000);
+    let (_, stored) = read(a.get(&format!("{MERCHANT}/{id}"), &a.merchant(7)).await).await;
+    assert_eq!(stored["stock"], 0);
+    for n in &nodes {
+        let (_, public) = read(
+            n.get(&format!("/api/v1/templates/{id}"), &n.user_n(1))
+                .await,
+        )
+        .await;
+        assert_eq!(public["remaining_stock"], 0);
+    }
+}
