@@ -80,6 +80,9 @@ pub struct StorageSettings {
     pub backend: Backend,
     /// Read connections of the SQLite pool (writes go through one connection).
     pub sqlite_read_connections: u32,
+    /// fsync every SQLite commit (survives power loss). `false` keeps every acknowledged
+    /// write safe from a killed process (WAL, `synchronous=NORMAL`) but not from power loss.
+    pub sqlite_fsync: bool,
     pub mysql: MysqlSettings,
 }
 
@@ -88,6 +91,7 @@ impl Default for StorageSettings {
         Self {
             backend: Backend::Sqlite,
             sqlite_read_connections: 4,
+            sqlite_fsync: true,
             mysql: MysqlSettings::default(),
         }
     }

@@ -28,6 +28,7 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Stores> {
                 &path,
                 SqliteOptions {
                     read_connections: settings.storage.sqlite_read_connections,
+                    fsync_every_commit: settings.storage.sqlite_fsync,
                 },
             )
             .await

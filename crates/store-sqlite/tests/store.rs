@@ -715,6 +715,7 @@ async fn migrate_twice_is_a_no_op_and_reopening_keeps_data() {
         &path,
         SqliteOptions {
             read_connections: 1,
+            fsync_every_commit: true,
         },
     )
     .await
