@@ -37,6 +37,8 @@ pub struct ApiError {
     detail: String,
     errors: Vec<FieldError>,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    /// Seconds for `Retry-After` (429/503); 1 when absent.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -46,7 +48,13 @@ impl ApiError {
             detail: detail.into(),
             errors: Vec::new(),
             source: None,
+            retry_after: None,
         }
+    }
+
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     pub fn code(&self) -> ErrorCode {
@@ -64,6 +72,7 @@ impl ApiError {
             detail: format!("{n} field(s) failed validation; see errors"),
             errors: errors.into_vec(),
             source: None,
+            retry_after: None,
         }
     }
 }
@@ -78,6 +87,7 @@ impl From<AppError> for ApiError {
                 detail: String::new(),
                 errors: Vec::new(),
                 source: Some(src),
+                retry_after: None,
             },
             other => ApiError::new(code, other.to_string()),
         }
@@ -137,7 +147,8 @@ impl IntoResponse for ApiError {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             ErrorCode::Unavailable | ErrorCode::RateLimited => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                let secs = HeaderValue::from(self.retry_after.unwrap_or(1));
+                headers.insert(header::RETRY_AFTER, secs);
             }
             _ => {}
         }

@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod flow;
 pub mod openapi;
 pub mod request_id;
 pub mod routes;

@@ -18,6 +18,7 @@ pub struct AppState {
     pub backoffice: Arc<BackOffice>,
     pub auth: Arc<AuthService>,
     pub claims: Arc<Claims>,
+    pub claim_limiter: crate::flow::ClaimLimiter,
     pub checks: Arc<Vec<Arc<dyn HealthCheck>>>,
     /// Renders the Prometheus exposition of this process's metrics.
     pub metrics: Arc<dyn Fn() -> String + Send + Sync>,

@@ -144,6 +144,10 @@ impl Application {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Application> {
         let services = Services::build(&settings, clock.clone()).await?;
+        let limiter = stampede_api::flow::ClaimLimiter::new(
+            settings.engine.claim_rate_per_user,
+            settings.engine.claim_burst_per_user,
+        );
         let engine = crate::engine::build(&settings, &services).await?;
         services.backoffice.set_observer(engine.observer.clone());
         let checks: Vec<Arc<dyn HealthCheck>> =
@@ -152,6 +156,7 @@ impl Application {
             backoffice: services.backoffice.clone(),
             auth: services.auth.clone(),
             claims: engine.claims.clone(),
+            claim_limiter: limiter.clone(),
             checks: Arc::new(checks),
             metrics: crate::telemetry::metrics_renderer(&engine),
         };
@@ -180,6 +185,7 @@ impl Application {
         let listener = TcpListener::bind(&settings.server.listen)
             .await
             .with_context(|| format!("binding {}", settings.server.listen))?;
+        runner.register(Arc::new(crate::engine::ShrinkLimiter(limiter)));
         for job in engine.jobs {
             runner.register(job);
         }

@@ -229,6 +229,10 @@ pub struct EngineSettings {
     pub negative_cache_ttl_ms: u64,
     /// Template ids the bloom filter is sized for (0.1 % false positives at that size).
     pub bloom_expected_items: usize,
+    /// Claims one user may make per second on this node (0 = no limit); 429 beyond.
+    pub claim_rate_per_user: u32,
+    /// Claims one user may make in a burst before the rate applies.
+    pub claim_burst_per_user: u32,
 }
 
 impl Default for EngineSettings {
@@ -239,6 +243,8 @@ impl Default for EngineSettings {
             cache_ttl_secs: 60,
             negative_cache_ttl_ms: 5_000,
             bloom_expected_items: 1_000_000,
+            claim_rate_per_user: 10,
+            claim_burst_per_user: 10,
         }
     }
 }

@@ -250,3 +250,26 @@ pub async fn embedded(
         background: Vec::new(),
     })
 }
+
+/// Forgets per-user claim buckets that are full again, once a minute.
+pub struct ShrinkLimiter(pub stampede_api::flow::ClaimLimiter);
+
+#[async_trait]
+impl Job for ShrinkLimiter {
+    fn name(&self) -> &'static str {
+        "shrink_claim_limiter"
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+
+    fn batch(&self) -> usize {
+        usize::MAX
+    }
+
+    async fn run_once(&self) -> Result<usize, stampede_core::AppError> {
+        self.0.shrink();
+        Ok(0)
+    }
+}

@@ -65,6 +65,9 @@ pub async fn claim(
     OptionalJsonObject(body): OptionalJsonObject,
 ) -> ApiResult<(StatusCode, Json<ClaimResponse>)> {
     let id = TemplateId::parse(&id).ok_or_else(ApiError::not_found)?;
+    if let Ok(user) = stampede_core::claims::user_of(&caller.principal) {
+        state.claim_limiter.check(user.get())?;
+    }
     Fields::new(body)
         .finish()
         .finish(())

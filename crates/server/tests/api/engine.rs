@@ -272,7 +272,7 @@ async fn idempotency_key_replays_the_same_coupon() {
     let u = app.user_n(8);
     let (path_a, empty) = (claim_path(&a), json!({}));
     let results =
-        futures::future::join_all((0..10).map(|_| app.post_with_key(&path_a, &u, "tap-1", &empty)))
+        futures::future::join_all((0..8).map(|_| app.post_with_key(&path_a, &u, "tap-1", &empty)))
             .await;
     let mut ids = HashSet::new();
     let mut created = 0;
@@ -662,4 +662,32 @@ async fn three_nodes_share_one_race() {
         .await;
         assert_eq!(public["remaining_stock"], 0);
     }
+}
+
+#[tokio::test]
+async fn a_user_claiming_too_fast_is_rate_limited_alone() {
+    let app = spawn_app().await;
+    let id = id_of(&open_template(&app, 1_000, 100).await);
+    let burst = app.settings.engine.claim_burst_per_user as usize;
+    let hammer = app.user_n(1);
+    let mut limited = None;
+    for _ in 0..burst + 5 {
+        let r = app.post(&claim_path(&id), &hammer, &json!({})).await;
+        if r.status() == 429 {
+            limited = Some(r);
+            break;
+        }
+        assert_eq!(r.status(), 201);
+    }
+    let r = limited.unwrap_or_else(|| panic!("no 429 after more than the burst"));
+    let retry: u64 = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(retry >= 1, "Retry-After must say when to come back");
+    expect_problem(r, 429, "RATE_LIMITED").await;
+    // Nobody else is affected.
+    assert_eq!(claim(&app, &id, &app.user_n(2)).await.0, 201);
 }
