@@ -196,6 +196,21 @@ pub fn claimed_event_payload(c: &UserCoupon) -> String {
     serde_json::to_string(c).unwrap_or_default()
 }
 
+/// Kind of the event a claim writes to the outbox.
+pub const COUPON_CLAIMED: &str = "coupon.claimed";
+
+/// The `coupon.claimed` event of `c`. Its id derives from the coupon id, so a replayed claim
+/// cannot publish twice; its time is the claim's, so the row is the same whenever written.
+pub fn claimed_event(c: &UserCoupon) -> crate::claim_ports::OutboxEvent {
+    crate::claim_ports::OutboxEvent {
+        id: format!("{COUPON_CLAIMED}:{}", c.id),
+        kind: COUPON_CLAIMED.to_owned(),
+        aggregate_id: c.id.get(),
+        payload: claimed_event_payload(c),
+        created_at_ms: to_ms(c.claimed_at),
+    }
+}
+
 /// One `template_audit` row; `before`/`after` are JSON text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {

@@ -18,7 +18,7 @@ use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, MySql};
 use stampede_core::claim_ports::{ClaimRecord, ClaimState, CouponQuery, CouponStore, OutboxEvent};
 use stampede_core::ports::StoreError;
-use stampede_core::records::{COUPON_COLUMNS, CouponRecord, claimed_event_payload};
+use stampede_core::records::{COUPON_COLUMNS, CouponRecord};
 use stampede_domain::coupon::{CouponStatus, UserCoupon};
 use stampede_domain::ids::{CouponId, TemplateId, UserId};
 use stampede_domain::time::to_ms;
@@ -26,8 +26,10 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 type Q = Query<'static, MySql, MySqlArguments>;
 
+#[cfg(test)]
+use stampede_core::records::COUPON_CLAIMED as CLAIMED;
 /// Kind of the event every stored claim records.
-const CLAIMED: &str = "coupon.claimed";
+use stampede_core::records::claimed_event;
 
 const OUTBOX_COLUMNS: &str = "event_id, kind, aggregate_id, payload, created_at_ms";
 
@@ -118,18 +120,6 @@ fn bind_event(q: Q, e: &OutboxEvent) -> Q {
         .bind(e.aggregate_id)
         .bind(e.payload.as_str())
         .bind(e.created_at_ms)
-}
-
-/// The `coupon.claimed` event of `c`. Its id derives from the coupon id, so a replayed claim
-/// cannot publish twice; its time is the claim's, so the row is the same whenever written.
-fn claimed_event(c: &UserCoupon) -> OutboxEvent {
-    OutboxEvent {
-        id: format!("{CLAIMED}:{}", c.id),
-        kind: CLAIMED.to_owned(),
-        aggregate_id: c.id.get(),
-        payload: claimed_event_payload(c),
-        created_at_ms: to_ms(c.claimed_at),
-    }
 }
 
 fn coupon_record(row: &MySqlRow) -> Result<CouponRecord, StoreError> {

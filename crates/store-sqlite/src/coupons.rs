@@ -14,7 +14,7 @@ use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{AssertSqlSafe, Row, Sqlite, SqliteConnection};
 use stampede_core::claim_ports::{ClaimRecord, ClaimState, CouponQuery, CouponStore, OutboxEvent};
 use stampede_core::ports::StoreError;
-use stampede_core::records::{COUPON_COLUMNS, CouponRecord, claimed_event_payload};
+use stampede_core::records::{COUPON_COLUMNS, CouponRecord};
 use stampede_domain::coupon::{CouponStatus, UserCoupon};
 use stampede_domain::ids::{CouponId, TemplateId, UserId};
 use stampede_domain::time::to_ms;
@@ -24,7 +24,7 @@ use std::sync::LazyLock;
 type Query = sqlx::query::Query<'static, Sqlite, SqliteArguments>;
 
 /// Kind of the event every stored claim records.
-const CLAIMED: &str = "coupon.claimed";
+use stampede_core::records::claimed_event;
 
 const OUTBOX_COLUMNS: &str = "event_id, kind, aggregate_id, payload, created_at_ms";
 
@@ -114,18 +114,6 @@ fn bind_event(q: Query, e: &OutboxEvent) -> Query {
         .bind(e.aggregate_id)
         .bind(e.payload.as_str())
         .bind(e.created_at_ms)
-}
-
-/// The `coupon.claimed` event of `c`. Its id derives from the coupon id, so a replayed claim
-/// cannot publish twice; its time is the claim's, so the row is the same whenever written.
-fn claimed_event(c: &UserCoupon) -> OutboxEvent {
-    OutboxEvent {
-        id: format!("{CLAIMED}:{}", c.id),
-        kind: CLAIMED.to_owned(),
-        aggregate_id: c.id.get(),
-        payload: claimed_event_payload(c),
-        created_at_ms: to_ms(c.claimed_at),
-    }
 }
 
 fn coupon_record(row: &SqliteRow) -> Result<CouponRecord, sqlx::Error> {
