@@ -19,7 +19,17 @@ use std::time::{Duration, Instant};
 
 const SECRET: &str = "crash-secret-crash-secret-crash-secret-0123456";
 
-fn start(config: &std::path::Path) -> (Child, String) {
+/// Kills the server when dropped, so a failing assertion never leaves it running.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(config: &std::path::Path) -> (Server, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_stampede"))
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(config)
@@ -41,7 +51,7 @@ fn start(config: &std::path::Path) -> (Child, String) {
         .and_then(|s| s.split_whitespace().next())
         .unwrap_or_else(|| panic!("no address in {first:?}"))
         .to_owned();
-    (child, format!("http://{addr}"))
+    (Server(child), format!("http://{addr}"))
 }
 
 fn token(tokens: &TokenService, role: Role, sub: &str, shop: Option<i64>) -> String {
@@ -155,8 +165,8 @@ async fn kill_9_mid_load_loses_no_acknowledged_claim() {
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    child.kill().unwrap_or_else(|e| panic!("kill -9: {e}"));
-    let _ = child.wait();
+    child.0.kill().unwrap_or_else(|e| panic!("kill -9: {e}"));
+    let _ = child.0.wait();
     for t in tasks {
         let _ = t.await;
     }
@@ -168,7 +178,7 @@ async fn kill_9_mid_load_loses_no_acknowledged_claim() {
         acked.len()
     );
 
-    let (mut child, base) = start(&config);
+    let (child, base) = start(&config);
     // Distributed: the restarted node's persister drains what the dead one left in the log.
     let deadline = Instant::now() + Duration::from_secs(30);
     // Every acknowledged claim is there (from MySQL, or still pending in Redis).
@@ -233,8 +243,7 @@ async fn kill_9_mid_load_loses_no_acknowledged_claim() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.status(), if stock > 0 { 201 } else { 409 });
-    child.kill().unwrap_or_else(|e| panic!("{e}"));
-    let _ = child.wait();
+    drop(child);
     if distributed {
         for d in &dbs {
             let _ = Command::new("mariadb")
