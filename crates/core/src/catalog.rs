@@ -1,6 +1,6 @@
-//! The template read path: local cache → system of record, with a bloom filter of existing
-//! ids in front so an unknown id costs no database query at all (and a false positive costs
-//! one, then sits in the negative cache). Concurrent misses on one id share a single load
+//! The template read path: local cache → shared cache (Redis, in distributed mode) → system
+//! of record, with a bloom filter of existing ids in front so an unknown id costs no database
+//! query at all (and a false positive costs one, then sits in the negative cache). Concurrent misses on one id share a single load
 //! (moka's `try_get_with` coalesces them); TTLs are jittered so entries loaded together do
 //! not expire together. Changes invalidate through `invalidate` (called on this node by the
 //! back-office, and on other nodes by the distributed invalidation channel).
@@ -59,8 +59,18 @@ impl Expiry<TemplateId, Entry> for Jittered {
     }
 }
 
+/// A cache shared by every node (second level, behind each node's local cache).
+#[async_trait::async_trait]
+pub trait SharedTemplateCache: Send + Sync + 'static {
+    async fn get(&self, id: TemplateId) -> Result<Option<Template>, StoreError>;
+    async fn put(&self, t: &Template) -> Result<(), StoreError>;
+    /// Drops the entry after a change, before other nodes are told to reload.
+    async fn evict(&self, id: TemplateId) -> Result<(), StoreError>;
+}
+
 pub struct Catalog {
     store: Arc<dyn TemplateStore>,
+    shared: Option<Arc<dyn SharedTemplateCache>>,
     cache: Cache<TemplateId, Entry>,
     bloom: AtomicBloomFilter,
     db_queries: AtomicU64,
@@ -79,10 +89,39 @@ impl Catalog {
             .expected_items(cfg.bloom_expected_items.max(1_000));
         Self {
             store,
+            shared: None,
             cache,
             bloom,
             db_queries: AtomicU64::new(0),
         }
+    }
+
+    /// Adds the shared second-level cache (distributed mode).
+    pub fn with_shared(mut self, shared: Arc<dyn SharedTemplateCache>) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// Shared cache → system of record (filling the shared cache). A shared cache that fails
+    /// is skipped: the database answers instead.
+    async fn load(&self, id: TemplateId) -> Result<Option<Arc<Template>>, StoreError> {
+        if let Some(shared) = &self.shared {
+            match shared.get(id).await {
+                Ok(Some(t)) => return Ok(Some(Arc::new(t))),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(template = %id, error = %e, "shared template cache unavailable")
+                }
+            }
+        }
+        self.db_queries.fetch_add(1, Ordering::Relaxed);
+        let found = self.store.get_template(id).await?;
+        if let (Some(shared), Some(t)) = (&self.shared, &found)
+            && let Err(e) = shared.put(t).await
+        {
+            tracing::warn!(template = %id, error = %e, "could not fill the shared template cache");
+        }
+        Ok(found.map(Arc::new))
     }
 
     /// Fills the bloom filter with every existing template id (at start).
@@ -108,10 +147,7 @@ impl Catalog {
             return Ok(None);
         }
         self.cache
-            .try_get_with(id, async {
-                self.db_queries.fetch_add(1, Ordering::Relaxed);
-                Ok::<_, StoreError>(self.store.get_template(id).await?.map(Arc::new))
-            })
+            .try_get_with(id, self.load(id))
             .await
             .map_err(|e| StoreError::Backend(e.to_string().into()))
     }
@@ -125,6 +161,17 @@ impl Catalog {
     /// A template changed: the next read loads it again.
     pub async fn invalidate(&self, id: TemplateId) {
         self.cache.invalidate(&id).await;
+    }
+
+    /// This node changed the template: drop it from the shared cache too (before other
+    /// nodes are told to reload), then locally.
+    pub async fn changed(&self, id: TemplateId) {
+        if let Some(shared) = &self.shared
+            && let Err(e) = shared.evict(id).await
+        {
+            tracing::warn!(template = %id, error = %e, "could not evict from the shared template cache; it expires by TTL");
+        }
+        self.invalidate(id).await;
     }
 
     /// Database reads this catalog made (for metrics and tests).

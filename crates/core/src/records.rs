@@ -10,7 +10,8 @@ use stampede_domain::template::{Kind, Scope, Source, Template, TemplateStatus};
 use stampede_domain::time::{from_ms, to_ms};
 
 /// One `templates` row. Times are epoch milliseconds; `goods_ids` is a comma-separated list.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Also the form a template takes in the shared (Redis) template cache.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TemplateRecord {
     pub id: i64,
     pub shop_id: i64,

@@ -65,10 +65,12 @@ mod invalidation;
 pub mod keys;
 mod persister;
 mod scripts;
+mod template_cache;
 
 pub use hot_state::RedisHotState;
 pub use invalidation::Invalidation;
 pub use persister::{LogBatch, Persister};
+pub use template_cache::RedisTemplateCache;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use stampede_core::ports::StoreError;

@@ -15,7 +15,7 @@ use stampede_core::ids::IdGenerator;
 use stampede_core::ports::TemplateStore;
 use stampede_domain::template::Template;
 use stampede_hot_memory::MemoryHotState;
-use stampede_hot_redis::{Invalidation, Persister, RedisHotState};
+use stampede_hot_redis::{Invalidation, Persister, RedisHotState, RedisTemplateCache};
 use stampede_workers::Job;
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,15 +112,22 @@ async fn distributed(settings: &Settings, services: &Services) -> anyhow::Result
         .claim_log
         .clone()
         .ok_or_else(|| anyhow::anyhow!("the MySQL store has no claim log"))?;
-    let catalog = Arc::new(Catalog::new(s.templates.clone(), &catalog_config(settings)));
+    let conn = stampede_hot_redis::connect(&r.url)
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to Redis at {}: {e}", r.url))?;
+    let shared = RedisTemplateCache::new(
+        conn.clone(),
+        &r.prefix,
+        Duration::from_secs(settings.engine.cache_ttl_secs.saturating_mul(5)),
+    );
+    let catalog = Arc::new(
+        Catalog::new(s.templates.clone(), &catalog_config(settings)).with_shared(Arc::new(shared)),
+    );
     let n = catalog
         .rebuild_bloom()
         .await
         .map_err(|e| anyhow::anyhow!("loading template ids: {e}"))?;
     tracing::info!(templates = n, "bloom filter of template ids built");
-    let conn = stampede_hot_redis::connect(&r.url)
-        .await
-        .map_err(|e| anyhow::anyhow!("connecting to Redis at {}: {e}", r.url))?;
     let hot: Arc<dyn HotState> = Arc::new(RedisHotState::from_manager(
         conn.clone(),
         &r.prefix,
@@ -190,7 +197,7 @@ impl TemplateObserver for LocalSync {
     }
 
     async fn changed(&self, t: &Template) {
-        self.catalog.invalidate(t.id).await;
+        self.catalog.changed(t.id).await;
         if let Err(e) = self.hot.template_changed(t).await {
             // The hot state reloads from the system of record on its next load; an active
             // one keeps its old stock/status until then, so say so loudly.

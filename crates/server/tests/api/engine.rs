@@ -691,3 +691,57 @@ async fn a_user_claiming_too_fast_is_rate_limited_alone() {
     // Nobody else is affected.
     assert_eq!(claim(&app, &id, &app.user_n(2)).await.0, 201);
 }
+
+/// Distributed mode: a template one node has read is served to the others from the shared
+/// (Redis) cache, without a database query; a change evicts it everywhere.
+#[tokio::test]
+async fn other_nodes_read_templates_from_the_shared_cache() {
+    if backend() == TestBackend::Sqlite {
+        return; // one process, no shared cache
+    }
+    let a = spawn_app().await;
+    let b = spawn_sibling(&a).await;
+    let id = id_of(&open_template(&a, 10, 1).await);
+    let path = format!("/api/v1/templates/{id}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let before_a = a.catalog.db_queries();
+    assert_eq!(a.get(&path, &a.user_n(1)).await.status(), 200);
+    assert_eq!(
+        a.catalog.db_queries() - before_a,
+        1,
+        "the first read anywhere goes to the database"
+    );
+    let before_b = b.catalog.db_queries();
+    loop {
+        // Wait until b's bloom filter heard of the template (broadcast on creation).
+        if b.get(&path, &b.user_n(1)).await.status() == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        b.catalog.db_queries() - before_b,
+        0,
+        "the second node reads from the shared cache"
+    );
+    // A restock on node a is visible on node b at once.
+    a.post(
+        &format!("{MERCHANT}/{id}/stock"),
+        &a.merchant(7),
+        &json!({"add": 5}),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (_, v) = read(b.get(&path, &b.user_n(1)).await).await;
+        if v["remaining_stock"] == 15 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node b never saw the restock: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
