@@ -66,11 +66,13 @@ pub mod keys;
 mod persister;
 mod scripts;
 mod template_cache;
+mod worker_lease;
 
 pub use hot_state::RedisHotState;
 pub use invalidation::Invalidation;
 pub use persister::{LogBatch, Persister};
 pub use template_cache::RedisTemplateCache;
+pub use worker_lease::{lease_worker_id, renew_worker_id};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use stampede_core::ports::StoreError;

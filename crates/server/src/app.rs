@@ -92,6 +92,8 @@ pub struct Services {
     pub tokens: Arc<TokenService>,
     pub auth: Arc<AuthService>,
     pub backoffice: Arc<BackOffice>,
+    /// Distributed mode: the worker-id lease this node must keep renewing.
+    pub worker_lease: Option<crate::engine::WorkerLease>,
 }
 
 impl Services {
@@ -100,8 +102,12 @@ impl Services {
         let stores = storage::open(settings).await?;
         // Ids follow the machine's clock, not the business clock tests move by hand: a frozen
         // clock would run a millisecond's 4,096 ids dry.
+        let worker_lease = crate::engine::lease_worker(settings).await?;
+        let worker_id = worker_lease
+            .as_ref()
+            .map_or(settings.ids.worker_id, |l| l.id);
         let ids = Arc::new(IdGenerator::new(
-            settings.ids.worker_id,
+            worker_id,
             Arc::new(SystemClock),
             Duration::from_millis(settings.ids.max_clock_backwards_ms),
         )?);
@@ -129,6 +135,7 @@ impl Services {
             tokens,
             auth,
             backoffice,
+            worker_lease,
         })
     }
 }
@@ -148,7 +155,10 @@ impl Application {
             settings.engine.claim_rate_per_user,
             settings.engine.claim_burst_per_user,
         );
-        let engine = crate::engine::build(&settings, &services).await?;
+        let mut engine = crate::engine::build(&settings, &services).await?;
+        if let Some(lease) = services.worker_lease.clone() {
+            engine.background.push(lease.renewal());
+        }
         services.backoffice.set_observer(engine.observer.clone());
         let checks: Vec<Arc<dyn HealthCheck>> =
             vec![Arc::new(DatabaseCheck(services.stores.templates.clone()))];

@@ -280,3 +280,78 @@ impl Job for ShrinkLimiter {
         Ok(0)
     }
 }
+
+/// This node's snowflake worker id, leased in Redis (distributed mode).
+#[derive(Clone)]
+pub struct WorkerLease {
+    pub id: u16,
+    node: String,
+    prefix: String,
+    conn: redis::aio::ConnectionManager,
+}
+
+const WORKER_LEASE: Duration = Duration::from_secs(30);
+
+/// Leases a worker id in distributed mode (starting from `ids.worker_id`); `None` embedded,
+/// where the one process owns the configured id.
+pub async fn lease_worker(settings: &Settings) -> anyhow::Result<Option<WorkerLease>> {
+    if settings.storage.backend != Backend::Mysql {
+        return Ok(None);
+    }
+    let r = &settings.redis;
+    let conn = stampede_hot_redis::connect(&r.url)
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to Redis at {}: {e}", r.url))?;
+    let node = format!("node-{:016x}", rand::random::<u64>());
+    let id = stampede_hot_redis::lease_worker_id(
+        &conn,
+        &r.prefix,
+        &node,
+        settings.ids.worker_id,
+        WORKER_LEASE,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("leasing a snowflake worker id: {e}"))?;
+    tracing::info!(worker_id = id, node = %node, "leased snowflake worker id");
+    Ok(Some(WorkerLease {
+        id,
+        node,
+        prefix: r.prefix.clone(),
+        conn,
+    }))
+}
+
+impl WorkerLease {
+    /// Renews the lease every third of its time until shutdown; losing it is logged loudly
+    /// (another node may now mint the same ids) and retaken as soon as it is free again.
+    pub fn renewal(self) -> Background {
+        Box::new(move |token: CancellationToken| -> BoxFuture<'static, ()> {
+            Box::pin(async move {
+                loop {
+                    tokio::select! {
+                        () = token.cancelled() => break,
+                        () = tokio::time::sleep(WORKER_LEASE / 3) => {}
+                    }
+                    match stampede_hot_redis::renew_worker_id(
+                        &self.conn,
+                        &self.prefix,
+                        &self.node,
+                        self.id,
+                        WORKER_LEASE,
+                    )
+                    .await
+                    {
+                        Ok(true) => {}
+                        Ok(false) => tracing::error!(
+                            worker_id = self.id,
+                            "lost the snowflake worker-id lease to another node"
+                        ),
+                        Err(e) => {
+                            tracing::warn!(worker_id = self.id, error = %e, "could not renew the worker-id lease")
+                        }
+                    }
+                }
+            })
+        })
+    }
+}

@@ -97,10 +97,9 @@ pub async fn spawn_app_with(workers: bool) -> TestApp {
 /// A second instance over the same storage as `app` (a restart, or another node).
 pub async fn spawn_sibling(app: &TestApp) -> TestApp {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let mut settings = app.settings.clone();
-    // Live nodes must never share a snowflake worker id (they would mint the same ids).
-    static NEXT_WORKER: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
-    settings.ids.worker_id = NEXT_WORKER.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 1024;
+    let settings = app.settings.clone();
+    // Same configured worker id on purpose: in distributed mode each node leases its own in
+    // Redis (the three-node race checks the ids stay unique); embedded siblings are restarts.
     // The sibling must not drop the shared databases when it goes away.
     spawn_app_from(dir, settings, Vec::new()).await
 }
