@@ -12,46 +12,18 @@ use stampede_core::clock::SystemClock;
 use stampede_domain::auth::{Principal, Role};
 use stampede_domain::ids::ShopId;
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+
 const SECRET: &str = "crash-secret-crash-secret-crash-secret-0123456";
 
-/// Kills the server when dropped, so a failing assertion never leaves it running.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(config: &std::path::Path) -> (Server, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(config)
-        .env("STAMPEDE_LOG__LEVEL", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn: {e}"));
-    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-    let mut reader = BufReader::new(stdout);
-    let mut first = String::new();
-    reader
-        .read_line(&mut first)
-        .unwrap_or_else(|e| panic!("{e}"));
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    let addr = first
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {first:?}"))
-        .to_owned();
-    (Server(child), format!("http://{addr}"))
+fn start(config: &std::path::Path) -> (common::Server, String) {
+    let server = common::serve(config);
+    let base = server.base.clone();
+    (server, base)
 }
 
 fn token(tokens: &TokenService, role: Role, sub: &str, shop: Option<i64>) -> String {
@@ -165,8 +137,11 @@ async fn kill_9_mid_load_loses_no_acknowledged_claim() {
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    child.0.kill().unwrap_or_else(|e| panic!("kill -9: {e}"));
-    let _ = child.0.wait();
+    child
+        .child
+        .kill()
+        .unwrap_or_else(|e| panic!("kill -9: {e}"));
+    let _ = child.child.wait();
     for t in tasks {
         let _ = t.await;
     }

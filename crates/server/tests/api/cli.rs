@@ -2,8 +2,7 @@
 
 use crate::helpers::*;
 use serde_json::json;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 fn run(mut c: Command, args: &[&str]) -> (bool, String, String) {
     let out = c
@@ -122,35 +121,15 @@ async fn migrate_is_repeatable() {
 #[tokio::test]
 async fn serve_prints_its_address_and_stops_on_sigterm() {
     let app = spawn_app().await;
-    let mut child = stampede_sub(&app, "serve")
-        .args(["--listen", "127.0.0.1:0"])
-        .env("STAMPEDE_LOG__LEVEL", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn: {e}"));
-    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-    let mut reader = BufReader::new(stdout);
-    let mut first = String::new();
-    reader
-        .read_line(&mut first)
-        .unwrap_or_else(|e| panic!("{e}"));
-    // Keep draining stdout like a supervisor would.
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    let addr = first
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {first:?}"))
-        .to_owned();
+    let mut server = crate::common::serve(&app.config_file);
     let r = app
         .client
-        .get(format!("http://{addr}/healthz"))
+        .get(format!("{}/healthz", server.base))
         .send()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.status(), 200);
-    let pid = child.id().to_string();
+    let pid = server.child.id().to_string();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -159,7 +138,7 @@ async fn serve_prints_its_address_and_stops_on_sigterm() {
     );
     let started = std::time::Instant::now();
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
+        if let Some(s) = server.child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
             break s;
         }
         assert!(

@@ -5,6 +5,8 @@
 mod auth;
 mod bad_input;
 mod cli;
+#[path = "../common/mod.rs"]
+mod common;
 mod engine;
 mod helpers;
 mod manage;
