@@ -70,6 +70,27 @@ enum Command {
         #[command(subcommand)]
         command: AccountCommand,
     },
+    /// Generate test data files.
+    Gen {
+        #[command(subcommand)]
+        command: GenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum GenCommand {
+    /// A distribution file: a `user_id` header, then one user id per row.
+    Users {
+        #[arg(long)]
+        rows: u64,
+        #[arg(long, value_enum)]
+        format: crate::datagen::Format,
+        #[arg(long)]
+        out: PathBuf,
+        /// The first user id; rows count up from it.
+        #[arg(long, default_value_t = 1)]
+        first_id: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -194,6 +215,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .mint(&principal, ttl)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{token}");
+            Ok(())
+        }
+        Command::Gen {
+            command:
+                GenCommand::Users {
+                    rows,
+                    format,
+                    out,
+                    first_id,
+                },
+        } => {
+            crate::datagen::users(rows, first_id, format, &out)?;
+            println!("{}", out.display());
             Ok(())
         }
         Command::Account {

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod datagen;
 pub mod engine;
 pub mod storage;
 pub mod telemetry;

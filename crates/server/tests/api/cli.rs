@@ -149,3 +149,53 @@ async fn serve_prints_its_address_and_stops_on_sigterm() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn gen_users_writes_csv_and_xlsx_files() {
+    use calamine::{DataType, Reader, open_workbook_auto};
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let csv = dir.path().join("users.csv");
+    let xlsx = dir.path().join("users.xlsx");
+    let generate = |format: &str, out: &std::path::Path| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_stampede"));
+        c.args([
+            "gen",
+            "users",
+            "--rows",
+            "1000",
+            "--first-id",
+            "42",
+            "--format",
+            format,
+            "--out",
+        ])
+        .arg(out);
+        run(c, &[])
+    };
+    let (ok, _, err) = generate("csv", &csv);
+    assert!(ok, "{err}");
+    let text = std::fs::read_to_string(&csv).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1001);
+    assert_eq!((lines[0], lines[1], lines[1000]), ("user_id", "42", "1041"));
+
+    let (ok, _, err) = generate("xlsx", &xlsx);
+    assert!(ok, "{err}");
+    let mut wb = open_workbook_auto(&xlsx).unwrap_or_else(|e| panic!("{e}"));
+    let sheet = wb
+        .worksheet_range_at(0)
+        .unwrap_or_else(|| panic!("no sheet"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(sheet.height(), 1001);
+    assert_eq!(
+        sheet.get((0, 0)).map(|c| c.to_string()),
+        Some("user_id".to_owned())
+    );
+    assert_eq!(sheet.get((1000, 0)).and_then(|c| c.as_f64()), Some(1041.0));
+
+    let mut c = Command::new(env!("CARGO_BIN_EXE_stampede"));
+    c.args(["gen", "users", "--rows", "0", "--format", "csv", "--out"])
+        .arg(dir.path().join("none.csv"));
+    let (ok, _, err) = run(c, &[]);
+    assert!(!ok && err.contains("at least 1"), "{err}");
+}
