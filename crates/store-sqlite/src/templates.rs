@@ -188,6 +188,15 @@ fn bind_args<'q>(
     q
 }
 
+/// Stored ids back into typed ids (a non-positive one is corrupt data).
+fn to_template_ids(raw: Vec<i64>) -> Result<Vec<TemplateId>, StoreError> {
+    raw.into_iter()
+        .map(|id| {
+            TemplateId::new(id).ok_or_else(|| StoreError::Corrupt(format!("template id {id}")))
+        })
+        .collect()
+}
+
 #[async_trait]
 impl TemplateStore for SqliteStore {
     async fn create_template(
@@ -403,12 +412,7 @@ impl TemplateStore for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(db)?;
-        ids.into_iter()
-            .map(|raw| {
-                TemplateId::new(raw)
-                    .ok_or_else(|| StoreError::Corrupt(format!("template id {raw}")))
-            })
-            .collect()
+        to_template_ids(ids)
     }
 
     async fn purge_idempotency_keys(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
@@ -432,12 +436,7 @@ impl TemplateStore for SqliteStore {
                 .fetch_all(&self.reader)
                 .await
                 .map_err(db)?;
-        ids.into_iter()
-            .map(|raw| {
-                TemplateId::new(raw)
-                    .ok_or_else(|| StoreError::Corrupt(format!("template id {raw}")))
-            })
-            .collect()
+        to_template_ids(ids)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
