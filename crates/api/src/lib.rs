@@ -34,7 +34,8 @@ pub struct HttpLimits {
 
 /// The routes and their OpenAPI document.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    use routes::{auth, engine, ops, templates};
+    use routes::{auth, distributions, engine, ops, templates};
+    use utoipa_axum::router::UtoipaMethodRouterExt;
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
@@ -51,6 +52,13 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(templates::add_stock))
         .routes(routes!(templates::terminate))
         .routes(routes!(templates::audit))
+        // The upload enforces its own (much larger) limit while it streams.
+        .routes(
+            routes!(distributions::upload, distributions::list).layer(DefaultBodyLimit::disable()),
+        )
+        .routes(routes!(distributions::get))
+        .routes(routes!(distributions::cancel))
+        .routes(routes!(distributions::failures))
         .routes(routes!(engine::get_template))
         .routes(routes!(engine::claim))
         .routes(routes!(engine::my_coupons))

@@ -18,6 +18,7 @@ use utoipa::{Modify, OpenApi};
     tags(
         (name = "auth", description = "Login, token refresh, logout, accounts"),
         (name = "back-office", description = "Coupon templates for merchants (own shop) and admins (any shop)"),
+        (name = "distribution", description = "Bulk push of a template's coupons to the users of an uploaded file"),
         (name = "engine", description = "Shoppers: template view, claims, my coupons"),
         (name = "operations", description = "Health, readiness, metrics"),
     )

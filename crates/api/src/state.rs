@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use stampede_core::auth::AuthService;
 use stampede_core::backoffice::BackOffice;
 use stampede_core::claims::Claims;
+use stampede_core::distributions::Distributions;
 use std::sync::Arc;
 
 /// One dependency `/readyz` asks about.
@@ -18,6 +19,8 @@ pub struct AppState {
     pub backoffice: Arc<BackOffice>,
     pub auth: Arc<AuthService>,
     pub claims: Arc<Claims>,
+    pub distributions: Arc<Distributions>,
+    pub uploads: crate::routes::distributions::UploadConfig,
     pub claim_limiter: crate::flow::ClaimLimiter,
     pub checks: Arc<Vec<Arc<dyn HealthCheck>>>,
     /// Renders the Prometheus exposition of this process's metrics.

@@ -6,7 +6,7 @@ use crate::ports::StoreError;
 use async_trait::async_trait;
 use jiff::Timestamp;
 use stampede_domain::coupon::{ClaimRefusal, CouponStatus, UserCoupon};
-use stampede_domain::ids::{CouponId, TemplateId, UserId};
+use stampede_domain::ids::{CouponId, DistributionId, TemplateId, UserId};
 use stampede_domain::template::Template;
 
 /// A coupon to store, with the `Idempotency-Key` of the claim that made it (if any).
@@ -102,6 +102,29 @@ pub enum ClaimOutcome {
     Refused(ClaimRefusal),
 }
 
+/// One distribution batch to reserve coupons for.
+#[derive(Debug, Clone, Copy)]
+pub struct Reservation<'a> {
+    pub task: DistributionId,
+    /// The batch's first data row: with `task`, the batch's identity.
+    pub first_row: u64,
+    /// The valid user ids of the batch in file order (repeats allowed).
+    pub users: &'a [UserId],
+    /// Only give back an answer stored by an earlier attempt; never reserve anew (a canceled
+    /// task finishing the batch it was in the middle of).
+    pub replay_only: bool,
+}
+
+/// The hot state's answer for one user of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowReservation {
+    /// One coupon reserved: the user's `seq`-th of the template.
+    Reserved {
+        seq: u32,
+    },
+    Refused(ClaimRefusal),
+}
+
 #[async_trait]
 pub trait HotState: Send + Sync + 'static {
     /// Claims one coupon of `t` for `coupon.user_id`, deciding status, window, stock, the
@@ -126,4 +149,37 @@ pub trait HotState: Send + Sync + 'static {
 
     /// Coupons of `user` acknowledged but perhaps not yet in the system of record.
     async fn pending_coupons(&self, user: UserId) -> Result<Vec<UserCoupon>, StoreError>;
+
+    /// Reserves one coupon of `t` for each user of a distribution batch, atomically with
+    /// respect to claims: status (`terminated`; `ended` or `claim_end` passed — `claim_start`
+    /// does not apply to distributions), the per-user limit, then stock, in file order; once
+    /// stock runs out the rest are `SoldOut`. A hot state that outlives the process (Redis)
+    /// stores the answer under `(task, first_row)` and gives the same answer again, so a
+    /// resumed batch reserves nothing twice. `None` only with `replay_only` and no stored
+    /// answer.
+    async fn reserve_batch(
+        &self,
+        t: &Template,
+        r: &Reservation<'_>,
+        now: Timestamp,
+    ) -> Result<Option<Vec<RowReservation>>, StoreError>;
+
+    /// The batch's commit failed. A hot state rebuilt from the system of record (in-process)
+    /// gives the reservation back now; one that stored it (Redis) keeps it for the retry.
+    async fn abandon_batch(
+        &self,
+        t: &Template,
+        r: &Reservation<'_>,
+        answer: &[RowReservation],
+    ) -> Result<(), StoreError>;
+
+    /// `n` coupons reserved for batch `(task, first_row)` were refused by the system of
+    /// record: their stock goes back (once per batch, however often this is called).
+    async fn return_stock(
+        &self,
+        t: &Template,
+        task: DistributionId,
+        first_row: u64,
+        n: u64,
+    ) -> Result<(), StoreError>;
 }

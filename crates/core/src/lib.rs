@@ -14,6 +14,8 @@ pub mod catalog;
 pub mod claim_ports;
 pub mod claims;
 pub mod clock;
+pub mod distribution_ports;
+pub mod distributions;
 pub mod error;
 pub mod ids;
 pub mod ports;

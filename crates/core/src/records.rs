@@ -293,3 +293,171 @@ mod tests {
         assert_eq!(like_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
     }
 }
+
+/// One `distributions` row. Times are epoch milliseconds (`0` lease = free).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DistributionRecord {
+    pub id: i64,
+    pub template_id: i64,
+    pub shop_id: i64,
+    pub name: String,
+    pub status: String,
+    pub send_at_ms: i64,
+    pub total_rows: i64,
+    pub processed_rows: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub created_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    pub notify_url: Option<String>,
+    pub failure_reason: Option<String>,
+    pub cancel_requested: bool,
+    pub file_format: String,
+    pub file_size: i64,
+    pub batch_size: i64,
+    pub created_by: String,
+    pub idem_key: Option<String>,
+    pub request_hash: Option<String>,
+    pub lease_owner: Option<String>,
+    pub lease_until_ms: i64,
+    pub notify_state: String,
+    pub notify_attempts: i64,
+    pub notify_next_at_ms: i64,
+}
+
+/// The column list in the order `DistributionRecord` is bound and read.
+pub const DISTRIBUTION_COLUMNS: &str = "id, template_id, shop_id, name, status, send_at_ms, \
+     total_rows, processed_rows, succeeded, failed, created_at_ms, started_at_ms, finished_at_ms, \
+     notify_url, failure_reason, cancel_requested, file_format, file_size, batch_size, created_by, \
+     idem_key, request_hash, lease_owner, lease_until_ms, notify_state, notify_attempts, \
+     notify_next_at_ms";
+
+fn count(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl DistributionRecord {
+    pub fn from_task(t: &stampede_domain::distribution::DistributionTask) -> Self {
+        Self {
+            id: t.id.get(),
+            template_id: t.template_id.get(),
+            shop_id: t.shop_id.get(),
+            name: t.name.clone(),
+            status: t.status.as_str().to_owned(),
+            send_at_ms: to_ms(t.send_at),
+            total_rows: count(t.total_rows),
+            processed_rows: count(t.processed_rows),
+            succeeded: count(t.succeeded),
+            failed: count(t.failed),
+            created_at_ms: to_ms(t.created_at),
+            started_at_ms: t.started_at.map(to_ms),
+            finished_at_ms: t.finished_at.map(to_ms),
+            notify_url: t.notify_url.clone(),
+            failure_reason: t.failure_reason.clone(),
+            cancel_requested: t.cancel_requested,
+            file_format: t.format.as_str().to_owned(),
+            file_size: count(t.file_size),
+            batch_size: i64::from(t.batch_size),
+            created_by: t.created_by.clone(),
+            idem_key: t.idempotency_key.clone(),
+            request_hash: t.request_hash.clone(),
+            lease_owner: t.lease_owner.clone(),
+            lease_until_ms: t.lease_until_ms,
+            notify_state: t.notify_state.as_str().to_owned(),
+            notify_attempts: i64::from(t.notify_attempts),
+            notify_next_at_ms: t.notify_next_at_ms,
+        }
+    }
+
+    pub fn into_task(self) -> Result<stampede_domain::distribution::DistributionTask, StoreError> {
+        use stampede_domain::distribution::{
+            DistributionStatus, DistributionTask, FileFormat, NotifyState,
+        };
+        use stampede_domain::ids::DistributionId;
+        let id = self.id;
+        let bad = |what: &str| StoreError::Corrupt(format!("distribution {id}: bad {what}"));
+        let unsigned = |v: i64, what: &str| u64::try_from(v).map_err(|_| bad(what));
+        let time = |v: i64, _what: &str| -> Result<jiff::Timestamp, StoreError> { Ok(from_ms(v)) };
+        Ok(DistributionTask {
+            id: DistributionId::new(id).ok_or_else(|| bad("id"))?,
+            template_id: TemplateId::new(self.template_id).ok_or_else(|| bad("template_id"))?,
+            shop_id: ShopId::from_stored(self.shop_id).ok_or_else(|| bad("shop_id"))?,
+            name: self.name,
+            status: DistributionStatus::parse(&self.status).ok_or_else(|| bad("status"))?,
+            send_at: time(self.send_at_ms, "send_at")?,
+            total_rows: unsigned(self.total_rows, "total_rows")?,
+            processed_rows: unsigned(self.processed_rows, "processed_rows")?,
+            succeeded: unsigned(self.succeeded, "succeeded")?,
+            failed: unsigned(self.failed, "failed")?,
+            created_at: time(self.created_at_ms, "created_at")?,
+            started_at: self
+                .started_at_ms
+                .map(|v| time(v, "started_at"))
+                .transpose()?,
+            finished_at: self
+                .finished_at_ms
+                .map(|v| time(v, "finished_at"))
+                .transpose()?,
+            notify_url: self.notify_url,
+            failure_reason: self.failure_reason,
+            cancel_requested: self.cancel_requested,
+            format: FileFormat::parse(&self.file_format).ok_or_else(|| bad("file_format"))?,
+            file_size: unsigned(self.file_size, "file_size")?,
+            batch_size: u32::try_from(self.batch_size)
+                .ok()
+                .filter(|b| *b > 0)
+                .ok_or_else(|| bad("batch_size"))?,
+            created_by: self.created_by,
+            idempotency_key: self.idem_key,
+            request_hash: self.request_hash,
+            lease_owner: self.lease_owner,
+            lease_until_ms: self.lease_until_ms,
+            notify_state: NotifyState::parse(&self.notify_state)
+                .ok_or_else(|| bad("notify_state"))?,
+            notify_attempts: u32::try_from(self.notify_attempts)
+                .map_err(|_| bad("notify_attempts"))?,
+            notify_next_at_ms: self.notify_next_at_ms,
+        })
+    }
+}
+
+/// The event kind written when a distribution reaches a final state.
+pub const DISTRIBUTION_COMPLETED: &str = "distribution.completed";
+
+/// The summary a finished task reports (outbox payload and `notify_url` body).
+pub fn distribution_summary(
+    t: &stampede_domain::distribution::DistributionTask,
+) -> serde_json::Value {
+    serde_json::json!({
+        "event": DISTRIBUTION_COMPLETED,
+        "distribution_id": t.id.to_string(),
+        "template_id": t.template_id.to_string(),
+        "shop_id": t.shop_id.to_string(),
+        "name": t.name,
+        "status": t.status.as_str(),
+        "total_rows": t.total_rows,
+        "processed_rows": t.processed_rows,
+        "succeeded": t.succeeded,
+        "failed": t.failed,
+        "failure_reason": t.failure_reason,
+        "finished_at": t.finished_at.map(|x| x.to_string()),
+    })
+}
+
+/// The outbox event recording that `t` reached a final state. Its id is derived from the task,
+/// so a finish that is retried cannot record it twice.
+pub fn distribution_completed_event(
+    t: &stampede_domain::distribution::DistributionTask,
+) -> crate::claim_ports::OutboxEvent {
+    crate::claim_ports::OutboxEvent {
+        id: format!("{DISTRIBUTION_COMPLETED}:{}", t.id),
+        kind: DISTRIBUTION_COMPLETED.to_owned(),
+        aggregate_id: t.id.get(),
+        payload: distribution_summary(t).to_string(),
+        created_at_ms: t
+            .finished_at
+            .map(to_ms)
+            .unwrap_or(t.created_at.as_millisecond()),
+    }
+}

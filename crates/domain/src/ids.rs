@@ -83,6 +83,10 @@ id_type!(
     /// A user's coupon (snowflake).
     CouponId
 );
+id_type!(
+    /// A distribution task (snowflake).
+    DistributionId
+);
 
 impl ShopId {
     /// The pseudo-shop that owns `source = platform` templates. Zero never names a real

@@ -4,12 +4,14 @@
 //!
 //! Layout: `ids` (snowflake ids and their wire format), `money` (minor-unit amounts),
 //! `validation` (field errors gathered all at once), `template` (the coupon template, its
-//! creation rules and its changes), `auth` (roles and the acting principal), `audit`,
+//! creation rules and its changes), `auth` (roles and the acting principal), `audit`, `distribution` (bulk-push tasks and
+//! their row outcomes),
 //! `error` (the stable error codes of the API contract).
 
 pub mod audit;
 pub mod auth;
 pub mod coupon;
+pub mod distribution;
 pub mod error;
 pub mod ids;
 pub mod money;

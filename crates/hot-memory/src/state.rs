@@ -3,10 +3,12 @@
 use crate::writer::{self, Pending, WriterStats};
 use async_trait::async_trait;
 use jiff::Timestamp;
-use stampede_core::claim_ports::{ClaimOutcome, ClaimRecord, CouponStore, HotState};
+use stampede_core::claim_ports::{
+    ClaimOutcome, ClaimRecord, CouponStore, HotState, Reservation, RowReservation,
+};
 use stampede_core::ports::{StoreError, TemplateStore};
 use stampede_domain::coupon::{ClaimRefusal, UserCoupon, check_window};
-use stampede_domain::ids::{TemplateId, UserId};
+use stampede_domain::ids::{DistributionId, TemplateId, UserId};
 use stampede_domain::template::{Template, TemplateStatus};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
@@ -317,5 +319,90 @@ impl HotState for MemoryHotState {
     async fn pending_coupons(&self, _user: UserId) -> Result<Vec<UserCoupon>, StoreError> {
         // Every acknowledged claim is already committed: nothing is ever pending here.
         Ok(Vec::new())
+    }
+
+    async fn reserve_batch(
+        &self,
+        t: &Template,
+        r: &Reservation<'_>,
+        now: Timestamp,
+    ) -> Result<Option<Vec<RowReservation>>, StoreError> {
+        // Nothing outlives the process here: a batch whose commit did not land was never
+        // reserved as far as the rebuilt state knows, so there is nothing to replay.
+        if r.replay_only {
+            return Ok(None);
+        }
+        let Some(hot) = self.hot(t.id).await? else {
+            return Ok(Some(vec![
+                RowReservation::Refused(ClaimRefusal::Ended);
+                r.users.len()
+            ]));
+        };
+        let refusal = match status_of(hot.status.load(Ordering::Acquire)) {
+            TemplateStatus::Terminated => Some(ClaimRefusal::Terminated),
+            TemplateStatus::Ended => Some(ClaimRefusal::Ended),
+            TemplateStatus::Active if now >= t.claim_end => Some(ClaimRefusal::Ended),
+            TemplateStatus::Active => None,
+        };
+        if let Some(refusal) = refusal {
+            return Ok(Some(vec![RowReservation::Refused(refusal); r.users.len()]));
+        }
+        let answer = r
+            .users
+            .iter()
+            .map(|&user| {
+                let seq = {
+                    let mut users = lock(&hot.users[shard(user)]);
+                    let n = users.entry(user).or_insert(0);
+                    if *n >= t.per_user_limit {
+                        return RowReservation::Refused(ClaimRefusal::LimitReached);
+                    }
+                    *n += 1;
+                    *n
+                };
+                if hot.stock.fetch_sub(1, Ordering::AcqRel) <= 0 {
+                    hot.stock.fetch_add(1, Ordering::AcqRel);
+                    hot.undo_user(user);
+                    return RowReservation::Refused(ClaimRefusal::SoldOut);
+                }
+                RowReservation::Reserved { seq }
+            })
+            .collect();
+        Ok(Some(answer))
+    }
+
+    async fn abandon_batch(
+        &self,
+        t: &Template,
+        r: &Reservation<'_>,
+        answer: &[RowReservation],
+    ) -> Result<(), StoreError> {
+        // The commit wrote nothing, and SQLite is what a restart rebuilds from: give every
+        // reservation back now so the retry (or a claim) can have it.
+        let Some(hot) = self.loaded(t.id) else {
+            return Ok(());
+        };
+        for (user, a) in r.users.iter().zip(answer) {
+            if let RowReservation::Reserved { .. } = a {
+                hot.stock.fetch_add(1, Ordering::AcqRel);
+                hot.undo_user(*user);
+            }
+        }
+        Ok(())
+    }
+
+    async fn return_stock(
+        &self,
+        t: &Template,
+        _task: DistributionId,
+        _first_row: u64,
+        n: u64,
+    ) -> Result<(), StoreError> {
+        // Called once per applied batch by its runner; the record's stock never took these.
+        if let Some(hot) = self.loaded(t.id) {
+            hot.stock
+                .fetch_add(i64::try_from(n).unwrap_or(i64::MAX), Ordering::AcqRel);
+        }
+        Ok(())
     }
 }

@@ -1,4 +1,5 @@
-//! [`RedisHotState`]: claims decided by one Lua script per claim (see the crate docs).
+//! [`RedisHotState`]: claims decided by one Lua script per claim, distribution batches by one
+//! script per batch (see the crate docs).
 
 use crate::keys::{self, TemplateKeys};
 use crate::{backend, backend_msg, codec, scripts};
@@ -6,10 +7,12 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use redis::Value;
 use redis::aio::ConnectionManager;
-use stampede_core::claim_ports::{ClaimOutcome, CouponStore, HotState};
+use stampede_core::claim_ports::{
+    ClaimOutcome, CouponStore, HotState, Reservation, RowReservation,
+};
 use stampede_core::ports::StoreError;
 use stampede_domain::coupon::{ClaimRefusal, UserCoupon};
-use stampede_domain::ids::UserId;
+use stampede_domain::ids::{DistributionId, UserId};
 use stampede_domain::template::Template;
 use stampede_domain::time::to_ms;
 use std::sync::Arc;
@@ -24,6 +27,11 @@ const LOAD_CHUNK: usize = 1_000;
 const PENDING_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How long the "changed while not loaded" marker lives: longer than any cached template.
 const CHANGED_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long a distribution batch's stored answer (and its return-stock guard) lives. It only
+/// has to outlive the retries of that batch: a runner that lost its lease is taken over
+/// within minutes, far below this, and a resumed runner checks the task's checkpoint before
+/// reserving anyway, so a batch already committed is not reserved again after the expiry.
+const DIST_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The distributed [`HotState`] on Redis.
 #[derive(Clone)]
@@ -91,6 +99,85 @@ fn parse_claim_reply(v: &Value) -> Result<Reply, StoreError> {
         )),
         _ => Err(bad_reply(v)),
     }
+}
+
+/// What `reserve.lua` answered.
+#[derive(Debug, PartialEq, Eq)]
+enum ReserveReply {
+    NotLoaded,
+    /// `replay_only` and no stored answer.
+    NothingStored,
+    /// The encoded answer; `replayed` when an earlier attempt stored it.
+    Answer {
+        raw: String,
+        replayed: bool,
+    },
+}
+
+fn bad_reserve_reply(v: &Value) -> StoreError {
+    StoreError::Corrupt(format!("unexpected reply from reserve.lua: {v:?}"))
+}
+
+fn parse_reserve_reply(v: &Value) -> Result<ReserveReply, StoreError> {
+    let Value::Array(items) = v else {
+        return Err(bad_reserve_reply(v));
+    };
+    let kind = items
+        .first()
+        .and_then(int)
+        .ok_or_else(|| bad_reserve_reply(v))?;
+    let answer = || {
+        items
+            .get(1)
+            .and_then(|s| redis::from_redis_value_ref::<String>(s).ok())
+            .ok_or_else(|| bad_reserve_reply(v))
+    };
+    match kind {
+        0 => Ok(ReserveReply::NotLoaded),
+        1 => Ok(ReserveReply::NothingStored),
+        2 => Ok(ReserveReply::Answer {
+            raw: answer()?,
+            replayed: true,
+        }),
+        3 => Ok(ReserveReply::Answer {
+            raw: answer()?,
+            replayed: false,
+        }),
+        _ => Err(bad_reserve_reply(v)),
+    }
+}
+
+/// Decodes a `reserve.lua` answer (one entry per user: seq, or the refusal code negated),
+/// which must have `users` entries.
+fn parse_answer(raw: &str, users: usize) -> Result<Vec<RowReservation>, StoreError> {
+    let corrupt = |what: &str| {
+        StoreError::Corrupt(format!(
+            "distribution answer {what} ({users} users): {raw:?}"
+        ))
+    };
+    let rows = if raw.is_empty() {
+        Vec::new()
+    } else {
+        raw.split(',')
+            .map(|e| {
+                let n: i64 = e.parse().map_err(|_| corrupt("has a bad entry"))?;
+                if n > 0 {
+                    u32::try_from(n)
+                        .map(|seq| RowReservation::Reserved { seq })
+                        .map_err(|_| corrupt("has a bad seq"))
+                } else {
+                    n.checked_neg()
+                        .and_then(ClaimRefusal::from_code)
+                        .map(RowReservation::Refused)
+                        .ok_or_else(|| corrupt("has an unknown refusal code"))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    if rows.len() != users {
+        return Err(corrupt("has the wrong number of entries"));
+    }
+    Ok(rows)
 }
 
 impl RedisHotState {
@@ -167,6 +254,35 @@ impl RedisHotState {
         let mut conn = self.conn.clone();
         let v: Value = inv.invoke_async(&mut conn).await.map_err(backend)?;
         parse_claim_reply(&v)
+    }
+
+    async fn run_reserve(
+        &self,
+        k: &TemplateKeys,
+        r: &Reservation<'_>,
+        now: Timestamp,
+    ) -> Result<ReserveReply, StoreError> {
+        let mut inv = scripts::RESERVE.prepare_invoke();
+        inv.key(&k.meta)
+            .key(&k.users)
+            .key(k.dist_answer(r.task, r.first_row))
+            .arg(to_ms(now))
+            .arg(if r.replay_only { "1" } else { "0" })
+            .arg(DIST_TTL.as_millis() as u64);
+        for refusal in [
+            ClaimRefusal::Ended,
+            ClaimRefusal::Terminated,
+            ClaimRefusal::SoldOut,
+            ClaimRefusal::LimitReached,
+        ] {
+            inv.arg(refusal.as_code());
+        }
+        for u in r.users {
+            inv.arg(u.get());
+        }
+        let mut conn = self.conn.clone();
+        let v: Value = inv.invoke_async(&mut conn).await.map_err(backend)?;
+        parse_reserve_reply(&v)
     }
 
     /// Loads `t` (see the crate docs, "Loading"). Ends without writing anything when another
@@ -349,6 +465,94 @@ impl HotState for RedisHotState {
         out.sort_by_key(|c| c.id);
         Ok(out)
     }
+
+    async fn reserve_batch(
+        &self,
+        t: &Template,
+        r: &Reservation<'_>,
+        now: Timestamp,
+    ) -> Result<Option<Vec<RowReservation>>, StoreError> {
+        let k = TemplateKeys::new(&self.prefix, t.id);
+        let mut reply = self.run_reserve(&k, r, now).await?;
+        if reply == ReserveReply::NotLoaded {
+            self.load(&k, t).await?;
+            reply = self.run_reserve(&k, r, now).await?;
+        }
+        match reply {
+            ReserveReply::NotLoaded => Err(backend_msg(format!(
+                "template {} is not loaded in Redis after loading it",
+                t.id
+            ))),
+            ReserveReply::NothingStored => Ok(None),
+            ReserveReply::Answer { raw, replayed } => {
+                let rows = parse_answer(&raw, r.users.len())?;
+                let reserved = rows
+                    .iter()
+                    .filter(|x| matches!(x, RowReservation::Reserved { .. }))
+                    .count();
+                tracing::trace!(
+                    template = %t.id,
+                    task = %r.task,
+                    first_row = r.first_row,
+                    users = rows.len(),
+                    reserved,
+                    replayed,
+                    "distribution batch reserved"
+                );
+                Ok(Some(rows))
+            }
+        }
+    }
+
+    /// Nothing to give back: `reserve.lua` stored the answer, and the retry of this batch
+    /// (same task and first row) replays it, reserving nothing twice. Giving the stock back
+    /// here would let claims take it while the stored answer still hands it to the retry.
+    async fn abandon_batch(
+        &self,
+        _t: &Template,
+        _r: &Reservation<'_>,
+        _answer: &[RowReservation],
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn return_stock(
+        &self,
+        t: &Template,
+        task: DistributionId,
+        first_row: u64,
+        n: u64,
+    ) -> Result<(), StoreError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let k = TemplateKeys::new(&self.prefix, t.id);
+        let mut conn = self.conn.clone();
+        let done: i64 = scripts::RETURN_STOCK
+            .key(&k.meta)
+            .key(k.dist_return(task, first_row))
+            .arg(n)
+            .arg(DIST_TTL.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        match done {
+            1 => {
+                tracing::trace!(template = %t.id, %task, first_row, n, "distribution stock returned");
+                Ok(())
+            }
+            0 => {
+                tracing::trace!(template = %t.id, %task, first_row, "distribution stock already returned");
+                Ok(())
+            }
+            // Not loaded: the next load reads the stock from the system of record, which
+            // never took these coupons off.
+            -1 => Ok(()),
+            other => Err(StoreError::Corrupt(format!(
+                "unexpected reply from return.lua: {other}"
+            ))),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -375,5 +579,68 @@ mod tests {
         ));
         assert!(parse_claim_reply(&Value::Nil).is_err());
         assert!(parse_claim_reply(&Value::Array(vec![Value::Int(9)])).is_err());
+    }
+
+    #[test]
+    fn parses_reserve_replies() {
+        let b = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        assert!(matches!(
+            parse_reserve_reply(&Value::Array(vec![Value::Int(0)])),
+            Ok(ReserveReply::NotLoaded)
+        ));
+        assert!(matches!(
+            parse_reserve_reply(&Value::Array(vec![Value::Int(1)])),
+            Ok(ReserveReply::NothingStored)
+        ));
+        assert!(matches!(
+            parse_reserve_reply(&Value::Array(vec![Value::Int(2), b("1,-4")])),
+            Ok(ReserveReply::Answer { raw, replayed: true }) if raw == "1,-4"
+        ));
+        assert!(matches!(
+            parse_reserve_reply(&Value::Array(vec![Value::Int(3), b("")])),
+            Ok(ReserveReply::Answer { raw, replayed: false }) if raw.is_empty()
+        ));
+        assert!(parse_reserve_reply(&Value::Array(vec![Value::Int(2)])).is_err());
+        assert!(parse_reserve_reply(&Value::Array(vec![Value::Int(4)])).is_err());
+        assert!(parse_reserve_reply(&Value::Nil).is_err());
+    }
+
+    #[test]
+    fn parses_answers() {
+        let code = |r: ClaimRefusal| -r.as_code();
+        let raw = format!(
+            "1,{},2,{},{},{}",
+            code(ClaimRefusal::LimitReached),
+            code(ClaimRefusal::SoldOut),
+            code(ClaimRefusal::Ended),
+            code(ClaimRefusal::Terminated)
+        );
+        assert!(matches!(
+            parse_answer(&raw, 6).as_deref(),
+            Ok([
+                RowReservation::Reserved { seq: 1 },
+                RowReservation::Refused(ClaimRefusal::LimitReached),
+                RowReservation::Reserved { seq: 2 },
+                RowReservation::Refused(ClaimRefusal::SoldOut),
+                RowReservation::Refused(ClaimRefusal::Ended),
+                RowReservation::Refused(ClaimRefusal::Terminated),
+            ])
+        ));
+        assert!(matches!(parse_answer("", 0).as_deref(), Ok([])));
+        for (bad, users) in [
+            ("1,2", 3),
+            ("", 1),
+            ("1,2", 1),
+            ("0", 1),
+            ("-99", 1),
+            ("x", 1),
+            ("1,,2", 3),
+            ("4294967296", 1),
+        ] {
+            assert!(
+                matches!(parse_answer(bad, users), Err(StoreError::Corrupt(_))),
+                "{bad:?}"
+            );
+        }
     }
 }

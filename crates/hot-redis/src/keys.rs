@@ -2,7 +2,7 @@
 //! hash tag `{tpl:<id>}` (so each script's keys live in one Redis Cluster slot), and a user's
 //! pending coupons live under `{user:<id>}`.
 
-use stampede_domain::ids::{TemplateId, UserId};
+use stampede_domain::ids::{DistributionId, TemplateId, UserId};
 
 /// Separator between a claim's idempotency key and its user id in the `:keys` hash (ASCII
 /// unit separator: never part of a valid `Idempotency-Key`, which is visible ASCII).
@@ -23,6 +23,8 @@ pub struct TemplateKeys {
     pub lease: String,
     /// String: `updated_at` (ms) of a change made while the template was not loaded.
     pub changed: String,
+    /// `P:{tpl:T}`, the start of the per-batch keys below.
+    base: String,
 }
 
 impl TemplateKeys {
@@ -35,7 +37,20 @@ impl TemplateKeys {
             log: format!("{base}:log"),
             lease: format!("{base}:lease"),
             changed: format!("{base}:changed"),
+            base,
         }
+    }
+
+    /// String: the stored answer of distribution batch `(task, first_row)` (see
+    /// `lua/reserve.lua`), so a retried batch gets the same reservation again.
+    pub fn dist_answer(&self, task: DistributionId, first_row: u64) -> String {
+        format!("{}:dist:{task}:{first_row}", self.base)
+    }
+
+    /// String: set once the stock refused by the system of record for batch
+    /// `(task, first_row)` went back (see `lua/return.lua`), so it goes back only once.
+    pub fn dist_return(&self, task: DistributionId, first_row: u64) -> String {
+        format!("{}:distret:{task}:{first_row}", self.base)
     }
 }
 
@@ -71,7 +86,21 @@ mod tests {
         let k = TemplateKeys::new("stampede", t);
         assert_eq!(k.meta, "stampede:{tpl:42}:meta");
         assert_eq!(k.log, "stampede:{tpl:42}:log");
-        for key in [&k.meta, &k.users, &k.keys, &k.log, &k.lease, &k.changed] {
+        let Some(task) = DistributionId::new(9) else {
+            panic!("9 is a valid id");
+        };
+        assert_eq!(k.dist_answer(task, 5_001), "stampede:{tpl:42}:dist:9:5001");
+        assert_eq!(k.dist_return(task, 1), "stampede:{tpl:42}:distret:9:1");
+        for key in [
+            &k.meta,
+            &k.users,
+            &k.keys,
+            &k.log,
+            &k.lease,
+            &k.changed,
+            &k.dist_answer(task, 1),
+            &k.dist_return(task, 1),
+        ] {
             assert!(key.contains("{tpl:42}"), "{key}");
         }
     }

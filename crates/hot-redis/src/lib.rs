@@ -6,7 +6,9 @@
 //!   distributed mode: per template, the stock, the status and claim window, every user's
 //!   coupon count, the claims' idempotency keys and the **claim log** (a Redis stream), all
 //!   under the hash tag `{tpl:<id>}` and changed by one Lua script per claim (`lua/claim.lua`);
-//!   plus each user's *pending* coupons (acknowledged, not yet in MySQL).
+//!   plus each user's *pending* coupons (acknowledged, not yet in MySQL). Distribution
+//!   batches reserve their coupons in the same keys, one script per batch
+//!   (`lua/reserve.lua`, see "Distributions" below).
 //! - [`Persister`], the background job that drains the claim logs into the system of record
 //!   exactly once (see its module for the crash analysis).
 //! - [`Invalidation`], the pub/sub channel that tells every node a template changed.
@@ -23,6 +25,8 @@
 //! | `P:{tpl:T}:log` | stream | the claim log: one entry per claimed coupon |
 //! | `P:{tpl:T}:lease` | string | node id of the persister draining `T`'s log (expires) |
 //! | `P:{tpl:T}:changed` | string | `updated_at` of a change made while `T` was not loaded |
+//! | `P:{tpl:T}:dist:D:R` | string | answer of distribution `D`'s batch starting at row `R` (expires) |
+//! | `P:{tpl:T}:distret:D:R` | string | set once that batch's refused stock went back (expires) |
 //! | `P:{user:U}:pending` | hash | coupon id → coupon, acknowledged but perhaps not persisted |
 //! | `P:claimlogs` | set | template ids that have a claim log (what persisters scan) |
 //! | `P:tpl-invalidate` | channel | template ids whose cached copies are stale |
@@ -39,6 +43,17 @@
 //! log is fully applied; it holds at the first load because nothing was claimed through Redis
 //! before. Once loaded, Redis is the authority for the template's stock until the hot state
 //! is lost, which the durability settings below rule out.
+//!
+//! # Distributions
+//!
+//! A distribution batch (≈5,000 users) reserves its coupons with one `reserve.lua` call:
+//! status and `claim_end` (not `claim_start`), each user's limit, then stock, in file order,
+//! atomically with claims since it moves the same `:meta` stock and `:users` counts. It writes
+//! no claim-log entry: the distribution runner inserts the coupons into the system of record
+//! itself. The answer is stored under the batch's `(task, first row)` and replayed to any
+//! later attempt, so a batch whose commit failed, or whose runner died, reserves nothing twice
+//! (which is why `abandon_batch` gives nothing back). Coupons the system of record refuses go
+//! back with `return.lua`, at most once per batch.
 //!
 //! # Durability (SPEC §5.5)
 //!

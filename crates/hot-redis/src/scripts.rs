@@ -14,3 +14,7 @@ pub static LEASE_ACQUIRE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/lease_acquire.lua")));
 pub static LEASE_RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/lease_release.lua")));
+pub static RESERVE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/reserve.lua")));
+pub static RETURN_STOCK: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/return.lua")));

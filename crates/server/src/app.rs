@@ -10,8 +10,12 @@ use stampede_api::{AppState, HealthCheck, HttpLimits};
 use stampede_core::auth::{AuthService, TokenService, random_token};
 use stampede_core::backoffice::BackOffice;
 use stampede_core::clock::{Clock, SystemClock};
+use stampede_core::distributions::Distributions;
 use stampede_core::ids::IdGenerator;
-use stampede_workers::{EndTemplates, PurgeIdempotencyKeys, Runner};
+use stampede_workers::{
+    DistributionRunner, EndTemplates, NotifyConfig, NotifyDistributions, PurgeIdempotencyKeys,
+    Runner, RunnerConfig,
+};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -28,6 +32,7 @@ pub struct Application {
     runner: Runner,
     settings: Settings,
     stores: Stores,
+    stop_jobs: CancellationToken,
 }
 
 /// The JWT secret: configured, or (embedded mode only) generated once into the data dir so
@@ -82,6 +87,20 @@ fn write_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
         }
         Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
     }
+}
+
+/// The completion-callback signing key: configured, or derived from the JWT secret (so a
+/// deployment has one without setup; configure it to hand merchants a key of its own).
+fn notify_secret(settings: &Settings) -> anyhow::Result<String> {
+    use sha2::Digest;
+    if let Some(s) = &settings.distribution.notify_secret {
+        return Ok(s.expose().to_owned());
+    }
+    let jwt = jwt_secret(settings)?;
+    let mut h = sha2::Sha256::new();
+    h.update(b"stampede-notify:");
+    h.update(&jwt);
+    Ok(hex::encode(h.finalize()))
 }
 
 /// The services every entry point (server, CLI) builds from settings.
@@ -160,12 +179,40 @@ impl Application {
             engine.background.push(lease.renewal());
         }
         services.backoffice.set_observer(engine.observer.clone());
+        // Embedded mode has one process per data dir, so a restart may keep its leases;
+        // distributed nodes get a fresh name per process.
+        let node = match settings.storage.backend {
+            Backend::Sqlite => "embedded".to_owned(),
+            Backend::Mysql => format!("node-{:016x}", rand::random::<u64>()),
+        };
+        let d = &settings.distribution;
+        let distributions = Arc::new(Distributions::new(
+            services.stores.distributions.clone(),
+            services.stores.templates.clone(),
+            services.ids.clone(),
+            clock.clone(),
+            d.batch_size,
+            node.clone(),
+        ));
+        let work_dir = settings.server.data_dir.join("distributions");
+        let limits = stampede_sheet::Limits {
+            max_rows: d.max_rows,
+            ..stampede_sheet::Limits::default()
+        };
+        let uploads = stampede_api::routes::distributions::UploadConfig {
+            upload_dir: work_dir.join("uploads"),
+            work_dir: work_dir.clone(),
+            max_bytes: d.max_upload_bytes,
+            limits: limits.clone(),
+        };
         let checks: Vec<Arc<dyn HealthCheck>> =
             vec![Arc::new(DatabaseCheck(services.stores.templates.clone()))];
         let state = AppState {
             backoffice: services.backoffice.clone(),
             auth: services.auth.clone(),
             claims: engine.claims.clone(),
+            distributions,
+            uploads,
             claim_limiter: limiter.clone(),
             checks: Arc::new(checks),
             metrics: crate::telemetry::metrics_renderer(&engine),
@@ -177,6 +224,9 @@ impl Application {
             },
         );
 
+        // Long job steps (a distribution task) watch this; it follows the shutdown token
+        // given to `run_until_stopped`.
+        let shutdown_token = CancellationToken::new();
         let mut runner = Runner::new();
         let w = &settings.workers;
         runner.register(Arc::new(EndTemplates {
@@ -191,6 +241,35 @@ impl Application {
                 i64::try_from(w.idempotency_retention_hours).unwrap_or(i64::MAX / 3600),
             ),
         }));
+
+        stampede_workers::distribution::clean_work_dir(&work_dir).await;
+        runner.register(Arc::new(DistributionRunner {
+            store: services.stores.distributions.clone(),
+            templates: services.stores.templates.clone(),
+            hot: engine.hot.clone(),
+            ids: services.ids.clone(),
+            clock: clock.clone(),
+            config: RunnerConfig {
+                owner: node,
+                work_dir,
+                lease: Duration::from_secs(d.lease_secs),
+                interval: Duration::from_millis(d.poll_interval_ms),
+                limits,
+            },
+            shutdown: shutdown_token.clone(),
+        }));
+        runner.register(Arc::new(NotifyDistributions::new(
+            services.stores.distributions.clone(),
+            clock.clone(),
+            NotifyConfig {
+                secret: notify_secret(&settings)?,
+                max_attempts: d.notify_max_attempts,
+                base_backoff: Duration::from_millis(d.notify_backoff_ms),
+                max_backoff: Duration::from_secs(d.notify_max_backoff_secs),
+                timeout: Duration::from_secs(d.notify_timeout_secs),
+                interval: Duration::from_millis(d.poll_interval_ms.max(100)),
+            },
+        )));
 
         let listener = TcpListener::bind(&settings.server.listen)
             .await
@@ -207,6 +286,7 @@ impl Application {
             runner,
             settings,
             stores: services.stores,
+            stop_jobs: shutdown_token,
         })
     }
 
@@ -235,6 +315,11 @@ impl Application {
     /// Serves until `shutdown` is cancelled, then drains with the configured deadline.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let tracker = TaskTracker::new();
+        let (stop_jobs, on_shutdown) = (self.stop_jobs.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            on_shutdown.cancelled().await;
+            stop_jobs.cancel();
+        });
         if self.settings.workers.enabled {
             self.runner.start(&shutdown, &tracker);
         }

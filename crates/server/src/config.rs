@@ -42,6 +42,7 @@ pub struct Settings {
     pub workers: WorkerSettings,
     pub engine: EngineSettings,
     pub redis: RedisSettings,
+    pub distribution: DistributionSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -272,6 +273,48 @@ impl Default for RedisSettings {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistributionSettings {
+    /// Largest accepted upload (bytes); 413 beyond, checked while the upload streams.
+    pub max_upload_bytes: u64,
+    /// Most data rows one file may hold.
+    pub max_rows: u64,
+    /// Rows per batch (one reservation, one commit, one checkpoint each).
+    pub batch_size: u32,
+    /// How long a runner's lease on a task lasts without a batch renewing it; a node that
+    /// dies mid-task is replaced after this.
+    pub lease_secs: u64,
+    /// How often each node looks for due tasks: a scheduled task starts within this of
+    /// its `send_at`.
+    pub poll_interval_ms: u64,
+    /// HMAC-SHA256 key of the completion callbacks (`X-Stampede-Signature`). Unset: derived
+    /// from `auth.jwt_secret` (or the generated embedded secret), with a warning at start.
+    pub notify_secret: Option<Secret>,
+    pub notify_max_attempts: u32,
+    /// First retry delay of a failed callback; doubles per attempt up to the maximum.
+    pub notify_backoff_ms: u64,
+    pub notify_max_backoff_secs: u64,
+    pub notify_timeout_secs: u64,
+}
+
+impl Default for DistributionSettings {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 256 * 1024 * 1024,
+            max_rows: 10_000_000,
+            batch_size: 5_000,
+            lease_secs: 30,
+            poll_interval_ms: 250,
+            notify_secret: None,
+            notify_max_attempts: 8,
+            notify_backoff_ms: 1_000,
+            notify_max_backoff_secs: 300,
+            notify_timeout_secs: 10,
+        }
+    }
+}
+
 /// Flags that override every other layer.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -376,6 +419,18 @@ impl Settings {
         if self.workers.idempotency_retention_hours < 24 {
             anyhow::bail!(
                 "workers.idempotency_retention_hours must be at least 24 (the API promises 24 h)"
+            );
+        }
+        let d = &self.distribution;
+        if !(1..=50_000).contains(&d.batch_size) {
+            anyhow::bail!("distribution.batch_size must be 1..=50000");
+        }
+        if d.max_upload_bytes < 1024 || d.max_rows == 0 {
+            anyhow::bail!("distribution.max_upload_bytes must be ≥ 1024 and max_rows ≥ 1");
+        }
+        if d.lease_secs == 0 || d.poll_interval_ms == 0 || d.notify_max_attempts == 0 {
+            anyhow::bail!(
+                "distribution.lease_secs, poll_interval_ms and notify_max_attempts must be positive"
             );
         }
         Ok(())

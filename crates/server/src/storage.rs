@@ -4,6 +4,7 @@ use crate::config::{Backend, Settings};
 use async_trait::async_trait;
 use stampede_api::HealthCheck;
 use stampede_core::claim_ports::{ClaimLogStore, CouponStore};
+use stampede_core::distribution_ports::DistributionStore;
 use stampede_core::ports::{AccountStore, TemplateStore};
 use stampede_store_mysql::{MysqlConfig, MysqlStore};
 use stampede_store_sqlite::{SqliteOptions, SqliteStore};
@@ -13,6 +14,7 @@ pub struct Stores {
     pub templates: Arc<dyn TemplateStore>,
     pub accounts: Arc<dyn AccountStore>,
     pub coupons: Arc<dyn CouponStore>,
+    pub distributions: Arc<dyn DistributionStore>,
     /// Distributed mode's claim-log bookkeeping (MySQL only).
     pub claim_log: Option<Arc<dyn ClaimLogStore>>,
     /// The MySQL store itself, when that is the backend (tests drop its databases).
@@ -37,7 +39,8 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Stores> {
             Ok(Stores {
                 templates: store.clone(),
                 accounts: store.clone(),
-                coupons: store,
+                coupons: store.clone(),
+                distributions: store,
                 claim_log: None,
                 mysql: None,
             })
@@ -57,6 +60,7 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Stores> {
                 templates: shared.clone(),
                 accounts: shared.clone(),
                 coupons: shared.clone(),
+                distributions: shared.clone(),
                 claim_log: Some(shared),
                 mysql: Some(store),
             })

@@ -24,14 +24,14 @@ use stampede_domain::ids::{CouponId, TemplateId, UserId};
 use stampede_domain::time::to_ms;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-type Q = Query<'static, MySql, MySqlArguments>;
+pub(crate) type Q = Query<'static, MySql, MySqlArguments>;
 
 #[cfg(test)]
 use stampede_core::records::COUPON_CLAIMED as CLAIMED;
 /// Kind of the event every stored claim records.
 use stampede_core::records::claimed_event;
 
-const OUTBOX_COLUMNS: &str = "event_id, kind, aggregate_id, payload, created_at_ms";
+pub(crate) const OUTBOX_COLUMNS: &str = "event_id, kind, aggregate_id, payload, created_at_ms";
 
 /// Rows per multi-row INSERT, largest first. Powers of four keep the statement texts per
 /// table few (each stays prepared in the connection's cache) while a batch's tail needs at
@@ -40,7 +40,7 @@ const OUTBOX_COLUMNS: &str = "event_id, kind, aggregate_id, payload, created_at_
 const CHUNK_ROWS: [usize; 5] = [256, 64, 16, 4, 1];
 
 /// Ids per `IN (…)` list when checking which coupons are stored.
-const LOOKUP_CHUNK: usize = 1_000;
+pub(crate) const LOOKUP_CHUNK: usize = 1_000;
 
 /// What a duplicate row (on any unique key) does to an insert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,15 +67,16 @@ fn multi_insert(verb: &str, table: &str, columns: &str, rows: usize) -> String {
 }
 
 /// Inserts `rows` into `table` in as few statements as the fixed sizes allow, binding each
-/// with `bind` (exactly `columns`, in order). Returns how many rows were inserted.
-async fn insert_rows<T>(
+/// with `bind` (exactly `columns`, in order). Returns how many rows were inserted; the driver's
+/// error is kept so callers can tell what failed.
+pub(crate) async fn insert_rows<T>(
     conn: &mut MySqlConnection,
     verb: &str,
     table: &str,
     columns: &str,
     rows: &[T],
     bind: impl Fn(Q, &T) -> Q,
-) -> Result<u64, StoreError> {
+) -> Result<u64, sqlx::Error> {
     let mut rest = rows;
     let mut inserted = 0;
     for size in CHUNK_ROWS {
@@ -89,7 +90,7 @@ async fn insert_rows<T>(
             for r in chunk {
                 q = bind(q, r);
             }
-            inserted += q.execute(&mut *conn).await.map_err(db_err)?.rows_affected();
+            inserted += q.execute(&mut *conn).await?.rows_affected();
             rest = tail;
         }
     }
@@ -97,7 +98,7 @@ async fn insert_rows<T>(
 }
 
 /// Binds a coupon in `COUPON_COLUMNS` order.
-fn bind_coupon(q: Q, r: &CouponRecord) -> Q {
+pub(crate) fn bind_coupon(q: Q, r: &CouponRecord) -> Q {
     q.bind(r.id)
         .bind(r.user_id)
         .bind(r.template_id)
@@ -114,7 +115,7 @@ fn bind_coupon(q: Q, r: &CouponRecord) -> Q {
 }
 
 /// Binds an event in `OUTBOX_COLUMNS` order.
-fn bind_event(q: Q, e: &OutboxEvent) -> Q {
+pub(crate) fn bind_event(q: Q, e: &OutboxEvent) -> Q {
     q.bind(e.id.as_str())
         .bind(e.kind.as_str())
         .bind(e.aggregate_id)
@@ -188,7 +189,9 @@ pub(crate) async fn write_coupons(
     let mut events: Vec<OutboxEvent> = claims.iter().map(|c| claimed_event(&c.coupon)).collect();
     let verb = duplicates.verb();
     let table = shard.coupons_table();
-    let inserted = insert_rows(conn, verb, &table, COUPON_COLUMNS, &coupons, bind_coupon).await?;
+    let inserted = insert_rows(conn, verb, &table, COUPON_COLUMNS, &coupons, bind_coupon)
+        .await
+        .map_err(db_err)?;
     if inserted < coupons.len() as u64 {
         // Some were skipped. One already stored (a replay) keeps its event, deduplicated by
         // id; one whose slot holds another coupon is not stored, so gets no event.
@@ -211,7 +214,8 @@ pub(crate) async fn write_coupons(
         &events,
         bind_event,
     )
-    .await?;
+    .await
+    .map_err(db_err)?;
     Ok(())
 }
 
@@ -303,7 +307,7 @@ impl MysqlStore {
         }));
         let keyed_sql = union(shards().map(|s| {
             format!(
-                "SELECT {COUPON_COLUMNS} FROM {} WHERE template_id = ? AND claim_key IS NOT NULL",
+                "SELECT {COUPON_COLUMNS} FROM {} WHERE template_id = ? AND claim_key IS NOT NULL AND origin = 'claim'",
                 s.coupons_table()
             )
         }));

@@ -1,13 +1,16 @@
-//! The template directory: template id → shop id, kept in `databases[0]`, so that a lookup
-//! by id goes straight to the owning shard instead of asking all of them.
+//! The directories: template id → shop id (`template_directory`) and distribution id → shop id
+//! (`distribution_directory`), kept in `databases[0]`, so that a lookup by id goes straight to
+//! the owning shard instead of asking all of them.
 //!
-//! A template never changes shop, so answers are cached in a small bounded map.
+//! Neither a template nor a task ever changes shop, so answers are cached in small bounded
+//! maps (one per directory: the two id spaces are separate).
 
 use crate::MysqlStore;
 use crate::error::{col, db_err};
 use crate::router::Shard;
+use sqlx::AssertSqlSafe;
 use stampede_core::ports::StoreError;
-use stampede_domain::ids::{ShopId, TemplateId};
+use stampede_domain::ids::{DistributionId, ShopId, TemplateId};
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
@@ -45,64 +48,147 @@ impl DirectoryCache {
     }
 }
 
+/// Which directory: its table, its id column and its cache.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Template,
+    Distribution,
+}
+
+impl Kind {
+    fn what(self) -> &'static str {
+        match self {
+            Kind::Template => "template",
+            Kind::Distribution => "distribution",
+        }
+    }
+
+    fn table(self) -> &'static str {
+        match self {
+            Kind::Template => "template_directory",
+            Kind::Distribution => "distribution_directory",
+        }
+    }
+
+    fn id_column(self) -> &'static str {
+        match self {
+            Kind::Template => "template_id",
+            Kind::Distribution => "distribution_id",
+        }
+    }
+}
+
 impl MysqlStore {
-    /// Records where template `id` will live. `INSERT IGNORE` makes a retry harmless; an id
-    /// already filed under another shop is refused, since routing would then be ambiguous.
-    pub(crate) async fn file_template(
-        &self,
-        id: TemplateId,
-        shop: ShopId,
-    ) -> Result<(), StoreError> {
-        let inserted = sqlx::query(
-            "INSERT IGNORE INTO template_directory (template_id, shop_id) VALUES (?, ?)",
-        )
-        .bind(id.get())
-        .bind(shop.get())
-        .execute(self.global())
-        .await
-        .map_err(db_err)?;
-        if inserted.rows_affected() == 0 && self.shop_of(id).await? != Some(shop.get()) {
+    fn cache(&self, kind: Kind) -> &DirectoryCache {
+        match kind {
+            Kind::Template => &self.inner.directory,
+            Kind::Distribution => &self.inner.distribution_directory,
+        }
+    }
+
+    /// Records where `id` will live. `INSERT IGNORE` makes a retry harmless; an id already
+    /// filed under another shop is refused, since routing would then be ambiguous.
+    async fn file(&self, kind: Kind, id: i64, shop: i64) -> Result<(), StoreError> {
+        // Only fixed table and column names are interpolated.
+        let sql = format!(
+            "INSERT IGNORE INTO {} ({}, shop_id) VALUES (?, ?)",
+            kind.table(),
+            kind.id_column()
+        );
+        let inserted = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .bind(shop)
+            .execute(self.global())
+            .await
+            .map_err(db_err)?;
+        if inserted.rows_affected() == 0 && self.shop_of(kind, id).await? != Some(shop) {
             return Err(StoreError::Duplicate(format!(
-                "template id {id} is filed under another shop"
+                "{} id {id} is filed under another shop",
+                kind.what()
             )));
         }
-        self.inner.directory.put(id.get(), shop.get());
+        self.cache(kind).put(id, shop);
         Ok(())
     }
 
-    /// Removes the directory row of a template that was never written. Best effort: a row
-    /// left behind only makes get-by-id look in a shard and find nothing.
-    pub(crate) async fn unfile_template(&self, id: TemplateId) {
-        self.inner.directory.remove(id.get());
-        let deleted = sqlx::query("DELETE FROM template_directory WHERE template_id = ?")
-            .bind(id.get())
+    /// Removes the directory row of an id that was never written. Best effort: a row left
+    /// behind only makes get-by-id look in a shard and find nothing.
+    async fn unfile(&self, kind: Kind, id: i64) {
+        self.cache(kind).remove(id);
+        let sql = format!(
+            "DELETE FROM {} WHERE {} = ?",
+            kind.table(),
+            kind.id_column()
+        );
+        let deleted = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
             .execute(self.global())
             .await;
         if let Err(e) = deleted {
-            tracing::warn!(template = %id, error = %e, "could not remove an unused directory row");
+            tracing::warn!(kind = kind.what(), id, error = %e, "could not remove an unused directory row");
         }
     }
 
-    /// The shop template `id` is filed under, if any.
-    async fn shop_of(&self, id: TemplateId) -> Result<Option<i64>, StoreError> {
-        if let Some(shop) = self.inner.directory.get(id.get()) {
+    /// The shop `id` is filed under, if any.
+    async fn shop_of(&self, kind: Kind, id: i64) -> Result<Option<i64>, StoreError> {
+        if let Some(shop) = self.cache(kind).get(id) {
             return Ok(Some(shop));
         }
-        let row = sqlx::query("SELECT shop_id FROM template_directory WHERE template_id = ?")
-            .bind(id.get())
+        let sql = format!(
+            "SELECT shop_id FROM {} WHERE {} = ?",
+            kind.table(),
+            kind.id_column()
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
             .fetch_optional(self.global())
             .await
             .map_err(db_err)?;
         let Some(row) = row else { return Ok(None) };
         let shop: i64 = col(&row, "shop_id")?;
-        self.inner.directory.put(id.get(), shop);
+        self.cache(kind).put(id, shop);
         Ok(Some(shop))
+    }
+
+    pub(crate) async fn file_template(
+        &self,
+        id: TemplateId,
+        shop: ShopId,
+    ) -> Result<(), StoreError> {
+        self.file(Kind::Template, id.get(), shop.get()).await
+    }
+
+    pub(crate) async fn unfile_template(&self, id: TemplateId) {
+        self.unfile(Kind::Template, id.get()).await;
     }
 
     /// The shard holding template `id`, if the directory knows it.
     pub(crate) async fn shard_of(&self, id: TemplateId) -> Result<Option<Shard>, StoreError> {
         Ok(self
-            .shop_of(id)
+            .shop_of(Kind::Template, id.get())
+            .await?
+            .map(|shop| self.router().route(shop)))
+    }
+
+    pub(crate) async fn file_distribution(
+        &self,
+        id: DistributionId,
+        shop: ShopId,
+    ) -> Result<(), StoreError> {
+        self.file(Kind::Distribution, id.get(), shop.get()).await
+    }
+
+    pub(crate) async fn unfile_distribution(&self, id: DistributionId) {
+        self.unfile(Kind::Distribution, id.get()).await;
+    }
+
+    /// The shard holding distribution task `id`, if the directory knows it.
+    pub(crate) async fn distribution_shard(
+        &self,
+        id: DistributionId,
+    ) -> Result<Option<Shard>, StoreError> {
+        Ok(self
+            .shop_of(Kind::Distribution, id.get())
             .await?
             .map(|shop| self.router().route(shop)))
     }

@@ -37,6 +37,15 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
         .is_some_and(|d| d.is_unique_violation())
 }
 
+/// Whether the server refused a statement for the values it was given (SQLSTATE class 22,
+/// data exception, or 23, integrity constraint), so one of its rows may be at fault; not for
+/// a lost connection, a lock wait timeout or a deadlock, which retrying the same rows may fix.
+pub(crate) fn is_data_error(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|state| state.starts_with("22") || state.starts_with("23"))
+}
+
 /// A condition the store gave up on (not a driver error), e.g. a lock wait that timed out.
 #[derive(Debug, thiserror::Error)]
 #[error("MySQL store: {0}")]

@@ -1,38 +1,52 @@
 //! MySQL/MariaDB adapter: Stampede's distributed system of record, N databases × M tables.
 //!
 //! Owns the schema and all SQL for templates (with their audit log and idempotency keys),
-//! for user coupons and their outbox, and for accounts, sessions and refresh tokens, behind
-//! the core's `TemplateStore`, `CouponStore`, `ClaimLogStore` and `AccountStore` ports.
+//! for user coupons and their outbox, for distribution tasks (with their failed rows and
+//! uploaded files), and for accounts, sessions and refresh tokens, behind the core's
+//! `TemplateStore`, `CouponStore`, `ClaimLogStore`, `DistributionStore` and `AccountStore`
+//! ports.
 //!
 //! Layout of the data:
 //! - every database holds M copies of the per-shop tables (`templates_{t}`,
-//!   `template_audit_{t}`, `idempotency_keys_{t}`); a shop's rows all live in the one shard
-//!   its `shop_id` routes to (`router`), so each write of a template is one local transaction;
+//!   `template_audit_{t}`, `idempotency_keys_{t}`, `distributions_{t}`,
+//!   `distribution_failures_{t}`, `distribution_files_{t}`); a shop's rows all live in the one
+//!   shard its `shop_id` routes to (`router`), so each write of a template is one local
+//!   transaction, and so is a distribution batch's checkpoint with its stock change;
 //! - and M copies of the per-user tables (`user_coupons_{t}`, `outbox_{t}`), routed by
 //!   `user_id` with the same router: a coupon and the event recording it are written in one
-//!   local transaction, and a user's coupons are one query on one table;
-//! - `databases[0]` also holds the global tables: `template_directory` (id → shop, so a lookup
-//!   by id is routed, not broadcast) and the accounts tables.
+//!   local transaction, and a user's coupons are one query on one table. A finishing
+//!   distribution task writes its event to the outbox table its `shop_id` routes to, in the
+//!   task's own transaction;
+//! - `databases[0]` also holds the global tables: `template_directory` and
+//!   `distribution_directory` (id → shop, so a lookup by id is routed, not broadcast) and the
+//!   accounts tables.
 //!
-//! Queries that span shops (the admin list, the end sweep, purging) send one query per
-//! database, covering its M tables with `UNION ALL`, concurrently, and merge the answers.
+//! Queries that span shops (the admin lists, the end sweep, purging, the distribution runner's
+//! and notifier's scans) send one query per database, covering its M tables with `UNION ALL`,
+//! concurrently, and merge the answers.
 //!
 //! Claims in distributed mode go Redis claim log → persisters → `ClaimLogStore`: coupons are
 //! inserted idempotently on the users' shards, then each template's stock and applied log
 //! position move together in one compare-and-set (`claim_log.rs`). `CouponStore::
 //! commit_claims`, the embedded group commit, also works here but is atomic per shard only.
+//! Distribution batches follow the same two steps, with the task's `processed_rows` as the
+//! compare-and-set position (`distributions.rs`).
+//!
+//! Affected-row counts: sqlx connects with `CLIENT_FOUND_ROWS`, so an `UPDATE` reports the
+//! rows it *matched*, also those it left unchanged; the compare-and-set updates rely on it.
 //!
 //! Layout of the crate: `router` (shard rule), `connect` (URLs, pools, database creation),
 //! `migrate` (per-shard migration runner; SQL in `migrations/`), `directory`, `templates` and
 //! `listing` (the `TemplateStore`), `coupons` (the `CouponStore`), `claim_log` (the
-//! `ClaimLogStore`), `accounts` (the `AccountStore`), `error` (one mapping from driver errors
-//! to `StoreError`).
+//! `ClaimLogStore`), `distributions` (the `DistributionStore`), `accounts` (the
+//! `AccountStore`), `error` (one mapping from driver errors to `StoreError`).
 
 mod accounts;
 mod claim_log;
 mod connect;
 mod coupons;
 mod directory;
+mod distributions;
 mod error;
 mod listing;
 mod migrate;
@@ -74,6 +88,7 @@ struct Inner {
     targets: Vec<Target>,
     router: ShardRouter,
     directory: DirectoryCache,
+    distribution_directory: DirectoryCache,
 }
 
 impl MysqlStore {
@@ -109,6 +124,7 @@ impl MysqlStore {
                 targets,
                 router,
                 directory: DirectoryCache::default(),
+                distribution_directory: DirectoryCache::default(),
             }),
         };
         store.migrate().await?;

@@ -42,6 +42,12 @@ const MIGRATIONS: &[Migration] = &[
         sharded: include_str!("../migrations/0002_coupons.sharded.sql"),
         global: "",
     },
+    Migration {
+        version: 3,
+        description: "distribution tasks, failures, file chunks; distribution directory",
+        sharded: include_str!("../migrations/0003_distributions.sharded.sql"),
+        global: include_str!("../migrations/0003_distributions.global.sql"),
+    },
 ];
 
 /// "Duplicate column name": a column addition that already happened (MySQL, unlike MariaDB,

@@ -17,8 +17,9 @@ use crate::error::ConfigError;
 pub const MAX_SHARDS: u32 = 1 << 16;
 
 /// One physical table set in `databases[database]`: the per-shop tables (`templates_{table}`,
-/// `template_audit_{table}`, `idempotency_keys_{table}`) for shop ids routed here, and the
-/// per-user tables (`user_coupons_{table}`, `outbox_{table}`) for user ids routed here.
+/// `template_audit_{table}`, `idempotency_keys_{table}`, `distributions_{table}` with its
+/// failures and file chunks) for shop ids routed here, and the per-user tables
+/// (`user_coupons_{table}`, `outbox_{table}`) for user ids routed here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Shard {
     pub database: usize,
@@ -42,9 +43,22 @@ impl Shard {
         format!("user_coupons_{}", self.table)
     }
 
-    /// The outbox of the events of this shard's users, written with their coupons.
+    /// The outbox of the events of this shard's users, written with their coupons (and of
+    /// the events of its shops' distribution tasks, written as they finish).
     pub fn outbox_table(&self) -> String {
         format!("outbox_{}", self.table)
+    }
+
+    pub fn distributions_table(&self) -> String {
+        format!("distributions_{}", self.table)
+    }
+
+    pub fn distribution_failures_table(&self) -> String {
+        format!("distribution_failures_{}", self.table)
+    }
+
+    pub fn distribution_files_table(&self) -> String {
+        format!("distribution_files_{}", self.table)
     }
 }
 
@@ -339,5 +353,8 @@ mod tests {
         assert_eq!(s.idempotency_table(), "idempotency_keys_3");
         assert_eq!(s.coupons_table(), "user_coupons_3");
         assert_eq!(s.outbox_table(), "outbox_3");
+        assert_eq!(s.distributions_table(), "distributions_3");
+        assert_eq!(s.distribution_failures_table(), "distribution_failures_3");
+        assert_eq!(s.distribution_files_table(), "distribution_files_3");
     }
 }

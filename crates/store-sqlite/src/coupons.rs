@@ -21,12 +21,12 @@ use stampede_domain::time::to_ms;
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
-type Query = sqlx::query::Query<'static, Sqlite, SqliteArguments>;
+pub(crate) type Query = sqlx::query::Query<'static, Sqlite, SqliteArguments>;
 
 /// Kind of the event every stored claim records.
 use stampede_core::records::claimed_event;
 
-const OUTBOX_COLUMNS: &str = "event_id, kind, aggregate_id, payload, created_at_ms";
+pub(crate) const OUTBOX_COLUMNS: &str = "event_id, kind, aggregate_id, payload, created_at_ms";
 
 /// Rows per INSERT statement, largest first. The largest binds 256 × 13 = 3,328 variables,
 /// far under SQLite's limit of 32,766; larger statements buy little once a batch is one
@@ -34,10 +34,15 @@ const OUTBOX_COLUMNS: &str = "event_id, kind, aggregate_id, payload, created_at_
 const CHUNK_ROWS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
 
 /// Multi-row INSERT statements of one table, one per size in `CHUNK_ROWS`.
-struct MultiInsert(Vec<(usize, String)>);
+pub(crate) struct MultiInsert(Vec<(usize, String)>);
 
 impl MultiInsert {
-    fn new(table: &str, columns: &str) -> Self {
+    pub(crate) fn new(table: &str, columns: &str) -> Self {
+        Self::with_verb("INSERT", table, columns)
+    }
+
+    /// `verb` is `INSERT` or, to skip rows that break a constraint, `INSERT OR IGNORE`.
+    pub(crate) fn with_verb(verb: &str, table: &str, columns: &str) -> Self {
         let row = format!("({})", vec!["?"; columns.split(',').count()].join(", "));
         MultiInsert(
             CHUNK_ROWS
@@ -46,7 +51,7 @@ impl MultiInsert {
                     let values = vec![row.as_str(); n].join(", ");
                     (
                         n,
-                        format!("INSERT INTO {table} ({columns}) VALUES {values}"),
+                        format!("{verb} INTO {table} ({columns}) VALUES {values}"),
                     )
                 })
                 .collect(),
@@ -54,13 +59,15 @@ impl MultiInsert {
     }
 
     /// Inserts `rows` with as few statements as the fixed sizes allow, binding each row with
-    /// `bind` (which must bind exactly the table's columns, in order).
-    async fn run<T>(
+    /// `bind` (which must bind exactly the table's columns, in order). Returns the rows
+    /// inserted.
+    pub(crate) async fn run<T>(
         &'static self,
         conn: &mut SqliteConnection,
         rows: &[T],
         bind: impl Fn(Query, &T) -> Query,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
+        let mut inserted = 0;
         let mut rest = rows;
         for (size, sql) in &self.0 {
             while let Some((chunk, tail)) = rest.split_at_checked(*size) {
@@ -68,17 +75,17 @@ impl MultiInsert {
                 for r in chunk {
                     q = bind(q, r);
                 }
-                q.execute(&mut *conn).await.map_err(db)?;
+                inserted += q.execute(&mut *conn).await.map_err(db)?.rows_affected();
                 rest = tail;
             }
         }
-        Ok(())
+        Ok(inserted)
     }
 }
 
 static INSERT_COUPONS: LazyLock<MultiInsert> =
     LazyLock::new(|| MultiInsert::new("user_coupons", COUPON_COLUMNS));
-static INSERT_EVENTS: LazyLock<MultiInsert> =
+pub(crate) static INSERT_EVENTS: LazyLock<MultiInsert> =
     LazyLock::new(|| MultiInsert::new("outbox", OUTBOX_COLUMNS));
 
 static SELECT_COUPON: LazyLock<String> = LazyLock::new(|| {
@@ -86,12 +93,12 @@ static SELECT_COUPON: LazyLock<String> = LazyLock::new(|| {
 });
 static SELECT_KEYED: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {COUPON_COLUMNS} FROM user_coupons WHERE template_id = ? AND claim_key IS NOT NULL"
+        "SELECT {COUPON_COLUMNS} FROM user_coupons WHERE template_id = ? AND claim_key IS NOT NULL AND origin = 'claim'"
     )
 });
 
 /// Binds a coupon in `COUPON_COLUMNS` order.
-fn bind_coupon(q: Query, r: &CouponRecord) -> Query {
+pub(crate) fn bind_coupon(q: Query, r: &CouponRecord) -> Query {
     q.bind(r.id)
         .bind(r.user_id)
         .bind(r.template_id)
@@ -108,7 +115,7 @@ fn bind_coupon(q: Query, r: &CouponRecord) -> Query {
 }
 
 /// Binds an event in `OUTBOX_COLUMNS` order.
-fn bind_event(q: Query, e: &OutboxEvent) -> Query {
+pub(crate) fn bind_event(q: Query, e: &OutboxEvent) -> Query {
     q.bind(e.id.as_str())
         .bind(e.kind.as_str())
         .bind(e.aggregate_id)

@@ -1,6 +1,6 @@
 //! `stampede-store-sqlite`: the embedded system of record. It owns the SQLite file (WAL
 //! mode), its schema and migrations, and implements the core's storage ports
-//! (`TemplateStore`, `AccountStore`, `CouponStore`) on it.
+//! (`TemplateStore`, `AccountStore`, `CouponStore`, `DistributionStore`) on it.
 //!
 //! Layout:
 //! - `lib.rs`: `SqliteStore`, opening the file and the two pools;
@@ -9,6 +9,8 @@
 //! - `accounts.rs`: `AccountStore` (accounts, sessions, refresh-token rotation);
 //! - `coupons.rs`: `CouponStore` (user coupons, the outbox, and `commit_claims`, the
 //!   embedded group commit: one transaction per batch of claims);
+//! - `distributions.rs`: `DistributionStore` (tasks, their files and failed rows; a batch's
+//!   coupons, stock change, failures and checkpoint in one transaction);
 //! - `error.rs`: the single sqlx → `StoreError` mapping.
 //!
 //! SQLite allows one writer at a time, so every write goes through a pool of exactly one
@@ -19,6 +21,7 @@
 
 mod accounts;
 mod coupons;
+mod distributions;
 mod error;
 mod migrate;
 mod templates;

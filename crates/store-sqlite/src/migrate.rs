@@ -34,6 +34,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         description: "user coupons, outbox",
         sql: include_str!("../migrations/0003_coupons.sql"),
     },
+    Migration {
+        version: 4,
+        description: "distribution tasks, failures, files",
+        sql: include_str!("../migrations/0004_distributions.sql"),
+    },
 ];
 
 /// Applies every migration not yet recorded; returns how many it applied.

@@ -3,10 +3,15 @@
 //! `drain` (run every job until none has work left) instead of sleeping.
 //!
 //! Every job must be safe to run on several nodes at once: each step is a transaction whose
-//! second application is a no-op (ending an ended template, purging purged keys).
+//! second application is a no-op (ending an ended template, purging purged keys), or hold a
+//! lease (the distribution runner) or win a compare-and-set (completion callbacks) first.
 
+pub mod distribution;
 mod jobs;
+pub mod notify;
 mod runner;
 
+pub use distribution::{DistributionRunner, RunEnd, RunnerConfig};
 pub use jobs::{EndTemplates, PurgeIdempotencyKeys};
+pub use notify::{NotifyConfig, NotifyDistributions};
 pub use runner::{Job, Runner};

@@ -1,6 +1,7 @@
 //! One module per resource; each handler declares its caller roles in its signature.
 
 pub mod auth;
+pub mod distributions;
 pub mod engine;
 pub mod ops;
 pub mod templates;

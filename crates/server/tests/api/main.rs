@@ -7,6 +7,7 @@ mod bad_input;
 mod cli;
 #[path = "../common/mod.rs"]
 mod common;
+mod distribution;
 mod engine;
 mod helpers;
 mod manage;

@@ -86,6 +86,23 @@ macro_rules! both_layouts {
     )+};
 }
 
+/// Generates `$scenario::one_by_one` and `$scenario::two_by_two` tests running `$scenario`.
+macro_rules! small_layouts {
+    ($($scenario:ident),+ $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn one_by_one() {
+                crate::helpers::with_store(1, 1, super::$scenario).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn two_by_two() {
+                crate::helpers::with_store(2, 2, super::$scenario).await;
+            }
+        }
+    )+};
+}
+
 pub fn tid(raw: i64) -> TemplateId {
     TemplateId::new(raw).unwrap()
 }

@@ -4,10 +4,14 @@ use crate::helpers::*;
 use sqlx::Row;
 use sqlx::mysql::MySqlPool;
 use stampede_core::ports::TemplateStore;
-use stampede_core::records::{COUPON_COLUMNS, TEMPLATE_COLUMNS};
+use stampede_core::records::{COUPON_COLUMNS, DISTRIBUTION_COLUMNS, TEMPLATE_COLUMNS};
 use stampede_store_mysql::{MysqlConfig, MysqlStore};
 
-both_layouts!(migrating_again_is_a_noop, schema_matches_the_shared_records);
+both_layouts!(
+    migrating_again_is_a_noop,
+    schema_matches_the_shared_records,
+    a_database_from_before_distributions_is_upgraded
+);
 
 async fn migrating_again_is_a_noop(ctx: Ctx) {
     assert_eq!(ctx.store.migrate().await.unwrap(), 0);
@@ -26,7 +30,7 @@ async fn migrating_again_is_a_noop(ctx: Ctx) {
                 .fetch_all(&pool)
                 .await
                 .unwrap();
-        assert_eq!(versions, [1, 2]);
+        assert_eq!(versions, [1, 2, 3]);
         pool.close().await;
     }
 }
@@ -47,6 +51,7 @@ async fn schema_matches_the_shared_records(ctx: Ctx) {
     let mut expected_columns: Vec<&str> = TEMPLATE_COLUMNS.split(',').map(str::trim).collect();
     expected_columns.push("claim_log_pos");
     let coupon_columns: Vec<&str> = COUPON_COLUMNS.split(',').map(str::trim).collect();
+    let distribution_columns: Vec<&str> = DISTRIBUTION_COLUMNS.split(',').map(str::trim).collect();
     for (i, url) in ctx.cfg.databases.iter().enumerate() {
         let pool = MySqlPool::connect(url).await.unwrap();
         let mut expected: Vec<String> = vec!["schema_migrations".to_owned()];
@@ -57,10 +62,14 @@ async fn schema_matches_the_shared_records(ctx: Ctx) {
                 format!("idempotency_keys_{t}"),
                 format!("user_coupons_{t}"),
                 format!("outbox_{t}"),
+                format!("distributions_{t}"),
+                format!("distribution_failures_{t}"),
+                format!("distribution_files_{t}"),
             ]);
             for (table, want) in [
                 (format!("templates_{t}"), &expected_columns),
                 (format!("user_coupons_{t}"), &coupon_columns),
+                (format!("distributions_{t}"), &distribution_columns),
             ] {
                 let columns: Vec<String> = sqlx::query_scalar(
                     "SELECT CAST(column_name AS CHAR) FROM information_schema.columns \
@@ -77,6 +86,7 @@ async fn schema_matches_the_shared_records(ctx: Ctx) {
             expected.extend(
                 [
                     "template_directory",
+                    "distribution_directory",
                     "accounts",
                     "auth_sessions",
                     "refresh_tokens",
@@ -86,6 +96,52 @@ async fn schema_matches_the_shared_records(ctx: Ctx) {
         }
         expected.sort();
         assert_eq!(table_names(&pool).await, expected, "tables of database {i}");
+        pool.close().await;
+    }
+}
+
+/// A database migrated before distributions existed (versions 1 and 2 only) gets them.
+async fn a_database_from_before_distributions_is_upgraded(ctx: Ctx) {
+    let tables = ctx.cfg.tables_per_database;
+    for (i, url) in ctx.cfg.databases.iter().enumerate() {
+        let pool = MySqlPool::connect(url).await.unwrap();
+        let mut drop: Vec<String> = (0..tables)
+            .flat_map(|t| {
+                [
+                    format!("distributions_{t}"),
+                    format!("distribution_failures_{t}"),
+                    format!("distribution_files_{t}"),
+                ]
+            })
+            .collect();
+        if i == 0 {
+            drop.push("distribution_directory".to_owned());
+        }
+        for table in drop {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        sqlx::query("DELETE FROM schema_migrations WHERE version = 3")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+    // Version 3 alone is applied, once per database.
+    assert_eq!(ctx.store.migrate().await.unwrap(), ctx.cfg.databases.len());
+    assert_eq!(ctx.store.migrate().await.unwrap(), 0);
+    for url in &ctx.cfg.databases {
+        let pool = MySqlPool::connect(url).await.unwrap();
+        let versions: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(versions, [1, 2, 3]);
+        let names = table_names(&pool).await;
+        assert!(names.contains(&"distributions_0".to_owned()), "{names:?}");
         pool.close().await;
     }
 }
