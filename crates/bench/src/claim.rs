@@ -1,15 +1,19 @@
 //! The `claim` scenario's setup: templates created through the back-office API with an admin
 //! token, and one user token per simulated user, all signed with the server's JWT secret.
+//! Token minting and template creation are shared with the `distribution` scenario.
 
-use crate::client::{Target, bearer};
+use crate::client::{Body, Target, bearer};
 use crate::load::RequestMix;
 use anyhow::{Context, bail};
 use hyper::Method;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::HeaderValue;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 use stampede_core::auth::TokenService;
 use stampede_core::clock::SystemClock;
 use stampede_domain::auth::{Principal, Role};
+use stampede_domain::ids::ShopId;
 use std::sync::Arc;
 
 /// Tokens outlive any run.
@@ -31,18 +35,7 @@ pub async fn setup(target: &Target, secret: &[u8], cfg: &ClaimSetup) -> anyhow::
         bail!("--users and --templates must be at least 1");
     }
     let tokens = TokenService::new(secret, Arc::new(SystemClock));
-    let mint = |role: Role, sub: String| {
-        let p = Principal {
-            subject: sub,
-            role,
-            shop_id: None,
-            session_id: None,
-        };
-        tokens
-            .mint(&p, TOKEN_TTL)
-            .map_err(|e| anyhow::anyhow!("minting a token: {e}"))
-    };
-    let admin = bearer(&mint(Role::Admin, "1".into())?)?;
+    let admin = bearer(&mint(&tokens, Role::Admin, "1", None)?)?;
 
     let mut conn = target.connect().await?;
     let now = Timestamp::now();
@@ -61,40 +54,70 @@ pub async fn setup(target: &Target, secret: &[u8], cfg: &ClaimSetup) -> anyhow::
             "validity_hours": 24,
             "per_user_limit": cfg.limit,
         });
-        let path = "/api/v1/merchant/templates";
-        let (status, bytes) = target
-            .send_json(&mut conn, Method::POST, path, Some(&admin), Some(&body))
-            .await?;
-        let text = String::from_utf8_lossy(&bytes);
-        if status.as_u16() == 401 {
-            bail!(
-                "the server rejected the admin token (401): is the secret the server's? \
-                 (--jwt-secret / --data-dir) {text}"
-            );
-        }
-        if status.as_u16() != 201 {
-            bail!("creating template {i}: {status} {text}");
-        }
-        let v: serde_json::Value =
-            serde_json::from_slice(&bytes).context("the created template is not JSON")?;
-        let id = match &v["id"] {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Number(n) => n.to_string(),
-            _ => bail!("the created template has no id: {text}"),
-        };
+        let id = create_template(target, &mut conn, &admin, &body)
+            .await
+            .with_context(|| format!("creating template {i}"))?;
         uris.push(target.uri(&format!("/api/v1/templates/{id}/claim"))?);
     }
 
     let mut auths = Vec::with_capacity(usize::try_from(cfg.users).unwrap_or(0));
     for u in 0..cfg.users {
         let id = cfg.first_user.saturating_add(u);
-        auths.push(bearer(&mint(Role::User, id.to_string())?)?);
+        auths.push(bearer(&mint(&tokens, Role::User, &id.to_string(), None)?)?);
     }
     Ok(RequestMix {
         method: Method::POST,
         uris,
         auths,
     })
+}
+
+/// A token for `sub` in `role` (merchants need their `shop_id`), valid for a day.
+pub fn mint(
+    tokens: &TokenService,
+    role: Role,
+    sub: &str,
+    shop_id: Option<ShopId>,
+) -> anyhow::Result<String> {
+    let p = Principal {
+        subject: sub.to_owned(),
+        role,
+        shop_id,
+        session_id: None,
+    };
+    tokens
+        .mint(&p, TOKEN_TTL)
+        .map_err(|e| anyhow::anyhow!("minting a token: {e}"))
+}
+
+/// `POST /api/v1/merchant/templates` with `body`: the new template's id.
+pub async fn create_template(
+    target: &Target,
+    conn: &mut SendRequest<Body>,
+    auth: &HeaderValue,
+    body: &serde_json::Value,
+) -> anyhow::Result<String> {
+    let path = "/api/v1/merchant/templates";
+    let (status, bytes) = target
+        .send_json(conn, Method::POST, path, Some(auth), Some(body))
+        .await?;
+    let text = String::from_utf8_lossy(&bytes);
+    if status.as_u16() == 401 {
+        bail!(
+            "the server rejected the token (401): is the secret the server's? \
+             (--jwt-secret / --data-dir) {text}"
+        );
+    }
+    if status.as_u16() != 201 {
+        bail!("{status} {text}");
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&bytes).context("the created template is not JSON")?;
+    match &v["id"] {
+        serde_json::Value::String(s) => Ok(s.clone()),
+        serde_json::Value::Number(n) => Ok(n.to_string()),
+        _ => bail!("the created template has no id: {text}"),
+    }
 }
 
 /// The JWT secret: given, or read from `DIR/jwt-secret` (the embedded server's generated one).
@@ -106,7 +129,7 @@ pub fn read_secret(
         return Ok(s.trim().as_bytes().to_vec());
     }
     let Some(dir) = data_dir else {
-        bail!("claim needs the server's JWT secret: --jwt-secret S or --data-dir DIR");
+        bail!("the server's JWT secret is needed: --jwt-secret S or --data-dir DIR");
     };
     let path = dir.join("jwt-secret");
     let s =

@@ -3,7 +3,10 @@
 
 pub mod claim;
 pub mod client;
+pub mod distribution;
+pub mod insert_ceiling;
 pub mod load;
+pub mod multipart;
 pub mod proc;
 pub mod redis_ceiling;
 pub mod report;

@@ -7,6 +7,14 @@
 //!   `--jwt-secret`, env `STAMPEDE_AUTH__JWT_SECRET`, or `--data-dir DIR` to read
 //!   `DIR/jwt-secret`, the embedded server's generated secret), then fires
 //!   `POST /api/v1/templates/{id}/claim` for random (user, template) pairs.
+//! - `distribution` — one bulk distribution: generates a file of `--rows` user ids with
+//!   `stampede gen users` (or takes `--file`), creates a template with a merchant token,
+//!   uploads the file (`POST /api/v1/merchant/distributions`) and polls the task until it is
+//!   `completed`, timing upload and end-to-end wall time while sampling the server's RSS and
+//!   CPU (`--server-pid`, required). `--ceiling sqlite:DIR | mysql:URL` then measures the raw
+//!   bulk-insert ceiling of the same database (same `user_coupons` schema, server-like
+//!   batches) and prints it next to the distribution's rows/s. Exits non-zero unless the task
+//!   completed.
 //! - `redis-ceiling` — `redis-benchmark` running a claim-like Lua (an approximation of the
 //!   claim script's cost); skipped when redis-benchmark or Redis is missing.
 //!
@@ -24,6 +32,9 @@
 //!     --users 10000 --templates 10 --stock 1000000 --limit 1 \
 //!     --connections 64 --duration 10s --compare-healthz
 //! stampede-bench healthz --rate 20000 --connections 200 --duration 30s
+//! stampede-bench distribution --base http://127.0.0.1:8080 --data-dir ./data \
+//!     --server-pid $(pgrep -n stampede) --rows 1000000 --format csv \
+//!     --ceiling sqlite:/tmp/ceiling        # or --ceiling mysql:mysql://root@127.0.0.1:3306
 //! stampede-bench redis-ceiling
 //! ```
 //!
@@ -34,10 +45,13 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use stampede_bench::claim::{self, ClaimSetup};
 use stampede_bench::client::Target;
+use stampede_bench::distribution::{self, DistributionOptions, FileFormat};
+use stampede_bench::insert_ceiling::Ceiling;
 use stampede_bench::load::LoadOptions;
 use stampede_bench::redis_ceiling::{self, RedisOptions};
 use stampede_bench::report::Report;
 use stampede_bench::{healthz_mix, measure};
+use stampede_domain::ids::ShopId;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -47,7 +61,8 @@ use std::time::Duration;
 #[command(
     name = "stampede-bench",
     version,
-    about = "Load generator for a running Stampede server (healthz ceiling, claims, Redis ceiling)",
+    about = "Load generator for a running Stampede server (healthz ceiling, claims, \
+             distribution, Redis ceiling)",
     long_about = "Load generator for an already running Stampede server.\n\n\
         NOTE: on a small machine this tool competes with the server for the same cores. It \
         runs on one thread by default (--threads); its own CPU use is reported as `bench CPU` \
@@ -76,6 +91,9 @@ enum Scenario {
         #[command(flatten)]
         claim: ClaimArgs,
     },
+    /// One bulk distribution of a file of user ids, timed to `completed`, with the server's
+    /// memory and CPU, and optionally the database's bulk-insert ceiling.
+    Distribution(DistributionArgs),
     /// redis-benchmark with a claim-like Lua (2x HINCRBY + XADD; an approximation of the
     /// claim script's cost). Skipped when redis-benchmark or Redis is missing.
     RedisCeiling(RedisArgs),
@@ -140,6 +158,54 @@ struct ClaimArgs {
 }
 
 #[derive(Debug, Args)]
+struct DistributionArgs {
+    /// The server's base URL (http only).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    base: String,
+    /// The server's JWT secret.
+    #[arg(long, env = "STAMPEDE_AUTH__JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// The embedded server's data dir: its generated secret is DIR/jwt-secret.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The server's process id: its RSS (sampled), peak RSS and CPU over the run.
+    #[arg(long)]
+    server_pid: u32,
+    /// Rows of the generated file.
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: u64,
+    /// Format of the generated file.
+    #[arg(long, value_enum, default_value_t = FileFormat::Csv)]
+    format: FileFormat,
+    /// Upload this file instead of generating one (its format is read from its content).
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// The `stampede` binary that generates the file (`stampede gen users`).
+    #[arg(long, default_value = "./target/release/stampede")]
+    stampede_bin: PathBuf,
+    /// The template's stock (default: --rows).
+    #[arg(long)]
+    stock: Option<u64>,
+    /// The merchant's shop.
+    #[arg(long, default_value = "1", value_parser = parse_shop)]
+    shop_id: ShopId,
+    /// Also measure the database's bulk-insert ceiling: sqlite:DIR (a fresh file in DIR) or
+    /// mysql:URL (a scratch database on that server, dropped afterwards).
+    #[arg(long)]
+    ceiling: Option<Ceiling>,
+    /// How often the task is read.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    poll_interval: Duration,
+    /// Give up when the task has not finished this long after the upload started.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+fn parse_shop(s: &str) -> Result<ShopId, String> {
+    ShopId::parse(s).ok_or_else(|| "expected a positive integer".to_owned())
+}
+
+#[derive(Debug, Args)]
 struct RedisArgs {
     #[arg(long, default_value = "127.0.0.1")]
     redis_host: String,
@@ -188,6 +254,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Scenario::Distribution(a) => runtime(1)?.block_on(distribution_scenario(a)),
         Scenario::Healthz { load } => runtime(load.threads)?.block_on(load_scenario(load, None)),
         Scenario::Claim { load, claim } => {
             runtime(load.threads)?.block_on(load_scenario(load, Some(claim)))
@@ -207,6 +274,38 @@ fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
             .build()
     };
     rt.context("starting the async runtime")
+}
+
+async fn distribution_scenario(a: DistributionArgs) -> anyhow::Result<()> {
+    let target = Target::resolve(&a.base).await?;
+    let secret = claim::read_secret(a.jwt_secret.as_deref(), a.data_dir.as_deref())?;
+    let opts = DistributionOptions {
+        rows: a.rows,
+        format: a.format,
+        file: a.file,
+        stampede_bin: a.stampede_bin,
+        stock: a.stock,
+        shop_id: a.shop_id,
+        server_pid: a.server_pid,
+        ceiling: a.ceiling,
+        poll_interval: a.poll_interval,
+        timeout: a.timeout,
+    };
+    let report = distribution::run(&target, &secret, &opts).await?;
+    print!("{}", report.to_table());
+    println!("{}", report.to_json_line());
+    if report.status != "completed" {
+        anyhow::bail!(
+            "task {} ended {}{}",
+            report.task_id,
+            report.status,
+            report
+                .failure_reason
+                .as_deref()
+                .map_or_else(String::new, |r| format!(": {r}"))
+        );
+    }
+    Ok(())
 }
 
 async fn load_scenario(load: LoadArgs, claim_args: Option<ClaimArgs>) -> anyhow::Result<()> {

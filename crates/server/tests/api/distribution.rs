@@ -725,3 +725,80 @@ async fn a_distribution_racing_claims_never_oversells_or_breaks_the_limit() {
         "{rows:?}"
     );
 }
+
+#[tokio::test]
+async fn canceling_a_running_task_stops_it_at_a_batch_boundary() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (mut settings, urls) = test_settings(dir.path(), true);
+    settings.distribution.batch_size = 500;
+    settings.distribution.poll_interval_ms = 20;
+    let app = spawn_app_from(dir, settings, urls).await;
+    let m = app.merchant(7);
+    let t = template(&app, &m, 1_000_000, 1).await;
+    let id = id_of(&accepted(&app, &m, Upload::csv(&t, ids_csv(1, 200_000))).await);
+    // Wait until it runs, then cancel.
+    let mut v = task(&app, &m, &id).await;
+    for _ in 0..400 {
+        if v["processed_rows"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        v = task(&app, &m, &id).await;
+    }
+    assert_eq!(v["status"], "running", "{v}");
+    let (s, c) = read(app.post(&format!("{BASE}/{id}/cancel"), &m, &json!({})).await).await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    assert_eq!(c["cancel_requested"], true, "{c}");
+    for _ in 0..400 {
+        v = task(&app, &m, &id).await;
+        if v["status"] != "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(v["status"], "canceled", "{v}");
+    let (total, processed, ok, failed) = counters(&v);
+    assert_eq!(total, 200_000);
+    assert!(processed < total, "{v}");
+    assert_eq!(processed % 500, 0, "stops on a batch boundary: {v}");
+    assert_eq!((ok, failed), (processed, 0), "{v}");
+    // What was issued stays issued, and the stock says so.
+    app.drain().await;
+    assert_eq!(stock_of(&app, &m, &t).await, 1_000_000 - ok as i64);
+    let events = app
+        .coupons
+        .outbox_events("distribution.completed", 10)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(events.len(), 1);
+    assert!(events[0].payload.contains("\"canceled\""), "{}", events[0].payload);
+}
+
+#[tokio::test]
+async fn two_nodes_never_run_the_same_task_twice() {
+    if backend() == TestBackend::Sqlite {
+        // One process owns an embedded data dir; several nodes is the distributed mode.
+        return;
+    }
+    let a = spawn_app().await;
+    let b = spawn_sibling(&a).await;
+    let m = a.merchant(7);
+    let t = template(&a, &m, 30_000, 1).await;
+    let mut ids = Vec::new();
+    for k in 0..3u64 {
+        ids.push(id_of(&accepted(&a, &m, Upload::csv(&t, ids_csv(1 + k * 8_000, 12_000))).await));
+    }
+    // Both nodes work at once; each task is leased by one of them.
+    tokio::join!(a.drain(), b.drain());
+    let mut issued = 0;
+    for id in &ids {
+        let v = task(&a, &m, id).await;
+        assert_eq!(v["status"], "completed", "{v}");
+        let (total, processed, ok, failed) = counters(&v);
+        assert_eq!((total, processed, ok + failed), (12_000, 12_000, 12_000), "{v}");
+        issued += ok;
+    }
+    // Overlapping users (limit 1): 8,000 + 8,000 + 12,000 distinct users got one each.
+    assert_eq!(issued, 28_000);
+    assert_eq!(stock_of(&a, &m, &t).await, 2_000);
+}
