@@ -10,7 +10,7 @@ use stampede_core::ports::{StoreError, TemplateStore};
 use stampede_domain::coupon::{ClaimRefusal, UserCoupon, check_window};
 use stampede_domain::ids::{DistributionId, TemplateId, UserId};
 use stampede_domain::template::{Template, TemplateStatus};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -53,6 +53,9 @@ struct Hot {
     status: AtomicU8,
     users: Vec<Mutex<HashMap<UserId, u32>>>,
     keys: Vec<Mutex<HashMap<(UserId, String), KeySlot>>>,
+    /// Batches `(task, first_row)` whose refused stock came back, so it comes back once.
+    /// Only batches with a refused coupon (rare) get an entry.
+    returned: Mutex<HashSet<(DistributionId, u64)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -85,6 +88,7 @@ impl Hot {
             status: AtomicU8::new(status_code(t.status)),
             users,
             keys,
+            returned: Mutex::new(HashSet::new()),
         }
     }
 
@@ -394,12 +398,18 @@ impl HotState for MemoryHotState {
     async fn return_stock(
         &self,
         t: &Template,
-        _task: DistributionId,
-        _first_row: u64,
+        task: DistributionId,
+        first_row: u64,
         n: u64,
     ) -> Result<(), StoreError> {
-        // Called once per applied batch by its runner; the record's stock never took these.
-        if let Some(hot) = self.loaded(t.id) {
+        // The record's stock never took these. Not loaded: the load reads that stock, so
+        // there is nothing to give back.
+        if n == 0 {
+            return Ok(());
+        }
+        if let Some(hot) = self.loaded(t.id)
+            && lock(&hot.returned).insert((task, first_row))
+        {
             hot.stock
                 .fetch_add(i64::try_from(n).unwrap_or(i64::MAX), Ordering::AcqRel);
         }

@@ -4,14 +4,14 @@
 
 use crate::SqliteStore;
 use crate::coupons::{INSERT_EVENTS, MultiInsert, Query, bind_coupon, bind_event};
-use crate::error::db;
+use crate::error::{db, refused};
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Row, SqliteConnection};
 use stampede_core::claim_ports::OutboxEvent;
 use stampede_core::distribution_ports::{
     BatchCommit, BatchOutcome, CreateDistribution, DistributionQuery, DistributionStore,
-    FinishGuard,
+    FinishGuard, row_key,
 };
 use stampede_core::ports::{Page, StoreError};
 use stampede_core::records::{
@@ -22,6 +22,7 @@ use stampede_domain::distribution::{
 };
 use stampede_domain::ids::{DistributionId, ShopId};
 use stampede_domain::time::to_ms;
+use std::collections::HashSet;
 use std::sync::LazyLock;
 
 /// A row's own coupon is the one with its `claim_key`; any other conflict (its
@@ -160,6 +161,42 @@ impl SqliteStore {
     }
 }
 
+/// A batch whose rows do not add up (a row neither a coupon nor a failure, or both; a coupon
+/// of another template or keyed for another row) would corrupt the counters: refused before
+/// anything is written.
+fn check_batch(b: &BatchCommit) -> Result<(), StoreError> {
+    let what = |m: String| {
+        refused(format!(
+            "batch at row {} of task {}: {m}",
+            b.first_row, b.task
+        ))
+    };
+    if (b.coupons.len() + b.failures.len()) as u64 != b.rows {
+        return Err(what(format!(
+            "{} coupons and {} failures for {} rows",
+            b.coupons.len(),
+            b.failures.len(),
+            b.rows
+        )));
+    }
+    let mut rows = HashSet::new();
+    let coupon_rows = b.coupons.iter().map(|c| c.row);
+    if !coupon_rows
+        .chain(b.failures.iter().map(|f| f.row))
+        .all(|r| rows.insert(r))
+    {
+        return Err(what("a row appears twice".to_owned()));
+    }
+    for c in &b.coupons {
+        if c.record.coupon.template_id != b.template_id
+            || c.record.claim_key.as_deref() != Some(row_key(b.task, c.row).as_str())
+        {
+            return Err(what(format!("row {}'s coupon is not the task's", c.row)));
+        }
+    }
+    Ok(())
+}
+
 /// Everything a batch writes once the checkpoint check passed. Returns `(issued, rejected)`.
 async fn write_batch(
     conn: &mut SqliteConnection,
@@ -206,12 +243,21 @@ async fn write_batch(
     }
     let issued = b.coupons.len() as u64 - rejected;
     if issued > 0 {
-        sqlx::query("UPDATE templates SET stock = stock - ? WHERE id = ?")
+        let found = sqlx::query("UPDATE templates SET stock = stock - ? WHERE id = ?")
             .bind(int(issued))
             .bind(b.template_id.get())
             .execute(&mut *conn)
             .await
-            .map_err(db)?;
+            .map_err(db)?
+            .rows_affected();
+        if found != 1 {
+            // Coupons of a template that is not stored would be counted nowhere; the
+            // error rolls the coupons back with everything else.
+            return Err(refused(format!(
+                "batch of task {} for unknown template {}",
+                b.task, b.template_id
+            )));
+        }
     }
     INSERT_FAILURES.run(conn, &failures, bind_failure).await?;
     sqlx::query(
@@ -416,6 +462,7 @@ impl DistributionStore for SqliteStore {
     }
 
     async fn commit_batch(&self, b: &BatchCommit) -> Result<BatchOutcome, StoreError> {
+        check_batch(b)?;
         let b = b.clone();
         self.in_write_tx(|conn| {
             Box::pin(async move {
@@ -429,6 +476,13 @@ impl DistributionStore for SqliteStore {
                     || task.status != DistributionStatus::Running
                 {
                     return Ok(BatchOutcome::LeaseLost);
+                }
+                if task.template_id != b.template_id {
+                    // Its stock change would land on another template.
+                    return Err(refused(format!(
+                        "batch of task {} for template {}, the task's is {}",
+                        b.task, b.template_id, task.template_id
+                    )));
                 }
                 let (issued, rejected) = write_batch(conn, &b).await?;
                 Ok(BatchOutcome::Applied { issued, rejected })
@@ -447,6 +501,13 @@ impl DistributionStore for SqliteStore {
         now: jiff::Timestamp,
         event: &OutboxEvent,
     ) -> Result<Option<DistributionTask>, StoreError> {
+        if !status.is_final() {
+            // Would leave a "running" task with a finish time and a completion event.
+            return Err(refused(format!(
+                "finishing task {id} as {}, not a final status",
+                status.as_str()
+            )));
+        }
         let now = to_ms(now);
         // The guard's condition and its one argument (owner, or now for a free lease).
         let (guard_sql, owner) = match guard {

@@ -746,7 +746,11 @@ async fn canceling_a_running_task_stops_it_at_a_batch_boundary() {
         v = task(&app, &m, &id).await;
     }
     assert_eq!(v["status"], "running", "{v}");
-    let (s, c) = read(app.post(&format!("{BASE}/{id}/cancel"), &m, &json!({})).await).await;
+    let (s, c) = read(
+        app.post(&format!("{BASE}/{id}/cancel"), &m, &json!({}))
+            .await,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{c}");
     assert_eq!(c["cancel_requested"], true, "{c}");
     for _ in 0..400 {
@@ -771,7 +775,11 @@ async fn canceling_a_running_task_stops_it_at_a_batch_boundary() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(events.len(), 1);
-    assert!(events[0].payload.contains("\"canceled\""), "{}", events[0].payload);
+    assert!(
+        events[0].payload.contains("\"canceled\""),
+        "{}",
+        events[0].payload
+    );
 }
 
 #[tokio::test]
@@ -786,7 +794,9 @@ async fn two_nodes_never_run_the_same_task_twice() {
     let t = template(&a, &m, 30_000, 1).await;
     let mut ids = Vec::new();
     for k in 0..3u64 {
-        ids.push(id_of(&accepted(&a, &m, Upload::csv(&t, ids_csv(1 + k * 8_000, 12_000))).await));
+        ids.push(id_of(
+            &accepted(&a, &m, Upload::csv(&t, ids_csv(1 + k * 8_000, 12_000))).await,
+        ));
     }
     // Both nodes work at once; each task is leased by one of them.
     tokio::join!(a.drain(), b.drain());
@@ -795,10 +805,56 @@ async fn two_nodes_never_run_the_same_task_twice() {
         let v = task(&a, &m, id).await;
         assert_eq!(v["status"], "completed", "{v}");
         let (total, processed, ok, failed) = counters(&v);
-        assert_eq!((total, processed, ok + failed), (12_000, 12_000, 12_000), "{v}");
+        assert_eq!(
+            (total, processed, ok + failed),
+            (12_000, 12_000, 12_000),
+            "{v}"
+        );
         issued += ok;
     }
     // Overlapping users (limit 1): 8,000 + 8,000 + 12,000 distinct users got one each.
     assert_eq!(issued, 28_000);
     assert_eq!(stock_of(&a, &m, &t).await, 2_000);
+}
+
+#[tokio::test]
+async fn a_file_that_became_unreadable_fails_the_task_with_its_reason() {
+    if backend() != TestBackend::Sqlite {
+        return; // the damage is done with SQL on the embedded file
+    }
+    let app = spawn_app().await;
+    let m = app.merchant(7);
+    let t = template(&app, &m, 100, 1).await;
+    let mut u = Upload::csv(&t, xlsx_ids(1, 50));
+    u.file_name = "u.xlsx";
+    let id = id_of(&accepted(&app, &m, u).await);
+    // Damage the stored copy (same length, no longer a zip) and drop the node's local copy,
+    // as if another node ran the task from a corrupted store.
+    let data = &app.settings.server.data_dir;
+    let _ = std::fs::remove_file(data.join("distributions").join(format!("{id}.xlsx")));
+    {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", data.join("stampede.db").display());
+        let mut c = sqlx::SqliteConnection::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        sqlx::query("UPDATE distribution_files SET bytes = zeroblob(length(bytes)) WHERE distribution_id = ?")
+            .bind(id.parse::<i64>().unwrap_or(0))
+            .execute(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    app.drain().await;
+    let v = task(&app, &m, &id).await;
+    assert_eq!(v["status"], "failed", "{v}");
+    assert!(
+        v["failure_reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unreadable"),
+        "{v}"
+    );
+    assert_eq!(counters(&v), (50, 0, 0, 0));
+    assert!(v["finished_at"].is_string());
+    assert_eq!(stock_of(&app, &m, &t).await, 100);
 }
