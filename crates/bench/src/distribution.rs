@@ -197,7 +197,7 @@ fn generate(opts: &DistributionOptions) -> anyhow::Result<Generated> {
     if !status.success() {
         bail!("`stampede gen users` failed: {status}");
     }
-    eprintln!("generated in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!("generated in {:.2} s", started.elapsed().as_secs_f64());
     Ok(generated)
 }
 

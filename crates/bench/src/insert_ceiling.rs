@@ -365,10 +365,10 @@ async fn mysql_fill(opts: &MySqlConnectOptions, rows: u64) -> anyhow::Result<(Du
         by_table[route(r.user_id, MYSQL_TABLES)].push(r);
     }
     let mut work: Vec<(usize, Vec<Row>)> = Vec::new();
-    for (t, mut table_rows) in by_table.into_iter().enumerate() {
-        while !table_rows.is_empty() {
-            let tail = table_rows.split_off(table_rows.len().min(MYSQL_STATEMENT_ROWS));
-            work.push((t, std::mem::replace(&mut table_rows, tail)));
+    for (t, table_rows) in by_table.into_iter().enumerate() {
+        let mut rest = table_rows.into_iter().peekable();
+        while rest.peek().is_some() {
+            work.push((t, rest.by_ref().take(MYSQL_STATEMENT_ROWS).collect()));
         }
     }
     // Interleave the tables, as concurrent batches of many users would.

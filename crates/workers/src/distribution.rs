@@ -17,6 +17,7 @@
 //! idempotent coupon insert make the redo issue nothing twice.
 
 use crate::runner::Job;
+use crate::seen::SeenUsers;
 use async_trait::async_trait;
 use jiff::SignedDuration;
 use stampede_core::AppError;
@@ -36,7 +37,6 @@ use stampede_domain::distribution::{
 use stampede_domain::ids::{CouponId, UserId};
 use stampede_domain::template::Template;
 use stampede_sheet::{Cell, Format, Limits, Row, RowReader, SheetError};
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -293,7 +293,7 @@ impl DistributionRunner {
             self.config.limits.clone(),
             size,
         );
-        let mut seen: HashSet<i64> = HashSet::new();
+        let mut seen = SeenUsers::with_capacity(usize::try_from(task.total_rows).unwrap_or(0));
         let mut next = task.processed_rows;
         while let Some(batch) = rx.recv().await {
             let batch = match batch {
@@ -315,6 +315,7 @@ impl DistributionRunner {
                         seen.insert(u);
                     }
                 }
+                seen.end_batch();
                 continue;
             }
             if first != next {
@@ -359,7 +360,7 @@ impl DistributionRunner {
         task: &DistributionTask,
         t: &Template,
         rows: &[Row],
-        seen: &mut HashSet<i64>,
+        seen: &mut SeenUsers,
         replay_only: bool,
     ) -> Result<Step, AppError> {
         let first_row = rows.first().map(|r| r.index).unwrap_or(task.processed_rows);
@@ -401,7 +402,7 @@ impl DistributionRunner {
                     reason: RowFailure::InvalidUserId,
                 }),
                 Cell::UserId(u) => {
-                    let seen_before = !seen.insert(*u);
+                    let seen_before = seen.insert(*u);
                     let user = UserId::new(*u);
                     match (answers.next(), user) {
                         (Some(RowReservation::Reserved { seq }), Some(user)) => {
@@ -433,6 +434,7 @@ impl DistributionRunner {
                 }
             }
         }
+        seen.end_batch();
         let commit = BatchCommit {
             task: task.id,
             shop_id: task.shop_id,

@@ -10,6 +10,7 @@ pub mod distribution;
 mod jobs;
 pub mod notify;
 mod runner;
+mod seen;
 
 pub use distribution::{DistributionRunner, RunEnd, RunnerConfig};
 pub use jobs::{EndTemplates, PurgeIdempotencyKeys};
