@@ -34,7 +34,7 @@ pub struct HttpLimits {
 
 /// The routes and their OpenAPI document.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    use routes::{auth, distributions, engine, ops, templates};
+    use routes::{auth, distributions, engine, ops, settlement, templates};
     use utoipa_axum::router::UtoipaMethodRouterExt;
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(ops::healthz))
@@ -59,6 +59,12 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(distributions::get))
         .routes(routes!(distributions::cancel))
         .routes(routes!(distributions::failures))
+        .routes(routes!(settlement::quote))
+        .routes(routes!(settlement::lock))
+        .routes(routes!(settlement::redeem))
+        .routes(routes!(settlement::release))
+        .routes(routes!(settlement::refund))
+        .routes(routes!(settlement::get))
         .routes(routes!(engine::get_template))
         .routes(routes!(engine::claim))
         .routes(routes!(engine::my_coupons))

@@ -20,5 +20,7 @@ pub mod error;
 pub mod ids;
 pub mod ports;
 pub mod records;
+pub mod settlement_ports;
+pub mod settlements;
 
 pub use error::AppError;

@@ -4,7 +4,8 @@
 //!
 //! Layout: `ids` (snowflake ids and their wire format), `money` (minor-unit amounts),
 //! `validation` (field errors gathered all at once), `template` (the coupon template, its
-//! creation rules and its changes), `auth` (roles and the acting principal), `audit`, `distribution` (bulk-push tasks and
+//! creation rules and its changes), `auth` (roles and the acting principal), `audit`, `settlement` (checkout quote math and the
+//! best coupon combination), `distribution` (bulk-push tasks and
 //! their row outcomes),
 //! `error` (the stable error codes of the API contract).
 
@@ -15,6 +16,8 @@ pub mod distribution;
 pub mod error;
 pub mod ids;
 pub mod money;
+pub mod order;
+pub mod settlement;
 pub mod snowflake;
 pub mod template;
 pub mod time;

@@ -12,9 +12,10 @@ use stampede_core::backoffice::BackOffice;
 use stampede_core::clock::{Clock, SystemClock};
 use stampede_core::distributions::Distributions;
 use stampede_core::ids::IdGenerator;
+use stampede_core::settlements::Settlements;
 use stampede_workers::{
     DistributionRunner, EndTemplates, NotifyConfig, NotifyDistributions, PurgeIdempotencyKeys,
-    Runner, RunnerConfig,
+    ReleaseExpiredLocks, Runner, RunnerConfig,
 };
 use std::net::SocketAddr;
 use std::path::Path;
@@ -205,6 +206,16 @@ impl Application {
             max_bytes: d.max_upload_bytes,
             limits: limits.clone(),
         };
+        let settlements = Arc::new(Settlements::new(
+            services.stores.settlements.clone(),
+            services.stores.coupons.clone(),
+            engine.catalog.clone(),
+            engine.hot.clone(),
+            clock.clone(),
+            jiff::SignedDuration::from_secs(
+                i64::try_from(settings.settlement.lock_ttl_secs).unwrap_or(i64::MAX / 2),
+            ),
+        ));
         let checks: Vec<Arc<dyn HealthCheck>> =
             vec![Arc::new(DatabaseCheck(services.stores.templates.clone()))];
         let state = AppState {
@@ -212,6 +223,7 @@ impl Application {
             auth: services.auth.clone(),
             claims: engine.claims.clone(),
             distributions,
+            settlements: settlements.clone(),
             uploads,
             claim_limiter: limiter.clone(),
             checks: Arc::new(checks),
@@ -242,6 +254,11 @@ impl Application {
             ),
         }));
 
+        runner.register(Arc::new(ReleaseExpiredLocks {
+            settlements,
+            interval: Duration::from_millis(settings.settlement.expiry_interval_ms),
+            batch: 200,
+        }));
         stampede_workers::distribution::clean_work_dir(&work_dir).await;
         runner.register(Arc::new(DistributionRunner {
             store: services.stores.distributions.clone(),

@@ -43,6 +43,7 @@ pub struct Settings {
     pub engine: EngineSettings,
     pub redis: RedisSettings,
     pub distribution: DistributionSettings,
+    pub settlement: SettlementSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -315,6 +316,24 @@ impl Default for DistributionSettings {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SettlementSettings {
+    /// How long a lock holds coupons for an order before the sweep releases them.
+    pub lock_ttl_secs: u64,
+    /// How often each node sweeps expired locks (a lock is released within this of expiry).
+    pub expiry_interval_ms: u64,
+}
+
+impl Default for SettlementSettings {
+    fn default() -> Self {
+        Self {
+            lock_ttl_secs: 15 * 60,
+            expiry_interval_ms: 1_000,
+        }
+    }
+}
+
 /// Flags that override every other layer.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -420,6 +439,9 @@ impl Settings {
             anyhow::bail!(
                 "workers.idempotency_retention_hours must be at least 24 (the API promises 24 h)"
             );
+        }
+        if self.settlement.lock_ttl_secs == 0 || self.settlement.expiry_interval_ms == 0 {
+            anyhow::bail!("settlement.lock_ttl_secs and expiry_interval_ms must be positive");
         }
         let d = &self.distribution;
         if !(1..=50_000).contains(&d.batch_size) {

@@ -6,6 +6,7 @@ use stampede_api::HealthCheck;
 use stampede_core::claim_ports::{ClaimLogStore, CouponStore};
 use stampede_core::distribution_ports::DistributionStore;
 use stampede_core::ports::{AccountStore, TemplateStore};
+use stampede_core::settlement_ports::SettlementStore;
 use stampede_store_mysql::{MysqlConfig, MysqlStore};
 use stampede_store_sqlite::{SqliteOptions, SqliteStore};
 use std::sync::Arc;
@@ -15,6 +16,7 @@ pub struct Stores {
     pub accounts: Arc<dyn AccountStore>,
     pub coupons: Arc<dyn CouponStore>,
     pub distributions: Arc<dyn DistributionStore>,
+    pub settlements: Arc<dyn SettlementStore>,
     /// Distributed mode's claim-log bookkeeping (MySQL only).
     pub claim_log: Option<Arc<dyn ClaimLogStore>>,
     /// The MySQL store itself, when that is the backend (tests drop its databases).
@@ -40,7 +42,8 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Stores> {
                 templates: store.clone(),
                 accounts: store.clone(),
                 coupons: store.clone(),
-                distributions: store,
+                distributions: store.clone(),
+                settlements: store,
                 claim_log: None,
                 mysql: None,
             })
@@ -61,6 +64,7 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Stores> {
                 accounts: shared.clone(),
                 coupons: shared.clone(),
                 distributions: shared.clone(),
+                settlements: shared.clone(),
                 claim_log: Some(shared),
                 mysql: Some(store),
             })

@@ -123,7 +123,7 @@ pub(crate) fn bind_event(q: Q, e: &OutboxEvent) -> Q {
         .bind(e.created_at_ms)
 }
 
-fn coupon_record(row: &MySqlRow) -> Result<CouponRecord, StoreError> {
+pub(crate) fn coupon_record(row: &MySqlRow) -> Result<CouponRecord, StoreError> {
     Ok(CouponRecord {
         id: col(row, "id")?,
         user_id: col(row, "user_id")?,

@@ -1,10 +1,10 @@
 //! MySQL/MariaDB adapter: Stampede's distributed system of record, N databases × M tables.
 //!
 //! Owns the schema and all SQL for templates (with their audit log and idempotency keys),
-//! for user coupons and their outbox, for distribution tasks (with their failed rows and
-//! uploaded files), and for accounts, sessions and refresh tokens, behind the core's
-//! `TemplateStore`, `CouponStore`, `ClaimLogStore`, `DistributionStore` and `AccountStore`
-//! ports.
+//! for user coupons and their outbox, for orders and their settlement rows, for distribution
+//! tasks (with their failed rows and uploaded files), and for accounts, sessions and refresh
+//! tokens, behind the core's `TemplateStore`, `CouponStore`, `ClaimLogStore`,
+//! `SettlementStore`, `DistributionStore` and `AccountStore` ports.
 //!
 //! Layout of the data:
 //! - every database holds M copies of the per-shop tables (`templates_{t}`,
@@ -12,14 +12,17 @@
 //!   `distribution_failures_{t}`, `distribution_files_{t}`); a shop's rows all live in the one
 //!   shard its `shop_id` routes to (`router`), so each write of a template is one local
 //!   transaction, and so is a distribution batch's checkpoint with its stock change;
-//! - and M copies of the per-user tables (`user_coupons_{t}`, `outbox_{t}`), routed by
-//!   `user_id` with the same router: a coupon and the event recording it are written in one
-//!   local transaction, and a user's coupons are one query on one table. A finishing
-//!   distribution task writes its event to the outbox table its `shop_id` routes to, in the
-//!   task's own transaction;
+//! - and M copies of the per-user tables (`user_coupons_{t}`, `outbox_{t}`, `orders_{t}`,
+//!   `settlements_{t}`), routed by `user_id` with the same router: a coupon and the event
+//!   recording it are written in one local transaction, a user's coupons are one query on one
+//!   table, and each step of an order (lock, redeem, release, refund, expiry) is one local
+//!   transaction over the order, its settlement rows, its coupons and their events. A
+//!   finishing distribution task writes its event to the outbox table its `shop_id` routes
+//!   to, in the task's own transaction;
 //! - `databases[0]` also holds the global tables: `template_directory` and
-//!   `distribution_directory` (id → shop, so a lookup by id is routed, not broadcast) and the
-//!   accounts tables.
+//!   `distribution_directory` (id → shop, so a lookup by id is routed, not broadcast),
+//!   `order_directory` (order id → user, for the same reason, and so an order id serves one
+//!   user only) and the accounts tables.
 //!
 //! Queries that span shops (the admin lists, the end sweep, purging, the distribution runner's
 //! and notifier's scans) send one query per database, covering its M tables with `UNION ALL`,
@@ -38,8 +41,9 @@
 //! Layout of the crate: `router` (shard rule), `connect` (URLs, pools, database creation),
 //! `migrate` (per-shard migration runner; SQL in `migrations/`), `directory`, `templates` and
 //! `listing` (the `TemplateStore`), `coupons` (the `CouponStore`), `claim_log` (the
-//! `ClaimLogStore`), `distributions` (the `DistributionStore`), `accounts` (the
-//! `AccountStore`), `error` (one mapping from driver errors to `StoreError`).
+//! `ClaimLogStore`), `settlements` (the `SettlementStore`), `distributions` (the
+//! `DistributionStore`), `accounts` (the `AccountStore`), `error` (one mapping from driver
+//! errors to `StoreError`).
 
 mod accounts;
 mod claim_log;
@@ -51,6 +55,7 @@ mod error;
 mod listing;
 mod migrate;
 mod router;
+mod settlements;
 mod templates;
 
 pub use error::ConfigError;

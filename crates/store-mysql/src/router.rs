@@ -19,7 +19,8 @@ pub const MAX_SHARDS: u32 = 1 << 16;
 /// One physical table set in `databases[database]`: the per-shop tables (`templates_{table}`,
 /// `template_audit_{table}`, `idempotency_keys_{table}`, `distributions_{table}` with its
 /// failures and file chunks) for shop ids routed here, and the per-user tables
-/// (`user_coupons_{table}`, `outbox_{table}`) for user ids routed here.
+/// (`user_coupons_{table}`, `outbox_{table}`, `orders_{table}`, `settlements_{table}`) for
+/// user ids routed here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Shard {
     pub database: usize,
@@ -47,6 +48,16 @@ impl Shard {
     /// the events of its shops' distribution tasks, written as they finish).
     pub fn outbox_table(&self) -> String {
         format!("outbox_{}", self.table)
+    }
+
+    /// Orders of this shard's users, next to their coupons.
+    pub fn orders_table(&self) -> String {
+        format!("orders_{}", self.table)
+    }
+
+    /// The coupons each order of `orders_table` holds (its settlement lines).
+    pub fn settlements_table(&self) -> String {
+        format!("settlements_{}", self.table)
     }
 
     pub fn distributions_table(&self) -> String {

@@ -141,7 +141,7 @@ fn coupon_record(row: &SqliteRow) -> Result<CouponRecord, sqlx::Error> {
     })
 }
 
-fn decode_coupon(row: &SqliteRow) -> Result<UserCoupon, StoreError> {
+pub(crate) fn decode_coupon(row: &SqliteRow) -> Result<UserCoupon, StoreError> {
     coupon_record(row).map_err(db)?.into_coupon()
 }
 

@@ -133,7 +133,7 @@ fn bind_failure(q: Query, f: &FailureArgs) -> Query {
 }
 
 impl SqliteStore {
-    async fn in_write_tx<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(crate) async fn in_write_tx<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         F: for<'c> FnOnce(
                 &'c mut SqliteConnection,

@@ -1,6 +1,7 @@
 //! `stampede-store-sqlite`: the embedded system of record. It owns the SQLite file (WAL
 //! mode), its schema and migrations, and implements the core's storage ports
-//! (`TemplateStore`, `AccountStore`, `CouponStore`, `DistributionStore`) on it.
+//! (`TemplateStore`, `AccountStore`, `CouponStore`, `DistributionStore`,
+//! `SettlementStore`) on it.
 //!
 //! Layout:
 //! - `lib.rs`: `SqliteStore`, opening the file and the two pools;
@@ -11,6 +12,7 @@
 //!   embedded group commit: one transaction per batch of claims);
 //! - `distributions.rs`: `DistributionStore` (tasks, their files and failed rows; a batch's
 //!   coupons, stock change, failures and checkpoint in one transaction);
+//! - `settlements.rs`: `SettlementStore` (orders, settlement rows, coupon moves + events);
 //! - `error.rs`: the single sqlx → `StoreError` mapping.
 //!
 //! SQLite allows one writer at a time, so every write goes through a pool of exactly one
@@ -24,6 +26,7 @@ mod coupons;
 mod distributions;
 mod error;
 mod migrate;
+mod settlements;
 mod templates;
 
 use sqlx::SqlitePool;

@@ -39,6 +39,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         description: "distribution tasks, failures, files",
         sql: include_str!("../migrations/0004_distributions.sql"),
     },
+    Migration {
+        version: 5,
+        description: "orders and settlement rows",
+        sql: include_str!("../migrations/0005_settlements.sql"),
+    },
 ];
 
 /// Applies every migration not yet recorded; returns how many it applied.

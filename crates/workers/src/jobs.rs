@@ -61,3 +61,30 @@ impl Job for PurgeIdempotencyKeys {
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 }
+
+/// Releases order locks whose `lock_expires_at` passed (SPEC §5 guarantee 6). Safe on many
+/// nodes: each release is a transaction that re-checks the lock under the row lock.
+pub struct ReleaseExpiredLocks {
+    pub settlements: Arc<stampede_core::settlements::Settlements>,
+    pub interval: Duration,
+    pub batch: u32,
+}
+
+#[async_trait]
+impl Job for ReleaseExpiredLocks {
+    fn name(&self) -> &'static str {
+        "release_expired_locks"
+    }
+
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    fn batch(&self) -> usize {
+        usize::try_from(self.batch).unwrap_or(usize::MAX)
+    }
+
+    async fn run_once(&self) -> Result<usize, AppError> {
+        self.settlements.release_expired(self.batch).await
+    }
+}

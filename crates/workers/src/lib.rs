@@ -13,6 +13,6 @@ mod runner;
 mod seen;
 
 pub use distribution::{DistributionRunner, RunEnd, RunnerConfig};
-pub use jobs::{EndTemplates, PurgeIdempotencyKeys};
+pub use jobs::{EndTemplates, PurgeIdempotencyKeys, ReleaseExpiredLocks};
 pub use notify::{NotifyConfig, NotifyDistributions};
 pub use runner::{Job, Runner};

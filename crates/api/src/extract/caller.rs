@@ -32,6 +32,12 @@ impl Allowed for UserOnly {
     const ROLES: &'static [Role] = &[Role::User];
 }
 
+/// Settlement: users for themselves, the order service for any user.
+pub struct SettlementRoles;
+impl Allowed for SettlementRoles {
+    const ROLES: &'static [Role] = &[Role::User, Role::Service];
+}
+
 /// Any authenticated caller.
 pub struct AnyRole;
 impl Allowed for AnyRole {

@@ -28,6 +28,11 @@ impl Fields {
         self.map.remove(name).filter(|v| !v.is_null())
     }
 
+    /// The raw JSON value of `name` (marked known), for nested structures.
+    pub fn value(&mut self, name: &'static str) -> Option<Value> {
+        self.take(name)
+    }
+
     pub fn string(&mut self, name: &'static str) -> Option<String> {
         match self.take(name)? {
             Value::String(s) => Some(s),

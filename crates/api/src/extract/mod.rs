@@ -4,6 +4,6 @@ mod caller;
 mod fields;
 mod json;
 
-pub use caller::{AdminOnly, Allowed, AnyRole, BackOfficeRoles, Caller, UserOnly};
+pub use caller::{AdminOnly, Allowed, AnyRole, BackOfficeRoles, Caller, SettlementRoles, UserOnly};
 pub use fields::Fields;
 pub use json::{JsonObject, OptionalJsonObject, canonical_hash};

@@ -4,4 +4,5 @@ pub mod auth;
 pub mod distributions;
 pub mod engine;
 pub mod ops;
+pub mod settlement;
 pub mod templates;

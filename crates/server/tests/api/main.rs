@@ -12,4 +12,5 @@ mod engine;
 mod helpers;
 mod manage;
 mod ops;
+mod settlement;
 mod templates;

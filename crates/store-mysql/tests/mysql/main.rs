@@ -15,4 +15,5 @@ mod coupons;
 mod distributions;
 mod listing;
 mod schema;
+mod settlements;
 mod templates;

@@ -30,7 +30,7 @@ async fn migrating_again_is_a_noop(ctx: Ctx) {
                 .fetch_all(&pool)
                 .await
                 .unwrap();
-        assert_eq!(versions, [1, 2, 3]);
+        assert_eq!(versions, [1, 2, 3, 4]);
         pool.close().await;
     }
 }
@@ -52,6 +52,27 @@ async fn schema_matches_the_shared_records(ctx: Ctx) {
     expected_columns.push("claim_log_pos");
     let coupon_columns: Vec<&str> = COUPON_COLUMNS.split(',').map(str::trim).collect();
     let distribution_columns: Vec<&str> = DISTRIBUTION_COLUMNS.split(',').map(str::trim).collect();
+    // The names the SQLite adapter uses too.
+    let order_columns = vec![
+        "order_id",
+        "user_id",
+        "status",
+        "subtotal",
+        "discount",
+        "payable",
+        "lock_expires_at_ms",
+        "created_at_ms",
+        "updated_at_ms",
+    ];
+    let settlement_columns = vec![
+        "order_id",
+        "coupon_id",
+        "user_id",
+        "template_id",
+        "discount",
+        "status",
+        "valid_until_ms",
+    ];
     for (i, url) in ctx.cfg.databases.iter().enumerate() {
         let pool = MySqlPool::connect(url).await.unwrap();
         let mut expected: Vec<String> = vec!["schema_migrations".to_owned()];
@@ -65,11 +86,15 @@ async fn schema_matches_the_shared_records(ctx: Ctx) {
                 format!("distributions_{t}"),
                 format!("distribution_failures_{t}"),
                 format!("distribution_files_{t}"),
+                format!("orders_{t}"),
+                format!("settlements_{t}"),
             ]);
             for (table, want) in [
                 (format!("templates_{t}"), &expected_columns),
                 (format!("user_coupons_{t}"), &coupon_columns),
                 (format!("distributions_{t}"), &distribution_columns),
+                (format!("orders_{t}"), &order_columns),
+                (format!("settlements_{t}"), &settlement_columns),
             ] {
                 let columns: Vec<String> = sqlx::query_scalar(
                     "SELECT CAST(column_name AS CHAR) FROM information_schema.columns \
@@ -87,6 +112,7 @@ async fn schema_matches_the_shared_records(ctx: Ctx) {
                 [
                     "template_directory",
                     "distribution_directory",
+                    "order_directory",
                     "accounts",
                     "auth_sessions",
                     "refresh_tokens",
@@ -139,7 +165,7 @@ async fn a_database_from_before_distributions_is_upgraded(ctx: Ctx) {
                 .fetch_all(&pool)
                 .await
                 .unwrap();
-        assert_eq!(versions, [1, 2, 3]);
+        assert_eq!(versions, [1, 2, 3, 4]);
         let names = table_names(&pool).await;
         assert!(names.contains(&"distributions_0".to_owned()), "{names:?}");
         pool.close().await;
