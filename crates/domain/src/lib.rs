@@ -4,9 +4,9 @@
 //!
 //! Layout: `ids` (snowflake ids and their wire format), `money` (minor-unit amounts),
 //! `validation` (field errors gathered all at once), `template` (the coupon template, its
-//! creation rules and its changes), `auth` (roles and the acting principal), `audit`, `settlement` (checkout quote math and the
-//! best coupon combination), `distribution` (bulk-push tasks and
-//! their row outcomes),
+//! creation rules and its changes), `auth` (roles and the acting principal), `audit`,
+//! `settlement` (checkout quote math and the best coupon combination), `distribution`
+//! (bulk-push tasks and their row outcomes),
 //! `error` (the stable error codes of the API contract).
 
 pub mod audit;
