@@ -157,7 +157,12 @@ impl Settlements {
         let user = acting_user(who, user_id)?
             .ok_or_else(|| AppError::validation("user_id", "is required for the service role"))?;
         let coupons = self.coupons_of(user).await?;
-        Ok(math::quote(&coupons, cart, self.clock.now()))
+        let q = math::quote(&coupons, cart, self.clock.now());
+        if !q.best.exact {
+            // A pathological cart ran the search out of budget: the answer is the best found.
+            tracing::warn!(user = %user, coupons = coupons.len(), shops = cart.shops().len(), "best combination search hit its budget");
+        }
+        Ok(q)
     }
 
     /// Locks `coupon_ids` for `order_id`, the discount recomputed here. Repeating the same
