@@ -732,3 +732,56 @@ async fn racing_orders_lock_a_coupon_once_and_repeats_have_one_effect() {
         other => panic!("unexpected final state {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn lock_expiry_racing_redeem_ends_in_one_consistent_state() {
+    let app = spawn_app().await;
+    let f = fixture(&app).await;
+    let u = app.user_n(USER);
+    for (i, coupon) in [&f.c7, &f.c8, &f.cp].into_iter().enumerate() {
+        let order = format!("x-{i}");
+        let (s, _) = post(
+            &app,
+            &format!("/api/v1/orders/{order}/coupons/lock"),
+            &u,
+            json!({"coupon_ids": [coupon], "items": cart()}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        // Just before the expiry the redeem wins; at it, the sweep and the redeem race.
+        let step = if i == 0 { 14 } else { 15 };
+        app.advance(SignedDuration::from_mins(step));
+        let client = app.client.clone();
+        let url = app.url(&format!("/api/v1/orders/{order}/coupons/redeem"));
+        let token = u.clone();
+        let redeem = tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        });
+        app.drain().await;
+        let code = redeem.await.unwrap_or(0);
+        let (_, o) = read(
+            app.get(&format!("/api/v1/orders/{order}/coupons"), &u)
+                .await,
+        )
+        .await;
+        let (_, c) = read(app.get(&format!("/api/v1/me/coupons/{coupon}"), &u).await).await;
+        match (code, o["status"].as_str()) {
+            (200, Some("redeemed")) => assert_eq!(c["status"], "used", "{o}"),
+            (409, Some("released")) => assert_eq!(c["status"], "unused", "{o}"),
+            other => panic!("inconsistent: {other:?} {o} {c}"),
+        }
+        if i == 0 {
+            assert_eq!(code, 200, "before the expiry the redeem wins");
+        } else {
+            assert_eq!(code, 409, "at the expiry the lock is gone");
+        }
+        app.advance(SignedDuration::from_mins(-step));
+    }
+}
