@@ -1,19 +1,22 @@
 //! Engine of `stampede-bench`, the load generator for an already running Stampede server
 //! (see the binary's documentation for usage). Split from the binary so tests can drive it.
 
+pub mod bulk_claim;
 pub mod claim;
 pub mod client;
 pub mod distribution;
 pub mod insert_ceiling;
 pub mod load;
+pub mod lock_redeem;
 pub mod multipart;
 pub mod proc;
+pub mod quote;
 pub mod redis_ceiling;
 pub mod report;
 pub mod stats;
 
 use client::Target;
-use load::{LoadOptions, RequestMix};
+use load::{LoadOptions, RequestMix, Workload};
 use report::{Report, RunShape, ServerUsage};
 use std::sync::Arc;
 
@@ -21,12 +24,13 @@ use std::sync::Arc;
 pub async fn measure(
     scenario: &str,
     target: &Target,
-    mix: Arc<RequestMix>,
+    work: Arc<dyn Workload>,
     opts: &LoadOptions,
     threads: usize,
     server_pid: Option<u32>,
 ) -> anyhow::Result<Report> {
-    let result = load::run(target, mix, opts, server_pid).await?;
+    let requests_per_op = work.requests_per_op();
+    let result = load::run(target, work, opts, server_pid).await?;
     let shape = RunShape {
         mode: if opts.rate.is_some() {
             "open"
@@ -38,9 +42,16 @@ pub async fn measure(
         target_rate: opts.rate,
         threads,
         warmup_s: opts.warmup.as_secs_f64(),
-        duration_s: opts.duration.as_secs_f64(),
+        // Rates are over the window as it ran (shorter when the workload ran out).
+        duration_s: if result.exhausted {
+            round2(result.window.as_secs_f64())
+        } else {
+            opts.duration.as_secs_f64()
+        },
     };
     let mut report = Report::new(scenario, shape, &result.stats);
+    report.exhausted = result.exhausted;
+    report.requests_per_op = requests_per_op;
     report.bench_cpu_cores = result.bench_cpu_cores.map(round2);
     if let Some(pid) = server_pid {
         let (peak_rss_kb, rss_kb) = proc::memory_kb(pid)?;

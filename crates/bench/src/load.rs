@@ -11,6 +11,13 @@
 //!
 //! Only requests that complete inside the measurement window (after the warmup, before the
 //! end) are counted; requests still in flight at the end are abandoned uncounted.
+//!
+//! What is sent is a [`Workload`]: each call gives one [`Operation`], a single request (most
+//! scenarios) or a chain of requests sent one after the other on the same connection and
+//! timed together as one (`lock-redeem`: lock then redeem). A workload may run out (each
+//! operation uses up a coupon): the connection that finds it empty stops, and once every
+//! connection has, the window ends early; the result says so and its rates are over the
+//! shorter window.
 
 use crate::client::{Body, Target};
 use crate::proc;
@@ -24,12 +31,36 @@ use hyper::{Method, Request, StatusCode, Uri};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout_at};
 
 /// Pause after a failed connect before the next attempt, so a dead server is not hammered.
 const CONNECT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// One unit of work, timed from its first byte sent to the last answer read.
+// Not boxed: one operation is built per request on the hot path, and moved once.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Operation {
+    /// One request.
+    Single(Request<Body>),
+    /// Requests sent in order on one connection, each named for the error counts; the first
+    /// non-2xx answer ends the chain and is counted as the operation's answer.
+    Chain(Vec<(&'static str, Request<Body>)>),
+}
+
+/// A source of operations, shared by every connection of a run.
+pub trait Workload: Send + Sync {
+    /// The next operation, or `None` when the workload is used up (see the module docs).
+    fn next(&self, target: &Target, rng: &mut SmallRng) -> Option<Operation>;
+
+    /// HTTP requests per successful operation (for the report).
+    fn requests_per_op(&self) -> u32 {
+        1
+    }
+}
 
 /// What to send: one method, a random URI and a random `Authorization` (if any) per request.
 #[derive(Debug, Clone)]
@@ -49,7 +80,7 @@ impl RequestMix {
         }
     }
 
-    fn next(&self, target: &Target, rng: &mut SmallRng) -> Option<Request<Body>> {
+    fn request(&self, target: &Target, rng: &mut SmallRng) -> Option<Request<Body>> {
         let uri = match self.uris.len() {
             1 => self.uris.first(),
             n => self.uris.get(rng.random_range(0..n)),
@@ -73,6 +104,12 @@ impl RequestMix {
     }
 }
 
+impl Workload for RequestMix {
+    fn next(&self, target: &Target, rng: &mut SmallRng) -> Option<Operation> {
+        self.request(target, rng).map(Operation::Single)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub connections: usize,
@@ -90,6 +127,10 @@ pub struct LoadResult {
     pub stats: Stats,
     pub server_cpu_cores: Option<f64>,
     pub bench_cpu_cores: Option<f64>,
+    /// The measurement window as it ran: `--duration`, or less when the workload ran out.
+    pub window: Duration,
+    /// The workload ran out before the end of the window.
+    pub exhausted: bool,
 }
 
 struct Plan {
@@ -99,12 +140,14 @@ struct Plan {
     rate: Option<f64>,
     connections: u64,
     timeout: Duration,
+    /// Set by the first connection that finds the workload used up.
+    exhausted: AtomicBool,
 }
 
 /// Runs one load phase (warmup then measurement) against `target`.
 pub async fn run(
     target: &Target,
-    mix: Arc<RequestMix>,
+    work: Arc<dyn Workload>,
     opts: &LoadOptions,
     server_pid: Option<u32>,
 ) -> anyhow::Result<LoadResult> {
@@ -115,9 +158,6 @@ pub async fn run(
         && !(r.is_finite() && r > 0.0)
     {
         bail!("--rate must be a positive number of requests per second");
-    }
-    if mix.uris.is_empty() {
-        bail!("nothing to request");
     }
     if opts.duration.is_zero() {
         bail!("--duration must be positive");
@@ -155,6 +195,7 @@ pub async fn run(
         rate: opts.rate,
         connections: opts.connections as u64,
         timeout: opts.timeout,
+        exhausted: AtomicBool::new(false),
     });
     let target = Arc::new(target.clone());
     let mut workers = JoinSet::new();
@@ -163,26 +204,49 @@ pub async fn run(
             k as u64,
             conn,
             target.clone(),
-            mix.clone(),
+            work.clone(),
             plan.clone(),
         ));
     }
 
-    sleep_until(plan.measure_from).await;
-    let before = CpuSample::take(server_pid);
-    sleep_until(plan.end).await;
-    let after = CpuSample::take(server_pid);
-
+    // Workers end at the end of the window, or earlier when the workload runs out: the
+    // window then closes when the last one stops.
     let mut stats = Stats::new()?;
+    loop {
+        tokio::select! {
+            () = sleep_until(plan.measure_from) => break,
+            joined = workers.join_next() => match joined {
+                Some(j) => stats.merge(&j.context("a load worker failed")??)?,
+                None => bail!(
+                    "the workload ran out during the warmup: nothing left to measure \
+                     (give the setup more work, or shorten --warmup)"
+                ),
+            },
+        }
+    }
+    let before = CpuSample::take(server_pid);
+    loop {
+        tokio::select! {
+            () = sleep_until(plan.end) => break,
+            joined = workers.join_next() => match joined {
+                Some(j) => stats.merge(&j.context("a load worker failed")??)?,
+                None => break,
+            },
+        }
+    }
+    let after = CpuSample::take(server_pid);
     while let Some(joined) = workers.join_next().await {
         stats.merge(&joined.context("a load worker failed")??)?;
     }
-    let secs = (after.at - before.at).as_secs_f64().max(1e-9);
+    let window = after.at - before.at;
+    let secs = window.as_secs_f64().max(1e-9);
     let per_sec = |a: Option<f64>, b: Option<f64>| Some(((b? - a?) / secs).max(0.0));
     Ok(LoadResult {
         stats,
         server_cpu_cores: per_sec(before.server, after.server),
         bench_cpu_cores: per_sec(before.bench, after.bench),
+        window,
+        exhausted: plan.exhausted.load(Ordering::Relaxed),
     })
 }
 
@@ -207,14 +271,14 @@ async fn worker(
     k: u64,
     mut conn: Option<SendRequest<Body>>,
     target: Arc<Target>,
-    mix: Arc<RequestMix>,
+    work: Arc<dyn Workload>,
     plan: Arc<Plan>,
 ) -> anyhow::Result<Stats> {
     let mut stats = Stats::new()?;
     let mut rng = SmallRng::from_rng(&mut rand::rng());
     let mut slot: u64 = 0;
     loop {
-        // When the request is due and where its latency is measured from.
+        // When the operation is due and where its latency is measured from.
         let origin = match plan.rate {
             None => None,
             Some(rate) => {
@@ -238,46 +302,47 @@ async fn worker(
         }
 
         let deadline = (now + plan.timeout).min(plan.end);
-        let sender = match timeout_at(deadline, ready(&mut conn, &target)).await {
-            Ok(Some(s)) => s,
-            Ok(None) | Err(_) => {
-                conn = None;
-                let now = Instant::now();
-                if now >= plan.end {
-                    break;
-                }
-                if now >= plan.measure_from {
-                    stats.record_transport_error(TransportError::Connect);
-                }
-                sleep_until((now + CONNECT_BACKOFF).min(plan.end)).await;
-                continue;
+        if !matches!(
+            timeout_at(deadline, ready(&mut conn, &target)).await,
+            Ok(Some(_))
+        ) {
+            conn = None;
+            let now = Instant::now();
+            if now >= plan.end {
+                break;
             }
-        };
-        let Some(req) = mix.next(&target, &mut rng) else {
-            bail!("empty request mix");
+            if now >= plan.measure_from {
+                stats.record_transport_error(TransportError::Connect);
+            }
+            sleep_until((now + CONNECT_BACKOFF).min(plan.end)).await;
+            continue;
+        }
+        let Some(op) = work.next(&target, &mut rng) else {
+            plan.exhausted.store(true, Ordering::Relaxed);
+            break;
         };
         let sent = Instant::now();
         let start = origin.unwrap_or(sent);
         let deadline = (sent + plan.timeout).min(plan.end);
-        let outcome = timeout_at(deadline, exchange(sender, req)).await;
+        let outcome = timeout_at(deadline, perform(&mut conn, &target, op)).await;
         let done = Instant::now();
         let counted = done >= plan.measure_from;
         match outcome {
-            Ok(Ok((status, body))) => {
+            Ok(Ok(a)) => {
                 if counted {
-                    stats.record_response(done - start, status.as_u16(), &body);
+                    stats.record_step_response(done - start, a.status.as_u16(), &a.body, a.step);
                 }
             }
-            Ok(Err(_)) => {
+            Ok(Err(kind)) => {
                 conn = None;
                 if counted {
-                    stats.record_transport_error(TransportError::Io);
+                    stats.record_transport_error(kind);
                 }
             }
             Err(_) => {
                 conn = None;
                 if deadline >= plan.end {
-                    break; // the run is over, not the request's time
+                    break; // the run is over, not the operation's time
                 }
                 if counted {
                     stats.record_transport_error(TransportError::Timeout);
@@ -286,6 +351,56 @@ async fn worker(
         }
     }
     Ok(stats)
+}
+
+/// The answer that ended an operation: the last request's, or the first non-2xx of a chain
+/// (then `step` names it).
+struct Answer {
+    status: StatusCode,
+    body: Bytes,
+    step: Option<&'static str>,
+}
+
+/// Sends `op` on `conn` (made ready by the caller for the first request).
+async fn perform(
+    conn: &mut Option<SendRequest<Body>>,
+    target: &Target,
+    op: Operation,
+) -> Result<Answer, TransportError> {
+    match op {
+        Operation::Single(req) => {
+            let sender = conn.as_mut().ok_or(TransportError::Io)?;
+            let (status, body) = exchange(sender, req)
+                .await
+                .map_err(|_| TransportError::Io)?;
+            Ok(Answer {
+                status,
+                body,
+                step: None,
+            })
+        }
+        Operation::Chain(steps) => {
+            let last = steps.len().saturating_sub(1);
+            for (i, (step, req)) in steps.into_iter().enumerate() {
+                let sender = if i == 0 {
+                    conn.as_mut().ok_or(TransportError::Io)?
+                } else {
+                    ready(conn, target).await.ok_or(TransportError::Connect)?
+                };
+                let (status, body) = exchange(sender, req)
+                    .await
+                    .map_err(|_| TransportError::Io)?;
+                if i == last || !status.is_success() {
+                    return Ok(Answer {
+                        status,
+                        body,
+                        step: Some(step),
+                    });
+                }
+            }
+            Err(TransportError::Io) // an empty chain: nothing was answered
+        }
+    }
 }
 
 /// A connection ready for the next request: the current one, or a new one when it was closed

@@ -15,6 +15,24 @@
 //!   bulk-insert ceiling of the same database (same `user_coupons` schema, server-like
 //!   batches) and prints it next to the distribution's rows/s. Exits non-zero unless the task
 //!   completed.
+//! - `quote` — `POST /api/v1/checkout/quote` for random users with 5-item carts over 3 shops.
+//!   Setup: 50 templates (15 per shop 1–3 of mixed kinds — fixed, threshold, percent, some
+//!   scoped to goods — and 5 platform templates), and every one of `--users` users (default
+//!   1,000, from `--first-user`) claims one coupon of each, `--setup-in-flight` (32) at a time;
+//!   then one quote per cart for the first user must list its 50 coupons, some available,
+//!   with a positive best discount, or the run fails.
+//! - `lock-redeem` — each request is a pair on one connection: lock one unused coupon of a
+//!   user for a fresh order `b-<run>-<n>` (`POST /api/v1/orders/{id}/coupons/lock`), then
+//!   redeem it (`…/redeem`, body `{}`); latency is the pair's. Setup: `--users` users claim
+//!   `--coupons-per-user` (default 100; ≤ 500) coupons of shop-1 fixed templates, then each
+//!   user's last coupon is probe-locked and released until the persister has stored it.
+//!   A redeemed coupon is spent: the run supports `users × coupons-per-user` pairs (warmup
+//!   included; 100,000 by default) and stops early, saying so, when they are all spent.
+//!
+//!   Both settlement scenarios claim as users: run the server with
+//!   `STAMPEDE_ENGINE__CLAIM_RATE_PER_USER=0` (the per-user claim limit off; that is how
+//!   they are meant to be measured). Against a limited server the setup still completes,
+//!   more slowly: 429s are retried after a pause and counted.
 //! - `redis-ceiling` — `redis-benchmark` running a claim-like Lua (an approximation of the
 //!   claim script's cost); skipped when redis-benchmark or Redis is missing.
 //!
@@ -36,6 +54,16 @@
 //!     --server-pid $(pgrep -n stampede) --rows 1000000 --format csv \
 //!     --ceiling sqlite:/tmp/ceiling        # or --ceiling mysql:mysql://root@127.0.0.1:3306
 //! stampede-bench redis-ceiling
+//!
+//! # settlement: embedded server with the claim limit off
+//! rm -rf /tmp/bq && STAMPEDE_ENGINE__CLAIM_RATE_PER_USER=0 \
+//!     ./target/release/stampede serve --data-dir /tmp/bq --listen 127.0.0.1:18097 &
+//! stampede-bench quote --base http://127.0.0.1:18097 --data-dir /tmp/bq \
+//!     --server-pid $(pgrep -n stampede) --users 1000 \
+//!     --connections 64 --duration 10s --warmup 2s --compare-healthz
+//! stampede-bench lock-redeem --base http://127.0.0.1:18097 --data-dir /tmp/bq \
+//!     --server-pid $(pgrep -n stampede) --users 1000 --coupons-per-user 100 \
+//!     --connections 64 --duration 10s --warmup 2s
 //! ```
 //!
 //! The tool shares the machine's cores with the server: it runs on one thread by default
@@ -47,7 +75,9 @@ use stampede_bench::claim::{self, ClaimSetup};
 use stampede_bench::client::Target;
 use stampede_bench::distribution::{self, DistributionOptions, FileFormat};
 use stampede_bench::insert_ceiling::Ceiling;
-use stampede_bench::load::LoadOptions;
+use stampede_bench::load::{LoadOptions, Workload};
+use stampede_bench::lock_redeem::{self, LockRedeemSetup};
+use stampede_bench::quote::{self, QuoteSetup};
 use stampede_bench::redis_ceiling::{self, RedisOptions};
 use stampede_bench::report::Report;
 use stampede_bench::{healthz_mix, measure};
@@ -62,7 +92,7 @@ use std::time::Duration;
     name = "stampede-bench",
     version,
     about = "Load generator for a running Stampede server (healthz ceiling, claims, \
-             distribution, Redis ceiling)",
+             distribution, checkout quotes, lock+redeem, Redis ceiling)",
     long_about = "Load generator for an already running Stampede server.\n\n\
         NOTE: on a small machine this tool competes with the server for the same cores. It \
         runs on one thread by default (--threads); its own CPU use is reported as `bench CPU` \
@@ -90,6 +120,22 @@ enum Scenario {
         load: LoadArgs,
         #[command(flatten)]
         claim: ClaimArgs,
+    },
+    /// Checkout quotes: POST /api/v1/checkout/quote for random users holding 50 coupons each
+    /// (3 shops + platform) with 5-item carts.
+    Quote {
+        #[command(flatten)]
+        load: LoadArgs,
+        #[command(flatten)]
+        quote: QuoteArgs,
+    },
+    /// Lock one coupon for a fresh order, then redeem it: one pair per request, timed
+    /// together. Stops early when the setup's coupons are all spent.
+    LockRedeem {
+        #[command(flatten)]
+        load: LoadArgs,
+        #[command(flatten)]
+        lock_redeem: LockRedeemArgs,
     },
     /// One bulk distribution of a file of user ids, timed to `completed`, with the server's
     /// memory and CPU, and optionally the database's bulk-insert ceiling.
@@ -130,10 +176,11 @@ struct LoadArgs {
     /// Run the healthz ceiling right after with the same load and print both with the ratio.
     #[arg(long)]
     compare_healthz: bool,
-    /// The server's JWT secret (claim).
+    /// The server's JWT secret (claim, quote, lock-redeem).
     #[arg(long, env = "STAMPEDE_AUTH__JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
-    /// The embedded server's data dir: its generated secret is DIR/jwt-secret (claim).
+    /// The embedded server's data dir: its generated secret is DIR/jwt-secret (claim, quote,
+    /// lock-redeem).
     #[arg(long)]
     data_dir: Option<PathBuf>,
 }
@@ -155,6 +202,38 @@ struct ClaimArgs {
     /// Per-user limit of each template (1..=100).
     #[arg(long, default_value_t = 1)]
     limit: u64,
+}
+
+#[derive(Debug, Args)]
+struct QuoteArgs {
+    /// Simulated users; each claims 50 coupons in the setup.
+    #[arg(long, default_value_t = 1_000)]
+    users: u64,
+    /// First user id (users are consecutive ids; apart from the other scenarios' by default).
+    #[arg(long, default_value_t = 1_000_001)]
+    first_user: u64,
+    /// Distinct 5-item carts the requests draw from.
+    #[arg(long, default_value_t = 8)]
+    carts: usize,
+    /// Setup requests (claims) in flight.
+    #[arg(long, default_value_t = 32)]
+    setup_in_flight: usize,
+}
+
+#[derive(Debug, Args)]
+struct LockRedeemArgs {
+    /// Simulated users. Pairs available: users x coupons-per-user.
+    #[arg(long, default_value_t = 1_000)]
+    users: u64,
+    /// First user id (users are consecutive ids; apart from the other scenarios' by default).
+    #[arg(long, default_value_t = 2_000_001)]
+    first_user: u64,
+    /// Coupons each user claims in the setup (1..=500): one pair each.
+    #[arg(long, default_value_t = 100)]
+    coupons_per_user: u32,
+    /// Setup requests (claims, probes) in flight.
+    #[arg(long, default_value_t = 32)]
+    setup_in_flight: usize,
 }
 
 #[derive(Debug, Args)]
@@ -255,11 +334,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Scenario::Distribution(a) => runtime(1)?.block_on(distribution_scenario(a)),
-        Scenario::Healthz { load } => runtime(load.threads)?.block_on(load_scenario(load, None)),
+        Scenario::Healthz { load } => {
+            runtime(load.threads)?.block_on(load_scenario(load, Setup::Healthz))
+        }
         Scenario::Claim { load, claim } => {
-            runtime(load.threads)?.block_on(load_scenario(load, Some(claim)))
+            runtime(load.threads)?.block_on(load_scenario(load, Setup::Claim(claim)))
+        }
+        Scenario::Quote { load, quote } => {
+            runtime(load.threads)?.block_on(load_scenario(load, Setup::Quote(quote)))
+        }
+        Scenario::LockRedeem { load, lock_redeem } => {
+            runtime(load.threads)?.block_on(load_scenario(load, Setup::LockRedeem(lock_redeem)))
         }
     }
+}
+
+/// What a load scenario sets up before its load phase.
+enum Setup {
+    Healthz,
+    Claim(ClaimArgs),
+    Quote(QuoteArgs),
+    LockRedeem(LockRedeemArgs),
 }
 
 fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -308,7 +403,7 @@ async fn distribution_scenario(a: DistributionArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn load_scenario(load: LoadArgs, claim_args: Option<ClaimArgs>) -> anyhow::Result<()> {
+async fn load_scenario(load: LoadArgs, setup: Setup) -> anyhow::Result<()> {
     let target = Target::resolve(&load.base).await?;
     if let Some(pid) = load.server_pid {
         stampede_bench::proc::memory_kb(pid).context("--server-pid")?;
@@ -320,10 +415,11 @@ async fn load_scenario(load: LoadArgs, claim_args: Option<ClaimArgs>) -> anyhow:
         rate: load.rate,
         timeout: load.timeout,
     };
-    let (name, mix) = match &claim_args {
-        None => ("healthz", healthz_mix(&target)?),
-        Some(c) => {
-            let secret = claim::read_secret(load.jwt_secret.as_deref(), load.data_dir.as_deref())?;
+    let secret = || claim::read_secret(load.jwt_secret.as_deref(), load.data_dir.as_deref());
+    let (name, work): (&str, Arc<dyn Workload>) = match setup {
+        Setup::Healthz => ("healthz", Arc::new(healthz_mix(&target)?)),
+        Setup::Claim(c) => {
+            let secret = secret()?;
             let setup = ClaimSetup {
                 users: c.users,
                 first_user: c.first_user,
@@ -335,7 +431,44 @@ async fn load_scenario(load: LoadArgs, claim_args: Option<ClaimArgs>) -> anyhow:
                 "setup: creating {} templates (stock {}, limit {}) and minting {} user tokens",
                 c.templates, c.stock, c.limit, c.users
             );
-            ("claim", claim::setup(&target, &secret, &setup).await?)
+            (
+                "claim",
+                Arc::new(claim::setup(&target, &secret, &setup).await?),
+            )
+        }
+        Setup::Quote(q) => {
+            let secret = secret()?;
+            let setup = QuoteSetup {
+                users: q.users,
+                first_user: q.first_user,
+                carts: q.carts,
+                in_flight: q.setup_in_flight,
+            };
+            eprintln!(
+                "setup: {} users from {}, 50 coupons each, {} carts",
+                q.users, q.first_user, q.carts
+            );
+            (
+                "quote",
+                Arc::new(quote::setup(&target, &secret, &setup).await?),
+            )
+        }
+        Setup::LockRedeem(l) => {
+            let secret = secret()?;
+            let setup = LockRedeemSetup {
+                users: l.users,
+                first_user: l.first_user,
+                coupons_per_user: l.coupons_per_user,
+                in_flight: l.setup_in_flight,
+            };
+            eprintln!(
+                "setup: {} users from {}, {} coupons each",
+                l.users, l.first_user, l.coupons_per_user
+            );
+            (
+                "lock-redeem",
+                Arc::new(lock_redeem::setup(&target, &secret, &setup).await?),
+            )
         }
     };
     let phase = |name: &str| {
@@ -352,15 +485,8 @@ async fn load_scenario(load: LoadArgs, claim_args: Option<ClaimArgs>) -> anyhow:
         );
     };
     phase(name);
-    let mut report: Report = measure(
-        name,
-        &target,
-        Arc::new(mix),
-        &opts,
-        load.threads,
-        load.server_pid,
-    )
-    .await?;
+    let mut report: Report =
+        measure(name, &target, work, &opts, load.threads, load.server_pid).await?;
     if load.compare_healthz {
         phase("healthz");
         let ceiling = measure(

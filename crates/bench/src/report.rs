@@ -75,6 +75,21 @@ pub struct Report {
     /// `requests_per_s` of this run divided by the ceiling's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rps_ratio: Option<f64>,
+    /// HTTP requests per counted request when one "request" is a chain (`lock-redeem`: 2).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub requests_per_op: u32,
+    /// The workload ran out before the end of `--duration`; `duration_s` is the window that
+    /// ran.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exhausted: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 fn ms(us: u64) -> f64 {
@@ -137,6 +152,8 @@ impl Report {
             bench_cpu_cores: None,
             ceiling: None,
             rps_ratio: None,
+            requests_per_op: 1,
+            exhausted: false,
             shape,
         }
     }
@@ -162,6 +179,22 @@ impl Report {
         }
         let mut out = render_table(&runs);
         for r in &runs {
+            if r.requests_per_op > 1 {
+                let _ = writeln!(
+                    out,
+                    "note: one {} request is a chain of {} HTTP requests timed together \
+                     (its latency is the chain's)",
+                    r.scenario, r.requests_per_op
+                );
+            }
+            if r.exhausted {
+                let _ = writeln!(
+                    out,
+                    "warning: {} ran out of work after {:.2} s of the window: its rates are \
+                     over those {:.2} s (give the setup more work for a full window)",
+                    r.scenario, r.shape.duration_s, r.shape.duration_s
+                );
+            }
             if let Some(rate) = r.shape.target_rate
                 && r.requests_per_s < rate * 0.95
             {

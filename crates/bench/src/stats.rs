@@ -80,6 +80,19 @@ impl Stats {
 
     /// Records one HTTP response. `body` is only looked at for non-2xx answers.
     pub fn record_response(&mut self, latency: Duration, status: u16, body: &[u8]) {
+        self.record_step_response(latency, status, body, None);
+    }
+
+    /// Records the answer that ended an operation of several requests. A non-2xx answer's
+    /// problem `code` is counted as `"{step} {code}"` (e.g. `lock COUPON_NOT_USABLE`), so the
+    /// report says which request of the chain failed.
+    pub fn record_step_response(
+        &mut self,
+        latency: Duration,
+        status: u16,
+        body: &[u8],
+        step: Option<&str>,
+    ) {
         self.requests += 1;
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.latency.saturating_record(us.clamp(1, MAX_LATENCY_US));
@@ -93,11 +106,20 @@ impl Stats {
         }
         self.errors += 1;
         if let Some(code) = problem_code(body) {
-            match self.codes.iter_mut().find(|(c, _)| c.as_bytes() == code) {
+            match self
+                .codes
+                .iter_mut()
+                .find(|(c, _)| same_code(c.as_bytes(), step, code))
+            {
                 Some((_, n)) => *n += 1,
-                None => self
-                    .codes
-                    .push((String::from_utf8_lossy(code).into_owned().into(), 1)),
+                None => {
+                    let code = String::from_utf8_lossy(code);
+                    let key = match step {
+                        Some(s) => format!("{s} {code}"),
+                        None => code.into_owned(),
+                    };
+                    self.codes.push((key.into(), 1));
+                }
             }
         }
     }
@@ -137,6 +159,17 @@ impl Stats {
             *a += b;
         }
         Ok(())
+    }
+}
+
+/// Whether the counted key `key` is `code` (or `"{step} {code}"`), compared without allocating.
+fn same_code(key: &[u8], step: Option<&str>, code: &[u8]) -> bool {
+    match step {
+        None => key == code,
+        Some(s) => key
+            .strip_prefix(s.as_bytes())
+            .and_then(|rest| rest.strip_prefix(b" "))
+            .is_some_and(|rest| rest == code),
     }
 }
 
@@ -196,6 +229,25 @@ mod tests {
         assert_eq!(sold.map(|x| x.1), Some(2));
         let s409 = a.status.iter().find(|(s, _)| *s == 409);
         assert_eq!(s409.map(|x| x.1), Some(3));
+        Ok(())
+    }
+
+    #[test]
+    fn step_codes_are_named_after_their_step() -> anyhow::Result<()> {
+        let mut a = Stats::new()?;
+        let body = br#"{"code":"CONFLICT"}"#;
+        let us = Duration::from_micros(100);
+        a.record_step_response(us, 409, body, Some("lock"));
+        a.record_step_response(us, 409, body, Some("lock"));
+        a.record_step_response(us, 409, body, Some("redeem"));
+        a.record_step_response(us, 409, body, None);
+        a.record_step_response(us, 200, body, Some("redeem"));
+        let count = |k: &str| a.codes.iter().find(|(c, _)| &**c == k).map(|x| x.1);
+        assert_eq!(count("lock CONFLICT"), Some(2));
+        assert_eq!(count("redeem CONFLICT"), Some(1));
+        assert_eq!(count("CONFLICT"), Some(1));
+        assert_eq!(a.codes.len(), 3);
+        assert_eq!((a.requests, a.successes, a.errors), (5, 1, 4));
         Ok(())
     }
 }
