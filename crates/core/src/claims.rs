@@ -62,6 +62,8 @@ pub struct Claims {
     coupons: Arc<dyn CouponStore>,
     ids: Arc<IdGenerator>,
     clock: Arc<dyn Clock>,
+    /// Quotes cache users' coupons; a claim changes them.
+    quote_cache: Arc<crate::coupon_cache::UserCouponCache>,
 }
 
 /// The numeric user id of a `user` token (claims and coupons belong to shop users by id).
@@ -103,6 +105,7 @@ impl Claims {
         coupons: Arc<dyn CouponStore>,
         ids: Arc<IdGenerator>,
         clock: Arc<dyn Clock>,
+        quote_cache: Arc<crate::coupon_cache::UserCouponCache>,
     ) -> Self {
         Self {
             catalog,
@@ -110,6 +113,7 @@ impl Claims {
             coupons,
             ids,
             clock,
+            quote_cache,
         }
     }
 
@@ -189,7 +193,10 @@ impl Claims {
             .ok_or_else(|| AppError::Internal("id generator produced a non-positive id".into()))?;
         let coupon = new_claimed_coupon(&t, coupon_id, user, 0, Origin::Claim, now);
         match self.hot.claim(&t, coupon, key, now).await? {
-            ClaimOutcome::Claimed(c) => Ok((c.as_of(now), false)),
+            ClaimOutcome::Claimed(c) => {
+                self.quote_cache.invalidate(user).await;
+                Ok((c.as_of(now), false))
+            }
             ClaimOutcome::Replayed(c) => Ok((c.as_of(now), true)),
             ClaimOutcome::Refused(r) => Err(AppError::Conflict {
                 code: r.code(),

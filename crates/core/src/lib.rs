@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod claim_ports;
 pub mod claims;
 pub mod clock;
+pub mod coupon_cache;
 pub mod distribution_ports;
 pub mod distributions;
 pub mod error;

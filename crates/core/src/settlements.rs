@@ -8,6 +8,7 @@ use crate::AppError;
 use crate::catalog::Catalog;
 use crate::claim_ports::{CouponStore, HotState, OutboxEvent};
 use crate::clock::Clock;
+use crate::coupon_cache::{CouponSet, UserCouponCache};
 use crate::settlement_ports::{ChangeOutcome, LockOutcome, SettlementStore, coupon_event_id};
 use jiff::SignedDuration;
 use stampede_domain::ErrorCode;
@@ -37,6 +38,7 @@ pub struct Settlements {
     hot: Arc<dyn HotState>,
     clock: Arc<dyn Clock>,
     lock_ttl: SignedDuration,
+    cache: Arc<UserCouponCache>,
 }
 
 fn conflict(code: ErrorCode, detail: impl Into<String>) -> AppError {
@@ -75,6 +77,7 @@ impl Settlements {
         hot: Arc<dyn HotState>,
         clock: Arc<dyn Clock>,
         lock_ttl: SignedDuration,
+        cache: Arc<UserCouponCache>,
     ) -> Self {
         Self {
             store,
@@ -83,22 +86,15 @@ impl Settlements {
             hot,
             clock,
             lock_ttl,
+            cache,
         }
     }
 
-    /// The user's unused coupons (stored, plus acknowledged claims not yet persisted) with
-    /// their templates. Coupons whose template is gone are left out.
-    async fn coupons_of(&self, user: UserId) -> Result<Vec<(UserCoupon, Template)>, AppError> {
-        let mut coupons = self.store.unused_coupons(user, QUOTE_COUPONS).await?;
-        let pending = self.hot.pending_coupons(user).await?;
-        if !pending.is_empty() {
-            let known: std::collections::HashSet<CouponId> = coupons.iter().map(|c| c.id).collect();
-            coupons.extend(
-                pending
-                    .into_iter()
-                    .filter(|c| c.status == CouponStatus::Unused && !known.contains(&c.id)),
-            );
-        }
+    /// Templates of `coupons`, from the catalog; coupons whose template is gone are left out.
+    async fn with_templates(
+        &self,
+        coupons: Vec<UserCoupon>,
+    ) -> Result<Vec<(UserCoupon, Template)>, AppError> {
         let mut templates: HashMap<_, Arc<Template>> = HashMap::new();
         let mut out = Vec::with_capacity(coupons.len());
         for c in coupons {
@@ -115,6 +111,30 @@ impl Settlements {
             out.push((c, (*t).clone()));
         }
         Ok(out)
+    }
+
+    /// The user's unused coupons with their templates: stored ones (from the per-node cache
+    /// when fresh), plus acknowledged claims not yet persisted. A user with pending claims is
+    /// read from the store and not cached, so a coupon never falls between the two.
+    async fn coupons_of(&self, user: UserId) -> Result<CouponSet, AppError> {
+        let pending = self.hot.pending_coupons(user).await?;
+        if pending.is_empty() {
+            if let Some(hit) = self.cache.get(user).await {
+                return Ok(hit);
+            }
+            let stored = self.store.unused_coupons(user, QUOTE_COUPONS).await?;
+            let set: CouponSet = Arc::new(self.with_templates(stored).await?);
+            self.cache.insert(user, set.clone()).await;
+            return Ok(set);
+        }
+        let mut coupons = self.store.unused_coupons(user, QUOTE_COUPONS).await?;
+        let known: std::collections::HashSet<CouponId> = coupons.iter().map(|c| c.id).collect();
+        coupons.extend(
+            pending
+                .into_iter()
+                .filter(|c| c.status == CouponStatus::Unused && !known.contains(&c.id)),
+        );
+        Ok(Arc::new(self.with_templates(coupons).await?))
     }
 
     /// Distributed mode acknowledges a claim once it is in the claim log; the coupon reaches
@@ -157,7 +177,7 @@ impl Settlements {
         let user = acting_user(who, user_id)?
             .ok_or_else(|| AppError::validation("user_id", "is required for the service role"))?;
         let coupons = self.coupons_of(user).await?;
-        let q = math::quote(&coupons, cart, self.clock.now());
+        let q = math::quote(coupons.as_slice(), cart, self.clock.now());
         if !q.best.exact {
             // A pathological cart ran the search out of budget: the answer is the best found.
             tracing::warn!(user = %user, coupons = coupons.len(), shops = cart.shops().len(), "best combination search hit its budget");
@@ -193,18 +213,20 @@ impl Settlements {
         }
         // Stored times have millisecond precision: answer what a repeat will read back.
         let now = stampede_domain::time::truncate_ms(self.clock.now());
-        let all = self.coupons_of(user).await?;
         self.await_persisted(user, &ids).await?;
-        let mut chosen = Vec::with_capacity(ids.len());
+        // Point reads of the chosen coupons only: a lock must not cost a read of every coupon
+        // the user holds.
+        let mut found = Vec::with_capacity(ids.len());
         for id in &ids {
-            match all.iter().find(|(c, _)| c.id == *id) {
-                Some(pair) => chosen.push(pair.clone()),
-                None => {
+            let c = self.coupons.get_coupon(user, *id).await?;
+            match c {
+                Some(c) if c.status == CouponStatus::Unused => found.push(c),
+                other => {
                     // A concurrent identical lock may have just taken it for this order.
                     if let Some(existing) = self.store.get_settlement(order_id, Some(user)).await? {
                         return same_lock(existing, &ids);
                     }
-                    let why = match self.coupons.get_coupon(user, *id).await? {
+                    let why = match other {
                         Some(c) if c.status == CouponStatus::Locked => format!(
                             "coupon {id} is locked by another order ({})",
                             c.locked_order_id.as_deref().unwrap_or("?")
@@ -215,6 +237,13 @@ impl Settlements {
                     return Err(conflict(ErrorCode::CouponNotUsable, why));
                 }
             }
+        }
+        let chosen = self.with_templates(found).await?;
+        if chosen.len() != ids.len() {
+            return Err(conflict(
+                ErrorCode::CouponNotUsable,
+                "a coupon's template no longer exists",
+            ));
         }
         let priced = math::price_selection(&chosen, cart, now).map_err(|e| match e.code() {
             ErrorCode::ValidationFailed => AppError::validation("coupon_ids", e.to_string()),
@@ -281,6 +310,7 @@ impl Settlements {
             .collect();
         match self.store.lock_coupons(&s, &events).await? {
             LockOutcome::Locked(s) => {
+                self.cache.invalidate(user).await;
                 tracing::info!(order = order_id, user = %user, coupons = s.coupons.len(), "coupons locked");
                 Ok(s)
             }
@@ -348,6 +378,7 @@ impl Settlements {
             .await?
         {
             ChangeOutcome::Changed(s) => {
+                self.cache.invalidate(user).await;
                 tracing::info!(
                     order = order_id,
                     status = s.status.as_str(),
@@ -357,6 +388,14 @@ impl Settlements {
             }
             ChangeOutcome::Unchanged(s) => Ok(s),
             ChangeOutcome::NotFound => Err(AppError::not_found("order")),
+            ChangeOutcome::Refused {
+                conflict: c @ OrderConflict::LockExpired(_),
+                ..
+            } => {
+                // The redeem found its lock expired and released the coupons meanwhile.
+                self.cache.invalidate(user).await;
+                Err(conflict(ErrorCode::Conflict, c.to_string()))
+            }
             ChangeOutcome::Refused {
                 conflict: OrderConflict::NotInOrder(id),
                 ..
@@ -381,6 +420,7 @@ impl Settlements {
                 .change_settlement(order, *user, &OrderChange::Expire, now)
                 .await?
             {
+                self.cache.invalidate(*user).await;
                 n += 1;
                 tracing::info!(order = order.as_str(), "expired lock released");
             }

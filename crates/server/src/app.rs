@@ -215,6 +215,7 @@ impl Application {
             jiff::SignedDuration::from_secs(
                 i64::try_from(settings.settlement.lock_ttl_secs).unwrap_or(i64::MAX / 2),
             ),
+            engine.quote_cache.clone(),
         ));
         let checks: Vec<Arc<dyn HealthCheck>> =
             vec![Arc::new(DatabaseCheck(services.stores.templates.clone()))];
@@ -261,6 +262,7 @@ impl Application {
         }));
         stampede_workers::distribution::clean_work_dir(&work_dir).await;
         runner.register(Arc::new(DistributionRunner {
+            quote_cache: engine.quote_cache.clone(),
             store: services.stores.distributions.clone(),
             templates: services.stores.templates.clone(),
             hot: engine.hot.clone(),

@@ -323,6 +323,11 @@ pub struct SettlementSettings {
     pub lock_ttl_secs: u64,
     /// How often each node sweeps expired locks (a lock is released within this of expiry).
     pub expiry_interval_ms: u64,
+    /// Users whose coupons a node keeps for quotes.
+    pub quote_cache_users: u64,
+    /// How long a cached user's coupons serve quotes: this node's own changes invalidate at
+    /// once; other nodes' changes (distributed mode) show within this.
+    pub quote_cache_ttl_ms: u64,
 }
 
 impl Default for SettlementSettings {
@@ -330,6 +335,8 @@ impl Default for SettlementSettings {
         Self {
             lock_ttl_secs: 15 * 60,
             expiry_interval_ms: 1_000,
+            quote_cache_users: 100_000,
+            quote_cache_ttl_ms: 1_000,
         }
     }
 }

@@ -30,6 +30,8 @@ pub struct Engine {
     pub memory: Option<Arc<MemoryHotState>>,
     /// Background jobs the engine needs (distributed: claim-log persisters).
     pub jobs: Vec<Arc<dyn Job>>,
+    /// Each user's unused coupons for quotes; every change this node makes invalidates.
+    pub quote_cache: Arc<stampede_core::coupon_cache::UserCouponCache>,
     /// Long-running tasks (distributed: the invalidation subscriber).
     pub background: Vec<Background>,
 }
@@ -133,12 +135,14 @@ async fn distributed(settings: &Settings, services: &Services) -> anyhow::Result
         &r.prefix,
         s.coupons.clone(),
     ));
+    let quote_cache = quote_cache(settings);
     let claims = Arc::new(Claims::new(
         catalog.clone(),
         hot.clone(),
         s.coupons.clone(),
         services.ids.clone(),
         services.clock.clone(),
+        quote_cache.clone(),
     ));
     let observer: Arc<dyn TemplateObserver> = Arc::new(Broadcast {
         local: LocalSync {
@@ -179,6 +183,7 @@ async fn distributed(settings: &Settings, services: &Services) -> anyhow::Result
         claims,
         observer,
         memory: None,
+        quote_cache,
         jobs,
         background: vec![subscriber],
     })
@@ -236,12 +241,14 @@ pub async fn embedded(
         settings.engine.group_commit_max_batch,
     ));
     let hot: Arc<dyn HotState> = memory.clone();
+    let quote_cache = quote_cache(settings);
     let claims = Arc::new(Claims::new(
         catalog.clone(),
         hot.clone(),
         coupons,
         ids,
         clock,
+        quote_cache.clone(),
     ));
     let observer: Arc<dyn TemplateObserver> = Arc::new(LocalSync {
         catalog: catalog.clone(),
@@ -253,9 +260,18 @@ pub async fn embedded(
         claims,
         observer,
         memory: Some(memory),
+        quote_cache,
         jobs: Vec::new(),
         background: Vec::new(),
     })
+}
+
+/// The per-node cache of users' coupons for quotes (see `stampede_core::coupon_cache`).
+fn quote_cache(settings: &Settings) -> Arc<stampede_core::coupon_cache::UserCouponCache> {
+    Arc::new(stampede_core::coupon_cache::UserCouponCache::new(
+        settings.settlement.quote_cache_users,
+        Duration::from_millis(settings.settlement.quote_cache_ttl_ms),
+    ))
 }
 
 /// Forgets per-user claim buckets that are full again, once a minute.

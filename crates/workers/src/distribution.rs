@@ -61,6 +61,8 @@ pub struct RunnerConfig {
 
 pub struct DistributionRunner {
     pub store: Arc<dyn DistributionStore>,
+    /// Quotes cache users' coupons; a batch gives some of them a coupon.
+    pub quote_cache: Arc<stampede_core::coupon_cache::UserCouponCache>,
     pub templates: Arc<dyn TemplateStore>,
     pub hot: Arc<dyn HotState>,
     pub ids: Arc<IdGenerator>,
@@ -448,6 +450,9 @@ impl DistributionRunner {
         };
         match self.store.commit_batch(&commit).await {
             Ok(BatchOutcome::Applied { issued, rejected }) => {
+                for c in &commit.coupons {
+                    self.quote_cache.invalidate(c.record.coupon.user_id).await;
+                }
                 if rejected > 0 {
                     self.hot
                         .return_stock(t, task.id, first_row, rejected)

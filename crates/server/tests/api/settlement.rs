@@ -283,6 +283,9 @@ async fn lock_redeem_refund_and_every_repeat_is_idempotent() {
     let app = spawn_app().await;
     let f = fixture(&app).await;
     let u = app.user_n(USER);
+    // Quote first, so the node caches the user's coupons: the lock must invalidate them.
+    let (_, q) = post(&app, "/api/v1/checkout/quote", &u, json!({"items": cart()})).await;
+    assert_eq!(q["available"].as_array().map_or(0, Vec::len), 3, "{q}");
     let lock =
         json!({"coupon_ids": [f.c7, f.c8, f.cp], "items": cart(), "expected_discount": 1000});
     let (s, l) = post(&app, "/api/v1/orders/ord-1/coupons/lock", &u, lock.clone()).await;
@@ -346,6 +349,16 @@ async fn lock_redeem_refund_and_every_repeat_is_idempotent() {
     assert_eq!(
         mine["status"], "unused",
         "refunded coupons are usable again: {mine}"
+    );
+    let (_, q) = post(&app, "/api/v1/checkout/quote", &u, json!({"items": cart()})).await;
+    let avail: Vec<&str> = q["available"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|c| c["coupon_id"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        avail,
+        vec![f.c8.as_str()],
+        "the refunded coupon is back in quotes: {q}"
     );
     let (s, all) = post(&app, "/api/v1/orders/ord-1/coupons/refund", &u, json!({})).await;
     assert_eq!(
