@@ -18,10 +18,24 @@ use stampede_domain::money::Money;
 use stampede_domain::order::{
     Applied, CouponMove, LineStatus, OrderChange, OrderStatus, Settlement, SettlementLine,
 };
-use stampede_domain::time::{from_ms, to_ms};
+use stampede_domain::time::{from_ms, to_ms, truncate_ms};
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(format!("settlement: bad {what}"))
+}
+
+/// `s` as it is stored, and so as it is read back: times to the millisecond, lines by coupon
+/// id. A lock answers this, not the caller's form.
+fn stored_form(s: &Settlement) -> Settlement {
+    let mut s = s.clone();
+    s.lock_expires_at = truncate_ms(s.lock_expires_at);
+    s.created_at = truncate_ms(s.created_at);
+    s.updated_at = truncate_ms(s.updated_at);
+    for l in &mut s.coupons {
+        l.valid_until = truncate_ms(l.valid_until);
+    }
+    s.coupons.sort_unstable_by_key(|l| l.coupon_id);
+    s
 }
 
 fn money(v: i64, what: &str) -> Result<Money, StoreError> {
@@ -155,7 +169,9 @@ impl SettlementStore for SqliteStore {
         s: &Settlement,
         events: &[OutboxEvent],
     ) -> Result<LockOutcome, StoreError> {
-        let s = s.clone();
+        // In the caller's order, so the first unusable coupon it named is the one reported.
+        let named: Vec<CouponId> = s.coupons.iter().map(|l| l.coupon_id).collect();
+        let s = stored_form(s);
         let events = events.to_vec();
         self.in_write_tx(|conn| {
             Box::pin(async move {
@@ -166,11 +182,11 @@ impl SettlementStore for SqliteStore {
                         LockOutcome::OtherUser
                     });
                 }
-                for l in &s.coupons {
+                for &coupon_id in &named {
                     let row = sqlx::query(
                         "SELECT status, locked_order_id FROM user_coupons WHERE id = ? AND user_id = ?",
                     )
-                    .bind(l.coupon_id.get())
+                    .bind(coupon_id.get())
                     .bind(s.user_id.get())
                     .fetch_optional(&mut *conn)
                     .await
@@ -186,14 +202,14 @@ impl SettlementStore for SqliteStore {
                         Some((Some(CouponStatus::Unused), _)) => {}
                         Some((status, locked_by)) => {
                             return Ok(LockOutcome::NotUsable {
-                                coupon_id: l.coupon_id,
+                                coupon_id,
                                 status,
                                 locked_by,
                             });
                         }
                         None => {
                             return Ok(LockOutcome::NotUsable {
-                                coupon_id: l.coupon_id,
+                                coupon_id,
                                 status: None,
                                 locked_by: None,
                             });
@@ -260,6 +276,7 @@ impl SettlementStore for SqliteStore {
         Ok(s.filter(|s| user.is_none_or(|u| u == s.user_id)))
     }
 
+    /// `now` is taken to the millisecond, the precision of every stored time.
     async fn change_settlement(
         &self,
         order_id: &str,
@@ -267,6 +284,7 @@ impl SettlementStore for SqliteStore {
         change: &OrderChange,
         now: jiff::Timestamp,
     ) -> Result<ChangeOutcome, StoreError> {
+        let now = truncate_ms(now);
         let order_id = order_id.to_owned();
         let change = change.clone();
         self.in_write_tx(|conn| {
