@@ -277,18 +277,21 @@ impl Application {
             },
             shutdown: shutdown_token.clone(),
         }));
-        runner.register(Arc::new(NotifyDistributions::new(
-            services.stores.distributions.clone(),
-            clock.clone(),
-            NotifyConfig {
-                secret: notify_secret(&settings)?,
-                max_attempts: d.notify_max_attempts,
-                base_backoff: Duration::from_millis(d.notify_backoff_ms),
-                max_backoff: Duration::from_secs(d.notify_max_backoff_secs),
-                timeout: Duration::from_secs(d.notify_timeout_secs),
-                interval: Duration::from_millis(d.poll_interval_ms.max(100)),
-            },
-        )));
+        runner.register(Arc::new(
+            NotifyDistributions::new(
+                services.stores.distributions.clone(),
+                clock.clone(),
+                NotifyConfig {
+                    secret: notify_secret(&settings)?,
+                    max_attempts: d.notify_max_attempts,
+                    base_backoff: Duration::from_millis(d.notify_backoff_ms),
+                    max_backoff: Duration::from_secs(d.notify_max_backoff_secs),
+                    timeout: Duration::from_secs(d.notify_timeout_secs),
+                    interval: Duration::from_millis(d.poll_interval_ms.max(100)),
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("building the callback HTTP client: {e}"))?,
+        ));
 
         let listener = TcpListener::bind(&settings.server.listen)
             .await

@@ -41,6 +41,18 @@ pub struct NotifyDistributions {
     pub config: NotifyConfig,
 }
 
+/// The HTTP client of callbacks: `http` and `https` (rustls with the system's trusted roots),
+/// no redirects — a signed callback goes where the merchant said, nowhere else.
+pub fn callback_client() -> Result<reqwest::Client, AppError> {
+    // reqwest is built without a default TLS provider: install ring's once per process (a
+    // second install reports "already installed", which is fine).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| AppError::Internal(Box::new(e)))
+}
+
 /// `sha256=<hex>` of HMAC-SHA256(secret, "<timestamp>.<body>").
 pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
     // HMAC takes keys of any length, so this cannot fail.
@@ -71,17 +83,13 @@ impl NotifyDistributions {
         store: Arc<dyn DistributionStore>,
         clock: Arc<dyn Clock>,
         config: NotifyConfig,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, AppError> {
+        Ok(Self {
             store,
             clock,
-            // No redirects: a signed callback goes where the merchant said, nowhere else.
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap_or_default(),
+            http: callback_client()?,
             config,
-        }
+        })
     }
 
     async fn deliver(&self, t: &DistributionTask) -> Result<bool, AppError> {
@@ -186,6 +194,19 @@ impl Job for NotifyDistributions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn https_callbacks_are_supported() {
+        let client = callback_client().unwrap_or_else(|e| panic!("{e}"));
+        // Nothing listens on port 9: the request must fail connecting, not because the
+        // client cannot speak https.
+        let err = match client.post("https://127.0.0.1:9/hook").send().await {
+            Err(e) => e,
+            Ok(r) => panic!("unexpected answer {}", r.status()),
+        };
+        assert!(err.is_connect(), "{err:?}");
+        assert!(!err.is_builder(), "{err:?}");
+    }
 
     #[test]
     fn backoff_doubles_then_caps() {
