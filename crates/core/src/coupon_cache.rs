@@ -5,8 +5,8 @@
 //! lock, redeem, release, refund, lock expiry) invalidates the user's entry after it
 //! commits, so on one node (embedded mode) a quote never misses a change. Changes made by
 //! other nodes (distributed mode) and the persisting of claims reach this node's entry when
-//! it expires (`ttl`, default 1 s): a quote is advice, and the lock re-checks everything
-//! against the system of record. Templates are cached with the coupons because the fields a
+//! it expires (`ttl`: 1 s distributed; 5 min embedded, where this process makes every change):
+//! a quote is advice, and the lock re-checks everything against the system of record. Templates are cached with the coupons because the fields a
 //! discount depends on (kind, amounts, scope, goods) never change after creation.
 
 use moka::future::Cache;

@@ -326,8 +326,9 @@ pub struct SettlementSettings {
     /// Users whose coupons a node keeps for quotes.
     pub quote_cache_users: u64,
     /// How long a cached user's coupons serve quotes: this node's own changes invalidate at
-    /// once; other nodes' changes (distributed mode) show within this.
-    pub quote_cache_ttl_ms: u64,
+    /// once; other nodes' changes (distributed mode) show within this. Unset: 1 s
+    /// distributed, 5 min embedded (one process makes every change, so only memory bounds it).
+    pub quote_cache_ttl_ms: Option<u64>,
 }
 
 impl Default for SettlementSettings {
@@ -336,7 +337,7 @@ impl Default for SettlementSettings {
             lock_ttl_secs: 15 * 60,
             expiry_interval_ms: 1_000,
             quote_cache_users: 100_000,
-            quote_cache_ttl_ms: 1_000,
+            quote_cache_ttl_ms: None,
         }
     }
 }

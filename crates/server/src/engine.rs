@@ -268,9 +268,16 @@ pub async fn embedded(
 
 /// The per-node cache of users' coupons for quotes (see `stampede_core::coupon_cache`).
 fn quote_cache(settings: &Settings) -> Arc<stampede_core::coupon_cache::UserCouponCache> {
+    let ttl_ms = settings
+        .settlement
+        .quote_cache_ttl_ms
+        .unwrap_or(match settings.storage.backend {
+            Backend::Sqlite => 300_000,
+            Backend::Mysql => 1_000,
+        });
     Arc::new(stampede_core::coupon_cache::UserCouponCache::new(
         settings.settlement.quote_cache_users,
-        Duration::from_millis(settings.settlement.quote_cache_ttl_ms),
+        Duration::from_millis(ttl_ms),
     ))
 }
 
