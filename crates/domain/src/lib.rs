@@ -5,9 +5,10 @@
 //! Layout: `ids` (snowflake ids and their wire format), `money` (minor-unit amounts),
 //! `validation` (field errors gathered all at once), `template` (the coupon template, its
 //! creation rules and its changes), `auth` (roles and the acting principal), `audit`,
-//! `settlement` (checkout quote math and the best coupon combination), `distribution`
-//! (bulk-push tasks and their row outcomes),
-//! `error` (the stable error codes of the API contract).
+//! `settlement` (checkout quote math and the best coupon combination), `order` (an order's
+//! coupons and their lifecycle), `distribution` (bulk-push tasks and their row outcomes),
+//! `reminder` (reminder rules and their bit-packed storage form), `error` (the stable error
+//! codes of the API contract).
 
 pub mod audit;
 pub mod auth;
@@ -17,6 +18,7 @@ pub mod error;
 pub mod ids;
 pub mod money;
 pub mod order;
+pub mod reminder;
 pub mod settlement;
 pub mod snowflake;
 pub mod template;
