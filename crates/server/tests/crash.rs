@@ -99,7 +99,7 @@ async fn kill_9_mid_load_loses_no_acknowledged_claim() {
     let tag: u64 = rand::random();
     let (config, distributed, dbs) = write_config(dir.path(), tag, "");
     let tokens = TokenService::new(SECRET.as_bytes(), Arc::new(SystemClock));
-    let client = reqwest::Client::new();
+    let client = common::http_client();
     let (mut child, base) = start(&config);
 
     let now = Timestamp::now();
@@ -325,7 +325,7 @@ async fn kill_9_mid_distribution_resumes_from_the_checkpoint() {
         "[distribution]\nbatch_size = 2000\nlease_secs = 3\npoll_interval_ms = 50\n",
     );
     let tokens = TokenService::new(SECRET.as_bytes(), Arc::new(SystemClock));
-    let client = reqwest::Client::new();
+    let client = common::http_client();
     let (child, base) = start(&config);
     let merchant = token(&tokens, Role::Merchant, "1", Some(7));
     let now = Timestamp::now();

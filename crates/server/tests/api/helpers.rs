@@ -127,7 +127,7 @@ pub async fn spawn_app_from(
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestApp {
         base,
-        client: Client::new(),
+        client: crate::common::http_client(),
         tokens: TokenService::new(SECRET.as_bytes(), clock.clone()),
         catalog,
         coupons,

@@ -3,6 +3,14 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
+/// An HTTP client for tests. reqwest is built with `rustls-no-provider` (the server installs
+/// ring's provider when it builds its callback client); a test process that makes a client
+/// before any server exists must install it too.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// A `stampede serve` child process; killed when dropped, so a failing assertion never
 /// leaves it running.
 pub struct Server {
