@@ -56,6 +56,42 @@ pub struct BatchCommit {
     pub lease_until_ms: i64,
 }
 
+impl BatchCommit {
+    /// A batch whose rows do not add up (a row neither a coupon nor a failure, or both; a
+    /// coupon of another template or keyed for another row) would corrupt the counters:
+    /// adapters refuse it before writing anything.
+    pub fn check(&self) -> Result<(), String> {
+        let what =
+            |m: String| format!("batch at row {} of task {}: {m}", self.first_row, self.task);
+        if (self.coupons.len() + self.failures.len()) as u64 != self.rows {
+            return Err(what(format!(
+                "{} coupons and {} failures for {} rows",
+                self.coupons.len(),
+                self.failures.len(),
+                self.rows
+            )));
+        }
+        let mut rows = std::collections::HashSet::new();
+        if !self
+            .coupons
+            .iter()
+            .map(|c| c.row)
+            .chain(self.failures.iter().map(|f| f.row))
+            .all(|r| rows.insert(r))
+        {
+            return Err(what("a row appears twice".to_owned()));
+        }
+        for c in &self.coupons {
+            if c.record.coupon.template_id != self.template_id
+                || c.record.claim_key.as_deref() != Some(row_key(self.task, c.row).as_str())
+            {
+                return Err(what(format!("row {}'s coupon is not the task's", c.row)));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchOutcome {
     /// Stored: the coupons (those already present from an earlier attempt count as this

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use stampede_domain::coupon::{CouponStatus, UserCoupon};
 use stampede_domain::ids::{CouponId, UserId};
-use stampede_domain::order::{OrderChange, OrderConflict, Settlement};
+use stampede_domain::order::{CouponMove, OrderChange, OrderConflict, Settlement};
 
 #[derive(Debug)]
 pub enum LockOutcome {
@@ -88,4 +88,31 @@ pub trait SettlementStore: Send + Sync + 'static {
 /// coupon.redeemed, …): one per transition, stable across retries.
 pub fn coupon_event_id(kind: &str, coupon: CouponId, order_id: &str) -> String {
     format!("{kind}:{coupon}:{order_id}")
+}
+
+/// The outbox event recording coupon move `m` of order `s` (`kind`: coupon.redeemed, …) at
+/// `now`; `None` when the coupon is not one of the order's (a caller's bug).
+pub fn coupon_move_event(
+    kind: &str,
+    s: &Settlement,
+    m: &CouponMove,
+    now: Timestamp,
+) -> Option<OutboxEvent> {
+    let line = s.coupons.iter().find(|l| l.coupon_id == m.coupon_id)?;
+    // Ids travel as strings (their `Serialize`), `at` as RFC 3339.
+    let payload = serde_json::json!({
+        "coupon_id": m.coupon_id,
+        "user_id": s.user_id,
+        "order_id": s.order_id,
+        "template_id": line.template_id,
+        "status": m.to.as_str(),
+        "at": now,
+    });
+    Some(OutboxEvent {
+        id: coupon_event_id(kind, m.coupon_id, &s.order_id),
+        kind: kind.to_owned(),
+        aggregate_id: m.coupon_id.get(),
+        payload: payload.to_string(),
+        created_at_ms: now.as_millisecond(),
+    })
 }

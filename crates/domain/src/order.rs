@@ -207,6 +207,21 @@ fn order_status(lines: &[SettlementLine]) -> OrderStatus {
 }
 
 impl Settlement {
+    /// The settlement as a store holds it: times to the millisecond, lines by coupon id. Both
+    /// adapters answer in this form, so an answer equals a later read.
+    pub fn stored_form(&self) -> Settlement {
+        use crate::time::truncate_ms;
+        let mut s = self.clone();
+        s.lock_expires_at = truncate_ms(s.lock_expires_at);
+        s.created_at = truncate_ms(s.created_at);
+        s.updated_at = truncate_ms(s.updated_at);
+        for l in &mut s.coupons {
+            l.valid_until = truncate_ms(l.valid_until);
+        }
+        s.coupons.sort_unstable_by_key(|l| l.coupon_id);
+        s
+    }
+
     /// Decides `change` at `now` on this (locked) state.
     pub fn apply(&self, change: &OrderChange, now: Timestamp) -> Applied {
         match change {

@@ -25,7 +25,7 @@ use sqlx::{AssertSqlSafe, Executor, MySql};
 use stampede_core::claim_ports::OutboxEvent;
 use stampede_core::distribution_ports::{
     BatchCommit, BatchOutcome, CreateDistribution, DistributionQuery, DistributionStore,
-    FinishGuard, row_key,
+    FinishGuard,
 };
 use stampede_core::ports::{Page, StoreError};
 use stampede_core::records::{
@@ -151,43 +151,6 @@ where
         .await
         .map_err(db_err)?;
     row.as_ref().map(task_from_row).transpose()
-}
-
-/// Checks what the port promises about a batch, so a caller's bug cannot corrupt the
-/// counters: every row is a coupon or a failure, once, and every coupon is the task's.
-fn check_batch(b: &BatchCommit) -> Result<(), StoreError> {
-    if (b.coupons.len() + b.failures.len()) as u64 != b.rows {
-        return Err(misuse(format!(
-            "batch at row {} of task {}: {} coupons and {} failures for {} rows",
-            b.first_row,
-            b.task,
-            b.coupons.len(),
-            b.failures.len(),
-            b.rows
-        )));
-    }
-    let mut rows = HashSet::new();
-    let coupon_rows = b.coupons.iter().map(|c| c.row);
-    if !coupon_rows
-        .chain(b.failures.iter().map(|f| f.row))
-        .all(|r| rows.insert(r))
-    {
-        return Err(misuse(format!(
-            "batch at row {} of task {}: a row appears twice",
-            b.first_row, b.task
-        )));
-    }
-    for c in &b.coupons {
-        if c.record.coupon.template_id != b.template_id
-            || c.record.claim_key.as_deref() != Some(row_key(b.task, c.row).as_str())
-        {
-            return Err(misuse(format!(
-                "batch at row {} of task {}: row {}'s coupon is not the task's",
-                b.first_row, b.task, c.row
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Inserts `rows` (one chunk of a user table) in one transaction; the driver's error is kept.
@@ -723,7 +686,7 @@ impl DistributionStore for MysqlStore {
     }
 
     async fn commit_batch(&self, b: &BatchCommit) -> Result<BatchOutcome, StoreError> {
-        check_batch(b)?;
+        b.check().map_err(misuse)?;
         let mut groups: HashMap<Shard, Vec<CouponRecord>> = HashMap::new();
         for c in &b.coupons {
             let r = &c.record;

@@ -31,7 +31,7 @@ use stampede_core::claim_ports::OutboxEvent;
 use stampede_core::ports::StoreError;
 use stampede_core::records::COUPON_COLUMNS;
 use stampede_core::settlement_ports::{
-    ChangeOutcome, LockOutcome, SettlementStore, coupon_event_id,
+    ChangeOutcome, LockOutcome, SettlementStore, coupon_move_event,
 };
 use stampede_domain::coupon::{CouponStatus, UserCoupon};
 use stampede_domain::ids::{CouponId, TemplateId, UserId};
@@ -48,19 +48,6 @@ const ORDER_COLUMNS: &str = "order_id, user_id, status, subtotal, discount, paya
 
 const LINE_COLUMNS: &str =
     "order_id, coupon_id, user_id, template_id, discount, status, valid_until_ms";
-
-/// `s` as the store holds it: times to the millisecond, lines by coupon id.
-fn stored_form(s: &Settlement) -> Settlement {
-    let mut s = s.clone();
-    s.lock_expires_at = truncate_ms(s.lock_expires_at);
-    s.created_at = truncate_ms(s.created_at);
-    s.updated_at = truncate_ms(s.updated_at);
-    for l in &mut s.coupons {
-        l.valid_until = truncate_ms(l.valid_until);
-    }
-    s.coupons.sort_unstable_by_key(|l| l.coupon_id);
-    s
-}
 
 /// What `lock_coupons` must be given: a valid order id, 1..=`MAX_ORDER_COUPONS` distinct
 /// coupons, and a settlement that is (wholly) locked.
@@ -178,41 +165,6 @@ fn marks(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
 
-/// The outbox event recording `m` (a coupon of `s`, moved by a change of `kind` at `now`).
-fn move_event(
-    s: &Settlement,
-    m: &CouponMove,
-    kind: &str,
-    now: Timestamp,
-) -> Result<OutboxEvent, StoreError> {
-    let line = s
-        .coupons
-        .iter()
-        .find(|l| l.coupon_id == m.coupon_id)
-        .ok_or_else(|| {
-            misuse(format!(
-                "coupon {} moved but not in order {}",
-                m.coupon_id, s.order_id
-            ))
-        })?;
-    // Ids travel as strings (their `Serialize`), `at` as RFC 3339.
-    let payload = serde_json::json!({
-        "coupon_id": m.coupon_id,
-        "user_id": s.user_id,
-        "order_id": s.order_id,
-        "template_id": line.template_id,
-        "status": m.to.as_str(),
-        "at": now,
-    });
-    Ok(OutboxEvent {
-        id: coupon_event_id(kind, m.coupon_id, &s.order_id),
-        kind: kind.to_owned(),
-        aggregate_id: m.coupon_id.get(),
-        payload: payload.to_string(),
-        created_at_ms: to_ms(now),
-    })
-}
-
 /// Writes a change `before → after` (with its coupon moves and their events) inside the
 /// caller's transaction.
 async fn write_change(
@@ -296,7 +248,12 @@ async fn write_change(
                 after.order_id, m.coupon_id
             )));
         }
-        events.push(move_event(after, m, kind, now)?);
+        events.push(coupon_move_event(kind, after, m, now).ok_or_else(|| {
+            misuse(format!(
+                "coupon {} moved but not in order {}",
+                m.coupon_id, after.order_id
+            ))
+        })?);
     }
     insert_rows(
         conn,
@@ -577,7 +534,7 @@ impl SettlementStore for MysqlStore {
             return Ok(LockOutcome::OtherUser);
         }
         let ids: Vec<i64> = s.coupons.iter().map(|l| l.coupon_id.get()).collect();
-        self.lock_on_shard(&stored_form(s), &ids, events).await
+        self.lock_on_shard(&s.stored_form(), &ids, events).await
     }
 
     async fn get_settlement(
@@ -727,12 +684,12 @@ mod tests {
 
     #[test]
     fn the_stored_form_has_whole_milliseconds_and_sorted_lines() {
-        let s = stored_form(&settlement(&[3, 1, 2]));
+        let s = settlement(&[3, 1, 2]).stored_form();
         let ids: Vec<i64> = s.coupons.iter().map(|l| l.coupon_id.get()).collect();
         assert_eq!(ids, [1, 2, 3]);
         assert_eq!(s.created_at, from_ms(1_900_000_000_123));
         assert_eq!(s.coupons[0].valid_until, s.lock_expires_at);
-        assert_eq!(stored_form(&s), s);
+        assert_eq!(s.stored_form(), s);
     }
 
     #[test]

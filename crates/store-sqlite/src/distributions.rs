@@ -11,7 +11,7 @@ use sqlx::{AssertSqlSafe, Row, SqliteConnection};
 use stampede_core::claim_ports::OutboxEvent;
 use stampede_core::distribution_ports::{
     BatchCommit, BatchOutcome, CreateDistribution, DistributionQuery, DistributionStore,
-    FinishGuard, row_key,
+    FinishGuard,
 };
 use stampede_core::ports::{Page, StoreError};
 use stampede_core::records::{
@@ -22,7 +22,6 @@ use stampede_domain::distribution::{
 };
 use stampede_domain::ids::{DistributionId, ShopId};
 use stampede_domain::time::to_ms;
-use std::collections::HashSet;
 use std::sync::LazyLock;
 
 /// A row's own coupon is the one with its `claim_key`; any other conflict (its
@@ -159,42 +158,6 @@ impl SqliteStore {
             }
         }
     }
-}
-
-/// A batch whose rows do not add up (a row neither a coupon nor a failure, or both; a coupon
-/// of another template or keyed for another row) would corrupt the counters: refused before
-/// anything is written.
-fn check_batch(b: &BatchCommit) -> Result<(), StoreError> {
-    let what = |m: String| {
-        refused(format!(
-            "batch at row {} of task {}: {m}",
-            b.first_row, b.task
-        ))
-    };
-    if (b.coupons.len() + b.failures.len()) as u64 != b.rows {
-        return Err(what(format!(
-            "{} coupons and {} failures for {} rows",
-            b.coupons.len(),
-            b.failures.len(),
-            b.rows
-        )));
-    }
-    let mut rows = HashSet::new();
-    let coupon_rows = b.coupons.iter().map(|c| c.row);
-    if !coupon_rows
-        .chain(b.failures.iter().map(|f| f.row))
-        .all(|r| rows.insert(r))
-    {
-        return Err(what("a row appears twice".to_owned()));
-    }
-    for c in &b.coupons {
-        if c.record.coupon.template_id != b.template_id
-            || c.record.claim_key.as_deref() != Some(row_key(b.task, c.row).as_str())
-        {
-            return Err(what(format!("row {}'s coupon is not the task's", c.row)));
-        }
-    }
-    Ok(())
 }
 
 /// Everything a batch writes once the checkpoint check passed. Returns `(issued, rejected)`.
@@ -462,7 +425,7 @@ impl DistributionStore for SqliteStore {
     }
 
     async fn commit_batch(&self, b: &BatchCommit) -> Result<BatchOutcome, StoreError> {
-        check_batch(b)?;
+        b.check().map_err(refused)?;
         let b = b.clone();
         self.in_write_tx(|conn| {
             Box::pin(async move {

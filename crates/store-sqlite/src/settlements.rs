@@ -3,14 +3,14 @@
 
 use crate::SqliteStore;
 use crate::coupons::{INSERT_EVENTS, bind_event, decode_coupon};
-use crate::error::db;
+use crate::error::{db, refused};
 use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, Row, SqliteConnection};
 use stampede_core::claim_ports::OutboxEvent;
 use stampede_core::ports::StoreError;
 use stampede_core::records::COUPON_COLUMNS;
 use stampede_core::settlement_ports::{
-    ChangeOutcome, LockOutcome, SettlementStore, coupon_event_id,
+    ChangeOutcome, LockOutcome, SettlementStore, coupon_move_event,
 };
 use stampede_domain::coupon::CouponStatus;
 use stampede_domain::ids::{CouponId, TemplateId, UserId};
@@ -22,20 +22,6 @@ use stampede_domain::time::{from_ms, to_ms, truncate_ms};
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(format!("settlement: bad {what}"))
-}
-
-/// `s` as it is stored, and so as it is read back: times to the millisecond, lines by coupon
-/// id. A lock answers this, not the caller's form.
-fn stored_form(s: &Settlement) -> Settlement {
-    let mut s = s.clone();
-    s.lock_expires_at = truncate_ms(s.lock_expires_at);
-    s.created_at = truncate_ms(s.created_at);
-    s.updated_at = truncate_ms(s.updated_at);
-    for l in &mut s.coupons {
-        l.valid_until = truncate_ms(l.valid_until);
-    }
-    s.coupons.sort_unstable_by_key(|l| l.coupon_id);
-    s
 }
 
 fn money(v: i64, what: &str) -> Result<Money, StoreError> {
@@ -93,31 +79,6 @@ async fn read_settlement(
     }))
 }
 
-/// The outbox event of one coupon move.
-fn move_event(kind: &str, s: &Settlement, m: &CouponMove, now_ms: i64) -> OutboxEvent {
-    let template = s
-        .coupons
-        .iter()
-        .find(|l| l.coupon_id == m.coupon_id)
-        .map(|l| l.template_id.to_string())
-        .unwrap_or_default();
-    OutboxEvent {
-        id: coupon_event_id(kind, m.coupon_id, &s.order_id),
-        kind: kind.to_owned(),
-        aggregate_id: m.coupon_id.get(),
-        payload: serde_json::json!({
-            "coupon_id": m.coupon_id.to_string(),
-            "user_id": s.user_id.to_string(),
-            "order_id": s.order_id,
-            "template_id": template,
-            "status": m.to.as_str(),
-            "at": from_ms(now_ms).to_string(),
-        })
-        .to_string(),
-        created_at_ms: now_ms,
-    }
-}
-
 /// Writes a decided change: order row, line statuses, coupon moves and their events.
 async fn write_change(
     conn: &mut SqliteConnection,
@@ -156,7 +117,14 @@ async fn write_change(
         .execute(&mut *conn)
         .await
         .map_err(db)?;
-        events.push(move_event(kind, after, m, now_ms));
+        events.push(
+            coupon_move_event(kind, after, m, from_ms(now_ms)).ok_or_else(|| {
+                refused(format!(
+                    "coupon {} moved but not in order {}",
+                    m.coupon_id, after.order_id
+                ))
+            })?,
+        );
     }
     INSERT_EVENTS.run(conn, &events, bind_event).await?;
     Ok(())
@@ -171,7 +139,7 @@ impl SettlementStore for SqliteStore {
     ) -> Result<LockOutcome, StoreError> {
         // In the caller's order, so the first unusable coupon it named is the one reported.
         let named: Vec<CouponId> = s.coupons.iter().map(|l| l.coupon_id).collect();
-        let s = stored_form(s);
+        let s = s.stored_form();
         let events = events.to_vec();
         self.in_write_tx(|conn| {
             Box::pin(async move {
