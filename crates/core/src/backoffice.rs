@@ -91,7 +91,31 @@ pub struct BackOffice {
     observer: std::sync::OnceLock<Arc<dyn TemplateObserver>>,
 }
 
-fn require_back_office(who: &Principal) -> Result<(), AppError> {
+/// Page and page size of a back-office list (defaults 1 and `DEFAULT_PAGE_SIZE`), with their
+/// errors added to `errs`.
+pub(crate) fn check_page(
+    page: Option<u32>,
+    page_size: Option<u32>,
+    errs: &mut ValidationErrors,
+) -> (u32, u32) {
+    let page = page.unwrap_or(1);
+    if page == 0 {
+        errs.add("page", "must be at least 1");
+    }
+    let page_size = page_size.unwrap_or(DEFAULT_PAGE_SIZE);
+    if !(1..=MAX_PAGE_SIZE).contains(&page_size) {
+        errs.add(
+            "page_size",
+            format!("must be between 1 and {MAX_PAGE_SIZE}"),
+        );
+    }
+    if page.saturating_mul(page_size) > 1_000_000 {
+        errs.add("page", "is too deep: narrow the filters instead");
+    }
+    (page, page_size)
+}
+
+pub(crate) fn require_back_office(who: &Principal) -> Result<(), AppError> {
     match who.role {
         Role::Merchant | Role::Admin => Ok(()),
         _ => Err(AppError::Forbidden(
@@ -261,20 +285,7 @@ impl BackOffice {
             _ => f.shop_id,
         };
         let mut errs = ValidationErrors::new();
-        let page = f.page.unwrap_or(1);
-        if page == 0 {
-            errs.add("page", "must be at least 1");
-        }
-        let page_size = f.page_size.unwrap_or(DEFAULT_PAGE_SIZE);
-        if !(1..=MAX_PAGE_SIZE).contains(&page_size) {
-            errs.add(
-                "page_size",
-                format!("must be between 1 and {MAX_PAGE_SIZE}"),
-            );
-        }
-        if page.saturating_mul(page_size) > 1_000_000 {
-            errs.add("page", "is too deep: narrow the filters instead");
-        }
+        let (page, page_size) = check_page(f.page, f.page_size, &mut errs);
         if f.name.as_ref().is_some_and(|n| n.chars().count() > 100) {
             errs.add("name", "must be at most 100 characters");
         }

@@ -3,7 +3,7 @@
 //! Running a task is the `stampede-workers` distribution runner's job.
 
 use crate::AppError;
-use crate::backoffice::{DEFAULT_PAGE_SIZE, IdempotencyKey, MAX_PAGE_SIZE};
+use crate::backoffice::{IdempotencyKey, check_page, require_back_office};
 use crate::claim_ports::OutboxEvent;
 use crate::clock::Clock;
 use crate::distribution_ports::{
@@ -79,15 +79,6 @@ pub struct Distributions {
     batch_size: u32,
     /// This node's name in upload leases.
     node: String,
-}
-
-fn require_back_office(who: &Principal) -> Result<(), AppError> {
-    match who.role {
-        Role::Merchant | Role::Admin => Ok(()),
-        _ => Err(AppError::Forbidden(
-            "only merchants and admins manage distributions".into(),
-        )),
-    }
 }
 
 /// `http://` or `https://` with a host, no whitespace or control characters.
@@ -380,20 +371,7 @@ impl Distributions {
             _ => None,
         };
         let mut errs = ValidationErrors::new();
-        let page = page.unwrap_or(1);
-        if page == 0 {
-            errs.add("page", "must be at least 1");
-        }
-        let page_size = page_size.unwrap_or(DEFAULT_PAGE_SIZE);
-        if !(1..=MAX_PAGE_SIZE).contains(&page_size) {
-            errs.add(
-                "page_size",
-                format!("must be between 1 and {MAX_PAGE_SIZE}"),
-            );
-        }
-        if page.saturating_mul(page_size) > 1_000_000 {
-            errs.add("page", "is too deep");
-        }
+        let (page, page_size) = check_page(page, page_size, &mut errs);
         errs.finish(())?;
         let result = self
             .store
