@@ -21,6 +21,8 @@ pub mod error;
 pub mod ids;
 pub mod ports;
 pub mod records;
+pub mod reminder_ports;
+pub mod reminders;
 pub mod settlement_ports;
 pub mod settlements;
 

@@ -21,6 +21,10 @@ pub enum ErrorCode {
     ClaimEnded,
     TemplateTerminated,
     CouponNotUsable,
+    /// 409: a reminder for a sale that has already started.
+    ClaimStarted,
+    /// 409: the reminder would be due in the past (a shorter lead time may still fit).
+    ReminderTooLate,
     IdempotencyKeyReused,
     RateLimited,
     PayloadTooLarge,
@@ -41,7 +45,7 @@ impl ErrorCode {
             NotFound => 404,
             MethodNotAllowed => 405,
             Conflict | SoldOut | LimitReached | ClaimNotStarted | ClaimEnded
-            | TemplateTerminated | CouponNotUsable => 409,
+            | TemplateTerminated | CouponNotUsable | ClaimStarted | ReminderTooLate => 409,
             RateLimited => 429,
             PayloadTooLarge => 413,
             UnsupportedMediaType => 415,
@@ -66,6 +70,8 @@ impl ErrorCode {
             ClaimEnded => "CLAIM_ENDED",
             TemplateTerminated => "TEMPLATE_TERMINATED",
             CouponNotUsable => "COUPON_NOT_USABLE",
+            ClaimStarted => "CLAIM_STARTED",
+            ReminderTooLate => "REMINDER_TOO_LATE",
             IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             RateLimited => "RATE_LIMITED",
             PayloadTooLarge => "PAYLOAD_TOO_LARGE",
@@ -92,6 +98,8 @@ impl ErrorCode {
             ClaimEnded => "Claim window ended",
             TemplateTerminated => "Template terminated",
             CouponNotUsable => "Coupon not usable",
+            ClaimStarted => "Claim window already started",
+            ReminderTooLate => "Reminder would be due in the past",
             IdempotencyKeyReused => "Idempotency key reused",
             RateLimited => "Too many requests",
             PayloadTooLarge => "Payload too large",
