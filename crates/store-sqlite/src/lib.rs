@@ -1,7 +1,7 @@
 //! `stampede-store-sqlite`: the embedded system of record. It owns the SQLite file (WAL
 //! mode), its schema and migrations, and implements the core's storage ports
 //! (`TemplateStore`, `AccountStore`, `CouponStore`, `DistributionStore`,
-//! `SettlementStore`) on it.
+//! `SettlementStore`, `ReminderStore`) on it.
 //!
 //! Layout:
 //! - `lib.rs`: `SqliteStore`, opening the file and the two pools;
@@ -13,6 +13,8 @@
 //! - `distributions.rs`: `DistributionStore` (tasks, their files and failed rows; a batch's
 //!   coupons, stock change, failures and checkpoint in one transaction);
 //! - `settlements.rs`: `SettlementStore` (orders, settlement rows, coupon moves + events);
+//! - `reminders.rs`: `ReminderStore` (one row of reminder bits per user and template, the
+//!   delivery lease of its single partition);
 //! - `error.rs`: the single sqlx → `StoreError` mapping.
 //!
 //! SQLite allows one writer at a time, so every write goes through a pool of exactly one
@@ -26,6 +28,7 @@ mod coupons;
 mod distributions;
 mod error;
 mod migrate;
+mod reminders;
 mod settlements;
 mod templates;
 

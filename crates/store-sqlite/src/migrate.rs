@@ -44,6 +44,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         description: "orders and settlement rows",
         sql: include_str!("../migrations/0005_settlements.sql"),
     },
+    Migration {
+        version: 6,
+        description: "reminders and their delivery leases",
+        sql: include_str!("../migrations/0006_reminders.sql"),
+    },
 ];
 
 /// Applies every migration not yet recorded; returns how many it applied.

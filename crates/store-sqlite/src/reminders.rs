@@ -1,0 +1,290 @@
+//! `ReminderStore` on SQLite: one `reminders` table, one delivery partition (0). Set and
+//! delete are single statements (`bits | b`, `bits & ~b`), so concurrent updates of a row
+//! never lose a bit; a delivery step's bookkeeping is one transaction fenced by the lease.
+
+use crate::SqliteStore;
+use crate::coupons::{INSERT_EVENTS, Query, bind_event};
+use crate::error::{db, refused};
+use async_trait::async_trait;
+use futures::FutureExt;
+use jiff::Timestamp;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use stampede_core::claim_ports::OutboxEvent;
+use stampede_core::ports::StoreError;
+use stampede_core::reminder_ports::{
+    DeliveryError, PartitionLease, ReminderRow, ReminderStore, RowUpdate,
+};
+use stampede_domain::ids::{TemplateId, UserId};
+use stampede_domain::reminder::{Reminder, ReminderSet};
+use stampede_domain::time::{from_ms, to_ms};
+use std::sync::LazyLock;
+
+const COLUMNS: &str = "user_id, template_id, claim_start_ms, bits, sent, next_due_ms";
+
+/// Rows per multi-row update statement (5 variables each, far below SQLite's 32,766).
+const UPDATE_CHUNKS: [usize; 6] = [512, 128, 32, 8, 2, 1];
+
+/// `UPDATE … FROM (VALUES …)` statements of `UPDATE_CHUNKS` sizes: a batch of thousands of
+/// rows costs a handful of statements, not one round trip each.
+static UPDATES: LazyLock<Vec<(usize, String)>> = LazyLock::new(|| {
+    UPDATE_CHUNKS
+        .iter()
+        .map(|&n| {
+            let values = vec!["(?, ?, ?, ?, ?)"; n].join(", ");
+            (
+                n,
+                format!(
+                    "WITH u (user_id, template_id, read_bits, done, next_due_ms) AS (VALUES {values}) \
+                     UPDATE reminders SET sent = reminders.sent | u.done, \
+                     next_due_ms = CASE WHEN reminders.bits = u.read_bits THEN u.next_due_ms ELSE ? END \
+                     FROM u WHERE reminders.user_id = u.user_id AND reminders.template_id = u.template_id"
+                ),
+            )
+        })
+        .collect()
+});
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("reminder: bad {what}"))
+}
+
+/// Bits are at most 36 wide: stored as a non-negative i64.
+fn stored(set: ReminderSet) -> i64 {
+    i64::try_from(set.bits()).unwrap_or(0)
+}
+
+fn set_of(v: i64) -> ReminderSet {
+    ReminderSet::from_bits(u64::try_from(v).unwrap_or(0))
+}
+
+fn decode(row: &SqliteRow) -> Result<ReminderRow, StoreError> {
+    Ok(ReminderRow {
+        user_id: UserId::new(row.try_get("user_id").map_err(db)?)
+            .ok_or_else(|| corrupt("user id"))?,
+        template_id: TemplateId::new(row.try_get("template_id").map_err(db)?)
+            .ok_or_else(|| corrupt("template id"))?,
+        claim_start: from_ms(row.try_get("claim_start_ms").map_err(db)?),
+        bits: set_of(row.try_get("bits").map_err(db)?),
+        sent: set_of(row.try_get("sent").map_err(db)?),
+        next_due: row
+            .try_get::<Option<i64>, _>("next_due_ms")
+            .map_err(db)?
+            .map(from_ms),
+    })
+}
+
+fn only_partition(p: u32) -> Result<(), StoreError> {
+    if p == 0 {
+        Ok(())
+    } else {
+        Err(refused(format!(
+            "SQLite has one reminder partition, not {p}"
+        )))
+    }
+}
+
+#[async_trait]
+impl ReminderStore for SqliteStore {
+    async fn set_reminder(
+        &self,
+        user: UserId,
+        template: TemplateId,
+        claim_start: Timestamp,
+        r: Reminder,
+    ) -> Result<(), StoreError> {
+        let bit = stored(ReminderSet::EMPTY.with(r));
+        let due = to_ms(r.remind_at(claim_start));
+        sqlx::query(
+            "INSERT INTO reminders (user_id, template_id, claim_start_ms, bits, sent, next_due_ms) \
+             VALUES (?, ?, ?, ?, 0, ?) \
+             ON CONFLICT (user_id, template_id) DO UPDATE SET \
+             bits = bits | excluded.bits, sent = sent & ~excluded.bits, \
+             next_due_ms = MIN(COALESCE(next_due_ms, excluded.next_due_ms), excluded.next_due_ms)",
+        )
+        .bind(user.get())
+        .bind(template.get())
+        .bind(to_ms(claim_start))
+        .bind(bit)
+        .bind(due)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn delete_reminder(
+        &self,
+        user: UserId,
+        template: TemplateId,
+        r: Reminder,
+    ) -> Result<bool, StoreError> {
+        let bit = stored(ReminderSet::EMPTY.with(r));
+        let done = sqlx::query(
+            "UPDATE reminders SET bits = bits & ~?1 \
+             WHERE user_id = ?2 AND template_id = ?3 AND bits & ?1 <> 0",
+        )
+        .bind(bit)
+        .bind(user.get())
+        .bind(template.get())
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn user_reminders(&self, user: UserId) -> Result<Vec<ReminderRow>, StoreError> {
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!("SELECT {COLUMNS} FROM reminders WHERE user_id = ? AND bits <> 0")
+        });
+        sqlx::query(SQL.as_str())
+            .bind(user.get())
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(decode)
+            .collect()
+    }
+
+    fn partitions(&self) -> u32 {
+        1
+    }
+
+    async fn any_due(&self, p: u32, now: Timestamp) -> Result<bool, StoreError> {
+        only_partition(p)?;
+        let hit: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM reminders WHERE next_due_ms <= ? LIMIT 1")
+                .bind(to_ms(now))
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db)?;
+        Ok(hit.is_some())
+    }
+
+    async fn lease_partition(
+        &self,
+        p: u32,
+        owner: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Option<PartitionLease>, StoreError> {
+        only_partition(p)?;
+        let token: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO reminder_leases (part, owner, token, until_ms) VALUES (?1, ?2, 1, ?3) \
+             ON CONFLICT (part) DO UPDATE SET \
+             token = CASE WHEN owner = excluded.owner THEN token ELSE token + 1 END, \
+             owner = excluded.owner, until_ms = excluded.until_ms \
+             WHERE reminder_leases.owner = excluded.owner OR reminder_leases.until_ms <= ?4 \
+             RETURNING token",
+        )
+        .bind(i64::from(p))
+        .bind(owner)
+        .bind(to_ms(until))
+        .bind(to_ms(now))
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(token.map(|token| PartitionLease {
+            partition: p,
+            owner: owner.to_owned(),
+            token,
+        }))
+    }
+
+    async fn release_partition(&self, lease: &PartitionLease) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE reminder_leases SET until_ms = 0 WHERE part = ? AND owner = ? AND token = ?",
+        )
+        .bind(i64::from(lease.partition))
+        .bind(lease.owner.as_str())
+        .bind(lease.token)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn due_reminders(
+        &self,
+        p: u32,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<ReminderRow>, StoreError> {
+        only_partition(p)?;
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "SELECT {COLUMNS} FROM reminders WHERE next_due_ms <= ? \
+                 ORDER BY next_due_ms LIMIT ?"
+            )
+        });
+        sqlx::query(SQL.as_str())
+            .bind(to_ms(now))
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(decode)
+            .collect()
+    }
+
+    async fn record_deliveries(
+        &self,
+        lease: &PartitionLease,
+        lease_until: Timestamp,
+        updates: &[RowUpdate],
+        events: &[OutboxEvent],
+        now: Timestamp,
+    ) -> Result<(), DeliveryError> {
+        only_partition(lease.partition)?;
+        let lease = lease.clone();
+        let updates = updates.to_vec();
+        let events = events.to_vec();
+        let held = self
+            .in_write_tx(move |conn| {
+                async move {
+                    let held = sqlx::query(
+                        "UPDATE reminder_leases SET until_ms = ? \
+                         WHERE part = ? AND owner = ? AND token = ?",
+                    )
+                    .bind(to_ms(lease_until))
+                    .bind(i64::from(lease.partition))
+                    .bind(lease.owner.as_str())
+                    .bind(lease.token)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                    if held.rows_affected() != 1 {
+                        return Ok(false);
+                    }
+                    let now_ms = to_ms(now);
+                    let mut rest = updates.as_slice();
+                    for (size, sql) in UPDATES.iter() {
+                        while let Some((chunk, tail)) = rest.split_at_checked(*size) {
+                            let mut q: Query = sqlx::query(sql.as_str());
+                            for u in chunk {
+                                q = q
+                                    .bind(u.user_id.get())
+                                    .bind(u.template_id.get())
+                                    .bind(stored(u.read_bits))
+                                    .bind(stored(u.done))
+                                    .bind(u.next_due.map(to_ms));
+                            }
+                            q.bind(now_ms).execute(&mut *conn).await.map_err(db)?;
+                            rest = tail;
+                        }
+                    }
+                    INSERT_EVENTS.run(conn, &events, bind_event).await?;
+                    Ok(true)
+                }
+                .boxed()
+            })
+            .await?;
+        if held {
+            Ok(())
+        } else {
+            Err(DeliveryError::LeaseLost)
+        }
+    }
+}
