@@ -37,7 +37,7 @@ pub(crate) const OUTBOX_COLUMNS: &str = "event_id, kind, aggregate_id, payload, 
 /// table few (each stays prepared in the connection's cache) while a batch's tail needs at
 /// most three statements of each smaller size; 256 × 13 = 3,328 placeholders is far below
 /// the protocol's 65,535 and the packet stays well under `max_allowed_packet`.
-const CHUNK_ROWS: [usize; 5] = [256, 64, 16, 4, 1];
+pub(crate) const CHUNK_ROWS: [usize; 5] = [256, 64, 16, 4, 1];
 
 /// Ids per `IN (…)` list when checking which coupons are stored.
 pub(crate) const LOOKUP_CHUNK: usize = 1_000;

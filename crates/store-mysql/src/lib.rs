@@ -1,10 +1,11 @@
 //! MySQL/MariaDB adapter: Stampede's distributed system of record, N databases × M tables.
 //!
 //! Owns the schema and all SQL for templates (with their audit log and idempotency keys),
-//! for user coupons and their outbox, for orders and their settlement rows, for distribution
-//! tasks (with their failed rows and uploaded files), and for accounts, sessions and refresh
-//! tokens, behind the core's `TemplateStore`, `CouponStore`, `ClaimLogStore`,
-//! `SettlementStore`, `DistributionStore` and `AccountStore` ports.
+//! for user coupons and their outbox, for orders and their settlement rows, for users'
+//! reminders (with their delivery leases), for distribution tasks (with their failed rows and
+//! uploaded files), and for accounts, sessions and refresh tokens, behind the core's
+//! `TemplateStore`, `CouponStore`, `ClaimLogStore`, `SettlementStore`, `ReminderStore`,
+//! `DistributionStore` and `AccountStore` ports.
 //!
 //! Layout of the data:
 //! - every database holds M copies of the per-shop tables (`templates_{t}`,
@@ -13,12 +14,15 @@
 //!   shard its `shop_id` routes to (`router`), so each write of a template is one local
 //!   transaction, and so is a distribution batch's checkpoint with its stock change;
 //! - and M copies of the per-user tables (`user_coupons_{t}`, `outbox_{t}`, `orders_{t}`,
-//!   `settlements_{t}`), routed by `user_id` with the same router: a coupon and the event
-//!   recording it are written in one local transaction, a user's coupons are one query on one
-//!   table, and each step of an order (lock, redeem, release, refund, expiry) is one local
-//!   transaction over the order, its settlement rows, its coupons and their events. A
-//!   finishing distribution task writes its event to the outbox table its `shop_id` routes
-//!   to, in the task's own transaction;
+//!   `settlements_{t}`, `reminders_{t}`), routed by `user_id` with the same router: a coupon
+//!   and the event recording it are written in one local transaction, a user's coupons (or
+//!   reminders) are one query on one table, and each step of an order (lock, redeem, release,
+//!   refund, expiry) is one local transaction over the order, its settlement rows, its coupons
+//!   and their events. A finishing distribution task writes its event to the outbox table its
+//!   `shop_id` routes to, in the task's own transaction;
+//! - one `reminder_leases` table per database: each `reminders_{t}` table is a reminder
+//!   delivery partition, leased through its row there, so a delivery's lease check, its row
+//!   updates and its `app` events are one local transaction (`reminders.rs`);
 //! - `databases[0]` also holds the global tables: `template_directory` and
 //!   `distribution_directory` (id → shop, so a lookup by id is routed, not broadcast),
 //!   `order_directory` (order id → user, for the same reason, and so an order id serves one
@@ -41,9 +45,9 @@
 //! Layout of the crate: `router` (shard rule), `connect` (URLs, pools, database creation),
 //! `migrate` (per-shard migration runner; SQL in `migrations/`), `directory`, `templates` and
 //! `listing` (the `TemplateStore`), `coupons` (the `CouponStore`), `claim_log` (the
-//! `ClaimLogStore`), `settlements` (the `SettlementStore`), `distributions` (the
-//! `DistributionStore`), `accounts` (the `AccountStore`), `error` (one mapping from driver
-//! errors to `StoreError`).
+//! `ClaimLogStore`), `settlements` (the `SettlementStore`), `reminders` (the
+//! `ReminderStore`), `distributions` (the `DistributionStore`), `accounts` (the
+//! `AccountStore`), `error` (one mapping from driver errors to `StoreError`).
 
 mod accounts;
 mod claim_log;
@@ -54,6 +58,7 @@ mod distributions;
 mod error;
 mod listing;
 mod migrate;
+mod reminders;
 mod router;
 mod settlements;
 mod templates;

@@ -54,6 +54,12 @@ const MIGRATIONS: &[Migration] = &[
         sharded: include_str!("../migrations/0004_settlements.sharded.sql"),
         global: include_str!("../migrations/0004_settlements.global.sql"),
     },
+    Migration {
+        version: 5,
+        description: "reminders; reminder delivery leases",
+        sharded: include_str!("../migrations/0005_reminders.sharded.sql"),
+        global: "",
+    },
 ];
 
 /// "Duplicate column name": a column addition that already happened (MySQL, unlike MariaDB,
@@ -233,8 +239,12 @@ mod tests {
                     "not idempotent: {s}"
                 );
             }
+            // A per-database table (one, not one per index) may be created from the sharded
+            // script: IF NOT EXISTS makes its repeats no-ops.
             assert!(
-                sharded.iter().all(|s| s.contains("{t}")),
+                sharded
+                    .iter()
+                    .all(|s| s.contains("{t}") || s.starts_with("CREATE TABLE IF NOT EXISTS ")),
                 "a sharded statement without {{t}}"
             );
             assert!(!m.global.contains("{t}"));

@@ -19,8 +19,8 @@ pub const MAX_SHARDS: u32 = 1 << 16;
 /// One physical table set in `databases[database]`: the per-shop tables (`templates_{table}`,
 /// `template_audit_{table}`, `idempotency_keys_{table}`, `distributions_{table}` with its
 /// failures and file chunks) for shop ids routed here, and the per-user tables
-/// (`user_coupons_{table}`, `outbox_{table}`, `orders_{table}`, `settlements_{table}`) for
-/// user ids routed here.
+/// (`user_coupons_{table}`, `outbox_{table}`, `orders_{table}`, `settlements_{table}`,
+/// `reminders_{table}`) for user ids routed here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Shard {
     pub database: usize,
@@ -58,6 +58,11 @@ impl Shard {
     /// The coupons each order of `orders_table` holds (its settlement lines).
     pub fn settlements_table(&self) -> String {
         format!("settlements_{}", self.table)
+    }
+
+    /// Reminders of this shard's users; also one delivery partition.
+    pub(crate) fn reminders_table(&self) -> String {
+        format!("reminders_{}", self.table)
     }
 
     pub fn distributions_table(&self) -> String {
@@ -364,6 +369,7 @@ mod tests {
         assert_eq!(s.idempotency_table(), "idempotency_keys_3");
         assert_eq!(s.coupons_table(), "user_coupons_3");
         assert_eq!(s.outbox_table(), "outbox_3");
+        assert_eq!(s.reminders_table(), "reminders_3");
         assert_eq!(s.distributions_table(), "distributions_3");
         assert_eq!(s.distribution_failures_table(), "distribution_failures_3");
         assert_eq!(s.distribution_files_table(), "distribution_files_3");

@@ -14,6 +14,7 @@ mod claim_log;
 mod coupons;
 mod distributions;
 mod listing;
+mod reminders;
 mod schema;
 mod settlements;
 mod templates;

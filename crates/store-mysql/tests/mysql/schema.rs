@@ -30,7 +30,7 @@ async fn migrating_again_is_a_noop(ctx: Ctx) {
                 .fetch_all(&pool)
                 .await
                 .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4]);
+        assert_eq!(versions, [1, 2, 3, 4, 5]);
         pool.close().await;
     }
 }
@@ -73,9 +73,19 @@ async fn schema_matches_the_shared_records(ctx: Ctx) {
         "status",
         "valid_until_ms",
     ];
+    let reminder_columns = vec![
+        "user_id",
+        "template_id",
+        "claim_start_ms",
+        "bits",
+        "sent",
+        "next_due_ms",
+    ];
+    let lease_columns = vec!["part", "owner", "token", "until_ms"];
     for (i, url) in ctx.cfg.databases.iter().enumerate() {
         let pool = MySqlPool::connect(url).await.unwrap();
-        let mut expected: Vec<String> = vec!["schema_migrations".to_owned()];
+        let mut expected: Vec<String> =
+            vec!["schema_migrations".to_owned(), "reminder_leases".to_owned()];
         for t in 0..tables {
             expected.extend([
                 format!("templates_{t}"),
@@ -88,6 +98,7 @@ async fn schema_matches_the_shared_records(ctx: Ctx) {
                 format!("distribution_files_{t}"),
                 format!("orders_{t}"),
                 format!("settlements_{t}"),
+                format!("reminders_{t}"),
             ]);
             for (table, want) in [
                 (format!("templates_{t}"), &expected_columns),
@@ -95,6 +106,8 @@ async fn schema_matches_the_shared_records(ctx: Ctx) {
                 (format!("distributions_{t}"), &distribution_columns),
                 (format!("orders_{t}"), &order_columns),
                 (format!("settlements_{t}"), &settlement_columns),
+                (format!("reminders_{t}"), &reminder_columns),
+                ("reminder_leases".to_owned(), &lease_columns),
             ] {
                 let columns: Vec<String> = sqlx::query_scalar(
                     "SELECT CAST(column_name AS CHAR) FROM information_schema.columns \
@@ -165,7 +178,7 @@ async fn a_database_from_before_distributions_is_upgraded(ctx: Ctx) {
                 .fetch_all(&pool)
                 .await
                 .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4]);
+        assert_eq!(versions, [1, 2, 3, 4, 5]);
         let names = table_names(&pool).await;
         assert!(names.contains(&"distributions_0".to_owned()), "{names:?}");
         pool.close().await;
