@@ -4,15 +4,19 @@
 //!
 //! Every job must be safe to run on several nodes at once: each step is a transaction whose
 //! second application is a no-op (ending an ended template, purging purged keys), or hold a
-//! lease (the distribution runner) or win a compare-and-set (completion callbacks) first.
+//! lease (the distribution runner, the reminder scheduler) or win a compare-and-set (completion callbacks) first.
 
 pub mod distribution;
 mod jobs;
 pub mod notify;
+pub mod reminder_notify;
+pub mod reminders;
 mod runner;
 mod seen;
 
 pub use distribution::{DistributionRunner, RunEnd, RunnerConfig};
 pub use jobs::{EndTemplates, PurgeIdempotencyKeys, ReleaseExpiredLocks};
 pub use notify::{NotifyConfig, NotifyDistributions};
+pub use reminder_notify::{EmailConfig, EmailNotifier, WebhookConfig, WebhookNotifier};
+pub use reminders::{ReminderScheduler, SchedulerConfig};
 pub use runner::{Job, Runner};
