@@ -34,7 +34,7 @@ pub struct HttpLimits {
 
 /// The routes and their OpenAPI document.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    use routes::{auth, distributions, engine, ops, settlement, templates};
+    use routes::{auth, distributions, engine, ops, reminders, settlement, templates};
     use utoipa_axum::router::UtoipaMethodRouterExt;
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(ops::healthz))
@@ -69,6 +69,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(engine::claim))
         .routes(routes!(engine::my_coupons))
         .routes(routes!(engine::my_coupon))
+        .routes(routes!(reminders::set_reminder, reminders::delete_reminder))
+        .routes(routes!(reminders::my_reminders))
         .split_for_parts()
 }
 

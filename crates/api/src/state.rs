@@ -5,6 +5,7 @@ use stampede_core::auth::AuthService;
 use stampede_core::backoffice::BackOffice;
 use stampede_core::claims::Claims;
 use stampede_core::distributions::Distributions;
+use stampede_core::reminders::Reminders;
 use stampede_core::settlements::Settlements;
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ pub struct AppState {
     pub claims: Arc<Claims>,
     pub distributions: Arc<Distributions>,
     pub settlements: Arc<Settlements>,
+    pub reminders: Arc<Reminders>,
     pub uploads: crate::routes::distributions::UploadConfig,
     pub claim_limiter: crate::flow::ClaimLimiter,
     pub checks: Arc<Vec<Arc<dyn HealthCheck>>>,

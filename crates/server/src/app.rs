@@ -12,10 +12,14 @@ use stampede_core::backoffice::BackOffice;
 use stampede_core::clock::{Clock, SystemClock};
 use stampede_core::distributions::Distributions;
 use stampede_core::ids::IdGenerator;
+use stampede_core::reminder_ports::ReminderNotifier;
+use stampede_core::reminders::Reminders;
 use stampede_core::settlements::Settlements;
+use stampede_domain::reminder::Channel;
 use stampede_workers::{
-    DistributionRunner, EndTemplates, NotifyConfig, NotifyDistributions, PurgeIdempotencyKeys,
-    ReleaseExpiredLocks, Runner, RunnerConfig,
+    DistributionRunner, EmailConfig, EmailNotifier, EndTemplates, NotifyConfig,
+    NotifyDistributions, PurgeIdempotencyKeys, ReleaseExpiredLocks, ReminderScheduler, Runner,
+    RunnerConfig, SchedulerConfig, WebhookConfig, WebhookNotifier,
 };
 use std::net::SocketAddr;
 use std::path::Path;
@@ -90,18 +94,60 @@ fn write_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-/// The completion-callback signing key: configured, or derived from the JWT secret (so a
-/// deployment has one without setup; configure it to hand merchants a key of its own).
-fn notify_secret(settings: &Settings) -> anyhow::Result<String> {
+/// An outgoing-webhook signing key (completion callbacks, reminders): configured, or derived
+/// from the JWT secret under `label` (so a deployment has one without setup; configure it to
+/// hand receivers a key of their own).
+fn signing_secret(
+    settings: &Settings,
+    configured: Option<&crate::config::Secret>,
+    label: &[u8],
+) -> anyhow::Result<String> {
     use sha2::Digest;
-    if let Some(s) = &settings.distribution.notify_secret {
+    if let Some(s) = configured {
         return Ok(s.expose().to_owned());
     }
     let jwt = jwt_secret(settings)?;
     let mut h = sha2::Sha256::new();
-    h.update(b"stampede-notify:");
+    h.update(label);
     h.update(&jwt);
     Ok(hex::encode(h.finalize()))
+}
+
+type Notifiers = Vec<Arc<dyn ReminderNotifier>>;
+
+/// The reminder notifiers the configuration asks for, and so the channels delivered.
+fn reminder_notifiers(
+    settings: &Settings,
+) -> anyhow::Result<(Notifiers, Vec<Channel>)> {
+    let r = &settings.reminder;
+    let mut notifiers: Notifiers = Vec::new();
+    if let Some(url) = &r.webhook_url {
+        notifiers.push(Arc::new(
+            WebhookNotifier::new(WebhookConfig {
+                url: url.clone(),
+                secret: signing_secret(settings, r.webhook_secret.as_ref(), b"stampede-reminder:")?,
+                batch: r.webhook_batch as usize,
+                concurrency: r.webhook_concurrency as usize,
+                attempts: r.webhook_attempts,
+                timeout: Duration::from_millis(r.webhook_timeout_ms),
+            })
+            .map_err(|e| anyhow::anyhow!("building the reminder webhook client: {e}"))?,
+        ));
+    }
+    if let Some(url) = &r.smtp_url {
+        notifiers.push(Arc::new(
+            EmailNotifier::new(&EmailConfig {
+                url: url.expose().to_owned(),
+                from: r.email_from.clone(),
+                to: r.email_to.clone(),
+                concurrency: r.email_concurrency as usize,
+            })
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ));
+    }
+    let mut channels = vec![Channel::App];
+    channels.extend(notifiers.iter().map(|n| n.channel()));
+    Ok((notifiers, channels))
 }
 
 /// The services every entry point (server, CLI) builds from settings.
@@ -217,6 +263,13 @@ impl Application {
             ),
             engine.quote_cache.clone(),
         ));
+        let (notifiers, channels) = reminder_notifiers(&settings)?;
+        let reminders = Arc::new(Reminders::new(
+            services.stores.reminders.clone(),
+            engine.catalog.clone(),
+            clock.clone(),
+            channels,
+        ));
         let checks: Vec<Arc<dyn HealthCheck>> =
             vec![Arc::new(DatabaseCheck(services.stores.templates.clone()))];
         let state = AppState {
@@ -225,6 +278,7 @@ impl Application {
             claims: engine.claims.clone(),
             distributions,
             settlements: settlements.clone(),
+            reminders,
             uploads,
             claim_limiter: limiter.clone(),
             checks: Arc::new(checks),
@@ -260,6 +314,22 @@ impl Application {
             interval: Duration::from_millis(settings.settlement.expiry_interval_ms),
             batch: 200,
         }));
+        let r = &settings.reminder;
+        runner.register(Arc::new(ReminderScheduler {
+            store: services.stores.reminders.clone(),
+            templates: services.stores.templates.clone(),
+            clock: clock.clone(),
+            notifiers,
+            config: SchedulerConfig {
+                // Unique per process, also embedded: the lease token fences owners, so a
+                // second process (or a restart) must never pass for the first.
+                owner: format!("{node}-{:08x}", rand::random::<u32>()),
+                batch: r.batch_size,
+                lease: Duration::from_secs(r.lease_secs),
+                interval: Duration::from_millis(r.poll_interval_ms),
+                parallel: 2,
+            },
+        }));
         stampede_workers::distribution::clean_work_dir(&work_dir).await;
         runner.register(Arc::new(DistributionRunner {
             quote_cache: engine.quote_cache.clone(),
@@ -282,7 +352,11 @@ impl Application {
                 services.stores.distributions.clone(),
                 clock.clone(),
                 NotifyConfig {
-                    secret: notify_secret(&settings)?,
+                    secret: signing_secret(
+                        &settings,
+                        settings.distribution.notify_secret.as_ref(),
+                        b"stampede-notify:",
+                    )?,
                     max_attempts: d.notify_max_attempts,
                     base_backoff: Duration::from_millis(d.notify_backoff_ms),
                     max_backoff: Duration::from_secs(d.notify_max_backoff_secs),

@@ -44,6 +44,7 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub distribution: DistributionSettings,
     pub settlement: SettlementSettings,
+    pub reminder: ReminderSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -331,6 +332,63 @@ pub struct SettlementSettings {
     pub quote_cache_ttl_ms: Option<u64>,
 }
 
+/// Reminders before a sale starts (SPEC §4 "Reminder"): how they are delivered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReminderSettings {
+    /// How often each node looks for due reminders: one is delivered within this (plus
+    /// the delivery itself) of its `remind_at`.
+    pub poll_interval_ms: u64,
+    /// Rows read and recorded per delivery step.
+    pub batch_size: u32,
+    /// How long a node's lease on a partition lasts without a step renewing it; a node that
+    /// dies mid-delivery is replaced after this.
+    pub lease_secs: u64,
+    /// `webhook` channel: where reminders are POSTed (JSON, signed like completion
+    /// callbacks). Unset: the channel is off and `PUT` refuses it.
+    pub webhook_url: Option<String>,
+    /// HMAC-SHA256 key of the webhook (`X-Stampede-Signature`). Unset: derived from
+    /// `auth.jwt_secret` (or the generated embedded secret).
+    pub webhook_secret: Option<Secret>,
+    /// Reminders per webhook POST.
+    pub webhook_batch: u32,
+    /// Webhook POSTs in flight at once.
+    pub webhook_concurrency: u32,
+    /// Attempts per POST before the reminders are left for a later step (with backoff).
+    pub webhook_attempts: u32,
+    pub webhook_timeout_ms: u64,
+    /// `email` channel: the SMTP relay, `smtp://host:port` (plain, for a local relay) or
+    /// `smtps://host:port` / `smtp://host:port?tls=required` with credentials in the URL.
+    /// Unset: the channel is off and `PUT` refuses it.
+    pub smtp_url: Option<Secret>,
+    pub email_from: String,
+    /// The recipient; `{user_id}` is replaced. Stampede knows users by id only, so the
+    /// relay (or its alias table) maps this address to the user's mailbox.
+    pub email_to: String,
+    /// Emails being sent at once.
+    pub email_concurrency: u32,
+}
+
+impl Default for ReminderSettings {
+    fn default() -> Self {
+        Self {
+            poll_interval_ms: 200,
+            batch_size: 5_000,
+            lease_secs: 30,
+            webhook_url: None,
+            webhook_secret: None,
+            webhook_batch: 500,
+            webhook_concurrency: 4,
+            webhook_attempts: 3,
+            webhook_timeout_ms: 10_000,
+            smtp_url: None,
+            email_from: "Stampede <reminders@stampede.invalid>".into(),
+            email_to: "{user_id}@users.stampede.invalid".into(),
+            email_concurrency: 8,
+        }
+    }
+}
+
 impl Default for SettlementSettings {
     fn default() -> Self {
         Self {
@@ -447,6 +505,25 @@ impl Settings {
             anyhow::bail!(
                 "workers.idempotency_retention_hours must be at least 24 (the API promises 24 h)"
             );
+        }
+        let r = &self.reminder;
+        if r.poll_interval_ms == 0
+            || r.batch_size == 0
+            || r.lease_secs == 0
+            || r.webhook_batch == 0
+            || r.webhook_concurrency == 0
+            || r.webhook_attempts == 0
+            || r.email_concurrency == 0
+        {
+            anyhow::bail!(
+                "reminder.poll_interval_ms, batch_size, lease_secs, webhook_batch, \
+                 webhook_concurrency, webhook_attempts and email_concurrency must be positive"
+            );
+        }
+        if let Some(u) = &r.webhook_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            anyhow::bail!("reminder.webhook_url must be an http:// or https:// URL");
         }
         if self.settlement.lock_ttl_secs == 0 || self.settlement.expiry_interval_ms == 0 {
             anyhow::bail!("settlement.lock_ttl_secs and expiry_interval_ms must be positive");

@@ -6,6 +6,7 @@ use stampede_api::HealthCheck;
 use stampede_core::claim_ports::{ClaimLogStore, CouponStore};
 use stampede_core::distribution_ports::DistributionStore;
 use stampede_core::ports::{AccountStore, TemplateStore};
+use stampede_core::reminder_ports::ReminderStore;
 use stampede_core::settlement_ports::SettlementStore;
 use stampede_store_mysql::{MysqlConfig, MysqlStore};
 use stampede_store_sqlite::{SqliteOptions, SqliteStore};
@@ -17,6 +18,7 @@ pub struct Stores {
     pub coupons: Arc<dyn CouponStore>,
     pub distributions: Arc<dyn DistributionStore>,
     pub settlements: Arc<dyn SettlementStore>,
+    pub reminders: Arc<dyn ReminderStore>,
     /// Distributed mode's claim-log bookkeeping (MySQL only).
     pub claim_log: Option<Arc<dyn ClaimLogStore>>,
     /// The MySQL store itself, when that is the backend (tests drop its databases).
@@ -43,7 +45,8 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Stores> {
                 accounts: store.clone(),
                 coupons: store.clone(),
                 distributions: store.clone(),
-                settlements: store,
+                settlements: store.clone(),
+                reminders: store,
                 claim_log: None,
                 mysql: None,
             })
@@ -65,6 +68,7 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Stores> {
                 coupons: shared.clone(),
                 distributions: shared.clone(),
                 settlements: shared.clone(),
+                reminders: shared.clone(),
                 claim_log: Some(shared),
                 mysql: Some(store),
             })

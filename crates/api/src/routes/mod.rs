@@ -4,5 +4,6 @@ pub mod auth;
 pub mod distributions;
 pub mod engine;
 pub mod ops;
+pub mod reminders;
 pub mod settlement;
 pub mod templates;

@@ -12,5 +12,6 @@ mod engine;
 mod helpers;
 mod manage;
 mod ops;
+mod reminders;
 mod settlement;
 mod templates;
