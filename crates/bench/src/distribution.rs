@@ -202,14 +202,14 @@ fn generate(opts: &DistributionOptions) -> anyhow::Result<Generated> {
 }
 
 /// Samples the server's RSS until stopped; keeps the largest.
-struct Sampler {
+pub(crate) struct Sampler {
     max_rss_kb: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Sampler {
-    fn start(pid: u32) -> Self {
+    pub(crate) fn start(pid: u32) -> Self {
         let max_rss_kb = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (max, halt) = (Arc::clone(&max_rss_kb), Arc::clone(&stop));
@@ -231,7 +231,7 @@ impl Sampler {
     }
 
     /// Stops sampling (after one last sample): the largest RSS seen.
-    async fn finish(self, pid: u32) -> u64 {
+    pub(crate) async fn finish(self, pid: u32) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.task.await;
         if let Ok((_, rss)) = proc::memory_kb(pid) {

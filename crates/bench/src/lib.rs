@@ -12,6 +12,7 @@ pub mod multipart;
 pub mod proc;
 pub mod quote;
 pub mod redis_ceiling;
+pub mod reminders;
 pub mod report;
 pub mod stats;
 

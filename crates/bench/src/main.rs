@@ -33,6 +33,17 @@
 //!   `STAMPEDE_ENGINE__CLAIM_RATE_PER_USER=0` (the per-user claim limit off; that is how
 //!   they are meant to be measured). Against a limited server the setup still completes,
 //!   more slowly: 429s are retried after a pause and counted.
+//! - `reminders` — webhook reminders before a sale, delivered when due. A sink in this tool
+//!   (`--sink-listen`, default 127.0.0.1:18099, answering 204 to `POST /hook`) counts the
+//!   distinct `dedupe_id`s, duplicates and the lag from `remind_at`; the server must be started
+//!   with `STAMPEDE_REMINDER__WEBHOOK_URL=http://127.0.0.1:18099/hook`. Setup: a merchant
+//!   (shop 1) template whose claim starts `60 min + --lead` (150 s) from now, then
+//!   `--reminders` users (1,000,000, from `--first-user`) each `PUT` a webhook reminder 60 min
+//!   before it, `--setup-in-flight` (128) at a time. Then it waits until every reminder has
+//!   arrived (or `--timeout` after the due time) sampling the server's RSS (`--server-pid`,
+//!   required), and reports the seeding rate, the time from the due time to the last delivery
+//!   (the target: ≤ 30 s for 1M), deliveries/s, duplicates, lag percentiles and the server's
+//!   memory, with `--ceiling` as in `distribution`. Exits non-zero unless all were delivered.
 //! - `redis-ceiling` — `redis-benchmark` running a claim-like Lua (an approximation of the
 //!   claim script's cost); skipped when redis-benchmark or Redis is missing.
 //!
@@ -64,6 +75,14 @@
 //! stampede-bench lock-redeem --base http://127.0.0.1:18097 --data-dir /tmp/bq \
 //!     --server-pid $(pgrep -n stampede) --users 1000 --coupons-per-user 100 \
 //!     --connections 64 --duration 10s --warmup 2s
+//!
+//! # reminders: the server posts due reminders to the tool's sink
+//! rm -rf /tmp/br && STAMPEDE_REMINDER__WEBHOOK_URL=http://127.0.0.1:18099/hook \
+//!     STAMPEDE_REMINDER__WEBHOOK_BATCH=1000 \
+//!     ./target/release/stampede serve --data-dir /tmp/br --listen 127.0.0.1:18098 &
+//! stampede-bench reminders --base http://127.0.0.1:18098 --data-dir /tmp/br \
+//!     --server-pid $(pgrep -n stampede) --reminders 1000000 --lead 150s \
+//!     --ceiling sqlite:/tmp/ceiling
 //! ```
 //!
 //! The tool shares the machine's cores with the server: it runs on one thread by default
@@ -79,9 +98,11 @@ use stampede_bench::load::{LoadOptions, Workload};
 use stampede_bench::lock_redeem::{self, LockRedeemSetup};
 use stampede_bench::quote::{self, QuoteSetup};
 use stampede_bench::redis_ceiling::{self, RedisOptions};
+use stampede_bench::reminders::{self, RemindersOptions};
 use stampede_bench::report::Report;
 use stampede_bench::{healthz_mix, measure};
 use stampede_domain::ids::ShopId;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -92,7 +113,7 @@ use std::time::Duration;
     name = "stampede-bench",
     version,
     about = "Load generator for a running Stampede server (healthz ceiling, claims, \
-             distribution, checkout quotes, lock+redeem, Redis ceiling)",
+             distribution, checkout quotes, lock+redeem, reminders, Redis ceiling)",
     long_about = "Load generator for an already running Stampede server.\n\n\
         NOTE: on a small machine this tool competes with the server for the same cores. It \
         runs on one thread by default (--threads); its own CPU use is reported as `bench CPU` \
@@ -140,6 +161,9 @@ enum Scenario {
     /// One bulk distribution of a file of user ids, timed to `completed`, with the server's
     /// memory and CPU, and optionally the database's bulk-insert ceiling.
     Distribution(DistributionArgs),
+    /// Webhook reminders before a sale: seeded through the API, counted by a sink in this
+    /// tool once due, with the server's memory, and optionally the database's insert ceiling.
+    Reminders(RemindersArgs),
     /// redis-benchmark with a claim-like Lua (2x HINCRBY + XADD; an approximation of the
     /// claim script's cost). Skipped when redis-benchmark or Redis is missing.
     RedisCeiling(RedisArgs),
@@ -280,6 +304,55 @@ struct DistributionArgs {
     timeout: Duration,
 }
 
+#[derive(Debug, Args)]
+struct RemindersArgs {
+    /// The server's base URL (http only).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    base: String,
+    /// The server's JWT secret.
+    #[arg(long, env = "STAMPEDE_AUTH__JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// The embedded server's data dir: its generated secret is DIR/jwt-secret.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The server's process id: its RSS (sampled), peak RSS and CPU over the run.
+    #[arg(long)]
+    server_pid: u32,
+    /// Reminders, one per user (users are consecutive ids from --first-user).
+    #[arg(long, default_value_t = 1_000_000)]
+    reminders: u64,
+    /// First user id.
+    #[arg(long, default_value_t = 1)]
+    first_user: u64,
+    /// The reminders fall due this long after the template is created (its claim starts
+    /// 60 min + lead from now); the seeding has to finish before.
+    #[arg(long, default_value = "150s", value_parser = parse_duration)]
+    lead: Duration,
+    /// Setup requests (reminder PUTs) in flight, each on its own keep-alive connection.
+    #[arg(long, default_value_t = 128)]
+    setup_in_flight: usize,
+    /// Where the webhook sink listens: start the server with
+    /// STAMPEDE_REMINDER__WEBHOOK_URL=http://ADDR/hook.
+    #[arg(long, default_value = "127.0.0.1:18099")]
+    sink_listen: SocketAddr,
+    /// The merchant's shop.
+    #[arg(long, default_value = "1", value_parser = parse_shop)]
+    shop_id: ShopId,
+    /// Also measure the database's bulk-insert ceiling with as many rows: sqlite:DIR or
+    /// mysql:URL (as in `distribution`).
+    #[arg(long)]
+    ceiling: Option<Ceiling>,
+    /// Give up when not every reminder has arrived this long after the due time.
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Keep the sink open this long after the last reminder to count late duplicates.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    settle: Duration,
+    /// Runtime threads of this tool (1 = current-thread runtime); the sink runs on them too.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
 fn parse_shop(s: &str) -> Result<ShopId, String> {
     ShopId::parse(s).ok_or_else(|| "expected a positive integer".to_owned())
 }
@@ -334,6 +407,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Scenario::Distribution(a) => runtime(1)?.block_on(distribution_scenario(a)),
+        Scenario::Reminders(a) => runtime(a.threads)?.block_on(reminders_scenario(a)),
         Scenario::Healthz { load } => {
             runtime(load.threads)?.block_on(load_scenario(load, Setup::Healthz))
         }
@@ -398,6 +472,39 @@ async fn distribution_scenario(a: DistributionArgs) -> anyhow::Result<()> {
                 .failure_reason
                 .as_deref()
                 .map_or_else(String::new, |r| format!(": {r}"))
+        );
+    }
+    Ok(())
+}
+
+async fn reminders_scenario(a: RemindersArgs) -> anyhow::Result<()> {
+    let target = Target::resolve(&a.base).await?;
+    let secret = claim::read_secret(a.jwt_secret.as_deref(), a.data_dir.as_deref())?;
+    let opts = RemindersOptions {
+        reminders: a.reminders,
+        first_user: a.first_user,
+        lead: a.lead,
+        in_flight: a.setup_in_flight,
+        sink_listen: a.sink_listen,
+        server_pid: a.server_pid,
+        shop_id: a.shop_id,
+        timeout: a.timeout,
+        settle: a.settle,
+        ceiling: a.ceiling,
+    };
+    let report = reminders::run(&target, &secret, &opts).await?;
+    print!("{}", report.to_table());
+    println!("{}", report.to_json_line());
+    if !report.all_delivered() {
+        anyhow::bail!(
+            "{} of {} reminders delivered{}",
+            report.delivered,
+            report.reminders,
+            if report.timed_out {
+                format!(" within {:?} of the due time", a.timeout)
+            } else {
+                String::new()
+            }
         );
     }
     Ok(())
