@@ -456,3 +456,146 @@ async fn kill_9_mid_distribution_resumes_from_the_checkpoint() {
     );
     clean_up(distributed, &dbs, tag);
 }
+
+/// A slow webhook receiver (each POST takes `delay`): dedupe id → times received.
+async fn slow_sink(
+    delay: Duration,
+) -> (String, Arc<Mutex<std::collections::HashMap<String, u32>>>) {
+    use axum::routing::post;
+    let seen: Arc<Mutex<std::collections::HashMap<String, u32>>> = Arc::default();
+    let s = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |body: String| {
+            let s = s.clone();
+            async move {
+                tokio::time::sleep(delay).await;
+                let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                let mut m = s.lock().unwrap_or_else(|p| p.into_inner());
+                for r in v["reminders"].as_array().into_iter().flatten() {
+                    *m.entry(r["dedupe_id"].as_str().unwrap_or("?").to_owned())
+                        .or_insert(0) += 1;
+                }
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/hook"), seen)
+}
+
+/// Reminders: the node is killed while delivering a batch; after a restart every reminder
+/// arrives, and anything received twice carries the same dedupe id (at least once, nothing
+/// lost, nothing invented).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_reminder_delivery_loses_none() {
+    const USERS: u64 = 3_000;
+    let (hook, seen) = slow_sink(Duration::from_millis(40)).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let tag: u64 = rand::random();
+    let (config, distributed, dbs) = write_config(
+        dir.path(),
+        tag,
+        &format!(
+            "[reminder]\nwebhook_url = \"{hook}\"\nwebhook_batch = 50\nwebhook_concurrency = 1\n\
+             batch_size = 500\nlease_secs = 2\npoll_interval_ms = 50\n"
+        ),
+    );
+    let tokens = TokenService::new(SECRET.as_bytes(), Arc::new(SystemClock));
+    let client = common::http_client();
+    let (child, base) = start(&config);
+    let merchant = token(&tokens, Role::Merchant, "1", Some(7));
+    // Due 15 s from now: time to set 3,000 reminders first.
+    let now = Timestamp::now();
+    let claim_start = now + SignedDuration::from_mins(5) + SignedDuration::from_secs(15);
+    let body = json!({
+        "name": "Remind me", "kind": "fixed", "amount_off": 100, "stock_total": 10, "per_user_limit": 1,
+        "claim_start": claim_start.to_string(),
+        "claim_end": (claim_start + SignedDuration::from_hours(1)).to_string(), "validity_hours": 24
+    });
+    let created: Value = client
+        .post(format!("{base}/api/v1/merchant/templates"))
+        .bearer_auth(&merchant)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let template = created["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_owned();
+    let users: Vec<u64> = (1..=USERS).collect();
+    futures::future::join_all(users.chunks(100).map(|chunk| {
+        let (client, base, template, tokens) = (&client, &base, &template, &tokens);
+        async move {
+            for u in chunk {
+                let r = client
+                    .put(format!("{base}/api/v1/templates/{template}/reminders"))
+                    .bearer_auth(token(tokens, Role::User, &u.to_string(), None))
+                    .json(&json!({"channel": "webhook", "minutes_before": 5}))
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(r.status(), 200, "user {u}");
+            }
+        }
+    }))
+    .await;
+    assert!(
+        Timestamp::now() < claim_start - SignedDuration::from_mins(5),
+        "setting the reminders took past their due time"
+    );
+    let count = || seen.lock().map(|m| m.len()).unwrap_or(0);
+    // Kill it mid-delivery.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count() < 1_200 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut child = child;
+    child
+        .child
+        .kill()
+        .unwrap_or_else(|e| panic!("kill -9: {e}"));
+    let _ = child.child.wait();
+    drop(child);
+    let at_kill = count();
+    assert!(
+        (1_200..USERS as usize).contains(&at_kill),
+        "killed at {at_kill} of {USERS} delivered"
+    );
+
+    let (child, base) = start(&config);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while count() < USERS as usize && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A moment more: nothing is delivered again once recorded.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = seen.lock().map(|m| m.clone()).unwrap_or_default();
+    let want: HashSet<String> = (1..=USERS)
+        .map(|u| format!("reminder:{u}:{template}:webhook:5"))
+        .collect();
+    let received: HashSet<String> = got.keys().cloned().collect();
+    assert_eq!(received, want, "every reminder once or more, nothing else");
+    let duplicates: u32 = got.values().map(|n| n - 1).sum();
+    eprintln!("killed after {at_kill} reminders; {duplicates} redelivered with their dedupe id");
+    // Recorded as delivered.
+    let mine = get_json(
+        &client,
+        format!("{base}/api/v1/me/reminders"),
+        &token(&tokens, Role::User, "1", None),
+    )
+    .await;
+    assert_eq!(mine["items"][0]["delivered"], true, "{mine}");
+    drop(child);
+    clean_up(distributed, &dbs, tag);
+}
