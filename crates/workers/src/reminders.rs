@@ -214,7 +214,9 @@ impl ReminderScheduler {
                 (*c, n.deliver(&batch).await)
             })
         });
-        let results: Vec<(Channel, Vec<bool>)> = futures::future::join_all(sends).await;
+        let results = self
+            .keeping_lease(lease, futures::future::join_all(sends))
+            .await;
         let delivered_at = self.clock.now();
         for (c, oks) in results {
             let Some(items) = by_channel.get(&c) else {
@@ -283,6 +285,37 @@ impl ReminderScheduler {
         self.store
             .record_deliveries(lease, lease_until, &updates, &events, now)
             .await
+    }
+
+    /// Runs `work` (a slow receiver may take longer than the lease) while renewing the lease
+    /// every third of its length, so no other node takes the partition over meanwhile.
+    async fn keeping_lease<T>(
+        &self,
+        lease: &PartitionLease,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let every = (self.config.lease / 3).max(Duration::from_millis(10));
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut work = std::pin::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tick.tick() => {
+                    let now = self.clock.now();
+                    match self
+                        .store
+                        .lease_partition(lease.partition, &lease.owner, now, now + sd(self.config.lease))
+                        .await
+                    {
+                        // Renewed, or taken back after expiry with a new token (then the
+                        // record is refused as stale, which is right: someone else may have
+                        // delivered in between).
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, partition = lease.partition, "renewing a reminder lease failed"),
+                    }
+                }
+            }
+        }
     }
 
     fn delivered(&self, set: &mut ReminderSet, d: &DueReminder, at: Timestamp) {
