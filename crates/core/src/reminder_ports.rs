@@ -124,6 +124,15 @@ pub trait ReminderStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<ReminderRow>, StoreError>;
 
+    /// Deletes up to `limit` rows of partition `p` whose sale started before
+    /// `started_before` (their reminders are all behind them); returns how many.
+    async fn purge_reminders(
+        &self,
+        p: u32,
+        started_before: Timestamp,
+        limit: u32,
+    ) -> Result<u64, StoreError>;
+
     /// In one transaction: checks `lease` is still the partition's current lease (else
     /// `LeaseLost`, nothing written) and extends it to `lease_until`; applies every update
     /// (`sent |= done`; `next_due` as decided if `bits = read_bits`, else `now`); writes

@@ -18,8 +18,8 @@ use stampede_core::settlements::Settlements;
 use stampede_domain::reminder::Channel;
 use stampede_workers::{
     DistributionRunner, EmailConfig, EmailNotifier, EndTemplates, NotifyConfig,
-    NotifyDistributions, PurgeIdempotencyKeys, ReleaseExpiredLocks, ReminderScheduler, Runner,
-    RunnerConfig, SchedulerConfig, WebhookConfig, WebhookNotifier,
+    NotifyDistributions, PurgeIdempotencyKeys, PurgeReminders, ReleaseExpiredLocks,
+    ReminderScheduler, Runner, RunnerConfig, SchedulerConfig, WebhookConfig, WebhookNotifier,
 };
 use std::net::SocketAddr;
 use std::path::Path;
@@ -116,9 +116,7 @@ fn signing_secret(
 type Notifiers = Vec<Arc<dyn ReminderNotifier>>;
 
 /// The reminder notifiers the configuration asks for, and so the channels delivered.
-fn reminder_notifiers(
-    settings: &Settings,
-) -> anyhow::Result<(Notifiers, Vec<Channel>)> {
+fn reminder_notifiers(settings: &Settings) -> anyhow::Result<(Notifiers, Vec<Channel>)> {
     let r = &settings.reminder;
     let mut notifiers: Notifiers = Vec::new();
     if let Some(url) = &r.webhook_url {
@@ -329,6 +327,14 @@ impl Application {
                 interval: Duration::from_millis(r.poll_interval_ms),
                 parallel: 2,
             },
+        }));
+        runner.register(Arc::new(PurgeReminders {
+            store: services.stores.reminders.clone(),
+            clock: clock.clone(),
+            retention: jiff::SignedDuration::from_hours(
+                i64::try_from(r.retention_hours).unwrap_or(i64::MAX / 3600),
+            ),
+            interval: Duration::from_secs(w.purge_interval_secs),
         }));
         stampede_workers::distribution::clean_work_dir(&work_dir).await;
         runner.register(Arc::new(DistributionRunner {

@@ -367,6 +367,9 @@ pub struct ReminderSettings {
     pub email_to: String,
     /// Emails being sent at once.
     pub email_concurrency: u32,
+    /// Reminder rows are deleted this long after their sale started (everything in them is
+    /// delivered, given up or cancelled by then).
+    pub retention_hours: u64,
 }
 
 impl Default for ReminderSettings {
@@ -385,6 +388,7 @@ impl Default for ReminderSettings {
             email_from: "Stampede <reminders@stampede.invalid>".into(),
             email_to: "{user_id}@users.stampede.invalid".into(),
             email_concurrency: 8,
+            retention_hours: 24,
         }
     }
 }

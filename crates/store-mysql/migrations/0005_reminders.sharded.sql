@@ -12,7 +12,9 @@ CREATE TABLE IF NOT EXISTS reminders_{t} (
     sent BIGINT NOT NULL DEFAULT 0,
     next_due_ms BIGINT NULL,
     PRIMARY KEY (user_id, template_id),
-    INDEX idx_reminders_due (next_due_ms)
+    INDEX idx_reminders_due (next_due_ms),
+    -- The purge of rows whose sale has long started.
+    INDEX idx_reminders_start (claim_start_ms)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
 
 -- Delivery leases, one table per database and one row per table index (`part`) of it. The

@@ -235,6 +235,26 @@ impl ReminderStore for MysqlStore {
         u32::try_from(router.databases() * router.tables_per_database()).unwrap_or(MAX_SHARDS)
     }
 
+    async fn purge_reminders(
+        &self,
+        p: u32,
+        started_before: Timestamp,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let shard = self.partition(p)?;
+        let sql = format!(
+            "DELETE FROM {} WHERE claim_start_ms < ? LIMIT ?",
+            shard.reminders_table()
+        );
+        let done = sqlx::query(AssertSqlSafe(sql))
+            .bind(to_ms(started_before))
+            .bind(i64::from(limit))
+            .execute(self.pool(shard.database))
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected())
+    }
+
     async fn any_due(&self, p: u32, now: Timestamp) -> Result<bool, StoreError> {
         let shard = self.partition(p)?;
         let sql = format!(

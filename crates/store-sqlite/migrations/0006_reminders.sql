@@ -16,6 +16,9 @@ CREATE TABLE reminders (
 -- The scheduler's scan; rows with nothing left to deliver stay out of the index.
 CREATE INDEX reminders_due ON reminders (next_due_ms) WHERE next_due_ms IS NOT NULL;
 
+-- The purge of rows whose sale has long started.
+CREATE INDEX reminders_start ON reminders (claim_start_ms);
+
 -- Delivery leases, one row per partition (SQLite has one: partition 0). `token` changes with
 -- every change of holder and fences the holder's writes.
 CREATE TABLE reminder_leases (

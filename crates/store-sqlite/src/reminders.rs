@@ -151,6 +151,25 @@ impl ReminderStore for SqliteStore {
         1
     }
 
+    async fn purge_reminders(
+        &self,
+        p: u32,
+        started_before: Timestamp,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        only_partition(p)?;
+        let done = sqlx::query(
+            "DELETE FROM reminders WHERE (user_id, template_id) IN \
+             (SELECT user_id, template_id FROM reminders WHERE claim_start_ms < ? LIMIT ?)",
+        )
+        .bind(to_ms(started_before))
+        .bind(i64::from(limit))
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
     async fn any_due(&self, p: u32, now: Timestamp) -> Result<bool, StoreError> {
         only_partition(p)?;
         let hit: Option<i64> =

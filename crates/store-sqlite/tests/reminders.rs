@@ -231,3 +231,26 @@ async fn due_scan_and_records_keep_reminders_set_meanwhile() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].id, "reminder:1:1:app:30");
 }
+
+#[tokio::test]
+async fn purge_deletes_only_rows_whose_sale_started_before() {
+    let (_d, s) = store().await;
+    let later = start() + SignedDuration::from_hours(48);
+    for n in 1..=30 {
+        s.set_reminder(user(n), tpl(1), start(), rem(Channel::App, 5))
+            .await
+            .unwrap();
+        s.set_reminder(user(n), tpl(2), later, rem(Channel::App, 5))
+            .await
+            .unwrap();
+    }
+    let cutoff = start() + SignedDuration::from_hours(1);
+    assert_eq!(s.purge_reminders(0, cutoff, 20).await.unwrap(), 20);
+    assert_eq!(s.purge_reminders(0, cutoff, 20).await.unwrap(), 10);
+    assert_eq!(s.purge_reminders(0, cutoff, 20).await.unwrap(), 0);
+    for n in 1..=30 {
+        let rows = s.user_reminders(user(n)).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].template_id, tpl(2));
+    }
+}

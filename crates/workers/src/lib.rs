@@ -18,5 +18,5 @@ pub use distribution::{DistributionRunner, RunEnd, RunnerConfig};
 pub use jobs::{EndTemplates, PurgeIdempotencyKeys, ReleaseExpiredLocks};
 pub use notify::{NotifyConfig, NotifyDistributions};
 pub use reminder_notify::{EmailConfig, EmailNotifier, WebhookConfig, WebhookNotifier};
-pub use reminders::{ReminderScheduler, SchedulerConfig};
+pub use reminders::{PurgeReminders, ReminderScheduler, SchedulerConfig};
 pub use runner::{Job, Runner};

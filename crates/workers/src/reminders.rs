@@ -10,8 +10,9 @@
 //!
 //! Rules per row: a template terminated (or gone) cancels the row's pending reminders; a
 //! reminder deleted before it is due is not in the row when it is read, so it is never sent;
-//! a failed delivery is retried with backoff until the sale starts, then given up (counted
-//! in `stampede_reminders_failed_total{outcome="gave_up"}`).
+//! a failed delivery is retried with backoff until the sale starts; a reminder still
+//! undelivered when the sale starts is dropped (counted in
+//! `stampede_reminders_failed_total{outcome="expired"}`).
 //!
 //! Time comes from the `Clock` port, so tests drive it by hand.
 
@@ -175,6 +176,13 @@ impl ReminderScheduler {
                 }
                 Some(t) => {
                     for r in pending.due(t.claim_start, now).iter() {
+                        // "Starts in 5 minutes" after the start (a node was down, a receiver
+                        // kept failing) would mislead: dropped, counted.
+                        if now >= t.claim_start {
+                            plan.dropped = plan.dropped.with(r);
+                            metrics::counter!("stampede_reminders_failed_total", "channel" => r.channel.as_str(), "outcome" => "expired").increment(1);
+                            continue;
+                        }
                         if !self.channel_on(r.channel) {
                             plan.dropped = plan.dropped.with(r);
                             metrics::counter!("stampede_reminders_failed_total", "channel" => r.channel.as_str(), "outcome" => "channel_off").increment(1);
@@ -247,17 +255,14 @@ impl ReminderScheduler {
                 .get(&row.template_id)
                 .and_then(Option::as_ref)
                 .map_or(row.claim_start, |t| t.claim_start);
-            let mut done = plan.dropped.union(*sent);
+            let done = plan.dropped.union(*sent);
+            // Failed ones are tried again; one still failing at the sale's start is then
+            // dropped as expired by the rule above.
             let mut retry: Option<Timestamp> = None;
             for r in plan.sending.iter().filter(|r| !sent.contains(**r)) {
-                if now >= claim_start {
-                    done = done.with(*r);
-                    metrics::counter!("stampede_reminders_failed_total", "channel" => r.channel.as_str(), "outcome" => "gave_up").increment(1);
-                } else {
-                    metrics::counter!("stampede_reminders_failed_total", "channel" => r.channel.as_str(), "outcome" => "retry").increment(1);
-                    let at = retry_at(r.remind_at(claim_start), now);
-                    retry = Some(retry.map_or(at, |x: Timestamp| x.min(at)));
-                }
+                metrics::counter!("stampede_reminders_failed_total", "channel" => r.channel.as_str(), "outcome" => "retry").increment(1);
+                let at = retry_at(r.remind_at(claim_start), now);
+                retry = Some(retry.map_or(at, |x: Timestamp| x.min(at)));
             }
             let failing = plan
                 .sending
@@ -371,6 +376,42 @@ impl Job for ReminderScheduler {
             }
             None => Ok(handled),
         }
+    }
+}
+
+/// Deletes reminder rows once their sale started more than `retention` ago: everything in
+/// them has been delivered, given up or cancelled by then, and nothing lists them.
+pub struct PurgeReminders {
+    pub store: Arc<dyn ReminderStore>,
+    pub clock: Arc<dyn Clock>,
+    pub retention: SignedDuration,
+    pub interval: Duration,
+}
+
+/// Rows deleted per statement (short transactions; a full step is followed by another).
+const PURGE_BATCH: u32 = 10_000;
+
+#[async_trait]
+impl Job for PurgeReminders {
+    fn name(&self) -> &'static str {
+        "purge_reminders"
+    }
+
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    fn batch(&self) -> usize {
+        PURGE_BATCH as usize
+    }
+
+    async fn run_once(&self) -> Result<usize, AppError> {
+        let before = self.clock.now() - self.retention;
+        let mut purged = 0u64;
+        for p in 0..self.store.partitions() {
+            purged += self.store.purge_reminders(p, before, PURGE_BATCH).await?;
+        }
+        Ok(usize::try_from(purged).unwrap_or(usize::MAX))
     }
 }
 

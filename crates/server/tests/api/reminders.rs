@@ -248,6 +248,24 @@ async fn setting_listing_and_deleting_follow_the_rules() {
     )
     .await;
     assert_eq!(mine(app, 11).await.len(), 2);
+
+    // Due reminders found only after the sale started are dropped, not sent late.
+    app.clock.set(start);
+    app.drain().await;
+    assert!(f.hooks.lock().map(|v| v.is_empty()).unwrap_or(false));
+    // A day after the sale started the rows are purged (`reminder.retention_hours`).
+    app.clock.set(start + SignedDuration::from_hours(23));
+    app.drain().await;
+    let r = delete(app, 11, &t, "channel=app&minutes_before=60").await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "kept for a day");
+    app.clock.set(start + SignedDuration::from_hours(25));
+    app.drain().await;
+    expect_problem(
+        delete(app, 11, &t, "channel=webhook&minutes_before=5").await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -601,9 +619,12 @@ async fn a_failing_webhook_is_retried_with_backoff_then_given_up_at_the_start() 
     app.clock.set(start - SignedDuration::from_mins(5));
     app.drain().await;
     assert_eq!(tries(), 4);
+    app.clock.set(start - SignedDuration::from_millis(1));
+    app.drain().await;
+    assert_eq!(tries(), 5, "retried up to the start");
     app.clock.set(start);
     app.drain().await;
-    assert_eq!(tries(), 5, "one last try at the start");
+    assert_eq!(tries(), 5, "the sale started: dropped, not sent");
     app.advance(SignedDuration::from_mins(10));
     app.drain().await;
     assert_eq!(tries(), 5, "given up");
