@@ -152,6 +152,37 @@ impl Catalog {
             .map_err(|e| StoreError::Backend(e.to_string().into()))
     }
 
+    /// The templates of `ids` that exist: from the local cache, the rest with one
+    /// `TemplateStore::get_templates` call (one query per shard), then cached.
+    pub async fn get_many(
+        &self,
+        ids: &[TemplateId],
+    ) -> Result<std::collections::HashMap<TemplateId, Arc<Template>>, StoreError> {
+        let mut out = std::collections::HashMap::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for &id in ids {
+            if out.contains_key(&id) || missing.contains(&id) || !self.bloom.contains(&id.get()) {
+                continue;
+            }
+            match self.cache.get(&id).await {
+                Some(Some(t)) => {
+                    out.insert(id, t);
+                }
+                Some(None) => {}
+                None => missing.push(id),
+            }
+        }
+        if !missing.is_empty() {
+            self.db_queries.fetch_add(1, Ordering::Relaxed);
+            for t in self.store.get_templates(&missing).await? {
+                let t = Arc::new(t);
+                self.cache.insert(t.id, Some(t.clone())).await;
+                out.insert(t.id, t);
+            }
+        }
+        Ok(out)
+    }
+
     /// A template was created: its id now exists (and any negative entry is stale).
     pub async fn created(&self, id: TemplateId) {
         self.bloom.insert(&id.get());

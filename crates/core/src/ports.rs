@@ -97,6 +97,10 @@ pub trait TemplateStore: Send + Sync + 'static {
 
     async fn get_template(&self, id: TemplateId) -> Result<Option<Template>, StoreError>;
 
+    /// The templates of `ids` that exist, in no particular order: one query per shard
+    /// holding any of them (a user's reminders span shops).
+    async fn get_templates(&self, ids: &[TemplateId]) -> Result<Vec<Template>, StoreError>;
+
     /// Newest first (by id), with the total matching count.
     async fn list_templates(&self, q: &TemplateQuery) -> Result<Page<Template>, StoreError>;
 

@@ -14,7 +14,6 @@ use stampede_domain::ids::TemplateId;
 use stampede_domain::reminder::{Channel, Reminder, ReminderRefusal, check_settable};
 use stampede_domain::template::{Template, TemplateStatus};
 use stampede_domain::{ErrorCode, ValidationErrors};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A reminder as its user sees it.
@@ -172,27 +171,25 @@ impl Reminders {
     pub async fn list(&self, who: &Principal) -> Result<Vec<ReminderView>, AppError> {
         let user = crate::claims::user_of(who)?;
         let now = self.clock.now();
-        let rows = self.store.user_reminders(user).await?;
-        let mut templates: HashMap<TemplateId, Option<Arc<Template>>> = HashMap::new();
+        let rows: Vec<_> = self
+            .store
+            .user_reminders(user)
+            .await?
+            .into_iter()
+            .filter(|row| row.claim_start > now)
+            .collect();
+        let ids: Vec<TemplateId> = rows.iter().map(|r| r.template_id).collect();
+        let templates = self.catalog.get_many(&ids).await?;
         let mut out = Vec::new();
         for row in rows {
-            if row.claim_start <= now {
+            let Some(t) = templates.get(&row.template_id) else {
                 continue;
-            }
-            let t = match templates.get(&row.template_id) {
-                Some(t) => t.clone(),
-                None => {
-                    let t = self.catalog.get(row.template_id).await?;
-                    templates.insert(row.template_id, t.clone());
-                    t
-                }
             };
-            let Some(t) = t else { continue };
             if t.effective_status(now) == TemplateStatus::Terminated {
                 continue;
             }
             for r in row.bits.iter() {
-                out.push(view(&t, r, row.sent.contains(r)));
+                out.push(view(t, r, row.sent.contains(r)));
             }
         }
         out.sort_by(|a, b| {

@@ -170,6 +170,44 @@ impl MysqlStore {
             .map(|shop| self.router().route(shop)))
     }
 
+    /// The shards of `ids` the directory knows (unknown ids left out): cached ones from
+    /// memory, the rest with one query on database 0.
+    pub(crate) async fn shards_of(
+        &self,
+        ids: &[TemplateId],
+    ) -> Result<Vec<(TemplateId, Shard)>, StoreError> {
+        let kind = Kind::Template;
+        let mut out = Vec::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for id in ids {
+            match self.cache(kind).get(id.get()) {
+                Some(shop) => out.push((*id, self.router().route(shop))),
+                None => missing.push(*id),
+            }
+        }
+        for chunk in missing.chunks(1_000) {
+            let sql = format!(
+                "SELECT {id}, shop_id FROM {table} WHERE {id} IN ({})",
+                vec!["?"; chunk.len()].join(", "),
+                id = kind.id_column(),
+                table = kind.table(),
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id.get());
+            }
+            for row in q.fetch_all(self.global()).await.map_err(db_err)? {
+                let raw: i64 = col(&row, kind.id_column())?;
+                let shop: i64 = col(&row, "shop_id")?;
+                self.cache(kind).put(raw, shop);
+                if let Some(id) = TemplateId::new(raw) {
+                    out.push((id, self.router().route(shop)));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub(crate) async fn file_distribution(
         &self,
         id: DistributionId,

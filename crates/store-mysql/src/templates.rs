@@ -345,6 +345,37 @@ impl TemplateStore for MysqlStore {
         select_template(self.pool(shard.database), shard, id.get(), false).await
     }
 
+    async fn get_templates(&self, ids: &[TemplateId]) -> Result<Vec<Template>, StoreError> {
+        let mut by_shard: std::collections::HashMap<Shard, Vec<i64>> =
+            std::collections::HashMap::new();
+        for (id, shard) in self.shards_of(ids).await? {
+            by_shard.entry(shard).or_default().push(id.get());
+        }
+        let queries = by_shard.into_iter().map(|(shard, ids)| async move {
+            let sql = format!(
+                "SELECT {TEMPLATE_COLUMNS} FROM {} WHERE id IN ({})",
+                shard.templates_table(),
+                vec!["?"; ids.len()].join(", ")
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in &ids {
+                q = q.bind(*id);
+            }
+            let rows = q
+                .fetch_all(self.pool(shard.database))
+                .await
+                .map_err(db_err)?;
+            rows.iter()
+                .map(template_from_row)
+                .collect::<Result<Vec<_>, _>>()
+        });
+        Ok(futures::future::try_join_all(queries)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
     async fn list_templates(&self, q: &TemplateQuery) -> Result<Page<Template>, StoreError> {
         match q.shop_id {
             Some(shop) => self.list_one_shop(q, shop).await,

@@ -254,6 +254,25 @@ impl TemplateStore for SqliteStore {
         fetch_template(&mut conn, id).await
     }
 
+    async fn get_templates(&self, ids: &[TemplateId]) -> Result<Vec<Template>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        // Well under SQLite's 32,766 bound variables per statement.
+        for chunk in ids.chunks(1_000) {
+            let sql = format!(
+                "SELECT {TEMPLATE_COLUMNS} FROM templates WHERE id IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id.get());
+            }
+            for row in q.fetch_all(&self.reader).await.map_err(db)? {
+                out.push(decode_template(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
     async fn list_templates(&self, q: &TemplateQuery) -> Result<Page<Template>, StoreError> {
         // Only fixed fragments go into the SQL text; every value is bound.
         let mut conds: Vec<&'static str> = Vec::new();

@@ -140,12 +140,14 @@ impl ReminderScheduler {
         &self,
         rows: &[ReminderRow],
     ) -> Result<HashMap<TemplateId, Option<Arc<Template>>>, stampede_core::ports::StoreError> {
-        let mut out: HashMap<TemplateId, Option<Arc<Template>>> = HashMap::new();
-        for row in rows {
-            if let std::collections::hash_map::Entry::Vacant(slot) = out.entry(row.template_id) {
-                let t = self.templates.get_template(row.template_id).await?;
-                slot.insert(t.map(Arc::new));
-            }
+        let mut ids: Vec<TemplateId> = rows.iter().map(|r| r.template_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let found = self.templates.get_templates(&ids).await?;
+        let mut out: HashMap<TemplateId, Option<Arc<Template>>> =
+            ids.into_iter().map(|id| (id, None)).collect();
+        for t in found {
+            out.insert(t.id, Some(Arc::new(t)));
         }
         Ok(out)
     }

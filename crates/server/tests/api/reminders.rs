@@ -231,6 +231,18 @@ async fn setting_listing_and_deleting_follow_the_rules() {
         mine(app, 12).await.is_empty(),
         "another user's are not mine"
     );
+    // Templates of other shops (other shards in MySQL) are listed as well.
+    let mut other = app.template_body("other shop");
+    other["claim_start"] = json!((start + SignedDuration::from_hours(1)).to_string());
+    other["claim_end"] = json!((start + SignedDuration::from_hours(3)).to_string());
+    let t8 = id_of(&app.create(&app.merchant(8), &other).await);
+    set(app, 11, &t8, "app", 20).await;
+    let items = mine(app, 11).await;
+    assert_eq!(items.len(), 4);
+    assert_eq!(items[3]["template_id"], t8.as_str());
+    assert_eq!(items[3]["name"], "other shop");
+    let r = delete(app, 11, &t8, "channel=app&minutes_before=20").await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
 
     // Delete: 204, then 404.
     let r = delete(app, 11, &t, "channel=email&minutes_before=15").await;

@@ -10,8 +10,34 @@ use stampede_domain::template::{
 both_layouts!(
     change_rules,
     concurrent_add_stock_all_applied,
-    due_to_end_across_shards
+    due_to_end_across_shards,
+    get_many_across_shards
 );
+
+/// `get_templates`: one query per shard holding any of the ids; unknown ids left out, also
+/// when the directory cache is cold (a second store over the same databases).
+async fn get_many_across_shards(ctx: Ctx) {
+    let store = &ctx.store;
+    let mut want = Vec::new();
+    for i in 1..=12 {
+        let t = template(i, 100 + i, "many");
+        create(store, &t).await;
+        want.push(t);
+    }
+    let mut ids: Vec<_> = want.iter().map(|t| t.id).collect();
+    ids.push(tid(999_999));
+    for s in [
+        store.clone(),
+        stampede_store_mysql::MysqlStore::open(&ctx.cfg)
+            .await
+            .unwrap(),
+    ] {
+        let mut got = s.get_templates(&ids).await.unwrap();
+        got.sort_by_key(|t| t.id);
+        assert_eq!(got, want);
+    }
+    assert!(store.get_templates(&[]).await.unwrap().is_empty());
+}
 
 async fn change_rules(ctx: Ctx) {
     let store = &ctx.store;
