@@ -260,8 +260,9 @@ struct LockRedeemArgs {
     setup_in_flight: usize,
 }
 
+/// The server a one-shot scenario (distribution, reminders) runs against.
 #[derive(Debug, Args)]
-struct DistributionArgs {
+struct ServerArgs {
     /// The server's base URL (http only).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     base: String,
@@ -274,6 +275,12 @@ struct DistributionArgs {
     /// The server's process id: its RSS (sampled), peak RSS and CPU over the run.
     #[arg(long)]
     server_pid: u32,
+}
+
+#[derive(Debug, Args)]
+struct DistributionArgs {
+    #[command(flatten)]
+    server: ServerArgs,
     /// Rows of the generated file.
     #[arg(long, default_value_t = 1_000_000)]
     rows: u64,
@@ -306,18 +313,8 @@ struct DistributionArgs {
 
 #[derive(Debug, Args)]
 struct RemindersArgs {
-    /// The server's base URL (http only).
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    base: String,
-    /// The server's JWT secret.
-    #[arg(long, env = "STAMPEDE_AUTH__JWT_SECRET", hide_env_values = true)]
-    jwt_secret: Option<String>,
-    /// The embedded server's data dir: its generated secret is DIR/jwt-secret.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// The server's process id: its RSS (sampled), peak RSS and CPU over the run.
-    #[arg(long)]
-    server_pid: u32,
+    #[command(flatten)]
+    server: ServerArgs,
     /// Reminders, one per user (users are consecutive ids from --first-user).
     #[arg(long, default_value_t = 1_000_000)]
     reminders: u64,
@@ -446,8 +443,8 @@ fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn distribution_scenario(a: DistributionArgs) -> anyhow::Result<()> {
-    let target = Target::resolve(&a.base).await?;
-    let secret = claim::read_secret(a.jwt_secret.as_deref(), a.data_dir.as_deref())?;
+    let target = Target::resolve(&a.server.base).await?;
+    let secret = claim::read_secret(a.server.jwt_secret.as_deref(), a.server.data_dir.as_deref())?;
     let opts = DistributionOptions {
         rows: a.rows,
         format: a.format,
@@ -455,7 +452,7 @@ async fn distribution_scenario(a: DistributionArgs) -> anyhow::Result<()> {
         stampede_bin: a.stampede_bin,
         stock: a.stock,
         shop_id: a.shop_id,
-        server_pid: a.server_pid,
+        server_pid: a.server.server_pid,
         ceiling: a.ceiling,
         poll_interval: a.poll_interval,
         timeout: a.timeout,
@@ -478,15 +475,15 @@ async fn distribution_scenario(a: DistributionArgs) -> anyhow::Result<()> {
 }
 
 async fn reminders_scenario(a: RemindersArgs) -> anyhow::Result<()> {
-    let target = Target::resolve(&a.base).await?;
-    let secret = claim::read_secret(a.jwt_secret.as_deref(), a.data_dir.as_deref())?;
+    let target = Target::resolve(&a.server.base).await?;
+    let secret = claim::read_secret(a.server.jwt_secret.as_deref(), a.server.data_dir.as_deref())?;
     let opts = RemindersOptions {
         reminders: a.reminders,
         first_user: a.first_user,
         lead: a.lead,
         in_flight: a.setup_in_flight,
         sink_listen: a.sink_listen,
-        server_pid: a.server_pid,
+        server_pid: a.server.server_pid,
         shop_id: a.shop_id,
         timeout: a.timeout,
         settle: a.settle,

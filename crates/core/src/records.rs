@@ -461,3 +461,43 @@ pub fn distribution_completed_event(
             .unwrap_or(t.created_at.as_millisecond()),
     }
 }
+
+/// One `reminders` row (`reminders_{t}` in MySQL). Sets are stored as non-negative BIGINTs
+/// (36 bits used).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReminderRecord {
+    pub user_id: i64,
+    pub template_id: i64,
+    pub claim_start_ms: i64,
+    pub bits: i64,
+    pub sent: i64,
+    pub next_due_ms: Option<i64>,
+}
+
+/// A reminder set as stored.
+pub fn stored_set(set: stampede_domain::reminder::ReminderSet) -> i64 {
+    // At most 36 bits: always fits.
+    i64::try_from(set.bits()).unwrap_or(i64::MAX)
+}
+
+impl ReminderRecord {
+    pub fn into_row(self) -> Result<crate::reminder_ports::ReminderRow, StoreError> {
+        use stampede_domain::reminder::ReminderSet;
+        let (user, template) = (self.user_id, self.template_id);
+        let bad =
+            |what: &str| StoreError::Corrupt(format!("reminder ({user}, {template}): bad {what}"));
+        let set = |raw: i64, what: &str| {
+            u64::try_from(raw)
+                .map(ReminderSet::from_bits)
+                .map_err(|_| bad(what))
+        };
+        Ok(crate::reminder_ports::ReminderRow {
+            user_id: UserId::new(user).ok_or_else(|| bad("user_id"))?,
+            template_id: TemplateId::new(template).ok_or_else(|| bad("template_id"))?,
+            claim_start: from_ms(self.claim_start_ms),
+            bits: set(self.bits, "bits")?,
+            sent: set(self.sent, "sent")?,
+            next_due: self.next_due_ms.map(from_ms),
+        })
+    }
+}

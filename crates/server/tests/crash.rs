@@ -38,6 +38,29 @@ fn token(tokens: &TokenService, role: Role, sub: &str, shop: Option<i64>) -> Str
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Creates a template through the API; its id.
+async fn create_template(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    body: &Value,
+) -> String {
+    let created: Value = client
+        .post(format!("{base}/api/v1/merchant/templates"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    created["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_owned()
+}
+
 /// Writes the config (embedded, or distributed when `STAMPEDE_TEST_BACKEND` is MySQL) plus
 /// `extra` TOML; returns its path, whether it is distributed, and the databases to drop.
 fn write_config(
@@ -109,20 +132,7 @@ async fn kill_9_mid_load_loses_no_acknowledged_claim() {
         "claim_end": (now + SignedDuration::from_hours(1)).to_string(), "validity_hours": 24
     });
     let merchant = token(&tokens, Role::Merchant, "1", Some(7));
-    let created: Value = client
-        .post(format!("{base}/api/v1/merchant/templates"))
-        .bearer_auth(&merchant)
-        .json(&body)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let id = created["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{created}"))
-        .to_owned();
+    let id = create_template(&client, &base, &merchant, &body).await;
 
     // 64 clients claim for distinct users until the server dies under them.
     let acked: Arc<Mutex<Vec<(u64, String)>>> = Arc::new(Mutex::new(Vec::new()));
@@ -334,20 +344,7 @@ async fn kill_9_mid_distribution_resumes_from_the_checkpoint() {
         "claim_start": (now + SignedDuration::from_hours(1)).to_string(),
         "claim_end": (now + SignedDuration::from_hours(2)).to_string(), "validity_hours": 24
     });
-    let created: Value = client
-        .post(format!("{base}/api/v1/merchant/templates"))
-        .bearer_auth(&merchant)
-        .json(&body)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let template = created["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{created}"))
-        .to_owned();
+    let template = create_template(&client, &base, &merchant, &body).await;
     // Users 1..=200,000, then users 1..=1,000 again (duplicates of rows before the kill).
     let mut csv = String::from("user_id\n");
     for u in (1..=USERS).chain(1..=DUPS) {
@@ -457,46 +454,14 @@ async fn kill_9_mid_distribution_resumes_from_the_checkpoint() {
     clean_up(distributed, &dbs, tag);
 }
 
-/// A slow webhook receiver (each POST takes `delay`): dedupe id → times received.
-async fn slow_sink(
-    delay: Duration,
-) -> (String, Arc<Mutex<std::collections::HashMap<String, u32>>>) {
-    use axum::routing::post;
-    let seen: Arc<Mutex<std::collections::HashMap<String, u32>>> = Arc::default();
-    let s = seen.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        post(move |body: String| {
-            let s = s.clone();
-            async move {
-                tokio::time::sleep(delay).await;
-                let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-                let mut m = s.lock().unwrap_or_else(|p| p.into_inner());
-                for r in v["reminders"].as_array().into_iter().flatten() {
-                    *m.entry(r["dedupe_id"].as_str().unwrap_or("?").to_owned())
-                        .or_insert(0) += 1;
-                }
-                axum::http::StatusCode::NO_CONTENT
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (format!("http://{addr}/hook"), seen)
-}
-
 /// Reminders: the node is killed while delivering a batch; after a restart every reminder
 /// arrives, and anything received twice carries the same dedupe id (at least once, nothing
 /// lost, nothing invented).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_reminder_delivery_loses_none() {
     const USERS: u64 = 3_000;
-    let (hook, seen) = slow_sink(Duration::from_millis(40)).await;
+    let sink = common::webhook_sink(Duration::from_millis(40)).await;
+    let (hook, seen) = (sink.url, sink.seen);
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let tag: u64 = rand::random();
     let (config, distributed, dbs) = write_config(
@@ -519,20 +484,7 @@ async fn kill_9_mid_reminder_delivery_loses_none() {
         "claim_start": claim_start.to_string(),
         "claim_end": (claim_start + SignedDuration::from_hours(1)).to_string(), "validity_hours": 24
     });
-    let created: Value = client
-        .post(format!("{base}/api/v1/merchant/templates"))
-        .bearer_auth(&merchant)
-        .json(&body)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let template = created["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{created}"))
-        .to_owned();
+    let template = create_template(&client, &base, &merchant, &body).await;
     let users: Vec<u64> = (1..=USERS).collect();
     futures::future::join_all(users.chunks(100).map(|chunk| {
         let (client, base, template, tokens) = (&client, &base, &template, &tokens);
@@ -554,7 +506,7 @@ async fn kill_9_mid_reminder_delivery_loses_none() {
         Timestamp::now() < claim_start - SignedDuration::from_mins(5),
         "setting the reminders took past their due time"
     );
-    let count = || seen.lock().map(|m| m.len()).unwrap_or(0);
+    let count = || common::reminder_ids(&seen).len();
     // Kill it mid-delivery.
     let deadline = Instant::now() + Duration::from_secs(60);
     while count() < 1_200 && Instant::now() < deadline {
@@ -580,13 +532,13 @@ async fn kill_9_mid_reminder_delivery_loses_none() {
     }
     // A moment more: nothing is delivered again once recorded.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let got = seen.lock().map(|m| m.clone()).unwrap_or_default();
+    let got = common::reminder_ids(&seen);
     let want: HashSet<String> = (1..=USERS)
         .map(|u| format!("reminder:{u}:{template}:webhook:5"))
         .collect();
     let received: HashSet<String> = got.keys().cloned().collect();
     assert_eq!(received, want, "every reminder once or more, nothing else");
-    let duplicates: u32 = got.values().map(|n| n - 1).sum();
+    let duplicates: usize = got.values().map(|n| n - 1).sum();
     eprintln!("killed after {at_kill} reminders; {duplicates} redelivered with their dedupe id");
     // Recorded as delivered.
     let mine = get_json(

@@ -21,12 +21,13 @@ use sqlx::AssertSqlSafe;
 use sqlx::mysql::{MySqlConnection, MySqlRow};
 use stampede_core::claim_ports::OutboxEvent;
 use stampede_core::ports::StoreError;
+use stampede_core::records::ReminderRecord;
 use stampede_core::reminder_ports::{
     DeliveryError, PartitionLease, ReminderRow, ReminderStore, RowUpdate,
 };
 use stampede_domain::ids::{TemplateId, UserId};
 use stampede_domain::reminder::{Reminder, ReminderSet};
-use stampede_domain::time::{from_ms, to_ms};
+use stampede_domain::time::to_ms;
 
 const COLUMNS: &str = "user_id, template_id, claim_start_ms, bits, sent, next_due_ms";
 
@@ -44,24 +45,15 @@ fn stored(bits: u64) -> Result<i64, StoreError> {
 }
 
 fn row_of(r: &MySqlRow) -> Result<ReminderRow, StoreError> {
-    let user: i64 = col(r, "user_id")?;
-    let template: i64 = col(r, "template_id")?;
-    let bad =
-        |what: &str| StoreError::Corrupt(format!("reminder ({user}, {template}): bad {what}"));
-    let set = |name: &str| -> Result<ReminderSet, StoreError> {
-        let raw: i64 = col(r, name)?;
-        u64::try_from(raw)
-            .map(ReminderSet::from_bits)
-            .map_err(|_| bad(name))
-    };
-    Ok(ReminderRow {
-        user_id: UserId::new(user).ok_or_else(|| bad("user_id"))?,
-        template_id: TemplateId::new(template).ok_or_else(|| bad("template_id"))?,
-        claim_start: from_ms(col(r, "claim_start_ms")?),
-        bits: set("bits")?,
-        sent: set("sent")?,
-        next_due: col::<Option<i64>>(r, "next_due_ms")?.map(from_ms),
-    })
+    ReminderRecord {
+        user_id: col(r, "user_id")?,
+        template_id: col(r, "template_id")?,
+        claim_start_ms: col(r, "claim_start_ms")?,
+        bits: col(r, "bits")?,
+        sent: col(r, "sent")?,
+        next_due_ms: col(r, "next_due_ms")?,
+    }
+    .into_row()
 }
 
 /// The `part` of a shard's lease row.

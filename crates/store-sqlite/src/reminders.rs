@@ -12,12 +12,13 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 use stampede_core::claim_ports::OutboxEvent;
 use stampede_core::ports::StoreError;
+use stampede_core::records::{ReminderRecord, stored_set};
 use stampede_core::reminder_ports::{
     DeliveryError, PartitionLease, ReminderRow, ReminderStore, RowUpdate,
 };
 use stampede_domain::ids::{TemplateId, UserId};
 use stampede_domain::reminder::{Reminder, ReminderSet};
-use stampede_domain::time::{from_ms, to_ms};
+use stampede_domain::time::to_ms;
 use std::sync::LazyLock;
 
 const COLUMNS: &str = "user_id, template_id, claim_start_ms, bits, sent, next_due_ms";
@@ -45,33 +46,16 @@ static UPDATES: LazyLock<Vec<(usize, String)>> = LazyLock::new(|| {
         .collect()
 });
 
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(format!("reminder: bad {what}"))
-}
-
-/// Bits are at most 36 wide: stored as a non-negative i64.
-fn stored(set: ReminderSet) -> i64 {
-    i64::try_from(set.bits()).unwrap_or(0)
-}
-
-fn set_of(v: i64) -> ReminderSet {
-    ReminderSet::from_bits(u64::try_from(v).unwrap_or(0))
-}
-
 fn decode(row: &SqliteRow) -> Result<ReminderRow, StoreError> {
-    Ok(ReminderRow {
-        user_id: UserId::new(row.try_get("user_id").map_err(db)?)
-            .ok_or_else(|| corrupt("user id"))?,
-        template_id: TemplateId::new(row.try_get("template_id").map_err(db)?)
-            .ok_or_else(|| corrupt("template id"))?,
-        claim_start: from_ms(row.try_get("claim_start_ms").map_err(db)?),
-        bits: set_of(row.try_get("bits").map_err(db)?),
-        sent: set_of(row.try_get("sent").map_err(db)?),
-        next_due: row
-            .try_get::<Option<i64>, _>("next_due_ms")
-            .map_err(db)?
-            .map(from_ms),
-    })
+    ReminderRecord {
+        user_id: row.try_get("user_id").map_err(db)?,
+        template_id: row.try_get("template_id").map_err(db)?,
+        claim_start_ms: row.try_get("claim_start_ms").map_err(db)?,
+        bits: row.try_get("bits").map_err(db)?,
+        sent: row.try_get("sent").map_err(db)?,
+        next_due_ms: row.try_get("next_due_ms").map_err(db)?,
+    }
+    .into_row()
 }
 
 fn only_partition(p: u32) -> Result<(), StoreError> {
@@ -93,7 +77,7 @@ impl ReminderStore for SqliteStore {
         claim_start: Timestamp,
         r: Reminder,
     ) -> Result<(), StoreError> {
-        let bit = stored(ReminderSet::EMPTY.with(r));
+        let bit = stored_set(ReminderSet::EMPTY.with(r));
         let due = to_ms(r.remind_at(claim_start));
         sqlx::query(
             "INSERT INTO reminders (user_id, template_id, claim_start_ms, bits, sent, next_due_ms) \
@@ -119,7 +103,7 @@ impl ReminderStore for SqliteStore {
         template: TemplateId,
         r: Reminder,
     ) -> Result<bool, StoreError> {
-        let bit = stored(ReminderSet::EMPTY.with(r));
+        let bit = stored_set(ReminderSet::EMPTY.with(r));
         let done = sqlx::query(
             "UPDATE reminders SET bits = bits & ~?1 \
              WHERE user_id = ?2 AND template_id = ?3 AND bits & ?1 <> 0",
@@ -286,8 +270,8 @@ impl ReminderStore for SqliteStore {
                                 q = q
                                     .bind(u.user_id.get())
                                     .bind(u.template_id.get())
-                                    .bind(stored(u.read_bits))
-                                    .bind(stored(u.done))
+                                    .bind(stored_set(u.read_bits))
+                                    .bind(stored_set(u.done))
                                     .bind(u.next_due.map(to_ms));
                             }
                             q.bind(now_ms).execute(&mut *conn).await.map_err(db)?;

@@ -8,7 +8,6 @@ use reqwest::multipart::{Form, Part};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use std::io::Write;
-use std::sync::{Arc, Mutex};
 
 const BASE: &str = "/api/v1/merchant/distributions";
 
@@ -575,34 +574,12 @@ async fn an_upload_idempotency_key_replays_the_task_and_refuses_another_file() {
     assert_eq!(stock_of(&app, &m, &t).await, 95);
 }
 
-/// A webhook sink: answers `fail_first` requests with 500, then 200; keeps every request.
-async fn sink(fail_first: usize) -> (String, Arc<Mutex<Vec<(axum::http::HeaderMap, String)>>>) {
-    use axum::routing::post;
-    let seen: Arc<Mutex<Vec<(axum::http::HeaderMap, String)>>> = Arc::default();
-    let s = seen.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        post(move |headers: axum::http::HeaderMap, body: String| {
-            let s = s.clone();
-            async move {
-                let mut v = s.lock().unwrap_or_else(|p| p.into_inner());
-                v.push((headers, body));
-                if v.len() <= fail_first {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                } else {
-                    StatusCode::NO_CONTENT
-                }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (format!("http://{addr}/hook"), seen)
+/// A webhook sink: answers `fail_first` requests with 500, then 204; keeps every request.
+async fn sink(fail_first: usize) -> (String, crate::common::Received) {
+    let s = crate::common::webhook_sink(std::time::Duration::ZERO).await;
+    s.fail_next
+        .store(fail_first, std::sync::atomic::Ordering::SeqCst);
+    (s.url, s.seen)
 }
 
 #[tokio::test]
@@ -636,13 +613,7 @@ async fn completion_is_posted_to_notify_url_signed_and_retried() {
     assert_eq!(summary["distribution_id"], id.as_str());
     assert_eq!(summary["status"], "completed");
     assert_eq!(summary["succeeded"], 4);
-    let h = |k: &str| {
-        headers
-            .get(k)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
+    let h = |k: &str| header(headers, k);
     assert_eq!(h("x-stampede-event"), "distribution.completed");
     assert_eq!(
         h("x-stampede-delivery"),
@@ -652,20 +623,7 @@ async fn completion_is_posted_to_notify_url_signed_and_retried() {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("?")
     );
-    // The signature is HMAC-SHA256 over "<timestamp>.<body>" with the deployment's key (here
-    // derived from the JWT secret: configure distribution.notify_secret to choose one).
-    let ts: i64 = h("x-stampede-timestamp").parse().unwrap_or(0);
-    let key = {
-        use sha2::Digest;
-        let mut d = sha2::Sha256::new();
-        d.update(b"stampede-notify:");
-        d.update(SECRET.as_bytes());
-        hex::encode(d.finalize())
-    };
-    assert_eq!(
-        h("x-stampede-signature"),
-        stampede_workers::notify::signature(&key, ts, body)
-    );
+    assert_signed(headers, body, b"stampede-notify:");
 }
 
 #[tokio::test]

@@ -390,3 +390,28 @@ pub fn id_of(v: &Value) -> String {
         .unwrap_or_else(|| panic!("no id in {v}"))
         .to_owned()
 }
+
+/// A header of a received webhook, as text ("" when absent).
+pub fn header(headers: &axum::http::HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Checks a webhook's signature: HMAC-SHA256 over "<timestamp>.<body>" with the deployment's
+/// key, here derived from the JWT secret under `label` (configure the `*_secret` setting to
+/// choose one).
+pub fn assert_signed(headers: &axum::http::HeaderMap, body: &str, label: &[u8]) {
+    use sha2::Digest;
+    let ts: i64 = header(headers, "x-stampede-timestamp").parse().unwrap_or(0);
+    let mut d = sha2::Sha256::new();
+    d.update(label);
+    d.update(SECRET.as_bytes());
+    let key = hex::encode(d.finalize());
+    assert_eq!(
+        header(headers, "x-stampede-signature"),
+        stampede_workers::notify::signature(&key, ts, body)
+    );
+}

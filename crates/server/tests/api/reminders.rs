@@ -10,40 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-type Seen = Arc<Mutex<Vec<(axum::http::HeaderMap, String)>>>;
-
-/// A webhook receiver: answers 500 while `failing` is set, else 204; keeps every request.
-async fn webhook_sink() -> (String, Seen, Arc<std::sync::atomic::AtomicBool>) {
-    use axum::routing::post;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let seen: Seen = Arc::default();
-    let failing = Arc::new(AtomicBool::new(false));
-    let (s, f) = (seen.clone(), failing.clone());
-    let app = axum::Router::new().route(
-        "/hook",
-        post(move |headers: axum::http::HeaderMap, body: String| {
-            let (s, f) = (s.clone(), f.clone());
-            async move {
-                s.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((headers, body));
-                if f.load(Ordering::SeqCst) {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                } else {
-                    StatusCode::NO_CONTENT
-                }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (format!("http://{addr}/hook"), seen, failing)
-}
+type Seen = crate::common::Received;
 
 /// A minimal SMTP receiver (RFC 5321's happy path): keeps each message's DATA.
 async fn smtp_sink() -> (String, Arc<Mutex<Vec<String>>>) {
@@ -98,12 +65,13 @@ async fn smtp_sink() -> (String, Arc<Mutex<Vec<String>>>) {
 struct Fixture {
     app: TestApp,
     hooks: Seen,
-    failing: Arc<std::sync::atomic::AtomicBool>,
+    failing: Arc<std::sync::atomic::AtomicUsize>,
     mails: Arc<Mutex<Vec<String>>>,
 }
 
 async fn fixture() -> Fixture {
-    let (hook_url, hooks, failing) = webhook_sink().await;
+    let sink = crate::common::webhook_sink(std::time::Duration::ZERO).await;
+    let (hook_url, hooks, failing) = (sink.url, sink.seen, sink.fail_next);
     let (smtp_url, mails) = smtp_sink().await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (mut s, urls) = test_settings(dir.path(), false);
@@ -174,17 +142,8 @@ async fn mine(app: &TestApp, user: u64) -> Vec<Value> {
     v["items"].as_array().cloned().unwrap_or_default()
 }
 
-/// Every reminder the webhook received: dedupe id → times received.
 fn hook_ids(seen: &Seen) -> HashMap<String, usize> {
-    let mut out = HashMap::new();
-    for (_, body) in seen.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-        let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-        for r in v["reminders"].as_array().into_iter().flatten() {
-            *out.entry(r["dedupe_id"].as_str().unwrap_or("?").to_owned())
-                .or_insert(0) += 1;
-        }
-    }
-    out
+    crate::common::reminder_ids(seen)
 }
 
 #[tokio::test]
@@ -479,26 +438,8 @@ async fn due_reminders_go_out_on_time_through_every_channel() {
     {
         let hooks = f.hooks.lock().unwrap_or_else(|p| p.into_inner());
         let (headers, body) = &hooks[0];
-        let h = |k: &str| {
-            headers
-                .get(k)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned()
-        };
-        assert_eq!(h("x-stampede-event"), "reminder.due");
-        let ts: i64 = h("x-stampede-timestamp").parse().unwrap_or(0);
-        let key = {
-            use sha2::Digest;
-            let mut d = sha2::Sha256::new();
-            d.update(b"stampede-reminder:");
-            d.update(SECRET.as_bytes());
-            hex::encode(d.finalize())
-        };
-        assert_eq!(
-            h("x-stampede-signature"),
-            stampede_workers::notify::signature(&key, ts, body)
-        );
+        assert_eq!(header(headers, "x-stampede-event"), "reminder.due");
+        assert_signed(headers, body, b"stampede-reminder:");
         let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
         assert_eq!(v["event"], "reminder.due");
         let r = &v["reminders"][0];
@@ -608,7 +549,7 @@ async fn a_failing_webhook_is_retried_with_backoff_then_given_up_at_the_start() 
     let (t, start) = template_starting_in(app, 2).await;
     set(app, 1, &t, "webhook", 5).await;
     set(app, 2, &t, "webhook", 10).await;
-    f.failing.store(true, Ordering::SeqCst);
+    f.failing.store(usize::MAX, Ordering::SeqCst);
     app.clock.set(start - SignedDuration::from_mins(10));
     app.drain().await;
     let tries = || f.hooks.lock().map(|v| v.len()).unwrap_or(0);
@@ -620,14 +561,14 @@ async fn a_failing_webhook_is_retried_with_backoff_then_given_up_at_the_start() 
     app.drain().await;
     assert_eq!(tries(), 2);
     // Recovered: delivered with the same dedupe id.
-    f.failing.store(false, Ordering::SeqCst);
+    f.failing.store(0, Ordering::SeqCst);
     app.advance(SignedDuration::from_secs(1));
     app.drain().await;
     let ids = hook_ids(&f.hooks);
     assert_eq!(ids.get(&format!("reminder:2:{t}:webhook:10")), Some(&3));
     assert_eq!(tries(), 3);
     // User 1's fails until the sale starts, then is given up.
-    f.failing.store(true, Ordering::SeqCst);
+    f.failing.store(usize::MAX, Ordering::SeqCst);
     app.clock.set(start - SignedDuration::from_mins(5));
     app.drain().await;
     assert_eq!(tries(), 4);
@@ -644,7 +585,8 @@ async fn a_failing_webhook_is_retried_with_backoff_then_given_up_at_the_start() 
 
 #[tokio::test]
 async fn two_nodes_never_deliver_the_same_batch() {
-    let (hook_url, hooks, _) = webhook_sink().await;
+    let sink = crate::common::webhook_sink(std::time::Duration::ZERO).await;
+    let (hook_url, hooks) = (sink.url, sink.seen);
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (mut s, urls) = test_settings(dir.path(), false);
     s.reminder.webhook_url = Some(hook_url);

@@ -56,3 +56,69 @@ pub fn serve(config: &std::path::Path) -> Server {
         base: format!("http://{addr}"),
     }
 }
+
+/// Requests a [`webhook_sink`] received: headers and body, in arrival order.
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, String)>>>;
+
+/// A webhook receiver for callbacks and reminders.
+pub struct Sink {
+    /// `http://127.0.0.1:<port>/hook`.
+    pub url: String,
+    pub seen: Received,
+    /// While positive, each request is answered 500 and takes one off.
+    #[allow(dead_code)] // the crash test's receiver never fails
+    pub fail_next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Starts a [`Sink`] whose every answer waits `delay` (a slow receiver); 204 otherwise.
+pub async fn webhook_sink(delay: std::time::Duration) -> Sink {
+    use std::sync::atomic::Ordering;
+    let seen: Received = Received::default();
+    let fail_next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (s, f) = (seen.clone(), fail_next.clone());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let (s, f) = (s.clone(), f.clone());
+            async move {
+                tokio::time::sleep(delay).await;
+                s.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((headers, body));
+                let failing = f
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                if failing {
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Sink {
+        url: format!("http://{addr}/hook"),
+        seen,
+        fail_next,
+    }
+}
+
+/// Reminders received by a sink: dedupe id → times received.
+pub fn reminder_ids(seen: &Received) -> std::collections::HashMap<String, usize> {
+    let mut out = std::collections::HashMap::new();
+    for (_, body) in seen.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        for r in v["reminders"].as_array().into_iter().flatten() {
+            *out.entry(r["dedupe_id"].as_str().unwrap_or("?").to_owned())
+                .or_insert(0) += 1;
+        }
+    }
+    out
+}
