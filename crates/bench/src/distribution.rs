@@ -241,6 +241,22 @@ impl Sampler {
     }
 }
 
+/// Rows of `(name, run, ceiling)` as aligned text; the ceiling column only `with_ceiling`.
+pub(crate) fn two_columns(rows: &[(&str, String, String)], with_ceiling: bool) -> String {
+    let name_w = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
+    let a_w = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (name, a, b) in rows {
+        let pad = name_w - name.chars().count();
+        let _ = write!(out, "{name}{:pad$}  {a:>a_w$}", "");
+        if with_ceiling {
+            let _ = write!(out, "  {b}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
 fn secs_between(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<f64> {
     let d: SignedDuration = b?.duration_since(a?);
     Some(round3(d.as_secs_f64()))
@@ -542,17 +558,7 @@ impl DistributionReport {
         if let Some(r) = &self.failure_reason {
             rows.push(("failure reason", r.clone(), dash()));
         }
-        let name_w = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
-        let a_w = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0);
-        let mut out = String::new();
-        for (name, a, b) in &rows {
-            let pad = name_w - name.chars().count();
-            let _ = write!(out, "{name}{:pad$}  {a:>a_w$}", "");
-            if c.is_some() {
-                let _ = write!(out, "  {b}");
-            }
-            out.push('\n');
-        }
+        let mut out = two_columns(&rows, c.is_some());
         if let (Some(r), Some(c)) = (self.ceiling_ratio, c) {
             let _ = writeln!(
                 out,

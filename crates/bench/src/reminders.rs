@@ -23,7 +23,7 @@
 use crate::bulk_claim::{in_parallel, send};
 use crate::claim::{create_template, mint};
 use crate::client::{Body, Target, bearer};
-use crate::distribution::{Sampler, ServerRun};
+use crate::distribution::{Sampler, ServerRun, two_columns};
 use crate::insert_ceiling::{self, Ceiling, CeilingReport};
 use crate::proc;
 use anyhow::{Context, bail};
@@ -644,17 +644,7 @@ impl RemindersReport {
             rows.push(("ceiling shape", dash(), c.shape.clone()));
             rows.push(("ceiling target", dash(), c.target.clone()));
         }
-        let name_w = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
-        let a_w = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0);
-        let mut out = String::new();
-        for (name, a, b) in &rows {
-            let pad = name_w - name.chars().count();
-            let _ = write!(out, "{name}{:pad$}  {a:>a_w$}", "");
-            if c.is_some() {
-                let _ = write!(out, "  {b}");
-            }
-            out.push('\n');
-        }
+        let mut out = two_columns(&rows, c.is_some());
         if self.seeding_slack_s < 0.0 {
             let _ = writeln!(
                 out,

@@ -102,6 +102,17 @@ async fn template_starting_in(app: &TestApp, hours: i64) -> (String, Timestamp) 
     (id_of(&t), start)
 }
 
+async fn terminate(app: &TestApp, t: &str) {
+    let r = app
+        .post(
+            &format!("/api/v1/merchant/templates/{t}/terminate"),
+            &app.merchant(7),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
 async fn put(app: &TestApp, user: u64, t: &str, body: &Value) -> reqwest::Response {
     app.client
         .put(app.url(&format!("/api/v1/templates/{t}/reminders")))
@@ -372,14 +383,7 @@ async fn reminders_must_be_due_ahead_and_channels_configured() {
     // Terminated: refused, and existing reminders disappear from the list.
     let (t2, _) = template_starting_in(app, 3).await;
     set(app, 2, &t2, "app", 10).await;
-    let r = app
-        .post(
-            &format!("/api/v1/merchant/templates/{t2}/terminate"),
-            &app.merchant(7),
-            &json!({}),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::OK);
+    terminate(app, &t2).await;
     expect_problem(
         put(app, 2, &t2, &json!({"channel": "app", "minutes_before": 5})).await,
         409,
@@ -513,14 +517,7 @@ async fn deleted_or_terminated_before_due_is_never_sent() {
         .set(start - SignedDuration::from_mins(20) - SignedDuration::from_millis(1));
     let r = delete(app, 1, &t, "channel=webhook&minutes_before=20").await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let r = app
-        .post(
-            &format!("/api/v1/merchant/templates/{t2}/terminate"),
-            &app.merchant(7),
-            &json!({}),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::OK);
+    terminate(app, &t2).await;
     app.advance(SignedDuration::from_millis(1));
     app.drain().await;
     let ids = hook_ids(&f.hooks);
