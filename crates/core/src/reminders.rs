@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 use stampede_domain::auth::Principal;
 use stampede_domain::ids::TemplateId;
-use stampede_domain::reminder::{Channel, Reminder, ReminderRefusal, check_settable};
+use stampede_domain::reminder::{Channel, Reminder, ReminderRefusal, check_settable, slot_of};
 use stampede_domain::template::{Template, TemplateStatus};
 use stampede_domain::{ErrorCode, ValidationErrors};
 use std::sync::Arc;
@@ -108,7 +108,7 @@ impl Reminders {
         let r = match minutes_before {
             Some(m) => {
                 let r = channel.and_then(|c| Reminder::new(c, m));
-                if Reminder::new(Channel::App, m).is_none() {
+                if slot_of(m).is_none() {
                     errs.add("minutes_before", "must be one of 5, 10, 15, …, 60");
                 }
                 r

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use stampede_core::reminders::ReminderView;
 use stampede_domain::ids::TemplateId;
-use stampede_domain::reminder::{Channel, Reminder};
+use stampede_domain::reminder::{Channel, Reminder, slot_of};
 use stampede_domain::{ErrorCode, ValidationErrors};
 use std::collections::HashMap;
 use utoipa::{IntoParams, ToSchema};
@@ -122,7 +122,7 @@ pub async fn delete_reminder(
     let minutes = match q.get("minutes_before") {
         None => None,
         Some(m) => match m.parse::<i64>() {
-            Ok(n) if Reminder::new(Channel::App, n).is_some() => Some(n),
+            Ok(n) if slot_of(n).is_some() => Some(n),
             _ => {
                 errs.add("minutes_before", "must be one of 5, 10, 15, …, 60");
                 None
