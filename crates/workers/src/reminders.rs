@@ -50,8 +50,8 @@ pub struct SchedulerConfig {
 pub struct ReminderScheduler {
     pub store: Arc<dyn ReminderStore>,
     /// Read directly, not through the catalog's caches: a node's bloom filter or cache may
-    /// not know yet of another node's new or terminated template, and one read per distinct
-    /// template per batch is cheap.
+    /// not know yet of another node's new or terminated template, and a batch's templates
+    /// are one query per shard.
     pub templates: Arc<dyn TemplateStore>,
     pub clock: Arc<dyn Clock>,
     /// The `webhook` and `email` notifiers that are configured.
