@@ -21,7 +21,7 @@ use sqlx::AssertSqlSafe;
 use sqlx::mysql::{MySqlConnection, MySqlRow};
 use stampede_core::claim_ports::OutboxEvent;
 use stampede_core::ports::StoreError;
-use stampede_core::records::ReminderRecord;
+use stampede_core::records::{ReminderRecord, stored_set};
 use stampede_core::reminder_ports::{
     DeliveryError, PartitionLease, ReminderRow, ReminderStore, RowUpdate,
 };
@@ -96,8 +96,8 @@ fn joined_update(table: &str, rows: usize) -> String {
 fn bind_update(q: Q, u: &RowUpdate) -> Result<Q, StoreError> {
     Ok(q.bind(u.user_id.get())
         .bind(u.template_id.get())
-        .bind(stored(u.read_bits.bits())?)
-        .bind(stored(u.done.bits())?)
+        .bind(stored_set(u.read_bits))
+        .bind(stored_set(u.done))
         .bind(u.next_due.map(to_ms)))
 }
 
