@@ -8,12 +8,10 @@
 
 #[macro_use]
 mod helpers;
-mod accounts;
-mod changes;
 mod claim_log;
+mod conformance;
 mod coupons;
 mod distributions;
-mod listing;
 mod reminders;
 mod schema;
 mod settlements;
