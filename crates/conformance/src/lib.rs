@@ -24,6 +24,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod accounts;
+pub mod claim_log;
+pub mod coupons;
 pub mod fixtures;
 pub mod templates;
 
@@ -84,5 +86,6 @@ macro_rules! system_of_record_suite {
     ($run:path) => {
         $crate::template_store_suite!($run);
         $crate::account_store_suite!($run);
+        $crate::coupon_store_suite!($run);
     };
 }

@@ -818,23 +818,32 @@ pub async fn get_templates_by_many_ids(f: &dyn StoreFixture) {
 
 pub async fn template_ids_page_in_ascending_order(f: &dyn StoreFixture) {
     let s = f.store();
-    // Ids out of creation order, over several shops.
-    for id in [5, 3, 9, 1, 7, 2] {
-        create(&*s, &template(id, id % 3 + 1, "paged")).await;
+    // Ids out of creation order, one shop each.
+    let mut ids: Vec<i64> = (1..=25).map(|i| i * 7_919 % 1_000 + 1_000 * i).collect();
+    for (n, &id) in ids.iter().enumerate() {
+        create(&*s, &template(id, n as i64 + 1, "paged")).await;
     }
-    let page = async |after: Option<i64>, limit| {
-        s.template_ids(after.map(tid), limit)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|t| t.get())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(page(None, 100).await, vec![1, 2, 3, 5, 7, 9]);
-    assert_eq!(page(None, 2).await, vec![1, 2]);
-    assert_eq!(page(Some(2), 2).await, vec![3, 5]);
-    assert_eq!(page(Some(5), 10).await, vec![7, 9]);
-    assert!(page(Some(9), 10).await.is_empty());
+    ids.sort_unstable();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s.template_ids(after, 10).await.unwrap();
+        assert!(page.len() <= 10);
+        let Some(&last) = page.last() else { break };
+        seen.extend(page.iter().map(|t| t.get()));
+        after = Some(last);
+    }
+    assert_eq!(seen, ids);
+    assert!(s.template_ids(None, 0).await.unwrap().is_empty());
+    assert_eq!(
+        s.template_ids(Some(tid(ids[23])), 10).await.unwrap(),
+        [tid(ids[24])]
+    );
+    // After an id that is not stored: the ones above it.
+    assert_eq!(
+        s.template_ids(Some(tid(ids[23] - 1)), 10).await.unwrap(),
+        [tid(ids[23]), tid(ids[24])]
+    );
 }
 
 pub async fn reopening_keeps_every_record(f: &dyn StoreFixture) {
