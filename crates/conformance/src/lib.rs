@@ -24,6 +24,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod accounts;
+pub mod distributions;
 pub mod fixtures;
 pub mod templates;
 
@@ -84,5 +85,6 @@ macro_rules! system_of_record_suite {
     ($run:path) => {
         $crate::template_store_suite!($run);
         $crate::account_store_suite!($run);
+        $crate::distribution_store_suite!($run);
     };
 }
