@@ -26,6 +26,7 @@
 pub mod accounts;
 pub mod claim_log;
 pub mod coupons;
+pub mod distributions;
 pub mod fixtures;
 pub mod templates;
 
@@ -87,5 +88,6 @@ macro_rules! system_of_record_suite {
         $crate::template_store_suite!($run);
         $crate::account_store_suite!($run);
         $crate::coupon_store_suite!($run);
+        $crate::distribution_store_suite!($run);
     };
 }

@@ -287,11 +287,12 @@ impl MysqlStore {
         let first_row = int(b.first_row, "first row")?;
         let mut tx = pool.begin().await.map_err(db_err)?;
         // The task's row lock queues concurrent commits of a batch; the later ones then no
-        // longer match `processed_rows = first_row`.
+        // longer match `processed_rows = first_row`. The template must be the task's: the
+        // stock change below would otherwise land on another template.
         let sql = format!(
             "UPDATE {} SET processed_rows = ?, succeeded = succeeded + ?, failed = failed + ?, \
-             lease_until_ms = ? WHERE id = ? AND shop_id = ? AND processed_rows = ? \
-             AND lease_owner = ? AND status = 'running'",
+             lease_until_ms = ? WHERE id = ? AND shop_id = ? AND template_id = ? \
+             AND processed_rows = ? AND lease_owner = ? AND status = 'running'",
             shard.distributions_table()
         );
         let matched = sqlx::query(AssertSqlSafe(sql))
@@ -301,6 +302,7 @@ impl MysqlStore {
             .bind(b.lease_until_ms)
             .bind(b.task.get())
             .bind(b.shop_id.get())
+            .bind(b.template_id.get())
             .bind(first_row)
             .bind(b.owner.clone())
             .execute(&mut *tx)
@@ -310,18 +312,22 @@ impl MysqlStore {
         if matched == 0 {
             tx.rollback().await.map_err(db_err)?;
             let sql = format!(
-                "SELECT processed_rows FROM {} WHERE id = ? AND shop_id = ?",
+                "SELECT processed_rows, template_id FROM {} WHERE id = ? AND shop_id = ?",
                 shard.distributions_table()
             );
-            let processed: Option<i64> = sqlx::query_scalar(AssertSqlSafe(sql))
+            let found: Option<(i64, i64)> = sqlx::query_as(AssertSqlSafe(sql))
                 .bind(b.task.get())
                 .bind(b.shop_id.get())
                 .fetch_optional(pool)
                 .await
                 .map_err(db_err)?;
-            return match processed {
+            return match found {
                 None => Err(unknown(b.task)),
-                Some(p) if p != first_row => Ok(BatchOutcome::AlreadyApplied),
+                Some((p, _)) if p != first_row => Ok(BatchOutcome::AlreadyApplied),
+                Some((_, t)) if t != b.template_id.get() => Err(misuse(format!(
+                    "batch of task {} for template {}, the task's is {t}",
+                    b.task, b.template_id
+                ))),
                 Some(_) => Ok(BatchOutcome::LeaseLost),
             };
         }
