@@ -25,6 +25,7 @@
 
 pub mod accounts;
 pub mod fixtures;
+pub mod hot_state;
 pub mod templates;
 
 use async_trait::async_trait;
