@@ -4,8 +4,8 @@
 //! only, returned stock, races with claims).
 //!
 //! Where the adapters are documented to differ (a stored batch answer and what
-//! `abandon_batch` gives back, Redis's claim log and pub/sub, the embedded group commit), the
-//! behaviour stays in that adapter's own tests.
+//! `abandon_batch` gives back, Redis's key layout, pub/sub and persister, the embedded group
+//! commit), the behaviour stays in that adapter's own tests.
 
 use crate::SystemOfRecord;
 use crate::fixtures::*;
@@ -917,6 +917,26 @@ pub async fn a_full_size_batch_in_one_call(f: &dyn HotFixture) {
     assert_eq!(stock(&*hot, &t).await, Some(0));
 }
 
+/// Spawns `n` batches of task 1 with 50 users each (users 1..=50n in file order); each
+/// answers its users with their rows.
+fn spawn_batches(
+    hot: &Arc<dyn HotState>,
+    t: &Arc<Template>,
+    n: u64,
+) -> Vec<tokio::task::JoinHandle<Vec<(UserId, RowReservation)>>> {
+    (0..n)
+        .map(|b| {
+            let (hot, t) = (hot.clone(), t.clone());
+            tokio::spawn(async move {
+                let first = 1 + b * 50;
+                let u = users((first as i64)..(first as i64 + 50));
+                let rows = reserve(&*hot, &t, &batch(1, first, &u), open()).await;
+                u.into_iter().zip(rows).collect()
+            })
+        })
+        .collect()
+}
+
 pub async fn batches_and_claims_racing_never_oversell(f: &dyn HotFixture) {
     let hot = f.hot();
     let t = Arc::new(limited(f, 40, 100, 1).await);
@@ -927,18 +947,8 @@ pub async fn batches_and_claims_racing_never_oversell(f: &dyn HotFixture) {
             tokio::spawn(async move { claim(&*hot, &t, user, open()).await })
         })
         .collect();
-    // Three batches of 50 users, each its own task, interleaved with the claims.
-    let batches: Vec<_> = (0..3u64)
-        .map(|b| {
-            let (hot, t) = (hot.clone(), t.clone());
-            tokio::spawn(async move {
-                let first = 1 + b * 50;
-                let u = users((first as i64)..(first as i64 + 50));
-                let rows = reserve(&*hot, &t, &batch(1, first, &u), open()).await;
-                u.into_iter().zip(rows).collect::<Vec<_>>()
-            })
-        })
-        .collect();
+    // Three batches of 50 users, interleaved with the claims.
+    let batches = spawn_batches(&hot, &t, 3);
 
     let mut won = Vec::new();
     let mut holders = HashSet::new();
@@ -1005,17 +1015,7 @@ pub async fn batches_and_claims_racing_never_break_the_limit(f: &dyn HotFixture)
             })
         })
         .collect();
-    let batches: Vec<_> = (0..4u64)
-        .map(|b| {
-            let (hot, t) = (hot.clone(), t.clone());
-            tokio::spawn(async move {
-                let first = 1 + b * 50;
-                let u = users((first as i64)..(first as i64 + 50));
-                let rows = reserve(&*hot, &t, &batch(1, first, &u), open()).await;
-                u.into_iter().zip(rows).collect::<Vec<_>>()
-            })
-        })
-        .collect();
+    let batches = spawn_batches(&hot, &t, 4);
 
     let mut held: HashMap<i64, u32> = HashMap::new();
     for c in claims {
