@@ -28,6 +28,7 @@ pub mod claim_log;
 pub mod coupons;
 pub mod distributions;
 pub mod fixtures;
+pub mod hot_state;
 pub mod templates;
 
 use async_trait::async_trait;

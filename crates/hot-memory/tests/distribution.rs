@@ -1,6 +1,7 @@
-//! Distribution batches on `MemoryHotState` over a SQLite store in a temporary directory:
-//! reservation order and refusals, status and window, replay-only, giving reservations and
-//! refused stock back, a restart rebuilding what was committed, and races with claims.
+//! What only `MemoryHotState`'s distribution batches show, over a SQLite store in a temporary
+//! directory (the shared behaviour is in `conformance.rs`): no stored answers, so nothing to
+//! replay and `abandon_batch` gives the reservation back; templates read from its store; a
+//! restart rebuilding exactly what was committed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use jiff::{SignedDuration, Timestamp};
@@ -10,18 +11,17 @@ use stampede_core::claim_ports::{
 use stampede_core::distribution_ports::{
     BatchCommit, BatchCoupon, BatchOutcome, CreateDistribution, DistributionStore, row_key,
 };
-use stampede_core::ports::{ChangeOutcome, CreateOutcome, TemplateStore};
+use stampede_core::ports::{CreateOutcome, TemplateStore};
 use stampede_domain::audit::AuditEntry;
 use stampede_domain::coupon::{ClaimRefusal, Origin, UserCoupon, new_claimed_coupon};
 use stampede_domain::distribution::{
     DistributionStatus, DistributionTask, FailedRow, FileFormat, NotifyState, RowFailure,
 };
 use stampede_domain::ids::{CouponId, DistributionId, ShopId, TemplateId, UserId};
-use stampede_domain::template::{Kind, Template, TemplateChange, TemplateDraft};
+use stampede_domain::template::{Kind, Template, TemplateDraft};
 use stampede_domain::time::to_ms;
 use stampede_hot_memory::MemoryHotState;
 use stampede_store_sqlite::{SqliteOptions, SqliteStore};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use tempfile::TempDir;
@@ -39,10 +39,6 @@ fn end() -> Timestamp {
 /// A moment inside the window.
 fn open_time() -> Timestamp {
     start() + SignedDuration::from_hours(1)
-}
-
-fn ms(n: i64) -> SignedDuration {
-    SignedDuration::from_millis(n)
 }
 
 fn uid(raw: i64) -> UserId {
@@ -105,21 +101,6 @@ impl Env {
         t
     }
 
-    /// Applies `change` in the store and tells the hot state, as the back-office does.
-    async fn change(&self, t: &Template, change: TemplateChange, at: Timestamp) -> Template {
-        let changed = match self
-            .store
-            .change_template(t.id, change, "admin:1", at)
-            .await
-            .unwrap()
-        {
-            ChangeOutcome::Changed(c) => c,
-            other => panic!("{other:?}"),
-        };
-        self.hot.template_changed(&changed).await.unwrap();
-        changed
-    }
-
     async fn stock(&self, t: &Template) -> Option<i64> {
         self.hot.stock(t).await.unwrap()
     }
@@ -176,12 +157,6 @@ fn no(r: ClaimRefusal) -> RowReservation {
     RowReservation::Refused(r)
 }
 
-fn reserved(rows: &[RowReservation]) -> usize {
-    rows.iter()
-        .filter(|r| matches!(r, RowReservation::Reserved { .. }))
-        .count()
-}
-
 fn claimed_seq(o: &ClaimOutcome) -> Option<u32> {
     match o {
         ClaimOutcome::Claimed(c) => Some(c.seq),
@@ -189,234 +164,27 @@ fn claimed_seq(o: &ClaimOutcome) -> Option<u32> {
     }
 }
 
+/// This hot state reads templates from its store; Redis takes the caller's copy instead.
 #[tokio::test]
-async fn reserves_in_file_order_with_seqs_and_limits() {
+async fn a_template_the_store_does_not_know_refuses_every_row() {
     let env = Env::new().await;
-    let now = open_time();
-    let t = env.template(21, 100, 2).await;
-    // User 1 is at the limit from earlier claims.
-    for seq in 1..=2 {
-        assert_eq!(claimed_seq(&env.claim(&t, 1, now).await), Some(seq));
-    }
-    assert_eq!(env.stock(&t).await, Some(98));
-
-    let u = users([1, 2, 3, 2, 2, 4, 1]);
-    assert_eq!(
-        env.reserve(&t, &batch(1, 1, &u), now).await,
-        [
-            no(ClaimRefusal::LimitReached),
-            ok(1),
-            ok(1),
-            ok(2),
-            no(ClaimRefusal::LimitReached), // user 2 repeated beyond the limit
-            ok(1),
-            no(ClaimRefusal::LimitReached),
-        ]
-    );
-    assert_eq!(env.stock(&t).await, Some(94));
-
-    // Claims see the batch's counts: seqs continue, limits hold.
-    assert_eq!(claimed_seq(&env.claim(&t, 3, now).await), Some(2));
-    assert_eq!(
-        env.claim(&t, 2, now).await,
-        ClaimOutcome::Refused(ClaimRefusal::LimitReached)
-    );
-    assert_eq!(env.stock(&t).await, Some(93));
-    // A reservation writes nothing to the store (its runner commits the batch).
-    assert_eq!(env.stored_stock(&t).await, 97);
-
-    // An empty batch reserves nothing.
-    assert_eq!(env.reserve(&t, &batch(1, 8, &[]), now).await, []);
-    assert_eq!(env.stock(&t).await, Some(93));
-}
-
-#[tokio::test]
-async fn a_state_loaded_from_the_store_counts_coupons_of_any_origin() {
-    let env = Env::new().await;
-    let now = open_time();
-    let t = env.template(22, 50, 2).await;
-    // Stored before the hot state ever saw the template: user 5 holds two (a claim and a
-    // distribution coupon), user 6 one distribution coupon.
-    let mut dist5 = coupon(&t, 5, Origin::Distribution, now);
-    dist5.seq = 2;
-    let mut dist6 = coupon(&t, 6, Origin::Distribution, now);
-    dist6.seq = 1;
-    let mut claim5 = coupon(&t, 5, Origin::Claim, now);
-    claim5.seq = 1;
-    env.store
-        .commit_claims(&[
-            ClaimRecord {
-                coupon: claim5,
-                claim_key: Some("k".to_owned()),
-            },
-            ClaimRecord {
-                coupon: dist5,
-                claim_key: Some(row_key(task(1), 2)),
-            },
-            ClaimRecord {
-                coupon: dist6,
-                claim_key: Some(row_key(task(1), 3)),
-            },
-        ])
-        .await
-        .unwrap();
-    assert_eq!(env.stock(&t).await, None);
-
-    let u = users([5, 6, 6, 7]);
-    assert_eq!(
-        env.reserve(&t, &batch(2, 1, &u), now).await,
-        [
-            no(ClaimRefusal::LimitReached),
-            ok(2),
-            no(ClaimRefusal::LimitReached),
-            ok(1)
-        ]
-    );
-    assert_eq!(env.stock(&t).await, Some(47 - 2));
-}
-
-#[tokio::test]
-async fn sold_out_part_way_in_file_order() {
-    let env = Env::new().await;
-    let now = open_time();
-    let t = env.template(23, 3, 1).await;
-    assert!(matches!(
-        env.claim(&t, 9, now).await,
-        ClaimOutcome::Claimed(_)
-    ));
-
-    let u = users([1, 2, 9, 3, 4, 5, 9]);
-    assert_eq!(
-        env.reserve(&t, &batch(1, 1, &u), now).await,
-        [
-            ok(1),
-            ok(1),
-            no(ClaimRefusal::LimitReached),
-            no(ClaimRefusal::SoldOut),
-            no(ClaimRefusal::SoldOut),
-            no(ClaimRefusal::SoldOut),
-            // The limit is checked before stock, also once sold out.
-            no(ClaimRefusal::LimitReached),
-        ]
-    );
-    assert_eq!(env.stock(&t).await, Some(0));
-    assert_eq!(
-        env.claim(&t, 7, now).await,
-        ClaimOutcome::Refused(ClaimRefusal::SoldOut)
-    );
-
-    // The sold-out rows took no user slot: after a restock they get their first coupon.
-    let t = env.change(&t, TemplateChange::AddStock(2), now).await;
-    assert_eq!(env.stock(&t).await, Some(2));
-    assert_eq!(
-        env.reserve(&t, &batch(1, 8, &users([3, 1, 4, 5])), now)
-            .await,
-        [
-            ok(1),
-            no(ClaimRefusal::LimitReached),
-            ok(1),
-            no(ClaimRefusal::SoldOut)
-        ]
-    );
-    assert_eq!(env.stock(&t).await, Some(0));
-}
-
-#[tokio::test]
-async fn status_and_end_refuse_the_whole_batch_but_the_start_does_not() {
-    let env = Env::new().await;
-    let now = open_time();
-    let u = users([1, 2, 2]);
-
-    // Terminated while loaded.
-    let t = env.template(25, 100, 5).await;
-    assert!(matches!(
-        env.claim(&t, 1, now).await,
-        ClaimOutcome::Claimed(_)
-    ));
-    let terminated = env.change(&t, TemplateChange::Terminate, now).await;
-    assert_eq!(
-        env.reserve(&terminated, &batch(1, 1, &u), now).await,
-        [no(ClaimRefusal::Terminated); 3]
-    );
-    assert_eq!(env.stock(&t).await, Some(99));
-
-    // Terminated before it was ever loaded: loads as terminated.
-    let t = env.template(26, 100, 5).await;
-    let terminated = match env
-        .store
-        .change_template(t.id, TemplateChange::Terminate, "admin:1", now)
-        .await
-        .unwrap()
-    {
-        ChangeOutcome::Changed(c) => c,
-        other => panic!("{other:?}"),
-    };
-    assert_eq!(env.stock(&t).await, None);
-    assert_eq!(
-        env.reserve(&terminated, &batch(1, 1, &u), now).await,
-        [no(ClaimRefusal::Terminated); 3]
-    );
-    assert_eq!(env.stock(&t).await, Some(100));
-
-    // Ended by the back-office (status), asked with a time still inside the window.
-    let t = env.template(27, 100, 5).await;
-    assert!(matches!(
-        env.claim(&t, 1, now).await,
-        ClaimOutcome::Claimed(_)
-    ));
-    let ended = env.change(&t, TemplateChange::End, end() + ms(1)).await;
-    assert_eq!(
-        env.reserve(&ended, &batch(1, 1, &u), now).await,
-        [no(ClaimRefusal::Ended); 3]
-    );
-    assert_eq!(env.stock(&t).await, Some(99));
-
-    // claim_end passed (end exclusive, as for claims); one millisecond earlier reserves.
-    let t = env.template(28, 100, 5).await;
-    assert_eq!(
-        env.reserve(&t, &batch(1, 1, &u), end()).await,
-        [no(ClaimRefusal::Ended); 3]
-    );
-    assert_eq!(
-        env.reserve(&t, &batch(1, 1, &u), end() + SignedDuration::from_hours(1))
-            .await,
-        [no(ClaimRefusal::Ended); 3]
-    );
-    assert_eq!(env.stock(&t).await, Some(100));
-    assert_eq!(
-        env.reserve(&t, &batch(1, 4, &u), end() - ms(1)).await,
-        [ok(1), ok(1), ok(2)]
-    );
-    assert_eq!(env.stock(&t).await, Some(97));
-
-    // claim_start in the future: distributions may push before the sale opens.
     let t = env.template(29, 100, 5).await;
-    let before = start() - SignedDuration::from_hours(48);
-    assert_eq!(
-        env.reserve(&t, &batch(1, 1, &u), before).await,
-        [ok(1), ok(1), ok(2)]
-    );
-    assert_eq!(env.stock(&t).await, Some(97));
-    assert_eq!(
-        env.claim(&t, 3, before).await,
-        ClaimOutcome::Refused(ClaimRefusal::NotStarted),
-        "claims still wait for the start"
-    );
-
-    // A template the store does not know: every row refused, nothing loaded.
     let ghost = Template {
         id: TemplateId::new(404).unwrap(),
-        ..t.clone()
+        ..t
     };
     assert_eq!(
-        env.reserve(&ghost, &batch(1, 1, &u), now).await,
+        env.reserve(&ghost, &batch(1, 1, &users([1, 2, 2])), open_time())
+            .await,
         [no(ClaimRefusal::Ended); 3]
     );
-    assert_eq!(env.stock(&ghost).await, None);
+    assert_eq!(env.stock(&ghost).await, None, "nothing loaded");
 }
 
+/// Nothing outlives the process here, so there is never a stored answer to give, not even
+/// for the batch just reserved (Redis gives that one again).
 #[tokio::test]
-async fn replay_only_reserves_nothing_and_answers_none() {
+async fn replay_only_never_finds_an_answer() {
     let env = Env::new().await;
     let now = open_time();
     let t = env.template(30, 10, 1).await;
@@ -425,25 +193,19 @@ async fn replay_only_reserves_nothing_and_answers_none() {
         replay_only: true,
         ..batch(1, 1, &u)
     };
-    // Nothing outlives the process here, so there is never a stored answer to give.
-    assert_eq!(env.hot.reserve_batch(&t, &replay, now).await.unwrap(), None);
-    assert_eq!(env.stock(&t).await, None, "not even loaded");
-
-    // Also after the batch was reserved for real, and with an empty batch.
     assert_eq!(env.reserve(&t, &batch(1, 1, &u), now).await, [ok(1), ok(1)]);
     assert_eq!(env.hot.reserve_batch(&t, &replay, now).await.unwrap(), None);
+    // An empty batch reserved for real has no answer to replay either.
+    assert_eq!(env.reserve(&t, &batch(1, 3, &[]), now).await, []);
     let empty = Reservation {
         replay_only: true,
         ..batch(1, 3, &[])
     };
     assert_eq!(env.hot.reserve_batch(&t, &empty, now).await.unwrap(), None);
     assert_eq!(env.stock(&t).await, Some(8));
-    assert_eq!(
-        env.claim(&t, 1, now).await,
-        ClaimOutcome::Refused(ClaimRefusal::LimitReached)
-    );
 }
 
+/// A failed commit gives the reservation back here (Redis keeps it for the retry's replay).
 #[tokio::test]
 async fn an_abandoned_batch_gives_stock_and_user_slots_back() {
     let env = Env::new().await;
@@ -503,44 +265,9 @@ async fn an_abandoned_batch_gives_stock_and_user_slots_back() {
     assert_eq!(env.stock(&other).await, Some(9));
 }
 
-#[tokio::test]
-async fn refused_stock_goes_back_once_per_batch() {
-    let env = Env::new().await;
-    let now = open_time();
-    let t = env.template(33, 10, 1).await;
-    let u = users(1..=6);
-    let rows = env.reserve(&t, &batch(3, 1, &u), now).await;
-    assert_eq!(reserved(&rows), 6);
-    assert_eq!(env.stock(&t).await, Some(4));
-
-    env.hot.return_stock(&t, task(3), 1, 2).await.unwrap();
-    assert_eq!(env.stock(&t).await, Some(6));
-    for _ in 0..2 {
-        env.hot.return_stock(&t, task(3), 1, 2).await.unwrap();
-    }
-    assert_eq!(env.stock(&t).await, Some(6), "once per batch");
-    // Another batch (or task) is another guard; zero changes nothing and guards nothing.
-    env.hot.return_stock(&t, task(3), 7, 1).await.unwrap();
-    env.hot.return_stock(&t, task(4), 1, 1).await.unwrap();
-    env.hot.return_stock(&t, task(5), 1, 0).await.unwrap();
-    assert_eq!(env.stock(&t).await, Some(8));
-    env.hot.return_stock(&t, task(5), 1, 1).await.unwrap();
-    assert_eq!(env.stock(&t).await, Some(9));
-
-    // A template not loaded is not loaded by a return: its load reads the stock from the
-    // store, which never took the refused coupons.
-    let other = env.template(34, 10, 1).await;
-    env.hot.return_stock(&other, task(1), 1, 3).await.unwrap();
-    assert_eq!(env.stock(&other).await, None);
-    assert!(matches!(
-        env.claim(&other, 1, now).await,
-        ClaimOutcome::Claimed(_)
-    ));
-    assert_eq!(env.stock(&other).await, Some(9));
-}
-
 /// The runner's cycle against the real store: reserve, commit, return what the store refused;
-/// the hot stock then equals the stored one, and a restart rebuilds the same state.
+/// the hot stock then equals the stored one, and a restart rebuilds the same state (Redis
+/// keeps its own instead).
 #[tokio::test]
 async fn committed_batches_match_the_store_and_survive_a_restart() {
     let env = Env::new().await;
@@ -696,112 +423,4 @@ async fn committed_batches_match_the_store_and_survive_a_restart() {
             ok(2)
         ]
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batches_and_claims_racing_never_oversell() {
-    let env = Env::new().await;
-    let t = Arc::new(env.template(40, 100, 1).await);
-    let now = open_time();
-    let hot = env.hot.clone();
-
-    let claims: Vec<_> = (10_001..=10_100)
-        .map(|user| {
-            let (hot, t) = (hot.clone(), t.clone());
-            tokio::spawn(async move { claim(&hot, &t, user, now).await })
-        })
-        .collect();
-    // Three batches of 50 users, each its own task, interleaved with the claims.
-    let batches: Vec<_> = (0..3u64)
-        .map(|b| {
-            let (hot, t) = (hot.clone(), t.clone());
-            tokio::spawn(async move {
-                let first = 1 + b * 50;
-                let u = users((first as i64)..(first as i64 + 50));
-                hot.reserve_batch(&t, &batch(1, first, &u), now).await
-            })
-        })
-        .collect();
-
-    let mut claimed = 0;
-    for c in claims {
-        match c.await.unwrap() {
-            ClaimOutcome::Claimed(c) => {
-                assert_eq!(c.seq, 1);
-                claimed += 1;
-            }
-            ClaimOutcome::Refused(ClaimRefusal::SoldOut) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    let mut reserved_rows = 0;
-    for b in batches {
-        let rows = b.await.unwrap().unwrap().unwrap();
-        assert_eq!(rows.len(), 50);
-        for r in &rows {
-            assert!(*r == ok(1) || *r == no(ClaimRefusal::SoldOut), "{r:?}");
-        }
-        reserved_rows += reserved(&rows);
-    }
-    assert_eq!(claimed + reserved_rows, 100, "exactly the stock goes out");
-    assert_eq!(env.stock(&t).await, Some(0));
-    // The claims are committed; the reservations wait for their runner's commit.
-    assert_eq!(env.stored_stock(&t).await, 100 - claimed as i64);
-    let state = env.store.claim_state(t.id).await.unwrap();
-    assert_eq!(state.user_counts.len(), claimed);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batches_and_claims_racing_never_break_the_limit() {
-    let env = Env::new().await;
-    let t = Arc::new(env.template(41, 1_000, 1).await);
-    let now = open_time();
-    let hot = env.hot.clone();
-
-    // The same 200 users claim and are distributed to at once.
-    let claims: Vec<_> = (1..=200)
-        .map(|user| {
-            let (hot, t) = (hot.clone(), t.clone());
-            tokio::spawn(async move {
-                let won = matches!(claim(&hot, &t, user, now).await, ClaimOutcome::Claimed(_));
-                (user, won)
-            })
-        })
-        .collect();
-    let batches: Vec<_> = (0..4u64)
-        .map(|b| {
-            let (hot, t) = (hot.clone(), t.clone());
-            tokio::spawn(async move {
-                let first = 1 + b * 50;
-                let u = users((first as i64)..(first as i64 + 50));
-                let rows = hot
-                    .reserve_batch(&t, &batch(1, first, &u), now)
-                    .await
-                    .unwrap()
-                    .unwrap();
-                u.into_iter().zip(rows).collect::<Vec<_>>()
-            })
-        })
-        .collect();
-
-    let mut held: HashMap<i64, u32> = HashMap::new();
-    for c in claims {
-        let (user, won) = c.await.unwrap();
-        *held.entry(user).or_default() += u32::from(won);
-    }
-    for b in batches {
-        for (user, row) in b.await.unwrap() {
-            match row {
-                RowReservation::Reserved { seq } => {
-                    assert_eq!(seq, 1);
-                    *held.entry(user.get()).or_default() += 1;
-                }
-                RowReservation::Refused(ClaimRefusal::LimitReached) => {}
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    }
-    assert_eq!(held.len(), 200);
-    assert!(held.values().all(|&n| n == 1), "{held:?}");
-    assert_eq!(env.stock(&t).await, Some(800));
 }
