@@ -5,8 +5,8 @@
 use crate::StoreFixture;
 use crate::fixtures::*;
 use stampede_core::claim_ports::{ClaimRecord, CouponQuery};
+use stampede_core::events::claimed_event_payload;
 use stampede_core::ports::StoreError;
-use stampede_core::records::claimed_event_payload;
 use stampede_domain::coupon::{CouponStatus, Origin, UserCoupon};
 use stampede_domain::ids::{CouponId, UserId};
 use stampede_domain::template::Template;

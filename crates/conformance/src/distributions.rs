@@ -14,10 +14,10 @@ use stampede_core::distribution_ports::{
     BatchCommit, BatchCoupon, BatchOutcome, CreateDistribution, DistributionQuery,
     FILE_CHUNK_BYTES, FinishGuard, row_key,
 };
-use stampede_core::ports::Page;
-use stampede_core::records::{
+use stampede_core::events::{
     DISTRIBUTION_COMPLETED, distribution_completed_event, distribution_summary,
 };
+use stampede_core::ports::Page;
 use stampede_domain::coupon::{Origin, new_claimed_coupon};
 use stampede_domain::distribution::{
     DistributionStatus, DistributionTask, FailedRow, FileFormat, NotifyState, RowFailure,

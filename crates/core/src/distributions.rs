@@ -9,9 +9,9 @@ use crate::clock::Clock;
 use crate::distribution_ports::{
     CreateDistribution, DistributionQuery, DistributionStore, FILE_CHUNK_BYTES, FinishGuard,
 };
+use crate::events::distribution_completed_event;
 use crate::ids::IdGenerator;
 use crate::ports::{Page, TemplateStore};
-use crate::records::distribution_completed_event;
 use jiff::{SignedDuration, Timestamp};
 use sha2::{Digest, Sha256};
 use stampede_domain::ValidationErrors;

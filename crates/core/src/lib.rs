@@ -18,6 +18,7 @@ pub mod coupon_cache;
 pub mod distribution_ports;
 pub mod distributions;
 pub mod error;
+pub mod events;
 pub mod ids;
 pub mod ports;
 pub mod records;

@@ -1,5 +1,7 @@
-//! Flat, primitive-only forms of domain values, shared by the SQL adapters so that both
-//! dialects read and write exactly the same columns and decode them with the same checks.
+//! Stored forms: flat, primitive-only forms of domain values (integers, text, epoch
+//! milliseconds), and the checks that turn them back into domain values. Every adapter that
+//! stores a value uses the same form: the SQL adapters as rows (their column layout is in
+//! `stampede-store-sql`), the Redis template cache as JSON. No SQL here.
 
 use crate::ports::StoreError;
 use stampede_domain::audit::{AuditAction, AuditEntry};
@@ -9,8 +11,7 @@ use stampede_domain::money::Money;
 use stampede_domain::template::{Kind, Scope, Source, Template, TemplateStatus};
 use stampede_domain::time::{from_ms, to_ms};
 
-/// One `templates` row. Times are epoch milliseconds; `goods_ids` is a comma-separated list.
-/// Also the form a template takes in the shared (Redis) template cache.
+/// A stored template. Times are epoch milliseconds; `goods_ids` is a comma-separated list.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TemplateRecord {
     pub id: i64,
@@ -37,11 +38,6 @@ pub struct TemplateRecord {
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
 }
-
-/// The column list in the order `TemplateRecord` is bound and read, for building SQL.
-pub const TEMPLATE_COLUMNS: &str = "id, shop_id, name, instructions, source, scope, goods_ids, kind, \
-     amount_off, threshold, percent_off, max_off, stock_total, stock, claim_start_ms, claim_end_ms, \
-     valid_from_ms, valid_until_ms, validity_hours, per_user_limit, status, created_at_ms, updated_at_ms";
 
 fn corrupt(what: &str, id: i64) -> StoreError {
     StoreError::Corrupt(format!("template {id}: bad {what}"))
@@ -131,7 +127,7 @@ impl TemplateRecord {
     }
 }
 
-/// One `user_coupons` row (times in epoch ms).
+/// A stored user coupon (times in epoch ms), with the claim key that made it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CouponRecord {
     pub id: i64,
@@ -148,10 +144,6 @@ pub struct CouponRecord {
     pub used_at_ms: Option<i64>,
     pub claim_key: Option<String>,
 }
-
-/// The `user_coupons` column list in `CouponRecord` order.
-pub const COUPON_COLUMNS: &str = "id, user_id, template_id, shop_id, seq, origin, status, valid_from_ms, \
-     valid_until_ms, claimed_at_ms, locked_order_id, used_at_ms, claim_key";
 
 impl CouponRecord {
     pub fn from_coupon(c: &UserCoupon, claim_key: Option<&str>) -> Self {
@@ -192,27 +184,7 @@ impl CouponRecord {
     }
 }
 
-/// The JSON payload of a `coupon.claimed` outbox event.
-pub fn claimed_event_payload(c: &UserCoupon) -> String {
-    serde_json::to_string(c).unwrap_or_default()
-}
-
-/// Kind of the event a claim writes to the outbox.
-pub const COUPON_CLAIMED: &str = "coupon.claimed";
-
-/// The `coupon.claimed` event of `c`. Its id derives from the coupon id, so a replayed claim
-/// cannot publish twice; its time is the claim's, so the row is the same whenever written.
-pub fn claimed_event(c: &UserCoupon) -> crate::claim_ports::OutboxEvent {
-    crate::claim_ports::OutboxEvent {
-        id: format!("{COUPON_CLAIMED}:{}", c.id),
-        kind: COUPON_CLAIMED.to_owned(),
-        aggregate_id: c.id.get(),
-        payload: claimed_event_payload(c),
-        created_at_ms: to_ms(c.claimed_at),
-    }
-}
-
-/// One `template_audit` row; `before`/`after` are JSON text.
+/// A stored audit entry; `before`/`after` are JSON text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {
     pub template_id: i64,
@@ -260,41 +232,7 @@ impl AuditRecord {
     }
 }
 
-/// Escapes `%`, `_` and `\` so a user's name filter matches literally in `LIKE … ESCAPE '\'`.
-pub fn like_pattern(needle: &str) -> String {
-    let mut out = String::with_capacity(needle.len() + 2);
-    out.push('%');
-    for c in needle.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('%');
-    out
-}
-
-/// The SQL condition (and its `now` binds count) for a status filter, shared by both
-/// dialects: an `active` row past its `claim_end` counts as `ended` until the sweep writes it.
-pub fn status_condition(status: TemplateStatus) -> &'static str {
-    match status {
-        TemplateStatus::Active => "(status = 'active' AND claim_end_ms > ?)",
-        TemplateStatus::Ended => "(status = 'ended' OR (status = 'active' AND claim_end_ms <= ?))",
-        TemplateStatus::Terminated => "(status = 'terminated' AND ? IS NOT NULL)",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn like_escapes_wildcards() {
-        assert_eq!(like_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
-    }
-}
-
-/// One `distributions` row. Times are epoch milliseconds (`0` lease = free).
+/// A stored distribution task. Times are epoch milliseconds (`0` lease = free).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DistributionRecord {
     pub id: i64,
@@ -325,13 +263,6 @@ pub struct DistributionRecord {
     pub notify_attempts: i64,
     pub notify_next_at_ms: i64,
 }
-
-/// The column list in the order `DistributionRecord` is bound and read.
-pub const DISTRIBUTION_COLUMNS: &str = "id, template_id, shop_id, name, status, send_at_ms, \
-     total_rows, processed_rows, succeeded, failed, created_at_ms, started_at_ms, finished_at_ms, \
-     notify_url, failure_reason, cancel_requested, file_format, file_size, batch_size, created_by, \
-     idem_key, request_hash, lease_owner, lease_until_ms, notify_state, notify_attempts, \
-     notify_next_at_ms";
 
 fn count(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -422,48 +353,8 @@ impl DistributionRecord {
     }
 }
 
-/// The event kind written when a distribution reaches a final state.
-pub const DISTRIBUTION_COMPLETED: &str = "distribution.completed";
-
-/// The summary a finished task reports (outbox payload and `notify_url` body).
-pub fn distribution_summary(
-    t: &stampede_domain::distribution::DistributionTask,
-) -> serde_json::Value {
-    serde_json::json!({
-        "event": DISTRIBUTION_COMPLETED,
-        "distribution_id": t.id.to_string(),
-        "template_id": t.template_id.to_string(),
-        "shop_id": t.shop_id.to_string(),
-        "name": t.name,
-        "status": t.status.as_str(),
-        "total_rows": t.total_rows,
-        "processed_rows": t.processed_rows,
-        "succeeded": t.succeeded,
-        "failed": t.failed,
-        "failure_reason": t.failure_reason,
-        "finished_at": t.finished_at.map(|x| x.to_string()),
-    })
-}
-
-/// The outbox event recording that `t` reached a final state. Its id is derived from the task,
-/// so a finish that is retried cannot record it twice.
-pub fn distribution_completed_event(
-    t: &stampede_domain::distribution::DistributionTask,
-) -> crate::claim_ports::OutboxEvent {
-    crate::claim_ports::OutboxEvent {
-        id: format!("{DISTRIBUTION_COMPLETED}:{}", t.id),
-        kind: DISTRIBUTION_COMPLETED.to_owned(),
-        aggregate_id: t.id.get(),
-        payload: distribution_summary(t).to_string(),
-        created_at_ms: t
-            .finished_at
-            .map(to_ms)
-            .unwrap_or(t.created_at.as_millisecond()),
-    }
-}
-
-/// One `reminders` row (`reminders_{t}` in MySQL). Sets are stored as non-negative BIGINTs
-/// (36 bits used).
+/// A stored reminder row: one per user and template. Sets are stored as non-negative 64-bit
+/// integers (36 bits used).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReminderRecord {
     pub user_id: i64,

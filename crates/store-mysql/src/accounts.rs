@@ -2,48 +2,39 @@
 //! `databases[0]` (few rows, read by unique keys: nothing to gain from sharding them).
 
 use crate::MysqlStore;
-use crate::error::{col, db_err};
 use async_trait::async_trait;
 use jiff::Timestamp;
 use sqlx::mysql::MySqlRow;
 use stampede_core::ports::{Account, AccountStore, RefreshOutcome, StoreError};
-use stampede_domain::auth::Role;
-use stampede_domain::ids::ShopId;
-use stampede_domain::time::{from_ms, to_ms};
+use stampede_domain::time::to_ms;
+use stampede_store_sql::text::placeholders;
+use stampede_store_sql::{Columns, SqlRow, db_err};
+use std::sync::LazyLock;
 
-const ACCOUNT_BY_USERNAME: &str = "SELECT id, username, password_hash, role, shop_id, created_at_ms FROM accounts WHERE username = ?";
-const ACCOUNT_BY_ID: &str =
-    "SELECT id, username, password_hash, role, shop_id, created_at_ms FROM accounts WHERE id = ?";
+static ACCOUNT_BY_USERNAME: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM accounts WHERE username = ?",
+        Account::COLUMNS
+    )
+});
+static ACCOUNT_BY_ID: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {} FROM accounts WHERE id = ?", Account::COLUMNS));
+static INSERT_ACCOUNT: LazyLock<String> = LazyLock::new(|| {
+    let columns = Account::COLUMNS;
+    format!(
+        "INSERT INTO accounts ({columns}) VALUES ({})",
+        placeholders(columns)
+    )
+});
 
 fn account_from_row(row: &MySqlRow) -> Result<Account, StoreError> {
-    let id: i64 = col(row, "id")?;
-    let bad = |what: &str| StoreError::Corrupt(format!("account {id}: bad {what}"));
-    let role: String = col(row, "role")?;
-    let shop_id = col::<Option<i64>>(row, "shop_id")?
-        .map(|s| ShopId::new(s).ok_or_else(|| bad("shop_id")))
-        .transpose()?;
-    Ok(Account {
-        id,
-        username: col(row, "username")?,
-        password_hash: col(row, "password_hash")?,
-        role: Role::parse(&role).ok_or_else(|| bad("role"))?,
-        shop_id,
-        created_at: from_ms(col(row, "created_at_ms")?),
-    })
+    Account::read(row)
 }
 
 #[async_trait]
 impl AccountStore for MysqlStore {
     async fn create_account(&self, a: &Account) -> Result<(), StoreError> {
-        let sql = "INSERT INTO accounts (id, username, password_hash, role, shop_id, created_at_ms) \
-                   VALUES (?, ?, ?, ?, ?, ?)";
-        sqlx::query(sql)
-            .bind(a.id)
-            .bind(&a.username)
-            .bind(&a.password_hash)
-            .bind(a.role.as_str())
-            .bind(a.shop_id.map(ShopId::get))
-            .bind(to_ms(a.created_at))
+        a.bind(sqlx::query(INSERT_ACCOUNT.as_str()))
             .execute(self.global())
             .await
             .map_err(db_err)?;
@@ -51,7 +42,7 @@ impl AccountStore for MysqlStore {
     }
 
     async fn account_by_username(&self, username: &str) -> Result<Option<Account>, StoreError> {
-        let row = sqlx::query(ACCOUNT_BY_USERNAME)
+        let row = sqlx::query(ACCOUNT_BY_USERNAME.as_str())
             .bind(username)
             .fetch_optional(self.global())
             .await
@@ -111,11 +102,11 @@ impl AccountStore for MysqlStore {
             tx.rollback().await.map_err(db_err)?;
             return Ok(RefreshOutcome::Invalid);
         };
-        let session_id: String = col(&token, "session_id")?;
-        let account_id: i64 = col(&token, "account_id")?;
-        let expires_at_ms: i64 = col(&token, "expires_at_ms")?;
-        let used = col::<Option<i64>>(&token, "used_at_ms")?.is_some();
-        let revoked = col::<Option<i64>>(&token, "revoked_at_ms")?.is_some();
+        let session_id = token.text("session_id")?;
+        let account_id = token.int("account_id")?;
+        let expires_at_ms = token.int("expires_at_ms")?;
+        let used = token.opt_int("used_at_ms")?.is_some();
+        let revoked = token.opt_int("revoked_at_ms")?.is_some();
 
         if revoked {
             tx.rollback().await.map_err(db_err)?;
@@ -138,7 +129,7 @@ impl AccountStore for MysqlStore {
             tx.rollback().await.map_err(db_err)?;
             return Ok(RefreshOutcome::Invalid);
         }
-        let account = sqlx::query(ACCOUNT_BY_ID)
+        let account = sqlx::query(ACCOUNT_BY_ID.as_str())
             .bind(account_id)
             .fetch_optional(&mut *tx)
             .await
@@ -188,6 +179,6 @@ impl AccountStore for MysqlStore {
             .fetch_optional(self.global())
             .await
             .map_err(db_err)?;
-        row.as_ref().map(|r| col(r, "session_id")).transpose()
+        row.as_ref().map(|r| r.text("session_id")).transpose()
     }
 }

@@ -10,13 +10,13 @@
 
 use crate::MysqlStore;
 use crate::coupons::{Duplicates, write_coupons};
-use crate::error::{db_err, misuse};
 use async_trait::async_trait;
 use futures::future::join_all;
 use sqlx::AssertSqlSafe;
 use stampede_core::claim_ports::{ClaimLogStore, ClaimRecord};
 use stampede_core::ports::StoreError;
 use stampede_domain::ids::TemplateId;
+use stampede_store_sql::{db_err, refused};
 
 #[async_trait]
 impl ClaimLogStore for MysqlStore {
@@ -45,7 +45,7 @@ impl ClaimLogStore for MysqlStore {
             .await
             .map_err(db_err)?;
         // Filed in the directory but never written: as unknown as a template can be.
-        pos.ok_or_else(|| misuse(format!("unknown template {template}")))
+        pos.ok_or_else(|| refused(format!("unknown template {template}")))
     }
 
     async fn apply_claims(

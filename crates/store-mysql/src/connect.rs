@@ -1,9 +1,10 @@
 //! Turning the configured URLs into pools, creating a database that does not exist yet.
 
-use crate::error::{ConfigError, db_err};
+use crate::error::ConfigError;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
 use sqlx::{AssertSqlSafe, Connection};
 use stampede_core::ports::StoreError;
+use stampede_store_sql::db_err;
 use std::str::FromStr;
 
 /// MariaDB's "unknown database" error number.

@@ -8,30 +8,31 @@
 //! Redis): one transaction per database, committed only when every database's part worked.
 
 use crate::MysqlStore;
-use crate::error::{col, db_err, misuse};
 use crate::listing::union;
 use crate::router::Shard;
 use async_trait::async_trait;
 use futures::future::{join_all, try_join, try_join_all};
-use sqlx::mysql::{MySqlArguments, MySqlConnection, MySqlRow};
+use sqlx::mysql::{MySqlArguments, MySqlConnection};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, MySql};
 use stampede_core::claim_ports::{ClaimRecord, ClaimState, CouponQuery, CouponStore, OutboxEvent};
 use stampede_core::ports::StoreError;
-use stampede_core::records::{COUPON_COLUMNS, CouponRecord};
-use stampede_domain::coupon::{CouponStatus, UserCoupon};
+use stampede_core::records::CouponRecord;
+use stampede_domain::coupon::UserCoupon;
 use stampede_domain::ids::{CouponId, TemplateId, UserId};
 use stampede_domain::time::to_ms;
+use stampede_store_sql::SqlRow;
+use stampede_store_sql::rows::{read_keyed, read_user_count};
+use stampede_store_sql::text::{CouponStatusFilter, multi_insert};
+use stampede_store_sql::{Columns, db_err, refused};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 pub(crate) type Q = Query<'static, MySql, MySqlArguments>;
 
 #[cfg(test)]
-use stampede_core::records::COUPON_CLAIMED as CLAIMED;
+use stampede_core::events::COUPON_CLAIMED as CLAIMED;
 /// Kind of the event every stored claim records.
-use stampede_core::records::claimed_event;
-
-pub(crate) const OUTBOX_COLUMNS: &str = "event_id, kind, aggregate_id, payload, created_at_ms";
+use stampede_core::events::claimed_event;
 
 /// Rows per multi-row INSERT, largest first. Powers of four keep the statement texts per
 /// table few (each stays prepared in the connection's cache) while a batch's tail needs at
@@ -58,12 +59,6 @@ impl Duplicates {
             Duplicates::Skip => "INSERT IGNORE",
         }
     }
-}
-
-fn multi_insert(verb: &str, table: &str, columns: &str, rows: usize) -> String {
-    let row = format!("({})", vec!["?"; columns.split(',').count()].join(", "));
-    let values = vec![row.as_str(); rows].join(", ");
-    format!("{verb} INTO {table} ({columns}) VALUES {values}")
 }
 
 /// Inserts `rows` into `table` in as few statements as the fixed sizes allow, binding each
@@ -97,58 +92,14 @@ pub(crate) async fn insert_rows<T>(
     Ok(inserted)
 }
 
-/// Binds a coupon in `COUPON_COLUMNS` order.
-pub(crate) fn bind_coupon(q: Q, r: &CouponRecord) -> Q {
-    q.bind(r.id)
-        .bind(r.user_id)
-        .bind(r.template_id)
-        .bind(r.shop_id)
-        .bind(r.seq)
-        .bind(r.origin.as_str())
-        .bind(r.status.as_str())
-        .bind(r.valid_from_ms)
-        .bind(r.valid_until_ms)
-        .bind(r.claimed_at_ms)
-        .bind(r.locked_order_id.as_deref())
-        .bind(r.used_at_ms)
-        .bind(r.claim_key.as_deref())
-}
-
-/// Binds an event in `OUTBOX_COLUMNS` order.
-pub(crate) fn bind_event(q: Q, e: &OutboxEvent) -> Q {
-    q.bind(e.id.as_str())
-        .bind(e.kind.as_str())
-        .bind(e.aggregate_id)
-        .bind(e.payload.as_str())
-        .bind(e.created_at_ms)
-}
-
-pub(crate) fn coupon_record(row: &MySqlRow) -> Result<CouponRecord, StoreError> {
-    Ok(CouponRecord {
-        id: col(row, "id")?,
-        user_id: col(row, "user_id")?,
-        template_id: col(row, "template_id")?,
-        shop_id: col(row, "shop_id")?,
-        seq: col(row, "seq")?,
-        origin: col(row, "origin")?,
-        status: col(row, "status")?,
-        valid_from_ms: col(row, "valid_from_ms")?,
-        valid_until_ms: col(row, "valid_until_ms")?,
-        claimed_at_ms: col(row, "claimed_at_ms")?,
-        locked_order_id: col(row, "locked_order_id")?,
-        used_at_ms: col(row, "used_at_ms")?,
-        claim_key: col(row, "claim_key")?,
-    })
-}
-
-fn outbox_event(row: &MySqlRow) -> Result<OutboxEvent, StoreError> {
-    Ok(OutboxEvent {
-        id: col(row, "event_id")?,
-        kind: col(row, "kind")?,
-        aggregate_id: col(row, "aggregate_id")?,
-        payload: col(row, "payload")?,
-        created_at_ms: col(row, "created_at_ms")?,
-    })
+/// Inserts `rows` of a `SqlRow` type, each bound in its column order (see `insert_rows`).
+pub(crate) async fn insert_records<T: SqlRow>(
+    conn: &mut MySqlConnection,
+    verb: &str,
+    table: &str,
+    rows: &[T],
+) -> Result<u64, sqlx::Error> {
+    insert_rows(conn, verb, table, T::COLUMNS, rows, |q, r| r.bind(q)).await
 }
 
 /// Ids of `ids` present in `table`, read inside the caller's transaction.
@@ -189,7 +140,7 @@ pub(crate) async fn write_coupons(
     let mut events: Vec<OutboxEvent> = claims.iter().map(|c| claimed_event(&c.coupon)).collect();
     let verb = duplicates.verb();
     let table = shard.coupons_table();
-    let inserted = insert_rows(conn, verb, &table, COUPON_COLUMNS, &coupons, bind_coupon)
+    let inserted = insert_records(conn, verb, &table, &coupons)
         .await
         .map_err(db_err)?;
     if inserted < coupons.len() as u64 {
@@ -206,16 +157,9 @@ pub(crate) async fn write_coupons(
         }
         events.retain(|e| present.contains(&e.aggregate_id));
     }
-    insert_rows(
-        conn,
-        verb,
-        &shard.outbox_table(),
-        OUTBOX_COLUMNS,
-        &events,
-        bind_event,
-    )
-    .await
-    .map_err(db_err)?;
+    insert_records(conn, verb, &shard.outbox_table(), &events)
+        .await
+        .map_err(db_err)?;
     Ok(())
 }
 
@@ -238,34 +182,9 @@ async fn take_stock(
         .map_err(db_err)?;
     if done.rows_affected() != 1 {
         // Filed in the directory but never written: its coupons would be counted nowhere.
-        return Err(misuse(format!("claims for unknown template {template}")));
+        return Err(refused(format!("claims for unknown template {template}")));
     }
     Ok(())
-}
-
-/// The status condition of a listing (`unused` and `expired` judged at `now_ms`) and the
-/// value it binds.
-fn status_filter(status: Option<CouponStatus>, now_ms: i64) -> Option<(&'static str, StatusArg)> {
-    let now = StatusArg::Now(now_ms);
-    Some(match status? {
-        CouponStatus::Unused => (" AND status = 'unused' AND valid_until_ms > ?", now),
-        CouponStatus::Expired => (
-            " AND (status = 'expired' OR (status = 'unused' AND valid_until_ms <= ?))",
-            now,
-        ),
-        s @ (CouponStatus::Locked | CouponStatus::Used | CouponStatus::Revoked) => {
-            (" AND status = ?", StatusArg::Status(s.as_str()))
-        }
-    })
-}
-
-enum StatusArg {
-    Now(i64),
-    Status(&'static str),
-}
-
-fn bad_id(what: &str, raw: i64) -> StoreError {
-    StoreError::Corrupt(format!("bad {what} {raw}"))
 }
 
 impl MysqlStore {
@@ -288,7 +207,7 @@ impl MysqlStore {
     pub(crate) async fn template_shard(&self, t: TemplateId) -> Result<Shard, StoreError> {
         self.shard_of(t)
             .await?
-            .ok_or_else(|| misuse(format!("unknown template {t}")))
+            .ok_or_else(|| refused(format!("unknown template {t}")))
     }
 
     /// Per-user counts and keyed coupons of `template` in one database's tables.
@@ -307,7 +226,8 @@ impl MysqlStore {
         }));
         let keyed_sql = union(shards().map(|s| {
             format!(
-                "SELECT {COUPON_COLUMNS} FROM {} WHERE template_id = ? AND claim_key IS NOT NULL AND origin = 'claim'",
+                "SELECT {} FROM {} WHERE template_id = ? AND claim_key IS NOT NULL AND origin = 'claim'",
+                CouponRecord::COLUMNS,
                 s.coupons_table()
             )
         }));
@@ -324,17 +244,10 @@ impl MysqlStore {
 
         let mut state = ClaimState::default();
         for row in &counts {
-            let user: i64 = col(row, "user_id")?;
-            let n: i64 = col(row, "n")?;
-            state.user_counts.push((
-                UserId::new(user).ok_or_else(|| bad_id("user id", user))?,
-                u32::try_from(n).map_err(|_| bad_id("coupon count", n))?,
-            ));
+            state.user_counts.push(read_user_count(row)?);
         }
         for row in &keyed {
-            let mut r = coupon_record(row)?;
-            let key = r.claim_key.take().unwrap_or_default();
-            state.keyed.push((key, r.into_coupon()?));
+            state.keyed.push(read_keyed(row)?);
         }
         Ok(state)
     }
@@ -351,8 +264,9 @@ impl MysqlStore {
         // The table index is a number from the router, safe to interpolate.
         let sql = union((0..tables).map(|table| {
             format!(
-                "(SELECT {table} AS tbl, seq, {OUTBOX_COLUMNS} FROM {} WHERE kind = ? \
+                "(SELECT {table} AS tbl, seq, {} FROM {} WHERE kind = ? \
                  ORDER BY seq LIMIT ?)",
+                OutboxEvent::COLUMNS,
                 Shard { database, table }.outbox_table()
             )
         }));
@@ -363,12 +277,12 @@ impl MysqlStore {
         let rows = q.fetch_all(self.pool(database)).await.map_err(db_err)?;
         let mut per_table: Vec<Vec<(i64, OutboxEvent)>> = vec![Vec::new(); tables];
         for row in &rows {
-            let table: i64 = col(row, "tbl")?;
+            let table = row.int("tbl")?;
             let stream = usize::try_from(table)
                 .ok()
                 .and_then(|t| per_table.get_mut(t))
-                .ok_or_else(|| bad_id("outbox table", table))?;
-            stream.push((col(row, "seq")?, outbox_event(row)?));
+                .ok_or_else(|| StoreError::Corrupt(format!("bad outbox table {table}")))?;
+            stream.push((row.int("seq")?, OutboxEvent::read(row)?));
         }
         // UNION ALL promises no order; each list is put back in its table's order.
         Ok(per_table
@@ -480,7 +394,8 @@ impl CouponStore for MysqlStore {
     ) -> Result<Option<UserCoupon>, StoreError> {
         let shard = self.router().route(user.get());
         let sql = format!(
-            "SELECT {COUPON_COLUMNS} FROM {} WHERE id = ? AND user_id = ?",
+            "SELECT {} FROM {} WHERE id = ? AND user_id = ?",
+            CouponRecord::COLUMNS,
             shard.coupons_table()
         );
         let row = sqlx::query(AssertSqlSafe(sql))
@@ -490,7 +405,7 @@ impl CouponStore for MysqlStore {
             .await
             .map_err(db_err)?;
         row.as_ref()
-            .map(|r| coupon_record(r)?.into_coupon())
+            .map(|r| CouponRecord::read(r)?.into_coupon())
             .transpose()
     }
 
@@ -501,12 +416,13 @@ impl CouponStore for MysqlStore {
         let shard = self.router().route(q.user_id.get());
         // Only the table name and fixed fragments go into the SQL text; every value is bound.
         let mut sql = format!(
-            "SELECT {COUPON_COLUMNS} FROM {} WHERE user_id = ?",
+            "SELECT {} FROM {} WHERE user_id = ?",
+            CouponRecord::COLUMNS,
             shard.coupons_table()
         );
-        let filter = status_filter(q.status, to_ms(q.now));
-        if let Some((condition, _)) = &filter {
-            sql.push_str(condition);
+        let filter = CouponStatusFilter::new(q.status, to_ms(q.now));
+        if let Some(f) = &filter {
+            sql.push_str(f.condition);
         }
         if q.after.is_some() {
             // `(valid_until, id) > (?, ?)` spelled out: the leading `>=` gives the optimizer a
@@ -516,10 +432,8 @@ impl CouponStore for MysqlStore {
         sql.push_str(" ORDER BY valid_until_ms, id LIMIT ?");
 
         let mut query = sqlx::query(AssertSqlSafe(sql)).bind(q.user_id.get());
-        match filter {
-            Some((_, StatusArg::Now(ms))) => query = query.bind(ms),
-            Some((_, StatusArg::Status(s))) => query = query.bind(s),
-            None => {}
+        if let Some(f) = &filter {
+            query = f.bind(query);
         }
         if let Some((until, id)) = q.after {
             query = query.bind(until).bind(until).bind(id);
@@ -530,7 +444,7 @@ impl CouponStore for MysqlStore {
             .await
             .map_err(db_err)?;
         rows.iter()
-            .map(|r| coupon_record(r)?.into_coupon())
+            .map(|r| CouponRecord::read(r)?.into_coupon())
             .collect()
     }
 
@@ -555,11 +469,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn multi_row_statements_bind_every_column_of_every_row() {
-        let sql = multi_insert("INSERT IGNORE", "outbox_3", OUTBOX_COLUMNS, 4);
-        assert!(sql.starts_with("INSERT IGNORE INTO outbox_3 (event_id, kind,"));
-        assert_eq!(sql.matches('?').count(), 4 * 5);
-        let largest = multi_insert("INSERT", "user_coupons_0", COUPON_COLUMNS, CHUNK_ROWS[0]);
+    fn the_largest_statement_stays_under_the_placeholder_limit() {
+        let largest = multi_insert(
+            "INSERT",
+            "user_coupons_0",
+            CouponRecord::COLUMNS,
+            CHUNK_ROWS[0],
+        );
         assert_eq!(largest.matches('?').count(), 256 * 13);
         assert!(largest.matches('?').count() < 65_535);
     }
@@ -588,22 +504,5 @@ mod tests {
             ["b1", "c1", "b2", "a1", "a2"]
         );
         assert_eq!(ids(merge_streams(streams, 2)), ["b1", "c1"]);
-    }
-
-    #[test]
-    fn status_filters_bind_one_value_each() {
-        for s in [
-            CouponStatus::Unused,
-            CouponStatus::Locked,
-            CouponStatus::Used,
-            CouponStatus::Expired,
-            CouponStatus::Revoked,
-        ] {
-            let Some((sql, _)) = status_filter(Some(s), 0) else {
-                panic!("{s:?} has no filter")
-            };
-            assert_eq!(sql.matches('?').count(), 1, "{s:?}");
-        }
-        assert!(status_filter(None, 0).is_none());
     }
 }

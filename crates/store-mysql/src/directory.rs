@@ -6,11 +6,11 @@
 //! maps (one per directory: the two id spaces are separate).
 
 use crate::MysqlStore;
-use crate::error::{col, db_err};
 use crate::router::Shard;
 use sqlx::AssertSqlSafe;
 use stampede_core::ports::StoreError;
 use stampede_domain::ids::{DistributionId, ShopId, TemplateId};
+use stampede_store_sql::{Columns, db_err};
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
@@ -145,7 +145,7 @@ impl MysqlStore {
             .await
             .map_err(db_err)?;
         let Some(row) = row else { return Ok(None) };
-        let shop: i64 = col(&row, "shop_id")?;
+        let shop = row.int("shop_id")?;
         self.cache(kind).put(id, shop);
         Ok(Some(shop))
     }
@@ -197,8 +197,8 @@ impl MysqlStore {
                 q = q.bind(id.get());
             }
             for row in q.fetch_all(self.global()).await.map_err(db_err)? {
-                let raw: i64 = col(&row, kind.id_column())?;
-                let shop: i64 = col(&row, "shop_id")?;
+                let raw = row.int(kind.id_column())?;
+                let shop = row.int("shop_id")?;
                 self.cache(kind).put(raw, shop);
                 if let Some(id) = TemplateId::new(raw) {
                     out.push((id, self.router().route(shop)));

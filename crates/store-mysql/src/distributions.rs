@@ -13,8 +13,8 @@
 //! A crash between the two steps replays both; step 1 is then a no-op.
 
 use crate::MysqlStore;
-use crate::coupons::{LOOKUP_CHUNK, OUTBOX_COLUMNS, Q, bind_coupon, bind_event, insert_rows};
-use crate::error::{col, db_err, is_data_error, is_unique_violation, misuse};
+use crate::coupons::{LOOKUP_CHUNK, insert_records};
+use crate::error::is_data_error;
 use crate::listing::union;
 use crate::router::Shard;
 use async_trait::async_trait;
@@ -28,17 +28,18 @@ use stampede_core::distribution_ports::{
     FinishGuard,
 };
 use stampede_core::ports::{Page, StoreError};
-use stampede_core::records::{
-    COUPON_COLUMNS, CouponRecord, DISTRIBUTION_COLUMNS, DistributionRecord,
-};
+use stampede_core::records::{CouponRecord, DistributionRecord};
 use stampede_domain::distribution::{
     DistributionStatus, DistributionTask, FailedRow, NotifyState, RowFailure,
 };
 use stampede_domain::ids::{DistributionId, ShopId};
 use stampede_domain::time::to_ms;
+use stampede_store_sql::SqlRow;
+use stampede_store_sql::error::is_unique_violation;
+use stampede_store_sql::rows::FailureRecord;
+use stampede_store_sql::text::placeholders;
+use stampede_store_sql::{Columns, db_err, refused};
 use std::collections::{HashMap, HashSet};
-
-const FAILURE_COLUMNS: &str = "distribution_id, row_no, raw, reason";
 
 /// Characters of a raw value the failures table holds (`raw VARCHAR(400)`).
 const RAW_CHARS: usize = 400;
@@ -47,82 +48,15 @@ const RAW_CHARS: usize = 400;
 const COUPON_CHUNK: usize = LOOKUP_CHUNK;
 
 fn task_from_row(row: &MySqlRow) -> Result<DistributionTask, StoreError> {
-    DistributionRecord {
-        id: col(row, "id")?,
-        template_id: col(row, "template_id")?,
-        shop_id: col(row, "shop_id")?,
-        name: col(row, "name")?,
-        status: col(row, "status")?,
-        send_at_ms: col(row, "send_at_ms")?,
-        total_rows: col(row, "total_rows")?,
-        processed_rows: col(row, "processed_rows")?,
-        succeeded: col(row, "succeeded")?,
-        failed: col(row, "failed")?,
-        created_at_ms: col(row, "created_at_ms")?,
-        started_at_ms: col(row, "started_at_ms")?,
-        finished_at_ms: col(row, "finished_at_ms")?,
-        notify_url: col(row, "notify_url")?,
-        failure_reason: col(row, "failure_reason")?,
-        cancel_requested: col(row, "cancel_requested")?,
-        file_format: col(row, "file_format")?,
-        file_size: col(row, "file_size")?,
-        batch_size: col(row, "batch_size")?,
-        created_by: col(row, "created_by")?,
-        idem_key: col(row, "idem_key")?,
-        request_hash: col(row, "request_hash")?,
-        lease_owner: col(row, "lease_owner")?,
-        lease_until_ms: col(row, "lease_until_ms")?,
-        notify_state: col(row, "notify_state")?,
-        notify_attempts: col(row, "notify_attempts")?,
-        notify_next_at_ms: col(row, "notify_next_at_ms")?,
-    }
-    .into_task()
-}
-
-/// Binds a task in `DISTRIBUTION_COLUMNS` order.
-fn bind_task(q: Q, r: DistributionRecord) -> Q {
-    q.bind(r.id)
-        .bind(r.template_id)
-        .bind(r.shop_id)
-        .bind(r.name)
-        .bind(r.status)
-        .bind(r.send_at_ms)
-        .bind(r.total_rows)
-        .bind(r.processed_rows)
-        .bind(r.succeeded)
-        .bind(r.failed)
-        .bind(r.created_at_ms)
-        .bind(r.started_at_ms)
-        .bind(r.finished_at_ms)
-        .bind(r.notify_url)
-        .bind(r.failure_reason)
-        .bind(r.cancel_requested)
-        .bind(r.file_format)
-        .bind(r.file_size)
-        .bind(r.batch_size)
-        .bind(r.created_by)
-        .bind(r.idem_key)
-        .bind(r.request_hash)
-        .bind(r.lease_owner)
-        .bind(r.lease_until_ms)
-        .bind(r.notify_state)
-        .bind(r.notify_attempts)
-        .bind(r.notify_next_at_ms)
-}
-
-/// A failed row as the failures table holds it.
-struct FailureRow {
-    row_no: i64,
-    raw: String,
-    reason: &'static str,
+    DistributionRecord::read(row)?.into_task()
 }
 
 fn int(v: u64, what: &str) -> Result<i64, StoreError> {
-    i64::try_from(v).map_err(|_| misuse(format!("{what} {v} is out of range")))
+    i64::try_from(v).map_err(|_| refused(format!("{what} {v} is out of range")))
 }
 
 fn unknown(id: DistributionId) -> StoreError {
-    misuse(format!("unknown distribution task {id}"))
+    refused(format!("unknown distribution task {id}"))
 }
 
 /// Offset of the first row of `page` (1-based; 0 is read as 1) and the rows up to its end.
@@ -142,7 +76,8 @@ where
     E: Executor<'e, Database = MySql>,
 {
     let sql = format!(
-        "SELECT {DISTRIBUTION_COLUMNS} FROM {} WHERE id = ?",
+        "SELECT {} FROM {} WHERE id = ?",
+        DistributionRecord::COLUMNS,
         shard.distributions_table()
     );
     let row = sqlx::query(AssertSqlSafe(sql))
@@ -160,15 +95,7 @@ async fn insert_chunk(
     rows: &[CouponRecord],
 ) -> Result<u64, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let inserted = insert_rows(
-        &mut tx,
-        "INSERT IGNORE",
-        table,
-        COUPON_COLUMNS,
-        rows,
-        bind_coupon,
-    )
-    .await?;
+    let inserted = insert_records(&mut tx, "INSERT IGNORE", table, rows).await?;
     tx.commit().await?;
     Ok(inserted)
 }
@@ -203,7 +130,7 @@ async fn stored_keys(
     let found = q.fetch_all(pool).await.map_err(db_err)?;
     found
         .iter()
-        .map(|r| Ok((col(r, "user_id")?, col(r, "claim_key")?)))
+        .map(|r| Ok((r.int("user_id")?, r.text("claim_key")?)))
         .collect()
 }
 
@@ -215,7 +142,8 @@ impl MysqlStore {
         key: &str,
     ) -> Result<Option<DistributionTask>, StoreError> {
         let sql = format!(
-            "SELECT {DISTRIBUTION_COLUMNS} FROM {} WHERE shop_id = ? AND idem_key = ?",
+            "SELECT {} FROM {} WHERE shop_id = ? AND idem_key = ?",
+            DistributionRecord::COLUMNS,
             shard.distributions_table()
         );
         let row = sqlx::query(AssertSqlSafe(sql))
@@ -324,7 +252,7 @@ impl MysqlStore {
             return match found {
                 None => Err(unknown(b.task)),
                 Some((p, _)) if p != first_row => Ok(BatchOutcome::AlreadyApplied),
-                Some((_, t)) if t != b.template_id.get() => Err(misuse(format!(
+                Some((_, t)) if t != b.template_id.get() => Err(refused(format!(
                     "batch of task {} for template {}, the task's is {t}",
                     b.task, b.template_id
                 ))),
@@ -347,38 +275,27 @@ impl MysqlStore {
                 .rows_affected();
             if found != 1 {
                 // Dropping `tx` rolls the checkpoint back.
-                return Err(misuse(format!(
+                return Err(refused(format!(
                     "template {} is not in shop {}'s shard",
                     b.template_id, b.shop_id
                 )));
             }
         }
-        let mut failures = b
+        for f in b.failures.iter().chain(&rejected) {
+            int(f.row, "row")?;
+        }
+        let mut failures: Vec<FailureRecord> = b
             .failures
             .iter()
             .chain(&rejected)
-            .map(|f| {
-                Ok(FailureRow {
-                    row_no: int(f.row, "row")?,
-                    raw: f.raw.chars().take(RAW_CHARS).collect(),
-                    reason: f.reason.as_str(),
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+            .map(|f| FailureRecord::new(b.task, f, RAW_CHARS))
+            .collect();
         failures.sort_unstable_by_key(|f| f.row_no);
-        let task = b.task.get();
-        insert_rows(
+        insert_records(
             &mut tx,
             "INSERT IGNORE",
             &shard.distribution_failures_table(),
-            FAILURE_COLUMNS,
             &failures,
-            |q, f| {
-                q.bind(task)
-                    .bind(f.row_no)
-                    .bind(f.raw.clone())
-                    .bind(f.reason)
-            },
         )
         .await
         .map_err(db_err)?;
@@ -400,7 +317,8 @@ impl MysqlStore {
             .collect();
         let items_sql = union(shards.iter().map(|s| {
             format!(
-                "(SELECT {DISTRIBUTION_COLUMNS} FROM {} ORDER BY id DESC LIMIT ?)",
+                "(SELECT {} FROM {} ORDER BY id DESC LIMIT ?)",
+                DistributionRecord::COLUMNS,
                 s.distributions_table()
             )
         })) + " ORDER BY id DESC LIMIT ?";
@@ -420,7 +338,7 @@ impl MysqlStore {
             .map_err(db_err)?;
         let mut total = 0u64;
         for c in &counts {
-            total += u64::try_from(col::<i64>(c, "n")?).unwrap_or_default();
+            total += u64::try_from(c.int("n")?).unwrap_or_default();
         }
         let tasks = rows.iter().map(task_from_row).collect::<Result<_, _>>()?;
         Ok((tasks, total))
@@ -443,7 +361,8 @@ impl MysqlStore {
         let per_db = (0..self.router().databases()).map(|database| {
             let sql = union((0..tables).map(|table| {
                 format!(
-                    "(SELECT {DISTRIBUTION_COLUMNS} FROM {} WHERE {condition} ORDER BY {order} LIMIT ?)",
+                    "(SELECT {} FROM {} WHERE {condition} ORDER BY {order} LIMIT ?)",
+                    DistributionRecord::COLUMNS,
                     Shard { database, table }.distributions_table()
                 )
             })) + &format!(" ORDER BY {order} LIMIT ?");
@@ -483,17 +402,16 @@ impl DistributionStore for MysqlStore {
             return Ok(CreateDistribution::KeyExists(Box::new(existing)));
         }
         self.file_distribution(t.id, t.shop_id).await?;
+        let columns = DistributionRecord::COLUMNS;
         let sql = format!(
-            "INSERT INTO {} ({DISTRIBUTION_COLUMNS}) VALUES ({})",
+            "INSERT INTO {} ({columns}) VALUES ({})",
             shard.distributions_table(),
-            vec!["?"; DISTRIBUTION_COLUMNS.split(',').count()].join(", ")
+            placeholders(columns)
         );
-        let inserted = bind_task(
-            sqlx::query(AssertSqlSafe(sql)),
-            DistributionRecord::from_task(t),
-        )
-        .execute(self.pool(shard.database))
-        .await;
+        let inserted = DistributionRecord::from_task(t)
+            .bind(sqlx::query(AssertSqlSafe(sql)))
+            .execute(self.pool(shard.database))
+            .await;
         match inserted {
             Ok(_) => Ok(CreateDistribution::Created),
             Err(e) if is_unique_violation(&e) => {
@@ -591,8 +509,9 @@ impl DistributionStore for MysqlStore {
         let pool = self.pool(shard.database);
         let table = shard.distributions_table();
         let items_sql = format!(
-            "SELECT {DISTRIBUTION_COLUMNS} FROM {table} WHERE shop_id = ? \
-             ORDER BY id DESC LIMIT ? OFFSET ?"
+            "SELECT {} FROM {table} WHERE shop_id = ? \
+             ORDER BY id DESC LIMIT ? OFFSET ?",
+            DistributionRecord::COLUMNS
         );
         let count_sql = format!("SELECT COUNT(*) AS n FROM {table} WHERE shop_id = ?");
         let items = sqlx::query(AssertSqlSafe(items_sql))
@@ -606,7 +525,7 @@ impl DistributionStore for MysqlStore {
         let (rows, count) = try_join(items, count).await.map_err(db_err)?;
         Ok(Page {
             items: rows.iter().map(task_from_row).collect::<Result<_, _>>()?,
-            total: u64::try_from(col::<i64>(&count, "n")?).unwrap_or_default(),
+            total: u64::try_from(count.int("n")?).unwrap_or_default(),
         })
     }
 
@@ -692,7 +611,7 @@ impl DistributionStore for MysqlStore {
     }
 
     async fn commit_batch(&self, b: &BatchCommit) -> Result<BatchOutcome, StoreError> {
-        b.check().map_err(misuse)?;
+        b.check().map_err(refused)?;
         let mut groups: HashMap<Shard, Vec<CouponRecord>> = HashMap::new();
         for c in &b.coupons {
             let r = &c.record;
@@ -747,7 +666,7 @@ impl DistributionStore for MysqlStore {
         event: &OutboxEvent,
     ) -> Result<Option<DistributionTask>, StoreError> {
         if !status.is_final() {
-            return Err(misuse(format!(
+            return Err(refused(format!(
                 "finishing task {id} as {}, not a final status",
                 status.as_str()
             )));
@@ -784,13 +703,11 @@ impl DistributionStore for MysqlStore {
         }
         // The outbox table the shop routes to: same database, so the same transaction.
         // `outbox_events` scans every outbox table, so it finds the event there.
-        insert_rows(
+        insert_records(
             &mut tx,
             "INSERT IGNORE",
             &shard.outbox_table(),
-            OUTBOX_COLUMNS,
             std::slice::from_ref(event),
-            bind_event,
         )
         .await
         .map_err(db_err)?;
@@ -830,8 +747,9 @@ impl DistributionStore for MysqlStore {
         };
         let shard = self.router().route(shop.get());
         let sql = format!(
-            "SELECT row_no, raw, reason FROM {} WHERE distribution_id = ? AND row_no > ? \
+            "SELECT {} FROM {} WHERE distribution_id = ? AND row_no > ? \
              ORDER BY row_no LIMIT ?",
+            FailureRecord::COLUMNS,
             shard.distribution_failures_table()
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
@@ -842,18 +760,7 @@ impl DistributionStore for MysqlStore {
             .await
             .map_err(db_err)?;
         rows.iter()
-            .map(|r| {
-                let row: i64 = col(r, "row_no")?;
-                let reason: String = col(r, "reason")?;
-                let bad = |what: &str| {
-                    StoreError::Corrupt(format!("failure {row} of task {id}: bad {what}"))
-                };
-                Ok(FailedRow {
-                    row: u64::try_from(row).map_err(|_| bad("row_no"))?,
-                    raw: col(r, "raw")?,
-                    reason: RowFailure::parse(&reason).ok_or_else(|| bad("reason"))?,
-                })
-            })
+            .map(|r| FailureRecord::read(r)?.into_failed_row())
             .collect()
     }
 
@@ -915,7 +822,7 @@ mod tests {
         };
         assert_eq!(window(&q), (20, 30));
         assert_eq!(window(&DistributionQuery { page: 0, ..q }), (0, 10));
-        assert_eq!(DISTRIBUTION_COLUMNS.split(',').count(), 27);
-        assert_eq!(FAILURE_COLUMNS.split(',').count(), 4);
+        assert_eq!(DistributionRecord::COLUMNS.split(',').count(), 27);
+        assert_eq!(FailureRecord::COLUMNS.split(',').count(), 4);
     }
 }

@@ -68,11 +68,11 @@ pub use router::{MAX_SHARDS, Shard, ShardRouter};
 
 use connect::Target;
 use directory::DirectoryCache;
-use error::{db_err, misuse};
 use futures::future::try_join_all;
 use sqlx::AssertSqlSafe;
 use sqlx::mysql::MySqlPool;
 use stampede_core::ports::StoreError;
+use stampede_store_sql::{db_err, refused};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -106,11 +106,11 @@ impl MysqlStore {
     /// connecting to the server without a database) and applies pending migrations.
     pub async fn open(cfg: &MysqlConfig) -> Result<MysqlStore, StoreError> {
         let databases = u32::try_from(cfg.databases.len())
-            .map_err(|_| misuse("too many databases configured"))?;
+            .map_err(|_| refused("too many databases configured"))?;
         let router = ShardRouter::new(databases, cfg.tables_per_database)
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         if cfg.max_connections_per_database == 0 {
-            return Err(misuse("max_connections_per_database must be at least 1"));
+            return Err(refused("max_connections_per_database must be at least 1"));
         }
         let targets = cfg
             .databases
@@ -120,7 +120,7 @@ impl MysqlStore {
         // Two entries for one database would make two shards share tables.
         let mut seen = HashSet::new();
         if !targets.iter().all(|t| seen.insert(t.identity())) {
-            return Err(misuse("the same database is configured twice"));
+            return Err(refused("the same database is configured twice"));
         }
         let pools = try_join_all(
             targets

@@ -5,85 +5,23 @@
 //! Only table names (from the router) are interpolated into SQL; every value is bound.
 
 use crate::MysqlStore;
-use crate::error::{col, db_err};
 use crate::router::Shard;
 use crate::templates::template_from_row;
 use futures::future::{try_join, try_join_all};
 use jiff::Timestamp;
-use sqlx::mysql::MySqlArguments;
-use sqlx::query::Query;
-use sqlx::{AssertSqlSafe, MySql};
+use sqlx::AssertSqlSafe;
 use stampede_core::ports::{Page, StoreError, TemplateQuery};
-use stampede_core::records::{TEMPLATE_COLUMNS, like_pattern, status_condition};
+use stampede_core::records::TemplateRecord;
 use stampede_domain::ids::{ShopId, TemplateId};
 use stampede_domain::template::Template;
 use stampede_domain::time::to_ms;
+use stampede_store_sql::SqlRow;
+use stampede_store_sql::text::{TemplateFilter, page_window};
+use stampede_store_sql::{Columns, db_err};
 
-enum Arg {
-    Int(i64),
-    Text(String),
-}
-
-/// The `WHERE` conditions of a query and the values they bind, in order.
-struct Filter {
-    conditions: Vec<&'static str>,
-    args: Vec<Arg>,
-}
-
-impl Filter {
-    fn new(q: &TemplateQuery, shop: Option<ShopId>) -> Self {
-        let mut f = Filter {
-            conditions: Vec::new(),
-            args: Vec::new(),
-        };
-        if let Some(shop) = shop {
-            f.conditions.push("shop_id = ?");
-            f.args.push(Arg::Int(shop.get()));
-        }
-        if let Some(status) = q.status {
-            f.conditions.push(status_condition(status));
-            f.args.push(Arg::Int(to_ms(q.now)));
-        }
-        if let Some(kind) = q.kind {
-            f.conditions.push("kind = ?");
-            f.args.push(Arg::Text(kind.as_str().to_owned()));
-        }
-        if let Some(name) = &q.name {
-            // The column's collation is case-insensitive, as the port asks.
-            f.conditions.push(r"name LIKE ? ESCAPE '\\'");
-            f.args.push(Arg::Text(like_pattern(name)));
-        }
-        f
-    }
-
-    fn where_clause(&self) -> String {
-        if self.conditions.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", self.conditions.join(" AND "))
-        }
-    }
-
-    fn bind<'q>(
-        &self,
-        mut query: Query<'q, MySql, MySqlArguments>,
-    ) -> Query<'q, MySql, MySqlArguments> {
-        for arg in &self.args {
-            query = match arg {
-                Arg::Int(v) => query.bind(*v),
-                Arg::Text(v) => query.bind(v.clone()),
-            };
-        }
-        query
-    }
-}
-
-/// Offset of the first row of `page` (1-based; 0 is read as 1) and the rows up to its end.
-fn window(q: &TemplateQuery) -> (u64, u64) {
-    let size = u64::from(q.page_size);
-    let offset = u64::from(q.page.max(1) - 1) * size;
-    (offset, offset + size)
-}
+/// The column's collation is case-insensitive, as the port asks; `\\` in a MySQL string
+/// literal is one backslash.
+const NAME_LIKE: &str = r"name LIKE ? ESCAPE '\\'";
 
 impl MysqlStore {
     pub(crate) async fn list_one_shop(
@@ -93,12 +31,13 @@ impl MysqlStore {
     ) -> Result<Page<Template>, StoreError> {
         let shard = self.router().route(shop.get());
         let pool = self.pool(shard.database);
-        let filter = Filter::new(q, Some(shop));
-        let (offset, _) = window(q);
+        let filter = TemplateFilter::new(q, Some(shop), NAME_LIKE);
+        let (offset, _) = page_window(q.page, q.page_size);
         let table = shard.templates_table();
         let where_clause = filter.where_clause();
+        let columns = TemplateRecord::COLUMNS;
         let items_sql = format!(
-            "SELECT {TEMPLATE_COLUMNS} FROM {table}{where_clause} ORDER BY id DESC LIMIT ? OFFSET ?"
+            "SELECT {columns} FROM {table}{where_clause} ORDER BY id DESC LIMIT ? OFFSET ?"
         );
         let count_sql = format!("SELECT COUNT(*) AS n FROM {table}{where_clause}");
         let items = filter
@@ -110,7 +49,7 @@ impl MysqlStore {
             .bind(sqlx::query(AssertSqlSafe(count_sql)))
             .fetch_one(pool);
         let (rows, count) = try_join(items, count).await.map_err(db_err)?;
-        let total: i64 = col(&count, "n")?;
+        let total = count.int("n")?;
         Ok(Page {
             items: rows
                 .iter()
@@ -128,8 +67,8 @@ impl MysqlStore {
         &self,
         q: &TemplateQuery,
     ) -> Result<Page<Template>, StoreError> {
-        let filter = Filter::new(q, None);
-        let (offset, end) = window(q);
+        let filter = TemplateFilter::new(q, None, NAME_LIKE);
+        let (offset, end) = page_window(q.page, q.page_size);
         let per_db =
             (0..self.router().databases()).map(|d| self.newest_in_database(d, &filter, end));
         let answers = try_join_all(per_db).await?;
@@ -152,16 +91,17 @@ impl MysqlStore {
     async fn newest_in_database(
         &self,
         database: usize,
-        filter: &Filter,
+        filter: &TemplateFilter,
         limit: u64,
     ) -> Result<(Vec<Template>, u64), StoreError> {
         let shards: Vec<Shard> = (0..self.router().tables_per_database())
             .map(|table| Shard { database, table })
             .collect();
         let where_clause = filter.where_clause();
+        let columns = TemplateRecord::COLUMNS;
         let items_sql = union(shards.iter().map(|s| {
             format!(
-                "(SELECT {TEMPLATE_COLUMNS} FROM {}{where_clause} ORDER BY id DESC LIMIT ?)",
+                "(SELECT {columns} FROM {}{where_clause} ORDER BY id DESC LIMIT ?)",
                 s.templates_table()
             )
         })) + " ORDER BY id DESC LIMIT ?";
@@ -184,7 +124,7 @@ impl MysqlStore {
             .map_err(db_err)?;
         let mut total = 0u64;
         for c in &counts {
-            total += u64::try_from(col::<i64>(c, "n")?).unwrap_or_default();
+            total += u64::try_from(c.int("n")?).unwrap_or_default();
         }
         let templates = rows
             .iter()
@@ -222,7 +162,7 @@ impl MysqlStore {
         let mut due = Vec::new();
         for rows in try_join_all(per_db).await? {
             for row in rows {
-                due.push((col::<i64>(&row, "claim_end_ms")?, col::<i64>(&row, "id")?));
+                due.push((row.int("claim_end_ms")?, row.int("id")?));
             }
         }
         due.sort_unstable();
@@ -237,40 +177,4 @@ impl MysqlStore {
 
 pub(crate) fn union(selects: impl Iterator<Item = String>) -> String {
     selects.collect::<Vec<_>>().join(" UNION ALL ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use stampede_domain::template::{Kind, TemplateStatus};
-
-    fn query(page: u32, page_size: u32) -> TemplateQuery {
-        TemplateQuery {
-            shop_id: None,
-            status: Some(TemplateStatus::Active),
-            kind: Some(Kind::Fixed),
-            name: Some("50%".into()),
-            page,
-            page_size,
-            now: Timestamp::UNIX_EPOCH,
-        }
-    }
-
-    #[test]
-    fn filters_bind_every_value() {
-        let f = Filter::new(&query(1, 10), ShopId::new(7));
-        assert_eq!(f.where_clause().matches('?').count(), f.args.len());
-        assert!(
-            f.where_clause()
-                .starts_with(" WHERE shop_id = ? AND (status = 'active'")
-        );
-        assert!(!f.where_clause().contains("50"));
-    }
-
-    #[test]
-    fn pages_are_windows() {
-        assert_eq!(window(&query(1, 10)), (0, 10));
-        assert_eq!(window(&query(3, 10)), (20, 30));
-        assert_eq!(window(&query(0, 10)), (0, 10));
-    }
 }

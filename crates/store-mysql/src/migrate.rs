@@ -12,12 +12,13 @@
 //! together from migrating the same database at once (named by a digest of the database name,
 //! as lock names are limited to 64 characters).
 
-use crate::error::{col, db_err, error_number, gave_up};
+use crate::error::{error_number, gave_up};
 use sqlx::mysql::{MySqlConnection, MySqlPool};
 use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, MySql};
 use stampede_core::ports::StoreError;
 use stampede_domain::time::to_ms;
+use stampede_store_sql::{Columns, db_err};
 
 struct Migration {
     version: i64,
@@ -152,7 +153,7 @@ async fn apply_pending(
         .map_err(db_err)?;
     let applied = rows
         .iter()
-        .map(|r| col::<i64>(r, "version"))
+        .map(|r| r.int("version"))
         .collect::<Result<Vec<_>, _>>()?;
 
     let mut count = 0;

@@ -12,8 +12,7 @@
 //! an unsigned 64-bit value.
 
 use crate::MysqlStore;
-use crate::coupons::{CHUNK_ROWS, OUTBOX_COLUMNS, Q, bind_event, insert_rows};
-use crate::error::{col, db_err, misuse};
+use crate::coupons::{CHUNK_ROWS, Q, insert_records};
 use crate::router::{MAX_SHARDS, Shard};
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -28,8 +27,9 @@ use stampede_core::reminder_ports::{
 use stampede_domain::ids::{TemplateId, UserId};
 use stampede_domain::reminder::{Reminder, ReminderSet};
 use stampede_domain::time::to_ms;
+use stampede_store_sql::{SqlRow, db_err, refused};
 
-const COLUMNS: &str = "user_id, template_id, claim_start_ms, bits, sent, next_due_ms";
+const COLUMNS: &str = ReminderRecord::COLUMNS;
 
 /// The width of `reminder_leases.owner`.
 const MAX_OWNER_CHARS: usize = 64;
@@ -41,19 +41,11 @@ fn valid_bits() -> u64 {
 
 /// A set of reminder bits as stored (they fit: 36 bits are used).
 fn stored(bits: u64) -> Result<i64, StoreError> {
-    i64::try_from(bits).map_err(|_| misuse(format!("reminder bits {bits:#x} exceed a BIGINT")))
+    i64::try_from(bits).map_err(|_| refused(format!("reminder bits {bits:#x} exceed a BIGINT")))
 }
 
 fn row_of(r: &MySqlRow) -> Result<ReminderRow, StoreError> {
-    ReminderRecord {
-        user_id: col(r, "user_id")?,
-        template_id: col(r, "template_id")?,
-        claim_start_ms: col(r, "claim_start_ms")?,
-        bits: col(r, "bits")?,
-        sent: col(r, "sent")?,
-        next_due_ms: col(r, "next_due_ms")?,
-    }
-    .into_row()
+    ReminderRecord::read(r)?.into_row()
 }
 
 /// The `part` of a shard's lease row.
@@ -66,7 +58,7 @@ fn part(shard: Shard) -> i64 {
 /// value of a row nobody took yet), no trailing spaces (PAD SPACE collations ignore them).
 fn check_owner(owner: &str) -> Result<(), StoreError> {
     if owner.is_empty() || owner.chars().count() > MAX_OWNER_CHARS || owner.ends_with(' ') {
-        return Err(misuse(format!(
+        return Err(refused(format!(
             "lease owner {owner:?}: 1 to {MAX_OWNER_CHARS} characters, no trailing space"
         )));
     }
@@ -135,7 +127,7 @@ impl MysqlStore {
         let tables = router.tables_per_database();
         let p = p as usize;
         if p >= router.databases() * tables {
-            return Err(misuse(format!("no reminder partition {p}")));
+            return Err(refused(format!("no reminder partition {p}")));
         }
         Ok(Shard {
             database: p / tables,
@@ -368,7 +360,7 @@ impl ReminderStore for MysqlStore {
             .iter()
             .find(|u| self.router().route(u.user_id.get()) != shard)
         {
-            return Err(misuse(format!(
+            return Err(refused(format!(
                 "user {} is not in reminder partition {}",
                 u.user_id, lease.partition
             ))
@@ -395,16 +387,9 @@ impl ReminderStore for MysqlStore {
             .await
             .map_err(db_err)?;
         apply_updates(&mut tx, shard, updates, to_ms(now)).await?;
-        insert_rows(
-            &mut tx,
-            "INSERT IGNORE",
-            &shard.outbox_table(),
-            OUTBOX_COLUMNS,
-            events,
-            bind_event,
-        )
-        .await
-        .map_err(db_err)?;
+        insert_records(&mut tx, "INSERT IGNORE", &shard.outbox_table(), events)
+            .await
+            .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! `TemplateStore`: templates, their audit log and idempotency keys, on the shop's shard.
 
 use crate::MysqlStore;
-use crate::error::{col, db_err, gave_up, is_unique_violation, misuse};
+use crate::error::gave_up;
 use crate::router::Shard;
 use async_trait::async_trait;
 use futures::future::try_join_all;
@@ -11,13 +11,15 @@ use sqlx::{AssertSqlSafe, Executor, MySql};
 use stampede_core::ports::{
     ChangeOutcome, CreateOutcome, IdempotencyRecord, Page, StoreError, TemplateQuery, TemplateStore,
 };
-use stampede_core::records::{AuditRecord, TEMPLATE_COLUMNS, TemplateRecord};
+use stampede_core::records::{AuditRecord, TemplateRecord};
 use stampede_domain::audit::AuditEntry;
 use stampede_domain::ids::{ShopId, TemplateId};
 use stampede_domain::template::{Template, TemplateChange};
-use stampede_domain::time::{from_ms, to_ms};
-
-const AUDIT_COLUMNS: &str = "template_id, shop_id, at_ms, actor, action, before_json, after_json";
+use stampede_domain::time::to_ms;
+use stampede_store_sql::SqlRow;
+use stampede_store_sql::error::is_unique_violation;
+use stampede_store_sql::text::placeholders;
+use stampede_store_sql::{db_err, refused};
 
 /// Attempts at binding an idempotency key: a key purged between our failed insert and our
 /// read of it is simply inserted again.
@@ -27,49 +29,11 @@ const CREATE_ATTEMPTS: usize = 3;
 const PURGE_BATCH: u64 = 10_000;
 
 pub(crate) fn template_from_row(row: &MySqlRow) -> Result<Template, StoreError> {
-    TemplateRecord {
-        id: col(row, "id")?,
-        shop_id: col(row, "shop_id")?,
-        name: col(row, "name")?,
-        instructions: col(row, "instructions")?,
-        source: col(row, "source")?,
-        scope: col(row, "scope")?,
-        goods_ids: col(row, "goods_ids")?,
-        kind: col(row, "kind")?,
-        amount_off: col(row, "amount_off")?,
-        threshold: col(row, "threshold")?,
-        percent_off: col(row, "percent_off")?,
-        max_off: col(row, "max_off")?,
-        stock_total: col(row, "stock_total")?,
-        stock: col(row, "stock")?,
-        claim_start_ms: col(row, "claim_start_ms")?,
-        claim_end_ms: col(row, "claim_end_ms")?,
-        valid_from_ms: col(row, "valid_from_ms")?,
-        valid_until_ms: col(row, "valid_until_ms")?,
-        validity_hours: col(row, "validity_hours")?,
-        per_user_limit: col(row, "per_user_limit")?,
-        status: col(row, "status")?,
-        created_at_ms: col(row, "created_at_ms")?,
-        updated_at_ms: col(row, "updated_at_ms")?,
-    }
-    .into_template()
+    TemplateRecord::read(row)?.into_template()
 }
 
 fn audit_from_row(row: &MySqlRow) -> Result<AuditEntry, StoreError> {
-    AuditRecord {
-        template_id: col(row, "template_id")?,
-        shop_id: col(row, "shop_id")?,
-        at_ms: col(row, "at_ms")?,
-        actor: col(row, "actor")?,
-        action: col(row, "action")?,
-        before_json: col(row, "before_json")?,
-        after_json: col(row, "after_json")?,
-    }
-    .into_entry()
-}
-
-fn placeholders(columns: &str) -> String {
-    vec!["?"; columns.split(',').count()].join(", ")
+    AuditRecord::read(row)?.into_entry()
 }
 
 async fn insert_template(
@@ -77,37 +41,14 @@ async fn insert_template(
     shard: Shard,
     t: &Template,
 ) -> Result<(), StoreError> {
-    let r = TemplateRecord::from_template(t);
+    let columns = TemplateRecord::COLUMNS;
     let sql = format!(
-        "INSERT INTO {} ({TEMPLATE_COLUMNS}) VALUES ({})",
+        "INSERT INTO {} ({columns}) VALUES ({})",
         shard.templates_table(),
-        placeholders(TEMPLATE_COLUMNS)
+        placeholders(columns)
     );
-    // Bound in `TEMPLATE_COLUMNS` order.
-    sqlx::query(AssertSqlSafe(sql))
-        .bind(r.id)
-        .bind(r.shop_id)
-        .bind(r.name)
-        .bind(r.instructions)
-        .bind(r.source)
-        .bind(r.scope)
-        .bind(r.goods_ids)
-        .bind(r.kind)
-        .bind(r.amount_off)
-        .bind(r.threshold)
-        .bind(r.percent_off)
-        .bind(r.max_off)
-        .bind(r.stock_total)
-        .bind(r.stock)
-        .bind(r.claim_start_ms)
-        .bind(r.claim_end_ms)
-        .bind(r.valid_from_ms)
-        .bind(r.valid_until_ms)
-        .bind(r.validity_hours)
-        .bind(r.per_user_limit)
-        .bind(r.status)
-        .bind(r.created_at_ms)
-        .bind(r.updated_at_ms)
+    TemplateRecord::from_template(t)
+        .bind(sqlx::query(AssertSqlSafe(sql)))
         .execute(conn)
         .await
         .map_err(db_err)?;
@@ -119,27 +60,20 @@ async fn insert_audit(
     shard: Shard,
     e: &AuditEntry,
 ) -> Result<(), StoreError> {
-    let r = AuditRecord::from_entry(e);
+    let columns = AuditRecord::COLUMNS;
     let sql = format!(
-        "INSERT INTO {} ({AUDIT_COLUMNS}) VALUES ({})",
+        "INSERT INTO {} ({columns}) VALUES ({})",
         shard.audit_table(),
-        placeholders(AUDIT_COLUMNS)
+        placeholders(columns)
     );
-    sqlx::query(AssertSqlSafe(sql))
-        .bind(r.template_id)
-        .bind(r.shop_id)
-        .bind(r.at_ms)
-        .bind(r.actor)
-        .bind(r.action)
-        .bind(r.before_json)
-        .bind(r.after_json)
+    AuditRecord::from_entry(e)
+        .bind(sqlx::query(AssertSqlSafe(sql)))
         .execute(conn)
         .await
         .map_err(db_err)?;
     Ok(())
 }
 
-/// Template `id` as stored in `shard`, read through `exec` (a pool or a transaction).
 async fn select_template<'e, E>(
     exec: E,
     shard: Shard,
@@ -151,7 +85,8 @@ where
 {
     let lock = if for_update { " FOR UPDATE" } else { "" };
     let sql = format!(
-        "SELECT {TEMPLATE_COLUMNS} FROM {} WHERE id = ?{lock}",
+        "SELECT {} FROM {} WHERE id = ?{lock}",
+        TemplateRecord::COLUMNS,
         shard.templates_table()
     );
     let row = sqlx::query(AssertSqlSafe(sql))
@@ -170,7 +105,8 @@ impl MysqlStore {
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         let sql = format!(
-            "SELECT request_hash, template_id, created_at_ms FROM {} WHERE shop_id = ? AND idem_key = ?",
+            "SELECT {} FROM {} WHERE shop_id = ? AND idem_key = ?",
+            IdempotencyRecord::COLUMNS,
             shard.idempotency_table()
         );
         let row = sqlx::query(AssertSqlSafe(sql))
@@ -179,17 +115,7 @@ impl MysqlStore {
             .fetch_optional(self.pool(shard.database))
             .await
             .map_err(db_err)?;
-        let Some(row) = row else { return Ok(None) };
-        let template_id: i64 = col(&row, "template_id")?;
-        Ok(Some(IdempotencyRecord {
-            shop_id: shop,
-            key: key.to_owned(),
-            request_hash: col(&row, "request_hash")?,
-            template_id: TemplateId::new(template_id).ok_or_else(|| {
-                StoreError::Corrupt(format!("idempotency key {key:?}: bad template_id"))
-            })?,
-            created_at: from_ms(col(&row, "created_at_ms")?),
-        }))
+        row.as_ref().map(IdempotencyRecord::read).transpose()
     }
 
     /// One attempt at the shard transaction of `create_template`; `None` when the key was
@@ -271,16 +197,14 @@ async fn insert_key(
     shard: Shard,
     rec: &IdempotencyRecord,
 ) -> Result<bool, StoreError> {
+    let columns = IdempotencyRecord::COLUMNS;
     let sql = format!(
-        "INSERT INTO {} (shop_id, idem_key, request_hash, template_id, created_at_ms) VALUES (?, ?, ?, ?, ?)",
-        shard.idempotency_table()
+        "INSERT INTO {} ({columns}) VALUES ({})",
+        shard.idempotency_table(),
+        placeholders(columns)
     );
-    let inserted = sqlx::query(AssertSqlSafe(sql))
-        .bind(rec.shop_id.get())
-        .bind(&rec.key)
-        .bind(&rec.request_hash)
-        .bind(rec.template_id.get())
-        .bind(to_ms(rec.created_at))
+    let inserted = rec
+        .bind(sqlx::query(AssertSqlSafe(sql)))
         .execute(&mut **tx)
         .await;
     match inserted {
@@ -299,7 +223,7 @@ impl TemplateStore for MysqlStore {
         idempotency: Option<&IdempotencyRecord>,
     ) -> Result<CreateOutcome, StoreError> {
         if idempotency.is_some_and(|r| r.shop_id != t.shop_id) {
-            return Err(misuse(
+            return Err(refused(
                 "an idempotency record must belong to the template's shop",
             ));
         }
@@ -353,7 +277,8 @@ impl TemplateStore for MysqlStore {
         }
         let queries = by_shard.into_iter().map(|(shard, ids)| async move {
             let sql = format!(
-                "SELECT {TEMPLATE_COLUMNS} FROM {} WHERE id IN ({})",
+                "SELECT {} FROM {} WHERE id IN ({})",
+                TemplateRecord::COLUMNS,
                 shard.templates_table(),
                 vec!["?"; ids.len()].join(", ")
             );
@@ -453,7 +378,8 @@ impl TemplateStore for MysqlStore {
             return Ok(Vec::new());
         };
         let sql = format!(
-            "SELECT {AUDIT_COLUMNS} FROM {} WHERE template_id = ? ORDER BY seq",
+            "SELECT {} FROM {} WHERE template_id = ? ORDER BY seq",
+            AuditRecord::COLUMNS,
             shard.audit_table()
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
@@ -523,6 +449,9 @@ mod tests {
     #[test]
     fn one_placeholder_per_column() {
         assert_eq!(placeholders("a, b, c"), "?, ?, ?");
-        assert_eq!(placeholders(TEMPLATE_COLUMNS).matches('?').count(), 23);
+        assert_eq!(
+            placeholders(TemplateRecord::COLUMNS).matches('?').count(),
+            23
+        );
     }
 }

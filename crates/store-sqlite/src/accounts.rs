@@ -1,55 +1,46 @@
 //! `AccountStore` on SQLite: accounts, login sessions and rotating refresh tokens.
 
 use crate::SqliteStore;
-use crate::error::db;
 use async_trait::async_trait;
 use jiff::Timestamp;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 use stampede_core::ports::{Account, AccountStore, RefreshOutcome, StoreError};
-use stampede_domain::auth::Role;
-use stampede_domain::ids::ShopId;
-use stampede_domain::time::{from_ms, to_ms};
+use stampede_domain::time::to_ms;
+use stampede_store_sql::text::placeholders;
+use stampede_store_sql::{SqlRow, db_err};
+use std::sync::LazyLock;
 
-/// The `accounts` columns, as a literal so `concat!` can build `&'static str` queries.
-macro_rules! account_columns {
-    () => {
-        "id, username, password_hash, role, shop_id, created_at_ms"
-    };
-}
-const ACCOUNT_BY_ID: &str = concat!("SELECT ", account_columns!(), " FROM accounts WHERE id = ?");
-const ACCOUNT_BY_USERNAME: &str = concat!(
-    "SELECT ",
-    account_columns!(),
-    " FROM accounts WHERE username = ?"
-);
+static ACCOUNT_BY_ID: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {} FROM accounts WHERE id = ?", Account::COLUMNS));
+static ACCOUNT_BY_USERNAME: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM accounts WHERE username = ?",
+        Account::COLUMNS
+    )
+});
+
+static INSERT_ACCOUNT: LazyLock<String> = LazyLock::new(|| {
+    let columns = Account::COLUMNS;
+    format!(
+        "INSERT INTO accounts ({columns}) VALUES ({})",
+        placeholders(columns)
+    )
+});
 
 fn decode_account(row: &SqliteRow) -> Result<Account, StoreError> {
-    let id: i64 = row.try_get("id").map_err(db)?;
-    let bad = |what: &str| StoreError::Corrupt(format!("account {id}: bad {what}"));
-    let role: String = row.try_get("role").map_err(db)?;
-    let shop_id: Option<i64> = row.try_get("shop_id").map_err(db)?;
-    Ok(Account {
-        id,
-        username: row.try_get("username").map_err(db)?,
-        password_hash: row.try_get("password_hash").map_err(db)?,
-        role: Role::parse(&role).ok_or_else(|| bad("role"))?,
-        shop_id: shop_id
-            .map(|s| ShopId::from_stored(s).ok_or_else(|| bad("shop_id")))
-            .transpose()?,
-        created_at: from_ms(row.try_get("created_at_ms").map_err(db)?),
-    })
+    Account::read(row)
 }
 
 async fn account_by_id(
     conn: &mut SqliteConnection,
     id: i64,
 ) -> Result<Option<Account>, StoreError> {
-    let row = sqlx::query(ACCOUNT_BY_ID)
+    let row = sqlx::query(ACCOUNT_BY_ID.as_str())
         .bind(id)
         .fetch_optional(conn)
         .await
-        .map_err(db)?;
+        .map_err(db_err)?;
     row.as_ref().map(decode_account).transpose()
 }
 
@@ -65,36 +56,26 @@ async fn insert_refresh(
         .bind(to_ms(expires_at))
         .execute(conn)
         .await
-        .map_err(db)?;
+        .map_err(db_err)?;
     Ok(())
 }
 
 #[async_trait]
 impl AccountStore for SqliteStore {
     async fn create_account(&self, a: &Account) -> Result<(), StoreError> {
-        sqlx::query(concat!(
-            "INSERT INTO accounts (",
-            account_columns!(),
-            ") VALUES (?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(a.id)
-        .bind(&a.username)
-        .bind(&a.password_hash)
-        .bind(a.role.as_str())
-        .bind(a.shop_id.map(ShopId::get))
-        .bind(to_ms(a.created_at))
-        .execute(&self.writer)
-        .await
-        .map_err(db)?;
+        a.bind(sqlx::query(INSERT_ACCOUNT.as_str()))
+            .execute(&self.writer)
+            .await
+            .map_err(db_err)?;
         Ok(())
     }
 
     async fn account_by_username(&self, username: &str) -> Result<Option<Account>, StoreError> {
-        let row = sqlx::query(ACCOUNT_BY_USERNAME)
+        let row = sqlx::query(ACCOUNT_BY_USERNAME.as_str())
             .bind(username)
             .fetch_optional(&self.reader)
             .await
-            .map_err(db)?;
+            .map_err(db_err)?;
         row.as_ref().map(decode_account).transpose()
     }
 
@@ -110,16 +91,16 @@ impl AccountStore for SqliteStore {
             .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(db)?;
+            .map_err(db_err)?;
         sqlx::query("INSERT INTO auth_sessions (id, account_id, created_at_ms, revoked_at_ms) VALUES (?, ?, ?, NULL)")
             .bind(session_id)
             .bind(account_id)
             .bind(to_ms(now))
             .execute(&mut *tx)
             .await
-            .map_err(db)?;
+            .map_err(db_err)?;
         insert_refresh(&mut tx, refresh_hash, session_id, refresh_expires_at).await?;
-        tx.commit().await.map_err(db)?;
+        tx.commit().await.map_err(db_err)?;
         Ok(())
     }
 
@@ -136,7 +117,7 @@ impl AccountStore for SqliteStore {
             .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(db)?;
+            .map_err(db_err)?;
         let row = sqlx::query(
             "SELECT r.session_id, r.expires_at_ms, r.used_at_ms, s.account_id, s.revoked_at_ms \
              FROM refresh_tokens r JOIN auth_sessions s ON s.id = r.session_id WHERE r.token_hash = ?",
@@ -144,19 +125,19 @@ impl AccountStore for SqliteStore {
         .bind(presented_hash)
         .fetch_optional(&mut *tx)
         .await
-        .map_err(db)?;
+        .map_err(db_err)?;
         let Some(row) = row else {
-            tx.rollback().await.map_err(db)?;
+            tx.rollback().await.map_err(db_err)?;
             return Ok(RefreshOutcome::Invalid);
         };
-        let session_id: String = row.try_get("session_id").map_err(db)?;
-        let expires_at_ms: i64 = row.try_get("expires_at_ms").map_err(db)?;
-        let used_at_ms: Option<i64> = row.try_get("used_at_ms").map_err(db)?;
-        let account_id: i64 = row.try_get("account_id").map_err(db)?;
-        let revoked_at_ms: Option<i64> = row.try_get("revoked_at_ms").map_err(db)?;
+        let session_id: String = row.try_get("session_id").map_err(db_err)?;
+        let expires_at_ms: i64 = row.try_get("expires_at_ms").map_err(db_err)?;
+        let used_at_ms: Option<i64> = row.try_get("used_at_ms").map_err(db_err)?;
+        let account_id: i64 = row.try_get("account_id").map_err(db_err)?;
+        let revoked_at_ms: Option<i64> = row.try_get("revoked_at_ms").map_err(db_err)?;
 
         if revoked_at_ms.is_some() {
-            tx.rollback().await.map_err(db)?;
+            tx.rollback().await.map_err(db_err)?;
             return Ok(RefreshOutcome::Invalid);
         }
         if used_at_ms.is_some() {
@@ -169,16 +150,16 @@ impl AccountStore for SqliteStore {
             .bind(&session_id)
             .execute(&mut *tx)
             .await
-            .map_err(db)?;
-            tx.commit().await.map_err(db)?;
+            .map_err(db_err)?;
+            tx.commit().await.map_err(db_err)?;
             return Ok(RefreshOutcome::Reused);
         }
         if expires_at_ms <= to_ms(now) {
-            tx.rollback().await.map_err(db)?;
+            tx.rollback().await.map_err(db_err)?;
             return Ok(RefreshOutcome::Invalid);
         }
         let Some(account) = account_by_id(&mut tx, account_id).await? else {
-            tx.rollback().await.map_err(db)?;
+            tx.rollback().await.map_err(db_err)?;
             return Ok(RefreshOutcome::Invalid);
         };
         sqlx::query("UPDATE refresh_tokens SET used_at_ms = ? WHERE token_hash = ?")
@@ -186,9 +167,9 @@ impl AccountStore for SqliteStore {
             .bind(presented_hash)
             .execute(&mut *tx)
             .await
-            .map_err(db)?;
+            .map_err(db_err)?;
         insert_refresh(&mut tx, next_hash, &session_id, next_expires_at).await?;
-        tx.commit().await.map_err(db)?;
+        tx.commit().await.map_err(db_err)?;
         Ok(RefreshOutcome::Rotated {
             account,
             session_id,
@@ -204,7 +185,7 @@ impl AccountStore for SqliteStore {
         .bind(session_id)
         .execute(&self.writer)
         .await
-        .map_err(db)?;
+        .map_err(db_err)?;
         Ok(())
     }
 
@@ -213,6 +194,6 @@ impl AccountStore for SqliteStore {
             .bind(refresh_hash)
             .fetch_optional(&self.reader)
             .await
-            .map_err(db)
+            .map_err(db_err)
     }
 }

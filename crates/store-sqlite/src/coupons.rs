@@ -8,25 +8,26 @@
 //! and each stays prepared in the writer connection's statement cache.
 
 use crate::SqliteStore;
-use crate::error::{db, refused};
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{AssertSqlSafe, Row, Sqlite, SqliteConnection};
+use sqlx::{AssertSqlSafe, Sqlite, SqliteConnection};
 use stampede_core::claim_ports::{ClaimRecord, ClaimState, CouponQuery, CouponStore, OutboxEvent};
 use stampede_core::ports::StoreError;
-use stampede_core::records::{COUPON_COLUMNS, CouponRecord};
-use stampede_domain::coupon::{CouponStatus, UserCoupon};
+use stampede_core::records::CouponRecord;
+use stampede_domain::coupon::UserCoupon;
 use stampede_domain::ids::{CouponId, TemplateId, UserId};
 use stampede_domain::time::to_ms;
+use stampede_store_sql::SqlRow;
+use stampede_store_sql::rows::{read_keyed, read_user_count};
+use stampede_store_sql::text::{CouponStatusFilter, multi_insert};
+use stampede_store_sql::{db_err, refused};
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 pub(crate) type Query = sqlx::query::Query<'static, Sqlite, SqliteArguments>;
 
 /// Kind of the event every stored claim records.
-use stampede_core::records::claimed_event;
-
-pub(crate) const OUTBOX_COLUMNS: &str = "event_id, kind, aggregate_id, payload, created_at_ms";
+use stampede_core::events::claimed_event;
 
 /// Rows per INSERT statement, largest first. The largest binds 256 × 13 = 3,328 variables,
 /// far under SQLite's limit of 32,766; larger statements buy little once a batch is one
@@ -43,19 +44,21 @@ impl MultiInsert {
 
     /// `verb` is `INSERT` or, to skip rows that break a constraint, `INSERT OR IGNORE`.
     pub(crate) fn with_verb(verb: &str, table: &str, columns: &str) -> Self {
-        let row = format!("({})", vec!["?"; columns.split(',').count()].join(", "));
         MultiInsert(
             CHUNK_ROWS
                 .iter()
-                .map(|&n| {
-                    let values = vec![row.as_str(); n].join(", ");
-                    (
-                        n,
-                        format!("{verb} INTO {table} ({columns}) VALUES {values}"),
-                    )
-                })
+                .map(|&n| (n, multi_insert(verb, table, columns, n)))
                 .collect(),
         )
+    }
+
+    /// Inserts `rows`, each bound by its `SqlRow::bind`.
+    pub(crate) async fn insert<T: SqlRow>(
+        &'static self,
+        conn: &mut SqliteConnection,
+        rows: &[T],
+    ) -> Result<u64, StoreError> {
+        self.run(conn, rows, |q, r| r.bind(q)).await
     }
 
     /// Inserts `rows` with as few statements as the fixed sizes allow, binding each row with
@@ -75,7 +78,7 @@ impl MultiInsert {
                 for r in chunk {
                     q = bind(q, r);
                 }
-                inserted += q.execute(&mut *conn).await.map_err(db)?.rows_affected();
+                inserted += q.execute(&mut *conn).await.map_err(db_err)?.rows_affected();
                 rest = tail;
             }
         }
@@ -84,65 +87,25 @@ impl MultiInsert {
 }
 
 static INSERT_COUPONS: LazyLock<MultiInsert> =
-    LazyLock::new(|| MultiInsert::new("user_coupons", COUPON_COLUMNS));
+    LazyLock::new(|| MultiInsert::new("user_coupons", CouponRecord::COLUMNS));
 pub(crate) static INSERT_EVENTS: LazyLock<MultiInsert> =
-    LazyLock::new(|| MultiInsert::new("outbox", OUTBOX_COLUMNS));
+    LazyLock::new(|| MultiInsert::new("outbox", OutboxEvent::COLUMNS));
 
 static SELECT_COUPON: LazyLock<String> = LazyLock::new(|| {
-    format!("SELECT {COUPON_COLUMNS} FROM user_coupons WHERE id = ? AND user_id = ?")
+    format!(
+        "SELECT {} FROM user_coupons WHERE id = ? AND user_id = ?",
+        CouponRecord::COLUMNS
+    )
 });
 static SELECT_KEYED: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {COUPON_COLUMNS} FROM user_coupons WHERE template_id = ? AND claim_key IS NOT NULL AND origin = 'claim'"
+        "SELECT {} FROM user_coupons WHERE template_id = ? AND claim_key IS NOT NULL AND origin = 'claim'",
+        CouponRecord::COLUMNS
     )
 });
 
-/// Binds a coupon in `COUPON_COLUMNS` order.
-pub(crate) fn bind_coupon(q: Query, r: &CouponRecord) -> Query {
-    q.bind(r.id)
-        .bind(r.user_id)
-        .bind(r.template_id)
-        .bind(r.shop_id)
-        .bind(r.seq)
-        .bind(r.origin.as_str())
-        .bind(r.status.as_str())
-        .bind(r.valid_from_ms)
-        .bind(r.valid_until_ms)
-        .bind(r.claimed_at_ms)
-        .bind(r.locked_order_id.as_deref())
-        .bind(r.used_at_ms)
-        .bind(r.claim_key.as_deref())
-}
-
-/// Binds an event in `OUTBOX_COLUMNS` order.
-pub(crate) fn bind_event(q: Query, e: &OutboxEvent) -> Query {
-    q.bind(e.id.as_str())
-        .bind(e.kind.as_str())
-        .bind(e.aggregate_id)
-        .bind(e.payload.as_str())
-        .bind(e.created_at_ms)
-}
-
-fn coupon_record(row: &SqliteRow) -> Result<CouponRecord, sqlx::Error> {
-    Ok(CouponRecord {
-        id: row.try_get("id")?,
-        user_id: row.try_get("user_id")?,
-        template_id: row.try_get("template_id")?,
-        shop_id: row.try_get("shop_id")?,
-        seq: row.try_get("seq")?,
-        origin: row.try_get("origin")?,
-        status: row.try_get("status")?,
-        valid_from_ms: row.try_get("valid_from_ms")?,
-        valid_until_ms: row.try_get("valid_until_ms")?,
-        claimed_at_ms: row.try_get("claimed_at_ms")?,
-        locked_order_id: row.try_get("locked_order_id")?,
-        used_at_ms: row.try_get("used_at_ms")?,
-        claim_key: row.try_get("claim_key")?,
-    })
-}
-
 pub(crate) fn decode_coupon(row: &SqliteRow) -> Result<UserCoupon, StoreError> {
-    coupon_record(row).map_err(db)?.into_coupon()
+    CouponRecord::read(row)?.into_coupon()
 }
 
 /// Everything `commit_claims` writes, prepared before the write lock is taken.
@@ -170,15 +133,15 @@ impl Batch {
     }
 
     async fn write(&self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
-        INSERT_COUPONS.run(conn, &self.coupons, bind_coupon).await?;
-        INSERT_EVENTS.run(conn, &self.events, bind_event).await?;
+        INSERT_COUPONS.insert(conn, &self.coupons).await?;
+        INSERT_EVENTS.insert(conn, &self.events).await?;
         for (&template, &count) in &self.taken {
             let done = sqlx::query("UPDATE templates SET stock = stock - ? WHERE id = ?")
                 .bind(count)
                 .bind(template)
                 .execute(&mut *conn)
                 .await
-                .map_err(db)?;
+                .map_err(db_err)?;
             if done.rows_affected() != 1 {
                 // Coupons of a template that is not stored would be counted nowhere.
                 return Err(refused(format!("claims for unknown template {template}")));
@@ -186,31 +149,6 @@ impl Batch {
         }
         Ok(())
     }
-}
-
-/// The value a listing's status condition binds.
-enum StatusArg {
-    Now(i64),
-    Status(&'static str),
-}
-
-/// The status condition of a listing (`unused` and `expired` judged at `now_ms`).
-fn status_filter(status: Option<CouponStatus>, now_ms: i64) -> Option<(&'static str, StatusArg)> {
-    let now = StatusArg::Now(now_ms);
-    Some(match status? {
-        CouponStatus::Unused => (" AND status = 'unused' AND valid_until_ms > ?", now),
-        CouponStatus::Expired => (
-            " AND (status = 'expired' OR (status = 'unused' AND valid_until_ms <= ?))",
-            now,
-        ),
-        s @ (CouponStatus::Locked | CouponStatus::Used | CouponStatus::Revoked) => {
-            (" AND status = ?", StatusArg::Status(s.as_str()))
-        }
-    })
-}
-
-fn corrupt_id(what: &str, raw: i64) -> StoreError {
-    StoreError::Corrupt(format!("bad {what} {raw}"))
 }
 
 #[async_trait]
@@ -224,9 +162,9 @@ impl CouponStore for SqliteStore {
             .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(db)?;
+            .map_err(db_err)?;
         match batch.write(&mut tx).await {
-            Ok(()) => tx.commit().await.map_err(db),
+            Ok(()) => tx.commit().await.map_err(db_err),
             Err(e) => {
                 // All or nothing: the caller fails every request of the batch.
                 if let Err(r) = tx.rollback().await {
@@ -239,34 +177,27 @@ impl CouponStore for SqliteStore {
 
     async fn claim_state(&self, template: TemplateId) -> Result<ClaimState, StoreError> {
         // One read transaction: counts and keyed coupons come from the same snapshot.
-        let mut tx = self.reader.begin().await.map_err(db)?;
+        let mut tx = self.reader.begin().await.map_err(db_err)?;
         let counts = sqlx::query(
             "SELECT user_id, COUNT(*) AS n FROM user_coupons WHERE template_id = ? GROUP BY user_id",
         )
         .bind(template.get())
         .fetch_all(&mut *tx)
         .await
-        .map_err(db)?;
+        .map_err(db_err)?;
         let keyed = sqlx::query(SELECT_KEYED.as_str())
             .bind(template.get())
             .fetch_all(&mut *tx)
             .await
-            .map_err(db)?;
-        tx.rollback().await.map_err(db)?;
+            .map_err(db_err)?;
+        tx.rollback().await.map_err(db_err)?;
 
         let mut state = ClaimState::default();
         for row in &counts {
-            let user: i64 = row.try_get("user_id").map_err(db)?;
-            let n: i64 = row.try_get("n").map_err(db)?;
-            state.user_counts.push((
-                UserId::new(user).ok_or_else(|| corrupt_id("user id", user))?,
-                u32::try_from(n).map_err(|_| corrupt_id("coupon count", n))?,
-            ));
+            state.user_counts.push(read_user_count(row)?);
         }
         for row in &keyed {
-            let mut r = coupon_record(row).map_err(db)?;
-            let key = r.claim_key.take().unwrap_or_default();
-            state.keyed.push((key, r.into_coupon()?));
+            state.keyed.push(read_keyed(row)?);
         }
         Ok(state)
     }
@@ -281,7 +212,7 @@ impl CouponStore for SqliteStore {
             .bind(user.get())
             .fetch_optional(&self.reader)
             .await
-            .map_err(db)?;
+            .map_err(db_err)?;
         row.as_ref().map(decode_coupon).transpose()
     }
 
@@ -290,10 +221,13 @@ impl CouponStore for SqliteStore {
             return Ok(Vec::new());
         }
         // Only fixed fragments go into the SQL text; every value is bound.
-        let mut sql = format!("SELECT {COUPON_COLUMNS} FROM user_coupons WHERE user_id = ?");
-        let filter = status_filter(q.status, to_ms(q.now));
-        if let Some((condition, _)) = &filter {
-            sql.push_str(condition);
+        let mut sql = format!(
+            "SELECT {} FROM user_coupons WHERE user_id = ?",
+            CouponRecord::COLUMNS
+        );
+        let filter = CouponStatusFilter::new(q.status, to_ms(q.now));
+        if let Some(f) = &filter {
+            sql.push_str(f.condition);
         }
         if q.after.is_some() {
             // A row value compares lexicographically and lets SQLite seek the listing index.
@@ -302,10 +236,8 @@ impl CouponStore for SqliteStore {
         sql.push_str(" ORDER BY valid_until_ms, id LIMIT ?");
 
         let mut query = sqlx::query(AssertSqlSafe(sql)).bind(q.user_id.get());
-        match filter {
-            Some((_, StatusArg::Now(ms))) => query = query.bind(ms),
-            Some((_, StatusArg::Status(s))) => query = query.bind(s),
-            None => {}
+        if let Some(f) = &filter {
+            query = f.bind(query);
         }
         if let Some((until, id)) = q.after {
             query = query.bind(until).bind(id);
@@ -314,31 +246,22 @@ impl CouponStore for SqliteStore {
             .bind(i64::from(q.limit))
             .fetch_all(&self.reader)
             .await
-            .map_err(db)?;
+            .map_err(db_err)?;
         rows.iter().map(decode_coupon).collect()
     }
 
     async fn outbox_events(&self, kind: &str, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT event_id, kind, aggregate_id, payload, created_at_ms FROM outbox \
-             WHERE kind = ? ORDER BY seq LIMIT ?",
-        )
-        .bind(kind)
-        .bind(i64::from(limit))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db)?;
-        rows.iter()
-            .map(|row| {
-                Ok(OutboxEvent {
-                    id: row.try_get("event_id").map_err(db)?,
-                    kind: row.try_get("kind").map_err(db)?,
-                    aggregate_id: row.try_get("aggregate_id").map_err(db)?,
-                    payload: row.try_get("payload").map_err(db)?,
-                    created_at_ms: row.try_get("created_at_ms").map_err(db)?,
-                })
-            })
-            .collect()
+        let sql = format!(
+            "SELECT {} FROM outbox WHERE kind = ? ORDER BY seq LIMIT ?",
+            OutboxEvent::COLUMNS
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(kind)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(OutboxEvent::read).collect()
     }
 }
 
@@ -373,7 +296,7 @@ mod tests {
                 .fetch_all(&store.reader)
                 .await
                 .unwrap();
-        let expected: Vec<&str> = COUPON_COLUMNS.split(',').map(str::trim).collect();
+        let expected: Vec<&str> = CouponRecord::COLUMNS.split(',').map(str::trim).collect();
         assert_eq!(names, expected);
     }
 }

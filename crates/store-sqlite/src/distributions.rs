@@ -3,8 +3,7 @@
 //! change, the failures and the checkpoint, so a crash leaves all of it or none.
 
 use crate::SqliteStore;
-use crate::coupons::{INSERT_EVENTS, MultiInsert, Query, bind_coupon, bind_event};
-use crate::error::{db, refused};
+use crate::coupons::{INSERT_EVENTS, MultiInsert};
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Row, SqliteConnection};
@@ -14,96 +13,40 @@ use stampede_core::distribution_ports::{
     FinishGuard,
 };
 use stampede_core::ports::{Page, StoreError};
-use stampede_core::records::{
-    COUPON_COLUMNS, CouponRecord, DISTRIBUTION_COLUMNS, DistributionRecord,
-};
+use stampede_core::records::{CouponRecord, DistributionRecord};
 use stampede_domain::distribution::{
     DistributionStatus, DistributionTask, FailedRow, NotifyState, RowFailure,
 };
 use stampede_domain::ids::{DistributionId, ShopId};
 use stampede_domain::time::to_ms;
+use stampede_store_sql::SqlRow;
+use stampede_store_sql::rows::FailureRecord;
+use stampede_store_sql::{db_err, refused};
 use std::sync::LazyLock;
 
 /// A row's own coupon is the one with its `claim_key`; any other conflict (its
 /// `(user, template, seq)` slot taken by another coupon) leaves the row out.
-static INSERT_COUPONS_IGNORE: LazyLock<MultiInsert> =
-    LazyLock::new(|| MultiInsert::with_verb("INSERT OR IGNORE", "user_coupons", COUPON_COLUMNS));
+static INSERT_COUPONS_IGNORE: LazyLock<MultiInsert> = LazyLock::new(|| {
+    MultiInsert::with_verb("INSERT OR IGNORE", "user_coupons", CouponRecord::COLUMNS)
+});
 static INSERT_FAILURES: LazyLock<MultiInsert> = LazyLock::new(|| {
     MultiInsert::with_verb(
         "INSERT OR IGNORE",
         "distribution_failures",
-        "distribution_id, row_no, raw, reason",
+        FailureRecord::COLUMNS,
     )
 });
 static INSERT_TASK: LazyLock<MultiInsert> =
-    LazyLock::new(|| MultiInsert::new("distributions", DISTRIBUTION_COLUMNS));
-static SELECT_TASK: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {DISTRIBUTION_COLUMNS} FROM distributions WHERE id = ?"));
-
-fn bind_task(q: Query, r: &DistributionRecord) -> Query {
-    q.bind(r.id)
-        .bind(r.template_id)
-        .bind(r.shop_id)
-        .bind(r.name.clone())
-        .bind(r.status.clone())
-        .bind(r.send_at_ms)
-        .bind(r.total_rows)
-        .bind(r.processed_rows)
-        .bind(r.succeeded)
-        .bind(r.failed)
-        .bind(r.created_at_ms)
-        .bind(r.started_at_ms)
-        .bind(r.finished_at_ms)
-        .bind(r.notify_url.clone())
-        .bind(r.failure_reason.clone())
-        .bind(r.cancel_requested)
-        .bind(r.file_format.clone())
-        .bind(r.file_size)
-        .bind(r.batch_size)
-        .bind(r.created_by.clone())
-        .bind(r.idem_key.clone())
-        .bind(r.request_hash.clone())
-        .bind(r.lease_owner.clone())
-        .bind(r.lease_until_ms)
-        .bind(r.notify_state.clone())
-        .bind(r.notify_attempts)
-        .bind(r.notify_next_at_ms)
-}
-
-fn task_record(row: &SqliteRow) -> Result<DistributionRecord, sqlx::Error> {
-    Ok(DistributionRecord {
-        id: row.try_get("id")?,
-        template_id: row.try_get("template_id")?,
-        shop_id: row.try_get("shop_id")?,
-        name: row.try_get("name")?,
-        status: row.try_get("status")?,
-        send_at_ms: row.try_get("send_at_ms")?,
-        total_rows: row.try_get("total_rows")?,
-        processed_rows: row.try_get("processed_rows")?,
-        succeeded: row.try_get("succeeded")?,
-        failed: row.try_get("failed")?,
-        created_at_ms: row.try_get("created_at_ms")?,
-        started_at_ms: row.try_get("started_at_ms")?,
-        finished_at_ms: row.try_get("finished_at_ms")?,
-        notify_url: row.try_get("notify_url")?,
-        failure_reason: row.try_get("failure_reason")?,
-        cancel_requested: row.try_get("cancel_requested")?,
-        file_format: row.try_get("file_format")?,
-        file_size: row.try_get("file_size")?,
-        batch_size: row.try_get("batch_size")?,
-        created_by: row.try_get("created_by")?,
-        idem_key: row.try_get("idem_key")?,
-        request_hash: row.try_get("request_hash")?,
-        lease_owner: row.try_get("lease_owner")?,
-        lease_until_ms: row.try_get("lease_until_ms")?,
-        notify_state: row.try_get("notify_state")?,
-        notify_attempts: row.try_get("notify_attempts")?,
-        notify_next_at_ms: row.try_get("notify_next_at_ms")?,
-    })
-}
+    LazyLock::new(|| MultiInsert::new("distributions", DistributionRecord::COLUMNS));
+static SELECT_TASK: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM distributions WHERE id = ?",
+        DistributionRecord::COLUMNS
+    )
+});
 
 fn decode(row: &SqliteRow) -> Result<DistributionTask, StoreError> {
-    task_record(row).map_err(db)?.into_task()
+    DistributionRecord::read(row)?.into_task()
 }
 
 fn int(v: u64) -> i64 {
@@ -118,17 +61,10 @@ async fn read_task(
         .bind(id)
         .fetch_optional(&mut *conn)
         .await
-        .map_err(db)?
+        .map_err(db_err)?
         .as_ref()
         .map(decode)
         .transpose()
-}
-
-/// `(distribution_id, row_no, raw, reason)` of one failure row.
-type FailureArgs = (i64, i64, String, &'static str);
-
-fn bind_failure(q: Query, f: &FailureArgs) -> Query {
-    q.bind(f.0).bind(f.1).bind(f.2.clone()).bind(f.3)
 }
 
 impl SqliteStore {
@@ -144,10 +80,10 @@ impl SqliteStore {
             .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(db)?;
+            .map_err(db_err)?;
         match f(&mut tx).await {
             Ok(v) => {
-                tx.commit().await.map_err(db)?;
+                tx.commit().await.map_err(db_err)?;
                 Ok(v)
             }
             Err(e) => {
@@ -170,13 +106,12 @@ async fn write_batch(
         .iter()
         .map(|c| CouponRecord::from_coupon(&c.record.coupon, c.record.claim_key.as_deref()))
         .collect();
-    let inserted = INSERT_COUPONS_IGNORE
-        .run(conn, &records, bind_coupon)
-        .await?;
-    let mut failures: Vec<FailureArgs> = b
+    let inserted = INSERT_COUPONS_IGNORE.insert(conn, &records).await?;
+    // The TEXT column holds a raw value whole.
+    let mut failures: Vec<FailureRecord> = b
         .failures
         .iter()
-        .map(|f| (b.task.get(), int(f.row), f.raw.clone(), f.reason.as_str()))
+        .map(|f| FailureRecord::new(b.task, f, usize::MAX))
         .collect();
     let mut rejected = 0;
     if inserted < b.coupons.len() as u64 {
@@ -191,15 +126,18 @@ async fn write_batch(
             .bind(c.record.claim_key.as_deref())
             .fetch_optional(&mut *conn)
             .await
-            .map_err(db)?
+            .map_err(db_err)?
             .is_some();
             if !present {
                 rejected += 1;
-                failures.push((
-                    b.task.get(),
-                    int(c.row),
-                    c.raw.clone(),
-                    RowFailure::StoreRejected.as_str(),
+                failures.push(FailureRecord::new(
+                    b.task,
+                    &FailedRow {
+                        row: c.row,
+                        raw: c.raw.clone(),
+                        reason: RowFailure::StoreRejected,
+                    },
+                    usize::MAX,
                 ));
             }
         }
@@ -211,7 +149,7 @@ async fn write_batch(
             .bind(b.template_id.get())
             .execute(&mut *conn)
             .await
-            .map_err(db)?
+            .map_err(db_err)?
             .rows_affected();
         if found != 1 {
             // Coupons of a template that is not stored would be counted nowhere; the
@@ -222,7 +160,7 @@ async fn write_batch(
             )));
         }
     }
-    INSERT_FAILURES.run(conn, &failures, bind_failure).await?;
+    INSERT_FAILURES.insert(conn, &failures).await?;
     sqlx::query(
         "UPDATE distributions SET processed_rows = ?, succeeded = succeeded + ?, \
          failed = failed + ?, lease_until_ms = ? WHERE id = ?",
@@ -234,7 +172,7 @@ async fn write_batch(
     .bind(b.task.get())
     .execute(&mut *conn)
     .await
-    .map_err(db)?;
+    .map_err(db_err)?;
     Ok((issued, rejected))
 }
 
@@ -248,20 +186,21 @@ impl DistributionStore for SqliteStore {
         self.in_write_tx(|conn| {
             Box::pin(async move {
                 if let Some(key) = record.idem_key.as_deref() {
+                    let columns = DistributionRecord::COLUMNS;
                     let existing = sqlx::query(AssertSqlSafe(format!(
-                        "SELECT {DISTRIBUTION_COLUMNS} FROM distributions WHERE shop_id = ? AND idem_key = ?"
+                        "SELECT {columns} FROM distributions WHERE shop_id = ? AND idem_key = ?"
                     )))
                     .bind(record.shop_id)
                     .bind(key)
                     .fetch_optional(&mut *conn)
                     .await
-                    .map_err(db)?;
+                    .map_err(db_err)?;
                     if let Some(row) = existing {
                         return Ok(CreateDistribution::KeyExists(Box::new(decode(&row)?)));
                     }
                 }
                 INSERT_TASK
-                    .run(conn, std::slice::from_ref(&record), bind_task)
+                    .insert(conn, std::slice::from_ref(&record))
                     .await?;
                 Ok(CreateDistribution::Created)
             })
@@ -284,7 +223,7 @@ impl DistributionStore for SqliteStore {
         .bind(bytes.to_vec())
         .execute(&self.writer)
         .await
-        .map_err(db)?;
+        .map_err(db_err)?;
         Ok(())
     }
 
@@ -301,8 +240,8 @@ impl DistributionStore for SqliteStore {
         .bind(i64::from(n))
         .fetch_optional(&self.reader)
         .await
-        .map_err(db)?;
-        row.map(|r| r.try_get::<Vec<u8>, _>("bytes").map_err(db))
+        .map_err(db_err)?;
+        row.map(|r| r.try_get::<Vec<u8>, _>("bytes").map_err(db_err))
             .transpose()
     }
 
@@ -310,7 +249,7 @@ impl DistributionStore for SqliteStore {
         &self,
         id: DistributionId,
     ) -> Result<Option<DistributionTask>, StoreError> {
-        let mut conn = self.reader.acquire().await.map_err(db)?;
+        let mut conn = self.reader.acquire().await.map_err(db_err)?;
         read_task(&mut conn, id.get()).await
     }
 
@@ -324,8 +263,9 @@ impl DistributionStore for SqliteStore {
             Some(s) => (" WHERE shop_id = ?", Some(s.get())),
             None => ("", None),
         };
+        let columns = DistributionRecord::COLUMNS;
         let mut list = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {DISTRIBUTION_COLUMNS} FROM distributions{filter} ORDER BY id DESC LIMIT ? OFFSET ?"
+            "SELECT {columns} FROM distributions{filter} ORDER BY id DESC LIMIT ? OFFSET ?"
         )));
         let mut total = sqlx::query(AssertSqlSafe(format!(
             "SELECT COUNT(*) AS n FROM distributions{filter}"
@@ -339,13 +279,13 @@ impl DistributionStore for SqliteStore {
             .bind((page - 1) * size)
             .fetch_all(&self.reader)
             .await
-            .map_err(db)?;
+            .map_err(db_err)?;
         let n: i64 = total
             .fetch_one(&self.reader)
             .await
-            .map_err(db)?
+            .map_err(db_err)?
             .try_get("n")
-            .map_err(db)?;
+            .map_err(db_err)?;
         Ok(Page {
             items: rows.iter().map(decode).collect::<Result<_, _>>()?,
             total: u64::try_from(n).unwrap_or(0),
@@ -358,8 +298,9 @@ impl DistributionStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<DistributionTask>, StoreError> {
         let now = to_ms(now);
+        let columns = DistributionRecord::COLUMNS;
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {DISTRIBUTION_COLUMNS} FROM distributions \
+            "SELECT {columns} FROM distributions \
              WHERE status IN ('pending', 'running') AND lease_until_ms < ? \
                AND (status = 'running' OR send_at_ms <= ? OR cancel_requested) \
              ORDER BY send_at_ms, id LIMIT ?"
@@ -369,7 +310,7 @@ impl DistributionStore for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await
-        .map_err(db)?;
+        .map_err(db_err)?;
         rows.iter().map(decode).collect()
     }
 
@@ -399,7 +340,7 @@ impl DistributionStore for SqliteStore {
                 .bind(owner.as_str())
                 .execute(&mut *conn)
                 .await
-                .map_err(db)?;
+                .map_err(db_err)?;
                 if done.rows_affected() == 0 {
                     return Ok(None);
                 }
@@ -420,7 +361,7 @@ impl DistributionStore for SqliteStore {
             .bind(owner)
             .execute(&self.writer)
             .await
-            .map_err(db)?;
+            .map_err(db_err)?;
         Ok(())
     }
 
@@ -497,7 +438,7 @@ impl DistributionStore for SqliteStore {
                     Some(o) => q.bind(o),
                     None => q.bind(now),
                 };
-                if q.execute(&mut *conn).await.map_err(db)?.rows_affected() == 0 {
+                if q.execute(&mut *conn).await.map_err(db_err)?.rows_affected() == 0 {
                     return Ok(None);
                 }
                 let task = read_task(conn, id.get()).await?;
@@ -505,13 +446,13 @@ impl DistributionStore for SqliteStore {
                 // the recorded summary is exactly what was stored.
                 let event = match &task {
                     Some(t) => OutboxEvent {
-                        payload: stampede_core::records::distribution_summary(t).to_string(),
+                        payload: stampede_core::events::distribution_summary(t).to_string(),
                         ..event
                     },
                     None => event,
                 };
                 INSERT_EVENTS
-                    .run(conn, std::slice::from_ref(&event), bind_event)
+                    .insert(conn, std::slice::from_ref(&event))
                     .await?;
                 Ok(task)
             })
@@ -527,7 +468,7 @@ impl DistributionStore for SqliteStore {
         .bind(id.get())
         .execute(&self.writer)
         .await
-        .map_err(db)?;
+        .map_err(db_err)?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -538,28 +479,19 @@ impl DistributionStore for SqliteStore {
         after_row: u64,
         limit: u32,
     ) -> Result<Vec<FailedRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT row_no, raw, reason FROM distribution_failures \
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {} FROM distribution_failures \
              WHERE distribution_id = ? AND row_no > ? ORDER BY row_no LIMIT ?",
-        )
+            FailureRecord::COLUMNS
+        )))
         .bind(id.get())
         .bind(int(after_row))
         .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await
-        .map_err(db)?;
+        .map_err(db_err)?;
         rows.iter()
-            .map(|r| {
-                let row: i64 = r.try_get("row_no").map_err(db)?;
-                let reason: String = r.try_get("reason").map_err(db)?;
-                Ok(FailedRow {
-                    row: u64::try_from(row)
-                        .map_err(|_| StoreError::Corrupt(format!("failure row {row}")))?,
-                    raw: r.try_get("raw").map_err(db)?,
-                    reason: RowFailure::parse(&reason)
-                        .ok_or_else(|| StoreError::Corrupt(format!("failure reason {reason}")))?,
-                })
-            })
+            .map(|r| FailureRecord::read(r)?.into_failed_row())
             .collect()
     }
 
@@ -568,8 +500,9 @@ impl DistributionStore for SqliteStore {
         now: jiff::Timestamp,
         limit: u32,
     ) -> Result<Vec<DistributionTask>, StoreError> {
+        let columns = DistributionRecord::COLUMNS;
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {DISTRIBUTION_COLUMNS} FROM distributions \
+            "SELECT {columns} FROM distributions \
              WHERE notify_state = 'pending' AND notify_next_at_ms <= ? \
              ORDER BY notify_next_at_ms LIMIT ?"
         )))
@@ -577,7 +510,7 @@ impl DistributionStore for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await
-        .map_err(db)?;
+        .map_err(db_err)?;
         rows.iter().map(decode).collect()
     }
 
@@ -601,7 +534,7 @@ impl DistributionStore for SqliteStore {
         .bind(i64::from(attempts_before))
         .execute(&self.writer)
         .await
-        .map_err(db)?;
+        .map_err(db_err)?;
         Ok(done.rows_affected() == 1)
     }
 }

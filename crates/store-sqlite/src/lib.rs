@@ -26,7 +26,6 @@
 mod accounts;
 mod coupons;
 mod distributions;
-mod error;
 mod migrate;
 mod reminders;
 mod settlements;
@@ -38,7 +37,7 @@ use stampede_core::ports::StoreError;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::error::db;
+use stampede_store_sql::db_err;
 
 /// How the store sizes its pools.
 #[derive(Debug, Clone)]
@@ -115,14 +114,14 @@ impl SqliteStore {
                     .pragma("wal_autocheckpoint", "20000"),
             )
             .await
-            .map_err(db)?;
+            .map_err(db_err)?;
         let reader = SqlitePoolOptions::new()
             .max_connections(opts.read_connections.max(1))
             // A guard, not a permission system: a write sent to the read pool fails loudly
             // instead of racing the writer for the lock.
             .connect_with(base.pragma("query_only", "ON"))
             .await
-            .map_err(db)?;
+            .map_err(db_err)?;
 
         let store = SqliteStore { writer, reader };
         let applied = store.migrate().await?;

@@ -6,10 +6,10 @@
 //! `schema_migrations` row, so a crash leaves either all of it or none, and two processes
 //! opening the same file at once cannot both apply it.
 
-use crate::error::db;
 use sqlx::SqlitePool;
 use stampede_core::ports::StoreError;
 use stampede_domain::time::to_ms;
+use stampede_store_sql::db_err;
 
 pub(crate) struct Migration {
     pub(crate) version: i64,
@@ -59,23 +59,26 @@ pub(crate) async fn run(writer: &SqlitePool) -> Result<usize, StoreError> {
     )
     .execute(writer)
     .await
-    .map_err(db)?;
+    .map_err(db_err)?;
 
     let mut applied = 0;
     for m in MIGRATIONS {
-        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
         // Checked under the write lock, so a concurrent opener cannot apply it twice.
         let done: Option<i64> =
             sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
                 .bind(m.version)
                 .fetch_optional(&mut *tx)
                 .await
-                .map_err(db)?;
+                .map_err(db_err)?;
         if done.is_some() {
-            tx.rollback().await.map_err(db)?;
+            tx.rollback().await.map_err(db_err)?;
             continue;
         }
-        sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(db)?;
+        sqlx::raw_sql(m.sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
         sqlx::query(
             "INSERT INTO schema_migrations (version, description, applied_at_ms) VALUES (?, ?, ?)",
         )
@@ -84,8 +87,8 @@ pub(crate) async fn run(writer: &SqlitePool) -> Result<usize, StoreError> {
         .bind(to_ms(jiff::Timestamp::now()))
         .execute(&mut *tx)
         .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
         tracing::info!(
             version = m.version,
             description = m.description,
@@ -97,7 +100,7 @@ pub(crate) async fn run(writer: &SqlitePool) -> Result<usize, StoreError> {
     let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
         .fetch_one(writer)
         .await
-        .map_err(db)?;
+        .map_err(db_err)?;
     let known = MIGRATIONS.last().map_or(0, |m| m.version);
     if newest.is_some_and(|v| v > known) {
         // A rolled-back binary on a newer file: additive migrations keep working, so warn only.

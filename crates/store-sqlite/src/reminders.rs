@@ -3,12 +3,10 @@
 //! never lose a bit; a delivery step's bookkeeping is one transaction fenced by the lease.
 
 use crate::SqliteStore;
-use crate::coupons::{INSERT_EVENTS, Query, bind_event};
-use crate::error::{db, refused};
+use crate::coupons::{INSERT_EVENTS, Query};
 use async_trait::async_trait;
 use futures::FutureExt;
 use jiff::Timestamp;
-use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 use stampede_core::claim_ports::OutboxEvent;
 use stampede_core::ports::StoreError;
@@ -19,9 +17,11 @@ use stampede_core::reminder_ports::{
 use stampede_domain::ids::{TemplateId, UserId};
 use stampede_domain::reminder::{Reminder, ReminderSet};
 use stampede_domain::time::to_ms;
+use stampede_store_sql::SqlRow;
+use stampede_store_sql::{db_err, refused};
 use std::sync::LazyLock;
 
-const COLUMNS: &str = "user_id, template_id, claim_start_ms, bits, sent, next_due_ms";
+const COLUMNS: &str = ReminderRecord::COLUMNS;
 
 /// Rows per multi-row update statement (5 variables each, far below SQLite's 32,766).
 const UPDATE_CHUNKS: [usize; 6] = [512, 128, 32, 8, 2, 1];
@@ -47,15 +47,7 @@ static UPDATES: LazyLock<Vec<(usize, String)>> = LazyLock::new(|| {
 });
 
 fn decode(row: &SqliteRow) -> Result<ReminderRow, StoreError> {
-    ReminderRecord {
-        user_id: row.try_get("user_id").map_err(db)?,
-        template_id: row.try_get("template_id").map_err(db)?,
-        claim_start_ms: row.try_get("claim_start_ms").map_err(db)?,
-        bits: row.try_get("bits").map_err(db)?,
-        sent: row.try_get("sent").map_err(db)?,
-        next_due_ms: row.try_get("next_due_ms").map_err(db)?,
-    }
-    .into_row()
+    ReminderRecord::read(row)?.into_row()
 }
 
 fn only_partition(p: u32) -> Result<(), StoreError> {
@@ -93,7 +85,7 @@ impl ReminderStore for SqliteStore {
         .bind(due)
         .execute(&self.writer)
         .await
-        .map_err(db)?;
+        .map_err(db_err)?;
         Ok(())
     }
 
@@ -113,7 +105,7 @@ impl ReminderStore for SqliteStore {
         .bind(template.get())
         .execute(&self.writer)
         .await
-        .map_err(db)?;
+        .map_err(db_err)?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -125,7 +117,7 @@ impl ReminderStore for SqliteStore {
             .bind(user.get())
             .fetch_all(&self.reader)
             .await
-            .map_err(db)?
+            .map_err(db_err)?
             .iter()
             .map(decode)
             .collect()
@@ -150,7 +142,7 @@ impl ReminderStore for SqliteStore {
         .bind(i64::from(limit))
         .execute(&self.writer)
         .await
-        .map_err(db)?;
+        .map_err(db_err)?;
         Ok(done.rows_affected())
     }
 
@@ -161,7 +153,7 @@ impl ReminderStore for SqliteStore {
                 .bind(to_ms(now))
                 .fetch_optional(&self.reader)
                 .await
-                .map_err(db)?;
+                .map_err(db_err)?;
         Ok(hit.is_some())
     }
 
@@ -187,7 +179,7 @@ impl ReminderStore for SqliteStore {
         .bind(to_ms(now))
         .fetch_optional(&self.writer)
         .await
-        .map_err(db)?;
+        .map_err(db_err)?;
         Ok(token.map(|token| PartitionLease {
             partition: p,
             owner: owner.to_owned(),
@@ -204,7 +196,7 @@ impl ReminderStore for SqliteStore {
         .bind(lease.token)
         .execute(&self.writer)
         .await
-        .map_err(db)?;
+        .map_err(db_err)?;
         Ok(())
     }
 
@@ -226,7 +218,7 @@ impl ReminderStore for SqliteStore {
             .bind(i64::from(limit))
             .fetch_all(&self.reader)
             .await
-            .map_err(db)?
+            .map_err(db_err)?
             .iter()
             .map(decode)
             .collect()
@@ -257,7 +249,7 @@ impl ReminderStore for SqliteStore {
                     .bind(lease.token)
                     .execute(&mut *conn)
                     .await
-                    .map_err(db)?;
+                    .map_err(db_err)?;
                     if held.rows_affected() != 1 {
                         return Ok(false);
                     }
@@ -274,11 +266,11 @@ impl ReminderStore for SqliteStore {
                                     .bind(stored_set(u.done))
                                     .bind(u.next_due.map(to_ms));
                             }
-                            q.bind(now_ms).execute(&mut *conn).await.map_err(db)?;
+                            q.bind(now_ms).execute(&mut *conn).await.map_err(db_err)?;
                             rest = tail;
                         }
                     }
-                    INSERT_EVENTS.run(conn, &events, bind_event).await?;
+                    INSERT_EVENTS.insert(conn, &events).await?;
                     Ok(true)
                 }
                 .boxed()

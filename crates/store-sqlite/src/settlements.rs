@@ -2,81 +2,68 @@
 //! step one `BEGIN IMMEDIATE` transaction (the single writer is the row lock).
 
 use crate::SqliteStore;
-use crate::coupons::{INSERT_EVENTS, bind_event, decode_coupon};
-use crate::error::{db, refused};
+use crate::coupons::{INSERT_EVENTS, decode_coupon};
 use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, Row, SqliteConnection};
 use stampede_core::claim_ports::OutboxEvent;
 use stampede_core::ports::StoreError;
-use stampede_core::records::COUPON_COLUMNS;
+use stampede_core::records::CouponRecord;
 use stampede_core::settlement_ports::{
     ChangeOutcome, LockOutcome, SettlementStore, coupon_move_event,
 };
 use stampede_domain::coupon::CouponStatus;
-use stampede_domain::ids::{CouponId, TemplateId, UserId};
-use stampede_domain::money::Money;
-use stampede_domain::order::{
-    Applied, CouponMove, LineStatus, OrderChange, OrderStatus, Settlement, SettlementLine,
-};
+use stampede_domain::ids::{CouponId, UserId};
+use stampede_domain::order::{Applied, CouponMove, OrderChange, Settlement};
 use stampede_domain::time::{from_ms, to_ms, truncate_ms};
+use stampede_store_sql::SqlRow;
+use stampede_store_sql::rows::{
+    LINE_COLUMNS, ORDER_COLUMNS, bind_line, bind_order, read_line, read_order, read_order_owner,
+};
+use stampede_store_sql::text::placeholders;
+use stampede_store_sql::{db_err, refused};
+use std::sync::LazyLock;
 
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(format!("settlement: bad {what}"))
-}
-
-fn money(v: i64, what: &str) -> Result<Money, StoreError> {
-    Money::parse(v).map_err(|_| corrupt(what))
-}
+static INSERT_ORDER: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ({})",
+        placeholders(ORDER_COLUMNS)
+    )
+});
+static INSERT_LINE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO settlements ({LINE_COLUMNS}) VALUES ({})",
+        placeholders(LINE_COLUMNS)
+    )
+});
+static SELECT_ORDER: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = ?"));
+static SELECT_LINES: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {LINE_COLUMNS} FROM settlements WHERE order_id = ? ORDER BY coupon_id")
+});
 
 async fn read_settlement(
     conn: &mut SqliteConnection,
     order_id: &str,
 ) -> Result<Option<Settlement>, StoreError> {
-    let Some(o) = sqlx::query(
-        "SELECT user_id, status, subtotal, discount, payable, lock_expires_at_ms, created_at_ms, \
-         updated_at_ms FROM orders WHERE order_id = ?",
-    )
-    .bind(order_id)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db)?
+    let Some(o) = sqlx::query(SELECT_ORDER.as_str())
+        .bind(order_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?
     else {
         return Ok(None);
     };
-    let lines = sqlx::query(
-        "SELECT coupon_id, template_id, discount, status, valid_until_ms FROM settlements \
-         WHERE order_id = ? ORDER BY coupon_id",
-    )
-    .bind(order_id)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db)?;
-    let mut coupons = Vec::with_capacity(lines.len());
-    for l in &lines {
-        let status: String = l.try_get("status").map_err(db)?;
-        coupons.push(SettlementLine {
-            coupon_id: CouponId::new(l.try_get("coupon_id").map_err(db)?)
-                .ok_or_else(|| corrupt("coupon id"))?,
-            template_id: TemplateId::new(l.try_get("template_id").map_err(db)?)
-                .ok_or_else(|| corrupt("template id"))?,
-            discount: money(l.try_get("discount").map_err(db)?, "line discount")?,
-            status: LineStatus::parse(&status).ok_or_else(|| corrupt("line status"))?,
-            valid_until: from_ms(l.try_get("valid_until_ms").map_err(db)?),
-        });
-    }
-    let status: String = o.try_get("status").map_err(db)?;
-    Ok(Some(Settlement {
-        order_id: order_id.to_owned(),
-        user_id: UserId::new(o.try_get("user_id").map_err(db)?).ok_or_else(|| corrupt("user"))?,
-        status: OrderStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
-        subtotal: money(o.try_get("subtotal").map_err(db)?, "subtotal")?,
-        discount: money(o.try_get("discount").map_err(db)?, "discount")?,
-        payable: money(o.try_get("payable").map_err(db)?, "payable")?,
-        lock_expires_at: from_ms(o.try_get("lock_expires_at_ms").map_err(db)?),
-        coupons,
-        created_at: from_ms(o.try_get("created_at_ms").map_err(db)?),
-        updated_at: from_ms(o.try_get("updated_at_ms").map_err(db)?),
-    }))
+    let lines = sqlx::query(SELECT_LINES.as_str())
+        .bind(order_id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    let mut s = read_order(&o)?;
+    s.coupons = lines
+        .iter()
+        .map(|l| read_line(l, order_id))
+        .collect::<Result<_, _>>()?;
+    Ok(Some(s))
 }
 
 /// Writes a decided change: order row, line statuses, coupon moves and their events.
@@ -93,7 +80,7 @@ async fn write_change(
         .bind(after.order_id.as_str())
         .execute(&mut *conn)
         .await
-        .map_err(db)?;
+        .map_err(db_err)?;
     for l in &after.coupons {
         sqlx::query("UPDATE settlements SET status = ? WHERE order_id = ? AND coupon_id = ?")
             .bind(l.status.as_str())
@@ -101,7 +88,7 @@ async fn write_change(
             .bind(l.coupon_id.get())
             .execute(&mut *conn)
             .await
-            .map_err(db)?;
+            .map_err(db_err)?;
     }
     let mut events = Vec::with_capacity(moves.len());
     for m in moves {
@@ -116,7 +103,7 @@ async fn write_change(
         .bind(after.user_id.get())
         .execute(&mut *conn)
         .await
-        .map_err(db)?;
+        .map_err(db_err)?;
         events.push(
             coupon_move_event(kind, after, m, from_ms(now_ms)).ok_or_else(|| {
                 refused(format!(
@@ -126,7 +113,7 @@ async fn write_change(
             })?,
         );
     }
-    INSERT_EVENTS.run(conn, &events, bind_event).await?;
+    INSERT_EVENTS.insert(conn, &events).await?;
     Ok(())
 }
 
@@ -158,11 +145,11 @@ impl SettlementStore for SqliteStore {
                     .bind(s.user_id.get())
                     .fetch_optional(&mut *conn)
                     .await
-                    .map_err(db)?;
+                    .map_err(db_err)?;
                     let found = row
                         .map(|r| -> Result<_, StoreError> {
-                            let st: String = r.try_get("status").map_err(db)?;
-                            let by: Option<String> = r.try_get("locked_order_id").map_err(db)?;
+                            let st: String = r.try_get("status").map_err(db_err)?;
+                            let by: Option<String> = r.try_get("locked_order_id").map_err(db_err)?;
                             Ok((CouponStatus::parse(&st), by))
                         })
                         .transpose()?;
@@ -185,22 +172,10 @@ impl SettlementStore for SqliteStore {
                     }
                 }
                 // The order row first: settlement rows reference it.
-                sqlx::query(
-                    "INSERT INTO orders (order_id, user_id, status, subtotal, discount, payable, \
-                     lock_expires_at_ms, created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(s.order_id.as_str())
-                .bind(s.user_id.get())
-                .bind(s.status.as_str())
-                .bind(s.subtotal.cents())
-                .bind(s.discount.cents())
-                .bind(s.payable.cents())
-                .bind(to_ms(s.lock_expires_at))
-                .bind(to_ms(s.created_at))
-                .bind(to_ms(s.updated_at))
+                bind_order(sqlx::query(INSERT_ORDER.as_str()), &s)
                 .execute(&mut *conn)
                 .await
-                .map_err(db)?;
+                .map_err(db_err)?;
                 for l in &s.coupons {
                     sqlx::query(
                         "UPDATE user_coupons SET status = 'locked', locked_order_id = ? \
@@ -211,23 +186,13 @@ impl SettlementStore for SqliteStore {
                     .bind(s.user_id.get())
                     .execute(&mut *conn)
                     .await
-                    .map_err(db)?;
-                    sqlx::query(
-                        "INSERT INTO settlements (order_id, coupon_id, user_id, template_id, \
-                         discount, status, valid_until_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(s.order_id.as_str())
-                    .bind(l.coupon_id.get())
-                    .bind(s.user_id.get())
-                    .bind(l.template_id.get())
-                    .bind(l.discount.cents())
-                    .bind(l.status.as_str())
-                    .bind(to_ms(l.valid_until))
+                    .map_err(db_err)?;
+                    bind_line(sqlx::query(INSERT_LINE.as_str()), &s, l)
                     .execute(&mut *conn)
                     .await
-                    .map_err(db)?;
+                    .map_err(db_err)?;
                 }
-                INSERT_EVENTS.run(conn, &events, bind_event).await?;
+                INSERT_EVENTS.insert(conn, &events).await?;
                 Ok(LockOutcome::Locked(s))
             })
         })
@@ -239,7 +204,7 @@ impl SettlementStore for SqliteStore {
         order_id: &str,
         user: Option<UserId>,
     ) -> Result<Option<Settlement>, StoreError> {
-        let mut conn = self.reader.acquire().await.map_err(db)?;
+        let mut conn = self.reader.acquire().await.map_err(db_err)?;
         let s = read_settlement(&mut conn, order_id).await?;
         Ok(s.filter(|s| user.is_none_or(|u| u == s.user_id)))
     }
@@ -301,16 +266,8 @@ impl SettlementStore for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await
-        .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                let user: i64 = r.try_get("user_id").map_err(db)?;
-                Ok((
-                    r.try_get("order_id").map_err(db)?,
-                    UserId::new(user).ok_or_else(|| corrupt("user"))?,
-                ))
-            })
-            .collect()
+        .map_err(db_err)?;
+        rows.iter().map(read_order_owner).collect()
     }
 
     async fn unused_coupons(
@@ -319,14 +276,15 @@ impl SettlementStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<stampede_domain::coupon::UserCoupon>, StoreError> {
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {COUPON_COLUMNS} FROM user_coupons WHERE user_id = ? AND status = 'unused' \
-             ORDER BY valid_until_ms, id LIMIT ?"
+            "SELECT {} FROM user_coupons WHERE user_id = ? AND status = 'unused' \
+             ORDER BY valid_until_ms, id LIMIT ?",
+            CouponRecord::COLUMNS
         )))
         .bind(user.get())
         .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await
-        .map_err(db)?;
+        .map_err(db_err)?;
         rows.iter().map(decode_coupon).collect()
     }
 }

@@ -1,63 +1,65 @@
 //! `TemplateStore` on SQLite: templates, their audit log and idempotency keys.
 
 use crate::SqliteStore;
-use crate::error::db;
 use async_trait::async_trait;
 use jiff::Timestamp;
-use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{AssertSqlSafe, Row, Sqlite, SqliteConnection};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{AssertSqlSafe, Row, SqliteConnection};
 use stampede_core::ports::{
     ChangeOutcome, CreateOutcome, IdempotencyRecord, Page, StoreError, TemplateQuery, TemplateStore,
 };
-use stampede_core::records::{
-    AuditRecord, TEMPLATE_COLUMNS, TemplateRecord, like_pattern, status_condition,
-};
+use stampede_core::records::{AuditRecord, TemplateRecord};
 use stampede_domain::audit::AuditEntry;
 use stampede_domain::ids::{ShopId, TemplateId};
 use stampede_domain::template::{Template, TemplateChange};
-use stampede_domain::time::{from_ms, to_ms};
+use stampede_domain::time::to_ms;
+use stampede_store_sql::text::{TemplateFilter, placeholders};
+use stampede_store_sql::{SqlRow, db_err};
 use std::sync::LazyLock;
 
-/// `SELECT <TEMPLATE_COLUMNS> FROM templates WHERE id = ?`, built once from the shared list
-/// (a `static`, so it is the `&'static str` sqlx accepts without `AssertSqlSafe`).
-static SELECT_BY_ID: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {TEMPLATE_COLUMNS} FROM templates WHERE id = ?"));
-
-static INSERT_TEMPLATE: LazyLock<String> = LazyLock::new(|| {
-    let marks = vec!["?"; TEMPLATE_COLUMNS.split(',').count()].join(", ");
-    format!("INSERT INTO templates ({TEMPLATE_COLUMNS}) VALUES ({marks})")
+/// `SELECT … FROM templates WHERE id = ?`, built once from the shared column list (a
+/// `static`, so it is the `&'static str` sqlx accepts without `AssertSqlSafe`).
+static SELECT_BY_ID: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM templates WHERE id = ?",
+        TemplateRecord::COLUMNS
+    )
 });
 
-fn template_record(row: &SqliteRow) -> Result<TemplateRecord, sqlx::Error> {
-    Ok(TemplateRecord {
-        id: row.try_get("id")?,
-        shop_id: row.try_get("shop_id")?,
-        name: row.try_get("name")?,
-        instructions: row.try_get("instructions")?,
-        source: row.try_get("source")?,
-        scope: row.try_get("scope")?,
-        goods_ids: row.try_get("goods_ids")?,
-        kind: row.try_get("kind")?,
-        amount_off: row.try_get("amount_off")?,
-        threshold: row.try_get("threshold")?,
-        percent_off: row.try_get("percent_off")?,
-        max_off: row.try_get("max_off")?,
-        stock_total: row.try_get("stock_total")?,
-        stock: row.try_get("stock")?,
-        claim_start_ms: row.try_get("claim_start_ms")?,
-        claim_end_ms: row.try_get("claim_end_ms")?,
-        valid_from_ms: row.try_get("valid_from_ms")?,
-        valid_until_ms: row.try_get("valid_until_ms")?,
-        validity_hours: row.try_get("validity_hours")?,
-        per_user_limit: row.try_get("per_user_limit")?,
-        status: row.try_get("status")?,
-        created_at_ms: row.try_get("created_at_ms")?,
-        updated_at_ms: row.try_get("updated_at_ms")?,
-    })
-}
+static INSERT_TEMPLATE: LazyLock<String> = LazyLock::new(|| {
+    let columns = TemplateRecord::COLUMNS;
+    format!(
+        "INSERT INTO templates ({columns}) VALUES ({})",
+        placeholders(columns)
+    )
+});
+
+static INSERT_AUDIT: LazyLock<String> = LazyLock::new(|| {
+    let columns = AuditRecord::COLUMNS;
+    format!(
+        "INSERT INTO template_audit ({columns}) VALUES ({})",
+        placeholders(columns)
+    )
+});
+
+static SELECT_KEY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM idempotency_keys WHERE shop_id = ? AND idem_key = ?",
+        IdempotencyRecord::COLUMNS
+    )
+});
+
+static INSERT_KEY: LazyLock<String> = LazyLock::new(|| {
+    let columns = IdempotencyRecord::COLUMNS;
+    format!(
+        "INSERT INTO idempotency_keys ({columns}) VALUES ({}) \
+         ON CONFLICT (shop_id, idem_key) DO NOTHING",
+        placeholders(columns)
+    )
+});
 
 fn decode_template(row: &SqliteRow) -> Result<Template, StoreError> {
-    template_record(row).map_err(db)?.into_template()
+    TemplateRecord::read(row)?.into_template()
 }
 
 async fn fetch_template(
@@ -68,59 +70,25 @@ async fn fetch_template(
         .bind(id.get())
         .fetch_optional(conn)
         .await
-        .map_err(db)?;
+        .map_err(db_err)?;
     row.as_ref().map(decode_template).transpose()
 }
 
 async fn insert_template(conn: &mut SqliteConnection, t: &Template) -> Result<(), StoreError> {
-    let r = TemplateRecord::from_template(t);
-    // Bound in TEMPLATE_COLUMNS order.
-    sqlx::query(INSERT_TEMPLATE.as_str())
-        .bind(r.id)
-        .bind(r.shop_id)
-        .bind(r.name)
-        .bind(r.instructions)
-        .bind(r.source)
-        .bind(r.scope)
-        .bind(r.goods_ids)
-        .bind(r.kind)
-        .bind(r.amount_off)
-        .bind(r.threshold)
-        .bind(r.percent_off)
-        .bind(r.max_off)
-        .bind(r.stock_total)
-        .bind(r.stock)
-        .bind(r.claim_start_ms)
-        .bind(r.claim_end_ms)
-        .bind(r.valid_from_ms)
-        .bind(r.valid_until_ms)
-        .bind(r.validity_hours)
-        .bind(r.per_user_limit)
-        .bind(r.status)
-        .bind(r.created_at_ms)
-        .bind(r.updated_at_ms)
+    TemplateRecord::from_template(t)
+        .bind(sqlx::query(INSERT_TEMPLATE.as_str()))
         .execute(conn)
         .await
-        .map_err(db)?;
+        .map_err(db_err)?;
     Ok(())
 }
 
 async fn insert_audit(conn: &mut SqliteConnection, e: &AuditEntry) -> Result<(), StoreError> {
-    let r = AuditRecord::from_entry(e);
-    sqlx::query(
-        "INSERT INTO template_audit (template_id, shop_id, at_ms, actor, action, before_json, after_json) \
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(r.template_id)
-    .bind(r.shop_id)
-    .bind(r.at_ms)
-    .bind(r.actor)
-    .bind(r.action)
-    .bind(r.before_json)
-    .bind(r.after_json)
-    .execute(conn)
-    .await
-    .map_err(db)?;
+    AuditRecord::from_entry(e)
+        .bind(sqlx::query(INSERT_AUDIT.as_str()))
+        .execute(conn)
+        .await
+        .map_err(db_err)?;
     Ok(())
 }
 
@@ -129,63 +97,25 @@ async fn fetch_idempotency(
     shop_id: ShopId,
     key: &str,
 ) -> Result<Option<IdempotencyRecord>, StoreError> {
-    let row = sqlx::query(
-        "SELECT request_hash, template_id, created_at_ms FROM idempotency_keys WHERE shop_id = ? AND idem_key = ?",
-    )
-    .bind(shop_id.get())
-    .bind(key)
-    .fetch_optional(conn)
-    .await
-    .map_err(db)?;
-    let Some(row) = row else { return Ok(None) };
-    let raw_id: i64 = row.try_get("template_id").map_err(db)?;
-    Ok(Some(IdempotencyRecord {
-        shop_id,
-        key: key.to_owned(),
-        request_hash: row.try_get("request_hash").map_err(db)?,
-        template_id: TemplateId::new(raw_id).ok_or_else(|| {
-            StoreError::Corrupt(format!("idempotency key {key:?}: bad template_id {raw_id}"))
-        })?,
-        created_at: from_ms(row.try_get("created_at_ms").map_err(db)?),
-    }))
+    let row = sqlx::query(SELECT_KEY.as_str())
+        .bind(shop_id.get())
+        .bind(key)
+        .fetch_optional(conn)
+        .await
+        .map_err(db_err)?;
+    row.as_ref().map(IdempotencyRecord::read).transpose()
 }
 
 /// Binds an idempotency key inside the caller's transaction; `false` when the shop already
 /// has that key.
 async fn claim_key(conn: &mut SqliteConnection, k: &IdempotencyRecord) -> Result<bool, StoreError> {
-    let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (shop_id, idem_key, request_hash, template_id, created_at_ms) \
-         VALUES (?, ?, ?, ?, ?) ON CONFLICT (shop_id, idem_key) DO NOTHING",
-    )
-    .bind(k.shop_id.get())
-    .bind(&k.key)
-    .bind(&k.request_hash)
-    .bind(k.template_id.get())
-    .bind(to_ms(k.created_at))
-    .execute(conn)
-    .await
-    .map_err(db)?
-    .rows_affected();
+    let inserted = k
+        .bind(sqlx::query(INSERT_KEY.as_str()))
+        .execute(conn)
+        .await
+        .map_err(db_err)?
+        .rows_affected();
     Ok(inserted == 1)
-}
-
-/// One value bound into a dynamically built query.
-enum Arg {
-    Int(i64),
-    Text(String),
-}
-
-fn bind_args<'q>(
-    mut q: sqlx::query::Query<'q, Sqlite, SqliteArguments>,
-    args: &[Arg],
-) -> sqlx::query::Query<'q, Sqlite, SqliteArguments> {
-    for a in args {
-        q = match a {
-            Arg::Int(v) => q.bind(*v),
-            Arg::Text(v) => q.bind(v.clone()),
-        };
-    }
-    q
 }
 
 /// Stored ids back into typed ids (a non-positive one is corrupt data).
@@ -209,7 +139,7 @@ impl TemplateStore for SqliteStore {
             .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(db)?;
+            .map_err(db_err)?;
         if let Some(k) = idempotency {
             // The key is claimed first, so a replay writes nothing at all.
             if !claim_key(&mut tx, k).await? {
@@ -220,7 +150,7 @@ impl TemplateStore for SqliteStore {
                     Some(r) => fetch_template(&mut tx, r.template_id).await?,
                     None => None,
                 };
-                tx.rollback().await.map_err(db)?;
+                tx.rollback().await.map_err(db_err)?;
                 let record = record.ok_or_else(|| {
                     StoreError::Corrupt(format!(
                         "idempotency key {:?} conflicted but cannot be read",
@@ -232,7 +162,7 @@ impl TemplateStore for SqliteStore {
         }
         insert_template(&mut tx, t).await?;
         insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(db)?;
+        tx.commit().await.map_err(db_err)?;
         Ok(CreateOutcome::Created)
     }
 
@@ -241,7 +171,7 @@ impl TemplateStore for SqliteStore {
         shop: ShopId,
         key: &str,
     ) -> Result<Option<(IdempotencyRecord, Option<Template>)>, StoreError> {
-        let mut conn = self.reader.acquire().await.map_err(db)?;
+        let mut conn = self.reader.acquire().await.map_err(db_err)?;
         let Some(record) = fetch_idempotency(&mut conn, shop, key).await? else {
             return Ok(None);
         };
@@ -250,7 +180,7 @@ impl TemplateStore for SqliteStore {
     }
 
     async fn get_template(&self, id: TemplateId) -> Result<Option<Template>, StoreError> {
-        let mut conn = self.reader.acquire().await.map_err(db)?;
+        let mut conn = self.reader.acquire().await.map_err(db_err)?;
         fetch_template(&mut conn, id).await
     }
 
@@ -259,14 +189,15 @@ impl TemplateStore for SqliteStore {
         // Well under SQLite's 32,766 bound variables per statement.
         for chunk in ids.chunks(1_000) {
             let sql = format!(
-                "SELECT {TEMPLATE_COLUMNS} FROM templates WHERE id IN ({})",
+                "SELECT {} FROM templates WHERE id IN ({})",
+                TemplateRecord::COLUMNS,
                 vec!["?"; chunk.len()].join(", ")
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for id in chunk {
                 q = q.bind(id.get());
             }
-            for row in q.fetch_all(&self.reader).await.map_err(db)? {
+            for row in q.fetch_all(&self.reader).await.map_err(db_err)? {
                 out.push(decode_template(&row)?);
             }
         }
@@ -274,54 +205,35 @@ impl TemplateStore for SqliteStore {
     }
 
     async fn list_templates(&self, q: &TemplateQuery) -> Result<Page<Template>, StoreError> {
-        // Only fixed fragments go into the SQL text; every value is bound.
-        let mut conds: Vec<&'static str> = Vec::new();
-        let mut args: Vec<Arg> = Vec::new();
-        if let Some(shop) = q.shop_id {
-            conds.push("shop_id = ?");
-            args.push(Arg::Int(shop.get()));
-        }
-        if let Some(status) = q.status {
-            conds.push(status_condition(status));
-            args.push(Arg::Int(to_ms(q.now)));
-        }
-        if let Some(kind) = q.kind {
-            conds.push("kind = ?");
-            args.push(Arg::Text(kind.as_str().to_owned()));
-        }
-        if let Some(name) = &q.name {
-            // SQLite's LIKE is case-insensitive for ASCII letters.
-            conds.push("name LIKE ? ESCAPE '\\'");
-            args.push(Arg::Text(like_pattern(name)));
-        }
-        let filter = if conds.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", conds.join(" AND "))
-        };
+        // SQLite's LIKE is case-insensitive for ASCII letters.
+        let filter = TemplateFilter::new(q, q.shop_id, "name LIKE ? ESCAPE '\\'");
+        let columns = TemplateRecord::COLUMNS;
+        let where_clause = filter.where_clause();
 
         let page_size = i64::from(q.page_size);
         let offset = i64::from(q.page.saturating_sub(1)) * page_size;
         let select = format!(
-            "SELECT {TEMPLATE_COLUMNS} FROM templates{filter} ORDER BY id DESC LIMIT ? OFFSET ?"
+            "SELECT {columns} FROM templates{where_clause} ORDER BY id DESC LIMIT ? OFFSET ?"
         );
-        let count = format!("SELECT COUNT(*) FROM templates{filter}");
+        let count = format!("SELECT COUNT(*) FROM templates{where_clause}");
 
         // Both statements in one read transaction, so `total` matches the page's snapshot.
-        let mut tx = self.reader.begin().await.map_err(db)?;
-        let rows = bind_args(sqlx::query(AssertSqlSafe(select)), &args)
+        let mut tx = self.reader.begin().await.map_err(db_err)?;
+        let rows = filter
+            .bind(sqlx::query(AssertSqlSafe(select)))
             .bind(page_size)
             .bind(offset)
             .fetch_all(&mut *tx)
             .await
-            .map_err(db)?;
-        let total: i64 = bind_args(sqlx::query(AssertSqlSafe(count)), &args)
+            .map_err(db_err)?;
+        let total: i64 = filter
+            .bind(sqlx::query(AssertSqlSafe(count)))
             .fetch_one(&mut *tx)
             .await
-            .map_err(db)?
+            .map_err(db_err)?
             .try_get(0)
-            .map_err(db)?;
-        tx.rollback().await.map_err(db)?;
+            .map_err(db_err)?;
+        tx.rollback().await.map_err(db_err)?;
 
         let items = rows
             .iter()
@@ -346,18 +258,18 @@ impl TemplateStore for SqliteStore {
             .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(db)?;
+            .map_err(db_err)?;
         let Some(current) = fetch_template(&mut tx, id).await? else {
-            tx.rollback().await.map_err(db)?;
+            tx.rollback().await.map_err(db_err)?;
             return Ok(ChangeOutcome::NotFound);
         };
         let next = match current.apply(change, now) {
             Err(e) => {
-                tx.rollback().await.map_err(db)?;
+                tx.rollback().await.map_err(db_err)?;
                 return Ok(ChangeOutcome::Refused(e));
             }
             Ok(None) => {
-                tx.rollback().await.map_err(db)?;
+                tx.rollback().await.map_err(db_err)?;
                 return Ok(ChangeOutcome::Unchanged(current));
             }
             Ok(Some(next)) => next,
@@ -366,7 +278,7 @@ impl TemplateStore for SqliteStore {
             && !claim_key(&mut tx, k).await?
         {
             let record = fetch_idempotency(&mut tx, k.shop_id, &k.key).await?;
-            tx.rollback().await.map_err(db)?;
+            tx.rollback().await.map_err(db_err)?;
             return record.map(ChangeOutcome::KeyExists).ok_or_else(|| {
                 StoreError::Corrupt(format!(
                     "idempotency key {:?} conflicted but cannot be read",
@@ -382,38 +294,28 @@ impl TemplateStore for SqliteStore {
             .bind(id.get())
             .execute(&mut *tx)
             .await
-            .map_err(db)?;
+            .map_err(db_err)?;
         insert_audit(
             &mut tx,
             &AuditEntry::changed(&current, &next, change, actor),
         )
         .await?;
-        tx.commit().await.map_err(db)?;
+        tx.commit().await.map_err(db_err)?;
         Ok(ChangeOutcome::Changed(next))
     }
 
     async fn audit_log(&self, id: TemplateId) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT template_id, shop_id, at_ms, actor, action, before_json, after_json \
-             FROM template_audit WHERE template_id = ? ORDER BY seq",
-        )
-        .bind(id.get())
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db)?;
+        let sql = format!(
+            "SELECT {} FROM template_audit WHERE template_id = ? ORDER BY seq",
+            AuditRecord::COLUMNS
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(id.get())
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?;
         rows.iter()
-            .map(|row| {
-                let r = AuditRecord {
-                    template_id: row.try_get("template_id").map_err(db)?,
-                    shop_id: row.try_get("shop_id").map_err(db)?,
-                    at_ms: row.try_get("at_ms").map_err(db)?,
-                    actor: row.try_get("actor").map_err(db)?,
-                    action: row.try_get("action").map_err(db)?,
-                    before_json: row.try_get("before_json").map_err(db)?,
-                    after_json: row.try_get("after_json").map_err(db)?,
-                };
-                r.into_entry()
-            })
+            .map(|row| AuditRecord::read(row)?.into_entry())
             .collect()
     }
 
@@ -430,7 +332,7 @@ impl TemplateStore for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await
-        .map_err(db)?;
+        .map_err(db_err)?;
         to_template_ids(ids)
     }
 
@@ -439,7 +341,7 @@ impl TemplateStore for SqliteStore {
             .bind(to_ms(cutoff))
             .execute(&self.writer)
             .await
-            .map_err(db)?;
+            .map_err(db_err)?;
         Ok(done.rows_affected())
     }
 
@@ -454,13 +356,16 @@ impl TemplateStore for SqliteStore {
                 .bind(i64::from(limit))
                 .fetch_all(&self.reader)
                 .await
-                .map_err(db)?;
+                .map_err(db_err)?;
         to_template_ids(ids)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         for pool in [&self.writer, &self.reader] {
-            sqlx::query("SELECT 1").execute(pool).await.map_err(db)?;
+            sqlx::query("SELECT 1")
+                .execute(pool)
+                .await
+                .map_err(db_err)?;
         }
         Ok(())
     }
@@ -484,7 +389,7 @@ mod tests {
                 .fetch_all(&store.reader)
                 .await
                 .unwrap();
-        let expected: Vec<&str> = TEMPLATE_COLUMNS.split(',').map(str::trim).collect();
+        let expected: Vec<&str> = TemplateRecord::COLUMNS.split(',').map(str::trim).collect();
         assert_eq!(names, expected);
         let versions: Vec<i64> =
             sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")

@@ -13,7 +13,7 @@ use stampede_core::claim_ports::CouponStore;
 use stampede_core::distribution_ports::{
     BatchCommit, BatchCoupon, BatchOutcome, DistributionStore, FinishGuard,
 };
-use stampede_core::records::{
+use stampede_core::events::{
     DISTRIBUTION_COMPLETED, distribution_completed_event, distribution_summary,
 };
 use stampede_domain::distribution::{DistributionStatus, RowFailure};

@@ -27,9 +27,9 @@ use stampede_core::distribution_ports::{
     BatchCommit, BatchCoupon, BatchOutcome, DistributionStore, FILE_CHUNK_BYTES, FinishGuard,
     row_key,
 };
+use stampede_core::events::distribution_completed_event;
 use stampede_core::ids::IdGenerator;
 use stampede_core::ports::{StoreError, TemplateStore};
-use stampede_core::records::distribution_completed_event;
 use stampede_domain::coupon::{Origin, new_claimed_coupon};
 use stampede_domain::distribution::{
     DistributionStatus, DistributionTask, FailedRow, FileFormat, RowFailure,

@@ -15,7 +15,7 @@ use sha2::Sha256;
 use stampede_core::AppError;
 use stampede_core::clock::Clock;
 use stampede_core::distribution_ports::DistributionStore;
-use stampede_core::records::{DISTRIBUTION_COMPLETED, distribution_summary};
+use stampede_core::events::{DISTRIBUTION_COMPLETED, distribution_summary};
 use stampede_domain::distribution::{DistributionTask, NotifyState};
 use std::sync::Arc;
 use std::time::Duration;

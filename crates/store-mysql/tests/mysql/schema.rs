@@ -4,8 +4,10 @@ use crate::helpers::*;
 use sqlx::Row;
 use sqlx::mysql::MySqlPool;
 use stampede_core::ports::TemplateStore;
-use stampede_core::records::{COUPON_COLUMNS, DISTRIBUTION_COLUMNS, TEMPLATE_COLUMNS};
+use stampede_core::records::{CouponRecord, DistributionRecord, ReminderRecord, TemplateRecord};
 use stampede_store_mysql::{MysqlConfig, MysqlStore};
+use stampede_store_sql::SqlRow;
+use stampede_store_sql::rows::{LINE_COLUMNS, ORDER_COLUMNS};
 
 both_layouts!(
     migrating_again_is_a_noop,
@@ -48,39 +50,20 @@ async fn table_names(pool: &MySqlPool) -> Vec<String> {
 async fn schema_matches_the_shared_records(ctx: Ctx) {
     let tables = ctx.cfg.tables_per_database as usize;
     // Templates carry one column of their own past the shared record: the claim log position.
-    let mut expected_columns: Vec<&str> = TEMPLATE_COLUMNS.split(',').map(str::trim).collect();
+    let mut expected_columns: Vec<&str> =
+        TemplateRecord::COLUMNS.split(',').map(str::trim).collect();
     expected_columns.push("claim_log_pos");
-    let coupon_columns: Vec<&str> = COUPON_COLUMNS.split(',').map(str::trim).collect();
-    let distribution_columns: Vec<&str> = DISTRIBUTION_COLUMNS.split(',').map(str::trim).collect();
-    // The names the SQLite adapter uses too.
-    let order_columns = vec![
-        "order_id",
-        "user_id",
-        "status",
-        "subtotal",
-        "discount",
-        "payable",
-        "lock_expires_at_ms",
-        "created_at_ms",
-        "updated_at_ms",
-    ];
-    let settlement_columns = vec![
-        "order_id",
-        "coupon_id",
-        "user_id",
-        "template_id",
-        "discount",
-        "status",
-        "valid_until_ms",
-    ];
-    let reminder_columns = vec![
-        "user_id",
-        "template_id",
-        "claim_start_ms",
-        "bits",
-        "sent",
-        "next_due_ms",
-    ];
+    let coupon_columns: Vec<&str> = CouponRecord::COLUMNS.split(',').map(str::trim).collect();
+    let distribution_columns: Vec<&str> = DistributionRecord::COLUMNS
+        .split(',')
+        .map(str::trim)
+        .collect();
+    let names = |columns: &'static str| -> Vec<&'static str> {
+        columns.split(',').map(str::trim).collect()
+    };
+    let order_columns = names(ORDER_COLUMNS);
+    let settlement_columns = names(LINE_COLUMNS);
+    let reminder_columns = names(ReminderRecord::COLUMNS);
     let lease_columns = vec!["part", "owner", "token", "until_ms"];
     for (i, url) in ctx.cfg.databases.iter().enumerate() {
         let pool = MySqlPool::connect(url).await.unwrap();

@@ -1,0 +1,64 @@
+//! Outbox events the use cases and adapters record: their kinds, stable ids (brokers
+//! deduplicate on them) and payloads. Each is written in the transaction of the change it
+//! records.
+
+use crate::claim_ports::OutboxEvent;
+use stampede_domain::coupon::UserCoupon;
+use stampede_domain::distribution::DistributionTask;
+use stampede_domain::time::to_ms;
+
+/// The JSON payload of a `coupon.claimed` outbox event.
+pub fn claimed_event_payload(c: &UserCoupon) -> String {
+    serde_json::to_string(c).unwrap_or_default()
+}
+
+/// Kind of the event a claim writes to the outbox.
+pub const COUPON_CLAIMED: &str = "coupon.claimed";
+
+/// The `coupon.claimed` event of `c`. Its id derives from the coupon id, so a replayed claim
+/// cannot publish twice; its time is the claim's, so the row is the same whenever written.
+pub fn claimed_event(c: &UserCoupon) -> OutboxEvent {
+    OutboxEvent {
+        id: format!("{COUPON_CLAIMED}:{}", c.id),
+        kind: COUPON_CLAIMED.to_owned(),
+        aggregate_id: c.id.get(),
+        payload: claimed_event_payload(c),
+        created_at_ms: to_ms(c.claimed_at),
+    }
+}
+
+/// The event kind written when a distribution reaches a final state.
+pub const DISTRIBUTION_COMPLETED: &str = "distribution.completed";
+
+/// The summary a finished task reports (outbox payload and `notify_url` body).
+pub fn distribution_summary(t: &DistributionTask) -> serde_json::Value {
+    serde_json::json!({
+        "event": DISTRIBUTION_COMPLETED,
+        "distribution_id": t.id.to_string(),
+        "template_id": t.template_id.to_string(),
+        "shop_id": t.shop_id.to_string(),
+        "name": t.name,
+        "status": t.status.as_str(),
+        "total_rows": t.total_rows,
+        "processed_rows": t.processed_rows,
+        "succeeded": t.succeeded,
+        "failed": t.failed,
+        "failure_reason": t.failure_reason,
+        "finished_at": t.finished_at.map(|x| x.to_string()),
+    })
+}
+
+/// The outbox event recording that `t` reached a final state. Its id is derived from the task,
+/// so a finish that is retried cannot record it twice.
+pub fn distribution_completed_event(t: &DistributionTask) -> OutboxEvent {
+    OutboxEvent {
+        id: format!("{DISTRIBUTION_COMPLETED}:{}", t.id),
+        kind: DISTRIBUTION_COMPLETED.to_owned(),
+        aggregate_id: t.id.get(),
+        payload: distribution_summary(t).to_string(),
+        created_at_ms: t
+            .finished_at
+            .map(to_ms)
+            .unwrap_or(t.created_at.as_millisecond()),
+    }
+}
