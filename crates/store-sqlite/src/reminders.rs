@@ -3,7 +3,7 @@
 //! never lose a bit; a delivery step's bookkeeping is one transaction fenced by the lease.
 
 use crate::SqliteStore;
-use crate::coupons::{INSERT_EVENTS, Query, bind_event};
+use crate::coupons::{MultiInsert, OUTBOX_COLUMNS, Query, bind_event};
 use crate::error::{db, refused};
 use async_trait::async_trait;
 use futures::FutureExt;
@@ -22,6 +22,11 @@ use stampede_domain::time::to_ms;
 use std::sync::LazyLock;
 
 const COLUMNS: &str = "user_id, template_id, claim_start_ms, bits, sent, next_due_ms";
+
+/// An event already in the outbox is skipped, not an error: a retried batch writes its events
+/// again, and a reminder set again after delivery is delivered again under the same id.
+static INSERT_EVENTS_ONCE: LazyLock<MultiInsert> =
+    LazyLock::new(|| MultiInsert::with_verb("INSERT OR IGNORE", "outbox", OUTBOX_COLUMNS));
 
 /// Rows per multi-row update statement (5 variables each, far below SQLite's 32,766).
 const UPDATE_CHUNKS: [usize; 6] = [512, 128, 32, 8, 2, 1];
@@ -278,7 +283,7 @@ impl ReminderStore for SqliteStore {
                             rest = tail;
                         }
                     }
-                    INSERT_EVENTS.run(conn, &events, bind_event).await?;
+                    INSERT_EVENTS_ONCE.run(conn, &events, bind_event).await?;
                     Ok(true)
                 }
                 .boxed()
