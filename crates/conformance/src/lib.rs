@@ -25,6 +25,8 @@
 
 pub mod accounts;
 pub mod fixtures;
+pub mod reminders;
+pub mod settlements;
 pub mod templates;
 
 use async_trait::async_trait;
@@ -84,5 +86,7 @@ macro_rules! system_of_record_suite {
     ($run:path) => {
         $crate::template_store_suite!($run);
         $crate::account_store_suite!($run);
+        $crate::settlement_store_suite!($run);
+        $crate::reminder_store_suite!($run);
     };
 }
