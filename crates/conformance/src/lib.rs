@@ -29,6 +29,8 @@ pub mod coupons;
 pub mod distributions;
 pub mod fixtures;
 pub mod hot_state;
+pub mod reminders;
+pub mod settlements;
 pub mod templates;
 
 use async_trait::async_trait;
@@ -90,5 +92,7 @@ macro_rules! system_of_record_suite {
         $crate::account_store_suite!($run);
         $crate::coupon_store_suite!($run);
         $crate::distribution_store_suite!($run);
+        $crate::settlement_store_suite!($run);
+        $crate::reminder_store_suite!($run);
     };
 }

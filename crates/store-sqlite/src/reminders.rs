@@ -3,7 +3,7 @@
 //! never lose a bit; a delivery step's bookkeeping is one transaction fenced by the lease.
 
 use crate::SqliteStore;
-use crate::coupons::{INSERT_EVENTS, Query};
+use crate::coupons::{MultiInsert, Query};
 use async_trait::async_trait;
 use futures::FutureExt;
 use jiff::Timestamp;
@@ -22,6 +22,11 @@ use stampede_store_sql::{db_err, refused};
 use std::sync::LazyLock;
 
 const COLUMNS: &str = ReminderRecord::COLUMNS;
+
+/// An event already in the outbox is skipped, not an error: a retried batch writes its events
+/// again, and a reminder set again after delivery is delivered again under the same id.
+static INSERT_EVENTS_ONCE: LazyLock<MultiInsert> =
+    LazyLock::new(|| MultiInsert::with_verb("INSERT OR IGNORE", "outbox", OutboxEvent::COLUMNS));
 
 /// Rows per multi-row update statement (5 variables each, far below SQLite's 32,766).
 const UPDATE_CHUNKS: [usize; 6] = [512, 128, 32, 8, 2, 1];
@@ -270,7 +275,7 @@ impl ReminderStore for SqliteStore {
                             rest = tail;
                         }
                     }
-                    INSERT_EVENTS.insert(conn, &events).await?;
+                    INSERT_EVENTS_ONCE.insert(conn, &events).await?;
                     Ok(true)
                 }
                 .boxed()

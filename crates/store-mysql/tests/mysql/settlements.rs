@@ -1,668 +1,71 @@
-//! `SettlementStore`: locking coupons for an order, redeeming, releasing, refunding, lock
-//! expiry, the expiry sweep across shards and the coupons a quote considers.
+//! What only the sharded MySQL store shows about settlements: orders on their users' shard
+//! tables, filed in `order_directory`, and an expiry sweep that merges every database.
+//! Everything the port answers is in the conformance suite (`conformance.rs`).
 
 use crate::helpers::*;
-use jiff::{SignedDuration, Timestamp};
-use stampede_core::claim_ports::{ClaimLogStore, ClaimRecord, CouponStore, OutboxEvent};
-use stampede_core::settlement_ports::{
-    ChangeOutcome, LockOutcome, SettlementStore, coupon_event_id,
-};
-use stampede_domain::coupon::{CouponStatus, UserCoupon};
-use stampede_domain::ids::{CouponId, UserId};
-use stampede_domain::money::Money;
-use stampede_domain::order::{
-    LineStatus, OrderChange, OrderConflict, OrderStatus, Settlement, SettlementLine,
-};
-use stampede_domain::template::Template;
-use stampede_domain::time::to_ms;
-use stampede_store_mysql::MysqlStore;
+use sqlx::mysql::MySqlPool;
+use stampede_conformance::settlements::{coupons, lock, settled, settlement};
+use stampede_core::settlement_ports::{LockOutcome, SettlementStore};
 use std::collections::HashSet;
-use std::sync::Arc;
 
-small_layouts!(
-    lock_writes_coupons_order_lines_and_events,
-    unusable_coupons_change_nothing,
-    concurrent_locks_lock_a_coupon_once,
-    redeem_then_refund_some_then_all,
-    release_and_lock_expiry,
-    expired_locks_span_every_shard,
-    unused_coupons_soonest_first
-);
+small_layouts!(expired_locks_span_every_shard);
 
-const LOCKED: &str = "coupon.locked";
-const REDEEMED: &str = "coupon.redeemed";
-const RELEASED: &str = "coupon.released";
-const REFUNDED: &str = "coupon.refunded";
-
-fn mins(m: i64) -> SignedDuration {
-    SignedDuration::from_mins(m)
-}
-
-/// A coupon template nobody needs to store: `insert_claimed` only writes coupons.
-fn tpl() -> Template {
-    template(500, 9, "settled")
-}
-
-/// Stores `claims` (with their `coupon.claimed` events) and returns their coupons.
-async fn stored(store: &MysqlStore, claims: Vec<ClaimRecord>) -> Vec<UserCoupon> {
-    store.insert_claimed(&claims).await.unwrap();
-    claims.into_iter().map(|c| c.coupon).collect()
-}
-
-/// `user`'s unused coupons `ids`, claimed `mins` minutes apart (so their `valid_until`, 24
-/// hours after the claim, differ the same way).
-async fn coupons(store: &MysqlStore, user: i64, ids: &[i64]) -> Vec<UserCoupon> {
-    let t = tpl();
-    let claims = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| claim(&t, *id, user, *id as u32, i as i64 * 60))
-        .collect();
-    stored(store, claims).await
-}
-
-/// A locked settlement of `coupons` (500 off each) for `order`, made at `now()`, whose lock
-/// expires `expires_in` minutes later.
-fn settlement(order: &str, coupons: &[&UserCoupon], expires_in: i64) -> Settlement {
-    let discount = 500 * coupons.len() as i64;
-    Settlement {
-        order_id: order.to_owned(),
-        user_id: coupons[0].user_id,
-        status: OrderStatus::Locked,
-        subtotal: Money::parse(20_000).unwrap(),
-        discount: Money::parse(discount).unwrap(),
-        payable: Money::parse(20_000 - discount).unwrap(),
-        lock_expires_at: now() + mins(expires_in),
-        coupons: coupons
-            .iter()
-            .map(|c| SettlementLine {
-                coupon_id: c.id,
-                template_id: c.template_id,
-                discount: Money::parse(500).unwrap(),
-                status: LineStatus::Locked,
-                valid_until: c.valid_until,
-            })
-            .collect(),
-        created_at: now(),
-        updated_at: now(),
-    }
-}
-
-/// The `coupon.locked` events the lock use case writes with `s`.
-fn lock_events(s: &Settlement) -> Vec<OutboxEvent> {
-    s.coupons
-        .iter()
-        .map(|l| OutboxEvent {
-            id: coupon_event_id(LOCKED, l.coupon_id, &s.order_id),
-            kind: LOCKED.to_owned(),
-            aggregate_id: l.coupon_id.get(),
-            payload: format!(r#"{{"coupon_id":"{}"}}"#, l.coupon_id),
-            created_at_ms: to_ms(s.created_at),
-        })
-        .collect()
-}
-
-/// `s` with its lines by coupon id, as the store answers it.
-fn sorted(s: &Settlement) -> Settlement {
-    let mut s = s.clone();
-    s.coupons.sort_by_key(|l| l.coupon_id);
-    s
-}
-
-async fn lock(store: &MysqlStore, s: &Settlement) -> LockOutcome {
-    store.lock_coupons(s, &lock_events(s)).await.unwrap()
-}
-
-async fn locked(store: &MysqlStore, s: &Settlement) -> Settlement {
-    match lock(store, s).await {
-        LockOutcome::Locked(got) => {
-            assert_eq!(got, sorted(s));
-            got
-        }
-        other => panic!("{} was not locked: {other:?}", s.order_id),
-    }
-}
-
-async fn change(
-    store: &MysqlStore,
-    s: &Settlement,
-    c: OrderChange,
-    at: Timestamp,
-) -> ChangeOutcome {
-    store
-        .change_settlement(&s.order_id, s.user_id, &c, at)
+async fn count(pool: &MySqlPool, sql: String) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_one(pool)
         .await
         .unwrap()
-}
-
-async fn changed(store: &MysqlStore, s: &Settlement, c: OrderChange, at: Timestamp) -> Settlement {
-    match change(store, s, c.clone(), at).await {
-        ChangeOutcome::Changed(after) => {
-            assert_eq!(after.updated_at, at);
-            assert_eq!(get(store, s).await, after, "{c:?} stored");
-            after
-        }
-        other => panic!("{c:?} of {}: {other:?}", s.order_id),
-    }
-}
-
-async fn unchanged(store: &MysqlStore, s: &Settlement, c: OrderChange, at: Timestamp) {
-    match change(store, s, c.clone(), at).await {
-        ChangeOutcome::Unchanged(got) => assert_eq!(&got, s, "{c:?}"),
-        other => panic!("{c:?} of {} should change nothing: {other:?}", s.order_id),
-    }
-}
-
-async fn get(store: &MysqlStore, s: &Settlement) -> Settlement {
-    store
-        .get_settlement(&s.order_id, Some(s.user_id))
-        .await
-        .unwrap()
-        .unwrap()
-}
-
-async fn coupon(store: &MysqlStore, c: &UserCoupon) -> UserCoupon {
-    store.get_coupon(c.user_id, c.id).await.unwrap().unwrap()
-}
-
-/// Status, order and `used_at` of each coupon, as stored.
-async fn states(
-    store: &MysqlStore,
-    cs: &[&UserCoupon],
-) -> Vec<(CouponStatus, Option<String>, Option<Timestamp>)> {
-    let mut out = Vec::new();
-    for c in cs {
-        let c = coupon(store, c).await;
-        out.push((c.status, c.locked_order_id, c.used_at));
-    }
-    out
-}
-
-async fn events(store: &MysqlStore, kind: &str) -> Vec<OutboxEvent> {
-    store.outbox_events(kind, 10_000).await.unwrap()
-}
-
-/// Every event of every settlement kind, as a set of ids.
-async fn settlement_event_ids(store: &MysqlStore) -> HashSet<String> {
-    let mut ids = HashSet::new();
-    for kind in [LOCKED, REDEEMED, RELEASED, REFUNDED] {
-        ids.extend(events(store, kind).await.into_iter().map(|e| e.id));
-    }
-    ids
-}
-
-/// Checks the events of `kind` recording `moved` coupons of `s` (now `status`) at `at`.
-async fn assert_moved(
-    store: &MysqlStore,
-    kind: &str,
-    s: &Settlement,
-    moved: &[&UserCoupon],
-    status: CouponStatus,
-    at: Timestamp,
-) {
-    let all = events(store, kind).await;
-    for c in moved {
-        let id = coupon_event_id(kind, c.id, &s.order_id);
-        let e = all
-            .iter()
-            .find(|e| e.id == id)
-            .unwrap_or_else(|| panic!("no event {id}"));
-        assert_eq!(e.kind, kind);
-        assert_eq!(e.aggregate_id, c.id.get());
-        assert_eq!(e.created_at_ms, to_ms(at));
-        let payload: serde_json::Value = serde_json::from_str(&e.payload).unwrap();
-        assert_eq!(
-            payload,
-            serde_json::json!({
-                "coupon_id": c.id.to_string(),
-                "user_id": c.user_id.to_string(),
-                "order_id": s.order_id,
-                "template_id": c.template_id.to_string(),
-                "status": status.as_str(),
-                "at": at.to_string(),
-            })
-        );
-    }
-}
-
-fn unused() -> (CouponStatus, Option<String>, Option<Timestamp>) {
-    (CouponStatus::Unused, None, None)
-}
-
-fn locked_by(order: &str) -> (CouponStatus, Option<String>, Option<Timestamp>) {
-    (CouponStatus::Locked, Some(order.to_owned()), None)
-}
-
-async fn lock_writes_coupons_order_lines_and_events(ctx: Ctx) {
-    let store = &ctx.store;
-    let cs = coupons(store, 1, &[11, 12, 13]).await;
-    let theirs = coupons(store, 2, &[21]).await;
-    // Named out of id order: the answer lists them by id.
-    let s = settlement("ord-1", &[&cs[1], &cs[0]], 15);
-    let s = locked(store, &s).await;
-    assert_eq!(
-        states(store, &[&cs[0], &cs[1], &cs[2]]).await,
-        [locked_by("ord-1"), locked_by("ord-1"), unused()]
-    );
-    assert_eq!(get(store, &s).await, s);
-    assert_eq!(
-        store.get_settlement("ord-1", None).await.unwrap(),
-        Some(s.clone())
-    );
-    // Another user's view of the order, and an order nobody made.
-    assert_eq!(
-        store.get_settlement("ord-1", Some(uid(2))).await.unwrap(),
-        None
-    );
-    assert_eq!(store.get_settlement("ord-404", None).await.unwrap(), None);
-    let mut locks = events(store, LOCKED).await;
-    locks.sort_by_key(|e| e.aggregate_id);
-    assert_eq!(locks, lock_events(&s));
-
-    // Again, and with other coupons under the same id: the stored settlement, nothing more.
-    for again in [s.clone(), settlement("ord-1", &[&cs[2]], 30)] {
-        match lock(store, &again).await {
-            LockOutcome::Exists(got) => assert_eq!(got, s),
-            other => panic!("{other:?}"),
-        }
-    }
-    assert_eq!(
-        states(store, &[&cs[0], &cs[1], &cs[2]]).await,
-        [locked_by("ord-1"), locked_by("ord-1"), unused()]
-    );
-    assert_eq!(events(store, LOCKED).await.len(), 2);
-
-    // The id is user 1's: user 2 cannot use it.
-    let other = settlement("ord-1", &[&theirs[0]], 15);
-    assert!(matches!(lock(store, &other).await, LockOutcome::OtherUser));
-    assert_eq!(states(store, &[&theirs[0]]).await, [unused()]);
-    assert_eq!(events(store, LOCKED).await.len(), 2);
-    assert_eq!(get(store, &s).await, s);
-
-    // Sub-millisecond times are stored, and answered, to the millisecond.
-    let mut fine = settlement("ord-2", &[&cs[2]], 15);
-    fine.created_at += SignedDuration::from_nanos(123_456);
-    let got = match lock(store, &fine).await {
-        LockOutcome::Locked(got) => got,
-        other => panic!("{other:?}"),
-    };
-    assert_eq!(got.created_at, now());
-    assert_eq!(get(store, &fine).await, got);
-
-    // The longest order id: its event ids (`coupon.released:<coupon>:<order>`) fit too.
-    let long = "L".repeat(64);
-    let more = coupons(store, 1, &[9_007_199_254_740_993]).await;
-    let s = locked(store, &settlement(&long, &[&more[0]], 15)).await;
-    let at = now() + mins(1);
-    let s = changed(store, &s, OrderChange::Release, at).await;
-    assert_moved(store, RELEASED, &s, &[&more[0]], CouponStatus::Unused, at).await;
-}
-
-async fn unusable_coupons_change_nothing(ctx: Ctx) {
-    let store = &ctx.store;
-    let t = tpl();
-    let mut revoked = claim(&t, 14, 1, 4, 0);
-    revoked.coupon.status = CouponStatus::Revoked;
-    let cs = stored(
-        store,
-        vec![
-            claim(&t, 11, 1, 1, 0),
-            claim(&t, 12, 1, 2, 0),
-            claim(&t, 13, 1, 3, 0),
-            revoked,
-        ],
-    )
-    .await;
-    let (a, b, c, gone) = (&cs[0], &cs[1], &cs[2], &cs[3]);
-    let theirs = coupons(store, 2, &[21]).await;
-    let held = locked(store, &settlement("ord-a", &[a], 15)).await;
-    let before = settlement_event_ids(store).await;
-
-    // (coupons named, the one reported, its status, the order holding it)
-    let cases = vec![
-        // The first unusable one the caller named is reported.
-        (vec![b, gone, a], gone.id, Some(CouponStatus::Revoked), None),
-        (
-            vec![b, a, gone],
-            a.id,
-            Some(CouponStatus::Locked),
-            Some("ord-a"),
-        ),
-        // Another user's coupon is not the user's: as if missing.
-        (vec![c, &theirs[0]], theirs[0].id, None, None),
-    ];
-    for (named, coupon_id, status, by) in cases {
-        let mut s = settlement("ord-b", &named, 15);
-        // The order is user 1's, whoever each coupon belongs to.
-        s.user_id = uid(1);
-        match lock(store, &s).await {
-            LockOutcome::NotUsable {
-                coupon_id: got,
-                status: got_status,
-                locked_by,
-            } => {
-                assert_eq!(got, coupon_id);
-                assert_eq!(got_status, status);
-                assert_eq!(locked_by.as_deref(), by);
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-    // A coupon id nobody holds.
-    let mut missing = settlement("ord-b", &[b], 15);
-    missing.coupons[0].coupon_id = CouponId::new(999_999).unwrap();
-    assert!(matches!(
-        lock(store, &missing).await,
-        LockOutcome::NotUsable { status: None, .. }
-    ));
-
-    assert_eq!(
-        states(store, &[a, b, c, gone]).await,
-        [
-            locked_by("ord-a"),
-            unused(),
-            unused(),
-            (CouponStatus::Revoked, None, None)
-        ]
-    );
-    assert_eq!(states(store, &[&theirs[0]]).await, [unused()]);
-    assert_eq!(store.get_settlement("ord-b", None).await.unwrap(), None);
-    assert_eq!(settlement_event_ids(store).await, before);
-    assert_eq!(get(store, &held).await, held);
-
-    // The refused order id stays the user's and can lock usable coupons afterwards.
-    locked(store, &settlement("ord-b", &[b, c], 15)).await;
-    assert_eq!(
-        states(store, &[b, c]).await,
-        [locked_by("ord-b"), locked_by("ord-b")]
-    );
-}
-
-async fn concurrent_locks_lock_a_coupon_once(ctx: Ctx) {
-    let store = Arc::new(ctx.store.clone());
-    let cs = coupons(&store, 1, &[11, 12]).await;
-
-    // 20 orders race for one coupon: one gets it, the others see it locked by the winner.
-    let c = cs[0].clone();
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
-            let (store, c) = (store.clone(), c.clone());
-            tokio::spawn(async move {
-                let s = settlement(&format!("race-{i}"), &[&c], 15);
-                (s.order_id.clone(), lock(&store, &s).await)
-            })
-        })
-        .collect();
-    let mut winners = Vec::new();
-    let mut losers = Vec::new();
-    for t in tasks {
-        match t.await.unwrap() {
-            (order, LockOutcome::Locked(_)) => winners.push(order),
-            (_, LockOutcome::NotUsable { locked_by, .. }) => losers.push(locked_by),
-            (order, other) => panic!("{order}: {other:?}"),
-        }
-    }
-    assert_eq!(winners.len(), 1, "{winners:?}");
-    assert!(losers.iter().all(|by| by.as_ref() == Some(&winners[0])));
-    assert_eq!(states(&store, &[&c]).await, [locked_by(&winners[0])]);
-    assert_eq!(events(&store, LOCKED).await.len(), 1);
-
-    // 20 copies of one lock: one writes it, the others find it.
-    let d = cs[1].clone();
-    let tasks: Vec<_> = (0..20)
-        .map(|_| {
-            let (store, d) = (store.clone(), d.clone());
-            tokio::spawn(async move { lock(&store, &settlement("same", &[&d], 15)).await })
-        })
-        .collect();
-    let mut created = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            LockOutcome::Locked(_) => created += 1,
-            LockOutcome::Exists(s) => assert_eq!(s.order_id, "same"),
-            other => panic!("{other:?}"),
-        }
-    }
-    assert_eq!(created, 1);
-    assert_eq!(states(&store, &[&d]).await, [locked_by("same")]);
-    assert_eq!(events(&store, LOCKED).await.len(), 2);
-}
-
-async fn redeem_then_refund_some_then_all(ctx: Ctx) {
-    let store = &ctx.store;
-    // Valid until now() + 24 h and + 25 h.
-    let cs = coupons(store, 1, &[11, 12]).await;
-    let (a, b) = (&cs[0], &cs[1]);
-    let s = locked(store, &settlement("ord-1", &[a, b], 15)).await;
-
-    let t1 = now() + mins(1);
-    let s = changed(store, &s, OrderChange::Redeem, t1).await;
-    assert_eq!(s.status, OrderStatus::Redeemed);
-    assert!(s.coupons.iter().all(|l| l.status == LineStatus::Redeemed));
-    let used = (CouponStatus::Used, None, Some(t1));
-    assert_eq!(states(store, &[a, b]).await, [used.clone(), used.clone()]);
-    assert_moved(store, REDEEMED, &s, &[a, b], CouponStatus::Used, t1).await;
-
-    // Repeats change nothing; conflicts are refused with nothing written.
-    let written = settlement_event_ids(store).await;
-    unchanged(store, &s, OrderChange::Redeem, now() + mins(3)).await;
-    for (c, want) in [
-        (
-            OrderChange::Release,
-            OrderConflict::CannotRelease("redeemed"),
-        ),
-        (
-            OrderChange::Refund(Some(vec![CouponId::new(404).unwrap()])),
-            OrderConflict::NotInOrder(CouponId::new(404).unwrap()),
-        ),
-    ] {
-        match change(store, &s, c, now() + mins(3)).await {
-            ChangeOutcome::Refused { conflict, after } => {
-                assert_eq!(conflict, want);
-                assert_eq!(after, s);
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-    unchanged(store, &s, OrderChange::Expire, now() + hours(2)).await;
-    assert_eq!(get(store, &s).await, s);
-    assert_eq!(states(store, &[a, b]).await, [used.clone(), used.clone()]);
-    assert_eq!(settlement_event_ids(store).await, written);
-
-    // One coupon back, then (past the second's validity) the rest, which comes back expired.
-    let t2 = now() + mins(5);
-    let s = changed(store, &s, OrderChange::Refund(Some(vec![a.id])), t2).await;
-    assert_eq!(s.status, OrderStatus::Redeemed);
-    assert_eq!(
-        s.coupons.iter().map(|l| l.status).collect::<Vec<_>>(),
-        [LineStatus::Refunded, LineStatus::Redeemed]
-    );
-    assert_eq!(states(store, &[a, b]).await, [unused(), used.clone()]);
-    assert_moved(store, REFUNDED, &s, &[a], CouponStatus::Unused, t2).await;
-    unchanged(store, &s, OrderChange::Refund(Some(vec![a.id])), t2).await;
-
-    let t3 = b.valid_until + mins(1);
-    let s = changed(store, &s, OrderChange::Refund(None), t3).await;
-    assert_eq!(s.status, OrderStatus::Refunded);
-    assert_eq!(
-        states(store, &[a, b]).await,
-        [unused(), (CouponStatus::Expired, None, None)]
-    );
-    assert_moved(store, REFUNDED, &s, &[b], CouponStatus::Expired, t3).await;
-    assert_eq!(events(store, REFUNDED).await.len(), 2);
-    unchanged(store, &s, OrderChange::Refund(None), t3).await;
-    unchanged(store, &s, OrderChange::Redeem, t3).await;
-
-    // A refunded coupon can go to a new order.
-    locked(store, &settlement("ord-2", &[a], 15)).await;
-    assert_eq!(states(store, &[a]).await, [locked_by("ord-2")]);
-}
-
-async fn release_and_lock_expiry(ctx: Ctx) {
-    let store = &ctx.store;
-    let cs = coupons(store, 1, &[11, 12, 13]).await;
-    let (a, b, c) = (&cs[0], &cs[1], &cs[2]);
-
-    // Released by the order service.
-    let s = locked(store, &settlement("ord-1", &[a, b], 15)).await;
-    match change(store, &s, OrderChange::Refund(None), now() + mins(1)).await {
-        ChangeOutcome::Refused { conflict, after } => {
-            assert_eq!(conflict, OrderConflict::CannotRefund("locked"));
-            assert_eq!(after, s);
-        }
-        other => panic!("{other:?}"),
-    }
-    unchanged(store, &s, OrderChange::Expire, now() + mins(14)).await;
-    let t1 = now() + mins(2);
-    let s = changed(store, &s, OrderChange::Release, t1).await;
-    assert_eq!(s.status, OrderStatus::Released);
-    assert_eq!(states(store, &[a, b]).await, [unused(), unused()]);
-    assert_moved(store, RELEASED, &s, &[a, b], CouponStatus::Unused, t1).await;
-    let written = settlement_event_ids(store).await;
-    unchanged(store, &s, OrderChange::Release, now() + mins(3)).await;
-    unchanged(store, &s, OrderChange::Expire, now() + mins(30)).await;
-    for (ch, want) in [
-        (OrderChange::Redeem, OrderConflict::CannotRedeem("released")),
-        (
-            OrderChange::Refund(None),
-            OrderConflict::CannotRefund("released"),
-        ),
-    ] {
-        match change(store, &s, ch, now() + mins(3)).await {
-            ChangeOutcome::Refused { conflict, after } => {
-                assert_eq!(conflict, want);
-                assert_eq!(after, s);
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-    assert_eq!(settlement_event_ids(store).await, written);
-    assert_eq!(states(store, &[a, b]).await, [unused(), unused()]);
-
-    // Released by the expiry job, at its lock_expires_at.
-    let s2 = locked(store, &settlement("ord-2", &[a], 10)).await;
-    let s2 = changed(store, &s2, OrderChange::Expire, s2.lock_expires_at).await;
-    assert_eq!(s2.status, OrderStatus::Released);
-    assert_eq!(states(store, &[a]).await, [unused()]);
-    assert_moved(
-        store,
-        RELEASED,
-        &s2,
-        &[a],
-        CouponStatus::Unused,
-        s2.updated_at,
-    )
-    .await;
-
-    // Redeemed too late: refused, and the coupons are released in the same transaction.
-    let s3 = locked(store, &settlement("ord-3", &[b, c], 10)).await;
-    let late = s3.lock_expires_at + mins(1);
-    match change(store, &s3, OrderChange::Redeem, late).await {
-        ChangeOutcome::Refused { conflict, after } => {
-            assert_eq!(conflict, OrderConflict::LockExpired(s3.lock_expires_at));
-            assert_eq!(after.status, OrderStatus::Released);
-            assert_eq!(after.updated_at, late);
-            assert_eq!(get(store, &s3).await, after);
-        }
-        other => panic!("{other:?}"),
-    }
-    assert_eq!(states(store, &[b, c]).await, [unused(), unused()]);
-    assert_moved(store, RELEASED, &s3, &[b, c], CouponStatus::Unused, late).await;
-    assert!(
-        events(store, REDEEMED).await.is_empty(),
-        "nothing was redeemed"
-    );
-
-    // Unknown orders, or another user's: not found.
-    let mut ghost = s3.clone();
-    ghost.order_id = "ord-404".to_owned();
-    assert!(matches!(
-        change(store, &ghost, OrderChange::Release, late).await,
-        ChangeOutcome::NotFound
-    ));
-    let mut theirs = s3.clone();
-    theirs.user_id = uid(2);
-    assert!(matches!(
-        change(store, &theirs, OrderChange::Release, late).await,
-        ChangeOutcome::NotFound
-    ));
 }
 
 async fn expired_locks_span_every_shard(ctx: Ctx) {
     let store = &ctx.store;
-    // User u locks order "exp-u", expiring u minutes after now(); users 1..=16.
+    let router = store.router();
+    let t = settled(store).await;
+    // User u locks order "exp-u", expiring u minutes after now(); users 1..=16, as the
+    // suite's expiry scenario.
     let users: Vec<i64> = (1..=16).collect();
-    let mut orders = Vec::new();
     for &u in &users {
-        let cs = coupons(store, u, &[u * 100]).await;
-        orders.push(locked(store, &settlement(&format!("exp-{u:02}"), &[&cs[0]], u)).await);
+        let cs = coupons(store, &t, u, &[u * 100]).await;
+        let s = settlement(&format!("exp-{u:02}"), &[&cs[0]], u);
+        assert!(matches!(lock(store, &s).await, LockOutcome::Locked(_)));
     }
-    if store.router().databases() > 1 {
-        let dbs: HashSet<usize> = users
-            .iter()
-            .map(|u| store.router().route(*u).database)
-            .collect();
-        assert!(dbs.len() > 1, "the users all route to one database");
-    }
-    // Two of the expired ones are no longer locked.
-    let t = now() + mins(1);
-    changed(store, &orders[1], OrderChange::Redeem, t).await;
-    changed(store, &orders[4], OrderChange::Release, t).await;
-
-    let want = |upto: i64| -> Vec<(String, UserId)> {
-        users
-            .iter()
-            .filter(|u| **u <= upto && ![2, 5].contains(*u))
-            .map(|u| (format!("exp-{u:02}"), uid(*u)))
-            .collect()
-    };
-    let at = now() + mins(10);
-    assert_eq!(store.expired_locks(at, 100).await.unwrap(), want(10));
-    assert_eq!(store.expired_locks(at, 3).await.unwrap(), want(4));
+    let dbs: HashSet<usize> = users.iter().map(|u| router.route(*u).database).collect();
     assert_eq!(
-        store
-            .expired_locks(now() + mins(16), 100)
-            .await
-            .unwrap()
-            .len(),
-        14
+        dbs.len(),
+        router.databases(),
+        "users 1..=16 reach every database"
     );
-    assert!(store.expired_locks(now(), 100).await.unwrap().is_empty());
-    assert!(store.expired_locks(at, 0).await.unwrap().is_empty());
-}
 
-async fn unused_coupons_soonest_first(ctx: Ctx) {
-    let store = &ctx.store;
-    let t = tpl();
-    // Claimed in reverse id order, so valid_until and id order differ; 15 and 16 tie.
-    let mut claims: Vec<ClaimRecord> = (11..=16)
-        .map(|id| claim(&t, id, 1, id as u32, (16 - id.min(15)) * 60))
-        .collect();
-    claims[2].coupon.status = CouponStatus::Revoked;
-    claims[3].coupon.status = CouponStatus::Expired;
-    claims.push(claim(&t, 31, 3, 1, 0));
-    let cs = stored(store, claims).await;
-    // One locked by an order; one unused but past its validity, still stored as unused.
-    locked(store, &settlement("ord-1", &[&cs[0]], 15)).await;
-    let stale = stored(store, vec![claim(&t, 17, 1, 17, -48 * 60)])
-        .await
-        .remove(0);
-    assert!(stale.valid_until < now());
+    // Each order is on its user's shard table, and filed under its user in the directory of
+    // the first database.
+    let mut pools = Vec::new();
+    for url in &ctx.cfg.databases {
+        pools.push(MySqlPool::connect(url).await.unwrap());
+    }
+    for &u in &users {
+        let shard = router.route(u);
+        let on_shard = format!(
+            "SELECT COUNT(*) FROM {} WHERE order_id = 'exp-{u:02}' AND user_id = {u}",
+            shard.orders_table()
+        );
+        assert_eq!(count(&pools[shard.database], on_shard).await, 1, "user {u}");
+        let filed = format!(
+            "SELECT COUNT(*) FROM order_directory WHERE order_id = 'exp-{u:02}' AND user_id = {u}"
+        );
+        assert_eq!(count(&pools[0], filed).await, 1, "user {u}");
+    }
+    for pool in pools {
+        pool.close().await;
+    }
 
-    let got = store.unused_coupons(uid(1), 100).await.unwrap();
-    let ids: Vec<i64> = got.iter().map(|c| c.id.get()).collect();
-    assert_eq!(ids, [17, 15, 16, 12]);
-    assert_eq!(got[0], stale);
-    assert_eq!(got[3], cs[1]);
-    let first: Vec<i64> = store
-        .unused_coupons(uid(1), 2)
+    // The sweep merges the databases' answers, oldest first.
+    let expired: Vec<String> = store
+        .expired_locks(at(16), 100)
         .await
         .unwrap()
-        .iter()
-        .map(|c| c.id.get())
+        .into_iter()
+        .map(|(order, _)| order)
         .collect();
-    assert_eq!(first, [17, 15]);
-    assert!(store.unused_coupons(uid(1), 0).await.unwrap().is_empty());
-    assert!(store.unused_coupons(uid(2), 10).await.unwrap().is_empty());
-    assert_eq!(store.unused_coupons(uid(3), 10).await.unwrap().len(), 1);
+    let want: Vec<String> = users.iter().map(|u| format!("exp-{u:02}")).collect();
+    assert_eq!(expired, want);
 }
