@@ -1,7 +1,7 @@
 -- User coupons and their outbox, created once for every table index `{t}` of every database.
 -- Rows are routed here by user_id (see router.rs), so a user's coupons and the events that
 -- record them are written in one local transaction. Times are epoch milliseconds.
--- The `user_coupons_{t}` columns are exactly `stampede_core::records::COUPON_COLUMNS`.
+-- The `user_coupons_{t}` columns are exactly the `CouponRecord` row layout of `stampede-store-sql`.
 
 CREATE TABLE IF NOT EXISTS user_coupons_{t} (
     id BIGINT NOT NULL PRIMARY KEY,

@@ -2,7 +2,7 @@
 -- index `{t}` of every database. Rows are routed here by shop_id (see router.rs), the route
 -- of the shop's templates: a batch's stock change and the task's checkpoint are one local
 -- transaction. Times are epoch milliseconds.
--- The `distributions_{t}` columns are exactly `stampede_core::records::DISTRIBUTION_COLUMNS`.
+-- The `distributions_{t}` columns are exactly the `DistributionRecord` row layout of `stampede-store-sql`.
 
 CREATE TABLE IF NOT EXISTS distributions_{t} (
     id BIGINT NOT NULL PRIMARY KEY,

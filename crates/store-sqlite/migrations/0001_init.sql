@@ -1,5 +1,5 @@
 -- Templates, their audit log, and idempotency keys. Times are epoch milliseconds.
--- The `templates` columns are exactly `stampede_core::records::TEMPLATE_COLUMNS`.
+-- The `templates` columns are exactly the `TemplateRecord` row layout of `stampede-store-sql`.
 
 CREATE TABLE templates (
     id              INTEGER PRIMARY KEY,

@@ -1,5 +1,5 @@
 -- User coupons and the transactional outbox. The `user_coupons` columns are exactly
--- `stampede_core::records::COUPON_COLUMNS`. Times are epoch milliseconds.
+-- the `CouponRecord` row layout of `stampede-store-sql`. Times are epoch milliseconds.
 
 CREATE TABLE user_coupons (
     id               INTEGER PRIMARY KEY,

@@ -1,6 +1,6 @@
 -- Distribution tasks, their failed rows and their uploaded files. Times are epoch
 -- milliseconds. The `distributions` columns are exactly
--- `stampede_core::records::DISTRIBUTION_COLUMNS`.
+-- the `DistributionRecord` row layout of `stampede-store-sql`.
 
 CREATE TABLE distributions (
     id                 INTEGER PRIMARY KEY,
