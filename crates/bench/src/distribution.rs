@@ -17,6 +17,7 @@ use crate::client::{Target, bearer};
 use crate::insert_ceiling::{self, Ceiling, CeilingReport};
 use crate::multipart::Form;
 use crate::proc;
+use crate::round::{per_second, ratio, round2, round3, secs_between};
 use anyhow::{Context, bail};
 use http_body_util::{BodyExt, Full};
 use hyper::Method;
@@ -257,19 +258,6 @@ pub(crate) fn two_columns(rows: &[(&str, String, String)], with_ceiling: bool) -
     out
 }
 
-fn secs_between(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<f64> {
-    let d: SignedDuration = b?.duration_since(a?);
-    Some(round3(d.as_secs_f64()))
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
-}
-
 /// Runs the scenario against `target` (the server's JWT secret in `secret`).
 pub async fn run(
     target: &Target,
@@ -439,7 +427,7 @@ pub async fn run(
         file_bytes,
         upload_s: round3(upload.as_secs_f64()),
         wall_s: round3(wall_s),
-        rows_per_s: (task.total_rows as f64 / wall_s.max(1e-9)).round(),
+        rows_per_s: per_second(task.total_rows, wall_s),
         queue_s: secs_between(task.created_at, task.started_at),
         processing_s: secs_between(task.started_at, task.finished_at),
         processed_rows: task.processed_rows,
@@ -466,8 +454,7 @@ pub async fn run(
     {
         eprintln!("ceiling: inserting {} rows into {c:?} ...", report.rows);
         let ceiling = insert_ceiling::run(c, report.rows.max(1)).await?;
-        report.ceiling_ratio =
-            (ceiling.rows_per_s > 0.0).then(|| round3(report.rows_per_s / ceiling.rows_per_s));
+        report.ceiling_ratio = ratio(report.rows_per_s, ceiling.rows_per_s);
         report.ceiling = Some(ceiling);
     }
     Ok(report)

@@ -13,6 +13,7 @@
 //! The table definitions are read from the stores' migration files at compile time, so the
 //! ceiling follows the schema (indexes included) when it changes.
 
+use crate::round::{per_second, round3};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use sqlx::mysql::MySqlConnectOptions;
@@ -109,12 +110,8 @@ fn report(
         shape,
         rows,
         seconds: round3(seconds),
-        rows_per_s: (rows as f64 / seconds.max(1e-9)).round(),
+        rows_per_s: per_second(rows, seconds),
     }
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 /// The migration's statements without its comment lines.

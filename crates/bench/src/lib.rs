@@ -14,11 +14,13 @@ pub mod quote;
 pub mod redis_ceiling;
 pub mod reminders;
 pub mod report;
+pub mod round;
 pub mod stats;
 
 use client::Target;
 use load::{LoadOptions, RequestMix, Workload};
 use report::{Report, RunShape, ServerUsage};
+use round::round2;
 use std::sync::Arc;
 
 /// Runs one scenario's load phase and turns it into a report (server memory read at the end).
@@ -64,10 +66,6 @@ pub async fn measure(
         });
     }
     Ok(report)
-}
-
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }
 
 /// The `healthz` request mix.

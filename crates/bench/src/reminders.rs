@@ -26,6 +26,7 @@ use crate::client::{Body, Target, bearer};
 use crate::distribution::{Sampler, ServerRun, two_columns};
 use crate::insert_ceiling::{self, Ceiling, CeilingReport};
 use crate::proc;
+use crate::round::{per_second, ratio, round2, round3, secs};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
@@ -490,18 +491,6 @@ pub struct RemindersReport {
     pub ceiling_ratio: Option<f64>,
 }
 
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
-}
-
-fn secs(d: SignedDuration) -> f64 {
-    round3(d.as_secs_f64())
-}
-
 impl RemindersReport {
     pub fn all_delivered(&self) -> bool {
         self.delivered >= self.reminders
@@ -891,7 +880,7 @@ pub async fn run(
             rejected_too_late: too_late,
             not_sent,
             seeding_s: round3(seeding_s),
-            seeding_per_s: (accepted as f64 / seeding_s.max(1e-9)).round(),
+            seeding_per_s: per_second(accepted, seeding_s),
             seeding_retries: seeding.retries.load(Ordering::Relaxed),
             due_at: due,
             seeding_slack_s: secs(slack),
@@ -909,7 +898,7 @@ pub async fn run(
             delivery_window_s: window.map(secs),
             deliveries_per_s: window
                 .filter(|w| w.is_positive())
-                .map(|w| (delivered as f64 / w.as_secs_f64()).round()),
+                .map(|w| per_second(delivered, w.as_secs_f64())),
             lag_ms: (!t.lag_ms.is_empty()).then(|| LagMs {
                 p50: t.lag_ms.value_at_quantile(0.5),
                 p99: t.lag_ms.value_at_quantile(0.99),
@@ -944,8 +933,7 @@ pub async fn run(
         let ceiling = insert_ceiling::run(c, report.reminders).await?;
         report.ceiling_ratio = report
             .deliveries_per_s
-            .filter(|_| ceiling.rows_per_s > 0.0)
-            .map(|d| round3(d / ceiling.rows_per_s));
+            .and_then(|d| ratio(d, ceiling.rows_per_s));
         report.ceiling = Some(ceiling);
     }
     Ok(report)

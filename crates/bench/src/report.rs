@@ -1,6 +1,7 @@
 //! The result of a run: numbers computed from merged `Stats`, rendered as a human-readable
 //! table (several runs side by side) and as one line of JSON with the same numbers.
 
+use crate::round::{ratio, round1, round3};
 use crate::stats::{Stats, TransportError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -96,14 +97,6 @@ fn ms(us: u64) -> f64 {
     round3(us as f64 / 1000.0)
 }
 
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
-
 impl Report {
     pub fn new(scenario: &str, shape: RunShape, stats: &Stats) -> Self {
         let h = &stats.latency;
@@ -160,8 +153,7 @@ impl Report {
 
     /// Attaches the healthz ceiling and the throughput ratio.
     pub fn with_ceiling(mut self, ceiling: Report) -> Self {
-        self.rps_ratio = (ceiling.requests_per_s > 0.0)
-            .then(|| round3(self.requests_per_s / ceiling.requests_per_s));
+        self.rps_ratio = ratio(self.requests_per_s, ceiling.requests_per_s);
         self.ceiling = Some(Box::new(ceiling));
         self
     }
