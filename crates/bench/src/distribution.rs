@@ -17,6 +17,7 @@ use crate::client::{Target, bearer};
 use crate::insert_ceiling::{self, Ceiling, CeilingReport};
 use crate::multipart::Form;
 use crate::proc;
+use crate::render::{cpu_secs, dash, json_line, mib, secs3, two_columns};
 use crate::round::{per_second, ratio, round2, round3, secs_between};
 use anyhow::{Context, bail};
 use http_body_util::{BodyExt, Full};
@@ -242,22 +243,6 @@ impl Sampler {
     }
 }
 
-/// Rows of `(name, run, ceiling)` as aligned text; the ceiling column only `with_ceiling`.
-pub(crate) fn two_columns(rows: &[(&str, String, String)], with_ceiling: bool) -> String {
-    let name_w = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
-    let a_w = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0);
-    let mut out = String::new();
-    for (name, a, b) in rows {
-        let pad = name_w - name.chars().count();
-        let _ = write!(out, "{name}{:pad$}  {a:>a_w$}", "");
-        if with_ceiling {
-            let _ = write!(out, "  {b}");
-        }
-        out.push('\n');
-    }
-    out
-}
-
 /// Runs the scenario against `target` (the server's JWT secret in `secret`).
 pub async fn run(
     target: &Target,
@@ -473,15 +458,12 @@ fn guess_format(bytes: &[u8], asked: FileFormat) -> FileFormat {
 impl DistributionReport {
     /// The one-line JSON summary.
     pub fn to_json_line(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+        json_line(self)
     }
 
     /// The distribution and, when measured, its ceiling side by side.
     pub fn to_table(&self) -> String {
-        let mib = |kb: u64| format!("{:.1} MiB", kb as f64 / 1024.0);
-        let secs = |s: Option<f64>| s.map_or_else(|| "-".to_owned(), |s| format!("{s:.3} s"));
         let c = self.ceiling.as_ref();
-        let dash = || "-".to_owned();
         let s = &self.server;
         let mut rows: Vec<(&str, String, String)> = vec![
             (
@@ -505,14 +487,14 @@ impl DistributionReport {
                 ),
                 dash(),
             ),
-            ("upload", secs(Some(self.upload_s)), dash()),
+            ("upload", secs3(Some(self.upload_s)), dash()),
             (
                 "wall (upload → done)",
-                secs(Some(self.wall_s)),
-                c.map_or_else(dash, |c| secs(Some(c.seconds))),
+                secs3(Some(self.wall_s)),
+                c.map_or_else(dash, |c| secs3(Some(c.seconds))),
             ),
-            ("  queued (server)", secs(self.queue_s), dash()),
-            ("  processing (server)", secs(self.processing_s), dash()),
+            ("  queued (server)", secs3(self.queue_s), dash()),
+            ("  processing (server)", secs3(self.processing_s), dash()),
             (
                 "rows/s",
                 format!("{:.0}", self.rows_per_s),
@@ -532,11 +514,7 @@ impl DistributionReport {
                 },
                 dash(),
             ),
-            (
-                "bench CPU",
-                self.bench_cpu_s.map_or_else(dash, |t| format!("{t:.2} s")),
-                dash(),
-            ),
+            ("bench CPU", cpu_secs(self.bench_cpu_s), dash()),
         ];
         if let Some(c) = c {
             rows.push(("ceiling shape", dash(), c.shape.clone()));

@@ -23,9 +23,11 @@
 use crate::bulk_claim::{in_parallel, send};
 use crate::claim::{create_template, mint};
 use crate::client::{Body, Target, bearer};
-use crate::distribution::{Sampler, ServerRun, two_columns};
+use crate::distribution::{Sampler, ServerRun};
 use crate::insert_ceiling::{self, Ceiling, CeilingReport};
+use crate::problem::problem_code;
 use crate::proc;
+use crate::render::{cpu_secs, dash, json_line, mib, secs3, two_columns};
 use crate::round::{per_second, ratio, round2, round3, secs};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
@@ -332,20 +334,12 @@ enum Answer {
     Refused,
 }
 
-fn problem_code(body: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Problem {
-        code: Option<String>,
-    }
-    serde_json::from_slice::<Problem>(body).ok()?.code
-}
-
 fn classify(status: u16, body: &[u8]) -> Answer {
     match status {
         200..=299 => Answer::Accepted,
         409 if matches!(
-            problem_code(body).as_deref(),
-            Some("REMINDER_TOO_LATE" | "CLAIM_STARTED")
+            problem_code(body),
+            Some(b"REMINDER_TOO_LATE" | b"CLAIM_STARTED")
         ) =>
         {
             Answer::TooLate
@@ -498,14 +492,11 @@ impl RemindersReport {
 
     /// The one-line JSON summary.
     pub fn to_json_line(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+        json_line(self)
     }
 
     /// The delivery and, when measured, the insert ceiling side by side.
     pub fn to_table(&self) -> String {
-        let mib = |kb: u64| format!("{:.1} MiB", kb as f64 / 1024.0);
-        let s3 = |s: Option<f64>| s.map_or_else(|| "-".to_owned(), |s| format!("{s:.3} s"));
-        let dash = || "-".to_owned();
         let c = self.ceiling.as_ref();
         let sv = &self.server;
         let mut rows: Vec<(&str, String, String)> = vec![
@@ -529,7 +520,7 @@ impl RemindersReport {
             ));
         }
         rows.extend([
-            ("seeding", s3(Some(self.seeding_s)), dash()),
+            ("seeding", secs3(Some(self.seeding_s)), dash()),
             (
                 "seeding rate",
                 format!("{:.0}/s", self.seeding_per_s),
@@ -549,17 +540,17 @@ impl RemindersReport {
             ("delivered (distinct)", self.delivered.to_string(), dash()),
             (
                 "first delivery after due",
-                s3(self.first_delivery_after_due_s),
+                secs3(self.first_delivery_after_due_s),
                 dash(),
             ),
             (
                 "due → last delivery (≤ 30 s for 1M)",
-                s3(self.due_to_last_delivery_s),
-                c.map_or_else(dash, |c| s3(Some(c.seconds))),
+                secs3(self.due_to_last_delivery_s),
+                c.map_or_else(dash, |c| secs3(Some(c.seconds))),
             ),
             (
                 "delivery window (first → last)",
-                s3(self.delivery_window_s),
+                secs3(self.delivery_window_s),
                 dash(),
             ),
             (
@@ -607,16 +598,19 @@ impl RemindersReport {
                 dash(),
             ));
         }
-        let cpu = |t: Option<f64>| t.map_or_else(dash, |t| format!("{t:.2} s"));
         rows.extend([
             ("server RSS before", mib(sv.rss_before_kb), dash()),
             ("server RSS max sampled", mib(sv.max_sampled_rss_kb), dash()),
             ("server peak RSS (VmHWM)", mib(sv.peak_rss_kb), dash()),
             ("server RSS at end", mib(sv.rss_end_kb), dash()),
-            ("server CPU seeding", cpu(self.server_cpu_seeding_s), dash()),
+            (
+                "server CPU seeding",
+                cpu_secs(self.server_cpu_seeding_s),
+                dash(),
+            ),
             (
                 "server CPU delivery",
-                cpu(self.server_cpu_delivery_s),
+                cpu_secs(self.server_cpu_delivery_s),
                 dash(),
             ),
             (
@@ -627,7 +621,7 @@ impl RemindersReport {
                 },
                 dash(),
             ),
-            ("bench CPU", cpu(self.bench_cpu_s), dash()),
+            ("bench CPU", cpu_secs(self.bench_cpu_s), dash()),
         ]);
         if let Some(c) = c {
             rows.push(("ceiling shape", dash(), c.shape.clone()));
