@@ -18,7 +18,8 @@ use crate::insert_ceiling::{self, Ceiling, CeilingReport};
 use crate::multipart::Form;
 use crate::proc;
 use crate::render::{cpu_secs, dash, json_line, mib, secs3, two_columns};
-use crate::round::{per_second, ratio, round2, round3, secs_between};
+use crate::round::{per_second, ratio, round3, secs_between};
+use crate::server_run::{ServerRun, ServerWatch};
 use anyhow::{Context, bail};
 use http_body_util::{BodyExt, Full};
 use hyper::Method;
@@ -34,11 +35,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-/// How often the sampler reads the server's RSS.
-const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
 /// The file format asked of `stampede gen users`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -80,24 +77,6 @@ pub struct DistributionOptions {
     pub poll_interval: Duration,
     /// Give up when the task is not finished this long after the upload started.
     pub timeout: Duration,
-}
-
-/// The server's memory and CPU over the run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ServerRun {
-    pub pid: u32,
-    /// VmRSS just before the upload, in KiB.
-    pub rss_before_kb: u64,
-    /// The largest VmRSS sampled (every 100 ms) from the upload to the end, in KiB.
-    pub max_sampled_rss_kb: u64,
-    /// VmHWM at the end: the process's peak RSS since it started, in KiB.
-    pub peak_rss_kb: u64,
-    /// VmRSS at the end, in KiB.
-    pub rss_end_kb: u64,
-    /// User + system CPU seconds from the upload to the end.
-    pub cpu_s: Option<f64>,
-    /// `cpu_s` divided by the wall time (2.0 = two cores busy).
-    pub cpu_cores: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -203,46 +182,6 @@ fn generate(opts: &DistributionOptions) -> anyhow::Result<Generated> {
     Ok(generated)
 }
 
-/// Samples the server's RSS until stopped; keeps the largest.
-pub(crate) struct Sampler {
-    max_rss_kb: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Sampler {
-    pub(crate) fn start(pid: u32) -> Self {
-        let max_rss_kb = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (max, halt) = (Arc::clone(&max_rss_kb), Arc::clone(&stop));
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(SAMPLE_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            while !halt.load(Ordering::Relaxed) {
-                tick.tick().await;
-                if let Ok((_, rss)) = proc::memory_kb(pid) {
-                    max.fetch_max(rss, Ordering::Relaxed);
-                }
-            }
-        });
-        Self {
-            max_rss_kb,
-            stop,
-            task,
-        }
-    }
-
-    /// Stops sampling (after one last sample): the largest RSS seen.
-    pub(crate) async fn finish(self, pid: u32) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = self.task.await;
-        if let Ok((_, rss)) = proc::memory_kb(pid) {
-            self.max_rss_kb.fetch_max(rss, Ordering::Relaxed);
-        }
-        self.max_rss_kb.load(Ordering::Relaxed)
-    }
-}
-
 /// Runs the scenario against `target` (the server's JWT secret in `secret`).
 pub async fn run(
     target: &Target,
@@ -250,7 +189,7 @@ pub async fn run(
     opts: &DistributionOptions,
 ) -> anyhow::Result<DistributionReport> {
     let pid = opts.server_pid;
-    proc::memory_kb(pid).context("--server-pid")?;
+    proc::check_server_pid(pid)?;
 
     // 1. The file.
     let (_generated, path): (Generated, PathBuf) = match &opts.file {
@@ -308,11 +247,8 @@ pub async fn run(
     let file_bytes = bytes.len() as u64;
     drop(bytes);
 
-    let (_, rss_before_kb) = proc::memory_kb(pid)?;
-    let cpu_before = proc::cpu_seconds(Some(pid));
-    let bench_cpu_before = proc::cpu_seconds(None);
-    let sampler = Sampler::start(pid);
-    let started = Instant::now();
+    let watch = ServerWatch::start(pid)?;
+    let started = watch.started();
 
     let uri = target.uri("/api/v1/merchant/distributions")?;
     let mut req = target.request(Method::POST, uri, Some(&merchant), Full::new(body));
@@ -374,27 +310,18 @@ pub async fn run(
         task = serde_json::from_slice(&bytes).context("the task is not JSON")?;
         if last_note.elapsed() >= Duration::from_secs(1) {
             last_note = Instant::now();
-            let rss = proc::memory_kb(pid).map_or(0, |(_, r)| r);
             eprintln!(
-                "  {:>6.1} s  {:<9} {:>9}/{} rows  server RSS {:.1} MiB",
+                "  {:>6.1} s  {:<9} {:>9}/{} rows  server RSS {}",
                 started.elapsed().as_secs_f64(),
                 task.status,
                 task.processed_rows,
                 task.total_rows,
-                rss as f64 / 1024.0
+                mib(proc::rss_kb(pid))
             );
         }
     }
-    let wall = started.elapsed();
-    let max_sampled_rss_kb = sampler.finish(pid).await;
-    let (peak_rss_kb, rss_end_kb) = proc::memory_kb(pid)?;
-    let cpu_s = cpu_before
-        .zip(proc::cpu_seconds(Some(pid)))
-        .map(|(a, b)| round2(b - a));
-    let bench_cpu_s = bench_cpu_before
-        .zip(proc::cpu_seconds(None))
-        .map(|(a, b)| round2(b - a));
-    let wall_s = wall.as_secs_f64();
+    let watched = watch.finish().await?;
+    let wall_s = watched.wall.as_secs_f64();
     eprintln!(
         "task {} {} after {:.3} s: {} succeeded, {} failed",
         task.id, task.status, wall_s, task.succeeded, task.failed
@@ -419,16 +346,8 @@ pub async fn run(
         succeeded: task.succeeded,
         failed: task.failed,
         failure_reason: task.failure_reason.clone(),
-        server: ServerRun {
-            pid,
-            rss_before_kb,
-            max_sampled_rss_kb,
-            peak_rss_kb,
-            rss_end_kb,
-            cpu_s,
-            cpu_cores: cpu_s.map(|c| round2(c / wall_s.max(1e-9))),
-        },
-        bench_cpu_s,
+        server: watched.server,
+        bench_cpu_s: watched.bench_cpu_s,
         ceiling: None,
         ceiling_ratio: None,
     };
@@ -464,7 +383,6 @@ impl DistributionReport {
     /// The distribution and, when measured, its ceiling side by side.
     pub fn to_table(&self) -> String {
         let c = self.ceiling.as_ref();
-        let s = &self.server;
         let mut rows: Vec<(&str, String, String)> = vec![
             (
                 "scenario",
@@ -502,20 +420,12 @@ impl DistributionReport {
             ),
             ("succeeded", self.succeeded.to_string(), dash()),
             ("failed", self.failed.to_string(), dash()),
-            ("server RSS before", mib(s.rss_before_kb), dash()),
-            ("server RSS max sampled", mib(s.max_sampled_rss_kb), dash()),
-            ("server peak RSS (VmHWM)", mib(s.peak_rss_kb), dash()),
-            ("server RSS at end", mib(s.rss_end_kb), dash()),
-            (
-                "server CPU",
-                match (s.cpu_s, s.cpu_cores) {
-                    (Some(t), Some(c)) => format!("{t:.2} s ({c:.2} cores)"),
-                    _ => dash(),
-                },
-                dash(),
-            ),
-            ("bench CPU", cpu_secs(self.bench_cpu_s), dash()),
         ];
+        rows.extend(self.server.memory_rows());
+        rows.extend([
+            ("server CPU", self.server.cpu_cell(), dash()),
+            ("bench CPU", cpu_secs(self.bench_cpu_s), dash()),
+        ]);
         if let Some(c) = c {
             rows.push(("ceiling shape", dash(), c.shape.clone()));
             rows.push(("ceiling target", dash(), c.target.clone()));

@@ -17,6 +17,7 @@ pub mod reminders;
 pub mod render;
 pub mod report;
 pub mod round;
+pub mod server_run;
 pub mod stats;
 
 use client::Target;

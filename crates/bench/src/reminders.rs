@@ -23,12 +23,12 @@
 use crate::bulk_claim::{in_parallel, send};
 use crate::claim::{create_template, mint};
 use crate::client::{Body, Target, bearer};
-use crate::distribution::{Sampler, ServerRun};
 use crate::insert_ceiling::{self, Ceiling, CeilingReport};
 use crate::problem::problem_code;
 use crate::proc;
 use crate::render::{cpu_secs, dash, json_line, mib, secs3, two_columns};
-use crate::round::{per_second, ratio, round2, round3, secs};
+use crate::round::{per_second, ratio, round3, secs};
+use crate::server_run::{ServerRun, ServerWatch, cpu_delta};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
@@ -498,7 +498,6 @@ impl RemindersReport {
     /// The delivery and, when measured, the insert ceiling side by side.
     pub fn to_table(&self) -> String {
         let c = self.ceiling.as_ref();
-        let sv = &self.server;
         let mut rows: Vec<(&str, String, String)> = vec![
             (
                 "scenario",
@@ -598,11 +597,8 @@ impl RemindersReport {
                 dash(),
             ));
         }
+        rows.extend(self.server.memory_rows());
         rows.extend([
-            ("server RSS before", mib(sv.rss_before_kb), dash()),
-            ("server RSS max sampled", mib(sv.max_sampled_rss_kb), dash()),
-            ("server peak RSS (VmHWM)", mib(sv.peak_rss_kb), dash()),
-            ("server RSS at end", mib(sv.rss_end_kb), dash()),
             (
                 "server CPU seeding",
                 cpu_secs(self.server_cpu_seeding_s),
@@ -613,14 +609,7 @@ impl RemindersReport {
                 cpu_secs(self.server_cpu_delivery_s),
                 dash(),
             ),
-            (
-                "server CPU total",
-                match (sv.cpu_s, sv.cpu_cores) {
-                    (Some(t), Some(c)) => format!("{t:.2} s ({c:.2} cores)"),
-                    _ => dash(),
-                },
-                dash(),
-            ),
+            ("server CPU total", self.server.cpu_cell(), dash()),
             ("bench CPU", cpu_secs(self.bench_cpu_s), dash()),
         ]);
         if let Some(c) = c {
@@ -672,7 +661,7 @@ pub async fn run(
         bail!("--lead must be at least 1s");
     }
     let pid = opts.server_pid;
-    proc::memory_kb(pid).context("--server-pid")?;
+    proc::check_server_pid(pid)?;
     // Bound first: a taken port fails the run before any setup.
     let listener = TcpListener::bind(opts.sink_listen)
         .await
@@ -726,11 +715,8 @@ pub async fn run(
     let serving = serve(listener, Arc::clone(&sink));
 
     // 2. The seeding.
-    let (_, rss_before_kb) = proc::memory_kb(pid)?;
-    let cpu_start = proc::cpu_seconds(Some(pid));
-    let bench_cpu_start = proc::cpu_seconds(None);
-    let sampler = Sampler::start(pid);
-    let started = Instant::now();
+    let watch = ServerWatch::start(pid)?;
+    let started = watch.started();
     let seeding = Arc::new(Seeding {
         target: target.clone(),
         tokens,
@@ -795,7 +781,7 @@ pub async fn run(
     }
     let seeding_took = started.elapsed();
     let seeded_at = Timestamp::now();
-    let cpu_seeded = proc::cpu_seconds(Some(pid));
+    let cpu_seeded = watch.server_cpu();
     let accepted = seeding.accepted.load(Ordering::Relaxed);
     let too_late = seeding.too_late.load(Ordering::Relaxed);
     let not_sent = seeding.not_sent.load(Ordering::Relaxed);
@@ -836,7 +822,6 @@ pub async fn run(
         let every = if to_due.is_positive() { 10 } else { 1 };
         if last_note.elapsed() >= Duration::from_secs(every) {
             last_note = Instant::now();
-            let rss = proc::memory_kb(pid).map_or(0, |(_, r)| r);
             let when = if to_due.is_positive() {
                 format!("due in {:.0} s", to_due.as_secs_f64())
             } else {
@@ -844,17 +829,13 @@ pub async fn run(
             };
             eprintln!(
                 "  {when}: {delivered}/{accepted} delivered, {duplicates} duplicates, \
-                 server RSS {:.1} MiB",
-                rss as f64 / 1024.0
+                 server RSS {}",
+                mib(proc::rss_kb(pid))
             );
         }
         tokio::time::sleep(POLL_EVERY).await;
     }
-    let wall = started.elapsed().as_secs_f64();
-    let max_sampled_rss_kb = sampler.finish(pid).await;
-    let (peak_rss_kb, rss_end_kb) = proc::memory_kb(pid)?;
-    let cpu_end = proc::cpu_seconds(Some(pid));
-    let bench_cpu_end = proc::cpu_seconds(None);
+    let watched = watch.finish().await?;
     if !timed_out && !opts.settle.is_zero() {
         tokio::time::sleep(opts.settle).await;
     }
@@ -865,7 +846,6 @@ pub async fn run(
         let since_due = |at: Option<Timestamp>| at.map(|a| secs(a.duration_since(due)));
         let window = t.first_at.zip(t.last_at).map(|(a, b)| b.duration_since(a));
         let delivered = t.delivered();
-        let cpu = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| round2(b - a));
         RemindersReport {
             scenario: "reminders".into(),
             template_id,
@@ -899,18 +879,10 @@ pub async fn run(
                 max: t.lag_ms.max(),
             }),
             timed_out,
-            server: ServerRun {
-                pid,
-                rss_before_kb,
-                max_sampled_rss_kb,
-                peak_rss_kb,
-                rss_end_kb,
-                cpu_s: cpu(cpu_start, cpu_end),
-                cpu_cores: cpu(cpu_start, cpu_end).map(|c| round2(c / wall.max(1e-9))),
-            },
-            server_cpu_seeding_s: cpu(cpu_start, cpu_seeded),
-            server_cpu_delivery_s: cpu(cpu_seeded, cpu_end),
-            bench_cpu_s: cpu(bench_cpu_start, bench_cpu_end),
+            server: watched.server,
+            server_cpu_seeding_s: cpu_delta(watched.cpu_start, cpu_seeded),
+            server_cpu_delivery_s: cpu_delta(cpu_seeded, watched.cpu_end),
+            bench_cpu_s: watched.bench_cpu_s,
             ceiling: None,
             ceiling_ratio: None,
         }
