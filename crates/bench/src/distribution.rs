@@ -12,29 +12,26 @@
 //!    peak, so the RSS before the upload and the largest sample are reported too).
 //! 4. The ceiling (`insert_ceiling`), only after a completed task.
 
-use crate::claim::{create_template, mint};
-use crate::client::{Target, bearer};
+use crate::auth::Tokens;
+use crate::client::Target;
 use crate::insert_ceiling::{self, Ceiling, CeilingReport};
 use crate::multipart::Form;
 use crate::proc;
 use crate::render::{cpu_secs, dash, json_line, mib, secs3, two_columns};
 use crate::round::{per_second, ratio, round3, secs_between};
 use crate::server_run::{ServerRun, ServerWatch};
+use crate::setup::{create_template, open_window};
 use anyhow::{Context, bail};
 use http_body_util::{BodyExt, Full};
 use hyper::Method;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use stampede_core::auth::TokenService;
-use stampede_core::clock::SystemClock;
-use stampede_domain::auth::Role;
 use stampede_domain::ids::ShopId;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The file format asked of `stampede gen users`.
@@ -210,10 +207,9 @@ pub async fn run(
     );
 
     // 2. The merchant and the template.
-    let tokens = TokenService::new(secret, Arc::new(SystemClock));
-    let merchant = bearer(&mint(&tokens, Role::Merchant, "bench", Some(opts.shop_id))?)?;
+    let merchant = Tokens::new(secret).merchant("bench", opts.shop_id)?;
     let mut conn = target.connect().await?;
-    let now = Timestamp::now();
+    let (start, end) = open_window(24);
     let stock = opts.stock.unwrap_or(opts.rows);
     let template_id = create_template(
         target,
@@ -224,8 +220,8 @@ pub async fn run(
             "kind": "fixed",
             "amount_off": 100,
             "stock_total": stock,
-            "claim_start": (now - SignedDuration::from_secs(1)).to_string(),
-            "claim_end": (now + SignedDuration::from_hours(24)).to_string(),
+            "claim_start": start,
+            "claim_end": end,
             "validity_hours": 24,
             "per_user_limit": 1,
         }),

@@ -1,6 +1,7 @@
 //! Engine of `stampede-bench`, the load generator for an already running Stampede server
 //! (see the binary's documentation for usage). Split from the binary so tests can drive it.
 
+pub mod auth;
 pub mod bulk_claim;
 pub mod claim;
 pub mod client;
@@ -18,6 +19,7 @@ pub mod render;
 pub mod report;
 pub mod round;
 pub mod server_run;
+pub mod setup;
 pub mod stats;
 
 use client::Target;

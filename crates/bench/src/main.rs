@@ -90,6 +90,7 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use stampede_bench::auth;
 use stampede_bench::claim::{self, ClaimSetup};
 use stampede_bench::client::Target;
 use stampede_bench::distribution::{self, DistributionOptions, FileFormat};
@@ -444,7 +445,7 @@ fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 
 async fn distribution_scenario(a: DistributionArgs) -> anyhow::Result<()> {
     let target = Target::resolve(&a.server.base).await?;
-    let secret = claim::read_secret(a.server.jwt_secret.as_deref(), a.server.data_dir.as_deref())?;
+    let secret = auth::read_secret(a.server.jwt_secret.as_deref(), a.server.data_dir.as_deref())?;
     let opts = DistributionOptions {
         rows: a.rows,
         format: a.format,
@@ -476,7 +477,7 @@ async fn distribution_scenario(a: DistributionArgs) -> anyhow::Result<()> {
 
 async fn reminders_scenario(a: RemindersArgs) -> anyhow::Result<()> {
     let target = Target::resolve(&a.server.base).await?;
-    let secret = claim::read_secret(a.server.jwt_secret.as_deref(), a.server.data_dir.as_deref())?;
+    let secret = auth::read_secret(a.server.jwt_secret.as_deref(), a.server.data_dir.as_deref())?;
     let opts = RemindersOptions {
         reminders: a.reminders,
         first_user: a.first_user,
@@ -519,7 +520,7 @@ async fn load_scenario(load: LoadArgs, setup: Setup) -> anyhow::Result<()> {
         rate: load.rate,
         timeout: load.timeout,
     };
-    let secret = || claim::read_secret(load.jwt_secret.as_deref(), load.data_dir.as_deref());
+    let secret = || auth::read_secret(load.jwt_secret.as_deref(), load.data_dir.as_deref());
     let (name, work): (&str, Arc<dyn Workload>) = match setup {
         Setup::Healthz => ("healthz", Arc::new(healthz_mix(&target)?)),
         Setup::Claim(c) => {

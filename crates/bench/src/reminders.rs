@@ -20,30 +20,26 @@
 //! the seeding outlasted `--lead`) stops the seeding. The run still measures what was accepted,
 //! from the due time, says so, and fails at the end since not every reminder was delivered.
 
-use crate::bulk_claim::{in_parallel, send};
-use crate::claim::{create_template, mint};
-use crate::client::{Body, Target, bearer};
+use crate::auth::{self, Tokens};
+use crate::client::{Body, Target};
 use crate::insert_ceiling::{self, Ceiling, CeilingReport};
 use crate::problem::problem_code;
 use crate::proc;
 use crate::render::{cpu_secs, dash, json_line, mib, secs3, two_columns};
 use crate::round::{per_second, ratio, round3, secs};
 use crate::server_run::{ServerRun, ServerWatch, cpu_delta};
+use crate::setup::{create_template, in_parallel, send_until_served};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::HeaderValue;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use stampede_core::auth::TokenService;
-use stampede_core::clock::SystemClock;
-use stampede_domain::auth::Role;
 use stampede_domain::ids::ShopId;
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -63,8 +59,6 @@ pub const HOOK_PATH: &str = "/hook";
 pub const MINUTES_BEFORE: i64 = 60;
 /// Lags beyond a day are clamped (something is badly wrong by then anyway).
 const MAX_LAG_MS: u64 = 24 * 3_600_000;
-/// Attempts of one PUT answered 429/503 before the setup gives up.
-const PUT_ATTEMPTS: u32 = 100;
 /// How often the wait checks the sink; receipt times are taken by the sink itself, so this
 /// only bounds how late the wait notices the end.
 const POLL_EVERY: Duration = Duration::from_millis(50);
@@ -329,7 +323,7 @@ enum Answer {
     Accepted,
     /// The due time is not ahead any more.
     TooLate,
-    /// 429/503: try again after a pause.
+    /// 429/503: retried, and still busy after the last attempt.
     Busy,
     Refused,
 }
@@ -353,10 +347,7 @@ fn classify(status: u16, body: &[u8]) -> Answer {
 fn refused(status: u16, body: &[u8], sink: SocketAddr) -> anyhow::Error {
     let text = String::from_utf8_lossy(body);
     match status {
-        401 => anyhow::anyhow!(
-            "the server rejected the token (401): is the secret the server's? \
-             (--jwt-secret / --data-dir) {text}"
-        ),
+        401 => auth::rejected(&text),
         422 => anyhow::anyhow!(
             "422 {text}\nis the webhook channel on? Start the server with \
              STAMPEDE_REMINDER__WEBHOOK_URL=http://{sink}{HOOK_PATH}"
@@ -368,7 +359,7 @@ fn refused(status: u16, body: &[u8], sink: SocketAddr) -> anyhow::Error {
 /// What the PUTs share.
 struct Seeding {
     target: Target,
-    tokens: TokenService,
+    tokens: Tokens,
     path: String,
     body: Value,
     sink: SocketAddr,
@@ -382,37 +373,23 @@ struct Seeding {
 }
 
 impl Seeding {
-    fn auth(&self, user: u64) -> anyhow::Result<HeaderValue> {
-        bearer(&mint(&self.tokens, Role::User, &user.to_string(), None)?)
-    }
-
     /// One user's PUT, retried while the server is busy: accepted or too late.
     async fn put(&self, conn: &mut SendRequest<Body>, user: u64) -> anyhow::Result<Answer> {
-        let auth = self.auth(user)?;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let (status, bytes) = send(
-                &self.target,
-                conn,
-                Method::PUT,
-                &self.path,
-                &auth,
-                Some(&self.body),
-            )
-            .await?;
-            match classify(status, &bytes) {
-                a @ (Answer::Accepted | Answer::TooLate) => return Ok(a),
-                Answer::Busy if attempt < PUT_ATTEMPTS => {
-                    self.retries.fetch_add(1, Ordering::Relaxed);
-                    let pause = Duration::from_millis(100 * u64::from(attempt.min(10)));
-                    tokio::time::sleep(pause).await;
-                }
-                _ => {
-                    return Err(refused(status, &bytes, self.sink)
-                        .context(format!("PUT {} as user {user}", self.path)));
-                }
-            }
+        let auth = self.tokens.user(user)?;
+        let (status, bytes) = send_until_served(
+            &self.target,
+            conn,
+            Method::PUT,
+            &self.path,
+            &auth,
+            Some(&self.body),
+            &self.retries,
+        )
+        .await?;
+        match classify(status, &bytes) {
+            a @ (Answer::Accepted | Answer::TooLate) => Ok(a),
+            Answer::Busy | Answer::Refused => Err(refused(status, &bytes, self.sink)
+                .context(format!("PUT {} as user {user}", self.path))),
         }
     }
 }
@@ -670,8 +647,8 @@ pub async fn run(
 
     // 1. The template, on a whole second (rounded up, so the lead is at least --lead) so that
     // `due` is exactly the server's.
-    let tokens = TokenService::new(secret, Arc::new(SystemClock));
-    let merchant = bearer(&mint(&tokens, Role::Merchant, "bench", Some(opts.shop_id))?)?;
+    let tokens = Tokens::new(secret);
+    let merchant = tokens.merchant("bench", opts.shop_id)?;
     let lead = i64::try_from(opts.lead.as_secs() + u64::from(opts.lead.subsec_nanos() > 0))
         .context("--lead")?;
     let claim_start = Timestamp::from_second(
