@@ -18,7 +18,7 @@ use crate::insert_ceiling::{self, Ceiling, CeilingReport};
 use crate::multipart::Form;
 use crate::proc;
 use crate::render::{cpu_secs, dash, json_line, mib, secs3, two_columns};
-use crate::round::{per_second, ratio, round3, secs_between};
+use crate::round::{per_second, round3, secs_between};
 use crate::server_run::{ServerRun, ServerWatch};
 use crate::setup::{create_template, open_window};
 use anyhow::{Context, bail};
@@ -352,10 +352,10 @@ pub async fn run(
     if let Some(c) = &opts.ceiling
         && report.status == "completed"
     {
-        eprintln!("ceiling: inserting {} rows into {c:?} ...", report.rows);
-        let ceiling = insert_ceiling::run(c, report.rows.max(1)).await?;
-        report.ceiling_ratio = ratio(report.rows_per_s, ceiling.rows_per_s);
+        let (ceiling, ratio) =
+            insert_ceiling::compare(c, report.rows, Some(report.rows_per_s)).await?;
         report.ceiling = Some(ceiling);
+        report.ceiling_ratio = ratio;
     }
     Ok(report)
 }
@@ -383,7 +383,7 @@ impl DistributionReport {
             (
                 "scenario",
                 "distribution".into(),
-                c.map_or_else(dash, |c| format!("{} insert ceiling", c.backend)),
+                c.map_or_else(dash, CeilingReport::title),
             ),
             ("status", self.status.clone(), dash()),
             ("format", self.format.clone(), dash()),
@@ -423,8 +423,7 @@ impl DistributionReport {
             ("bench CPU", cpu_secs(self.bench_cpu_s), dash()),
         ]);
         if let Some(c) = c {
-            rows.push(("ceiling shape", dash(), c.shape.clone()));
-            rows.push(("ceiling target", dash(), c.target.clone()));
+            rows.extend(c.own_rows());
         }
         if let Some(r) = &self.failure_reason {
             rows.push(("failure reason", r.clone(), dash()));

@@ -26,7 +26,7 @@ use crate::insert_ceiling::{self, Ceiling, CeilingReport};
 use crate::problem::problem_code;
 use crate::proc;
 use crate::render::{cpu_secs, dash, json_line, mib, secs3, two_columns};
-use crate::round::{per_second, ratio, round3, secs};
+use crate::round::{per_second, round3, secs};
 use crate::server_run::{ServerRun, ServerWatch, cpu_delta};
 use crate::setup::{create_template, in_parallel, send_until_served};
 use anyhow::{Context, bail};
@@ -479,7 +479,7 @@ impl RemindersReport {
             (
                 "scenario",
                 "reminders (webhook)".into(),
-                c.map_or_else(dash, |c| format!("{} insert ceiling", c.backend)),
+                c.map_or_else(dash, CeilingReport::title),
             ),
             (
                 "reminders",
@@ -590,8 +590,7 @@ impl RemindersReport {
             ("bench CPU", cpu_secs(self.bench_cpu_s), dash()),
         ]);
         if let Some(c) = c {
-            rows.push(("ceiling shape", dash(), c.shape.clone()));
-            rows.push(("ceiling target", dash(), c.target.clone()));
+            rows.extend(c.own_rows());
         }
         let mut out = two_columns(&rows, c.is_some());
         if self.seeding_slack_s < 0.0 {
@@ -869,15 +868,10 @@ pub async fn run(
     if let Some(c) = &opts.ceiling
         && report.all_delivered()
     {
-        eprintln!(
-            "ceiling: inserting {} rows into {c:?} ...",
-            report.reminders
-        );
-        let ceiling = insert_ceiling::run(c, report.reminders).await?;
-        report.ceiling_ratio = report
-            .deliveries_per_s
-            .and_then(|d| ratio(d, ceiling.rows_per_s));
+        let (ceiling, ratio) =
+            insert_ceiling::compare(c, report.reminders, report.deliveries_per_s).await?;
         report.ceiling = Some(ceiling);
+        report.ceiling_ratio = ratio;
     }
     Ok(report)
 }
