@@ -18,6 +18,7 @@ pub mod reminders;
 pub mod render;
 pub mod report;
 pub mod round;
+pub mod serve;
 pub mod server_run;
 pub mod setup;
 pub mod stats;
