@@ -10,13 +10,23 @@ use anyhow::{Context, bail};
 use hyper::Method;
 use serde_json::json;
 
-#[derive(Debug, Clone)]
+/// The `claim` flags (their docs are the `--help` text).
+#[derive(Debug, Clone, clap::Args)]
 pub struct ClaimSetup {
+    /// Simulated users (one token each).
+    #[arg(long, default_value_t = 10_000)]
     pub users: u64,
-    /// The first user id; users are `first_user .. first_user + users`.
+    /// First user id (users are consecutive ids).
+    #[arg(long, default_value_t = 1)]
     pub first_user: u64,
+    /// Templates created for the run.
+    #[arg(long, default_value_t = 10)]
     pub templates: u64,
+    /// Stock of each template (1..=20,000,000).
+    #[arg(long, default_value_t = 1_000_000)]
     pub stock: u64,
+    /// Per-user limit of each template (1..=100).
+    #[arg(long, default_value_t = 1)]
     pub limit: u64,
 }
 

@@ -1,9 +1,11 @@
 //! Engine of `stampede-bench`, the load generator for an already running Stampede server
 //! (see the binary's documentation for usage). Split from the binary so tests can drive it.
 
+pub mod app;
 pub mod auth;
 pub mod bulk_claim;
 pub mod claim;
+pub mod cli;
 pub mod client;
 pub mod distribution;
 pub mod insert_ceiling;

@@ -19,6 +19,7 @@
 //! connection has, the window ends early; the result says so and its rates are over the
 //! shorter window.
 
+use crate::cli::parse_duration;
 use crate::client::{Body, Target};
 use crate::proc;
 use crate::stats::{Stats, TransportError};
@@ -110,14 +111,24 @@ impl Workload for RequestMix {
     }
 }
 
-#[derive(Debug, Clone)]
+/// How the load is applied; the flags every load scenario shares (docs are `--help` text).
+#[derive(Debug, Clone, clap::Args)]
 pub struct LoadOptions {
+    /// Keep-alive connections; each carries one request at a time. In open-loop mode this caps
+    /// the requests in flight.
+    #[arg(long, short = 'c', default_value_t = 50)]
     pub connections: usize,
+    /// Measurement window (e.g. 10s, 500ms, 1m).
+    #[arg(long, short = 'd', default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
+    /// Load applied before the window, not counted.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
-    /// Open loop at this many requests/s; `None`: closed loop.
+    /// Open loop: requests per second on a fixed schedule (default: closed loop).
+    #[arg(long, short = 'r')]
     pub rate: Option<f64>,
-    /// Per-request timeout (connect included).
+    /// Per-request timeout, connect included.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
 }
 

@@ -50,14 +50,24 @@ const UNIT_PRICE: i64 = 5_000;
 /// How long the setup waits for the claims to reach the coupon table.
 pub const PERSIST_WAIT: Duration = Duration::from_secs(120);
 
-#[derive(Debug, Clone)]
+/// The `lock-redeem` flags (their docs are the `--help` text).
+#[derive(Debug, Clone, clap::Args)]
 pub struct LockRedeemSetup {
+    /// Simulated users. Pairs available: users x coupons-per-user.
+    #[arg(long, default_value_t = 1_000)]
     pub users: u64,
-    /// Users are `first_user .. first_user + users`.
+    /// First user id (users are consecutive ids; apart from the other scenarios' by default).
+    #[arg(long, default_value_t = 2_000_001)]
     pub first_user: u64,
-    /// Coupons claimed per user: the pairs a user can make.
+    /// Coupons each user claims in the setup (1..=500): one pair each.
+    #[arg(long, default_value_t = 100)]
     pub coupons_per_user: u32,
-    /// Setup requests in flight.
+    /// Setup requests (claims, probes) in flight.
+    #[arg(
+        long = "setup-in-flight",
+        value_name = "SETUP_IN_FLIGHT",
+        default_value_t = 32
+    )]
     pub in_flight: usize,
 }
 

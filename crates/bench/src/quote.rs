@@ -41,14 +41,24 @@ pub const COUPONS_PER_USER: usize = SHOPS as usize * PER_SHOP + PLATFORM;
 /// Goods per shop: shop `S` sells goods `S*1000 + 1 ..= S*1000 + GOODS`.
 const GOODS: u64 = 10;
 
-#[derive(Debug, Clone)]
+/// The `quote` flags (their docs are the `--help` text).
+#[derive(Debug, Clone, clap::Args)]
 pub struct QuoteSetup {
+    /// Simulated users; each claims 50 coupons in the setup.
+    #[arg(long, default_value_t = 1_000)]
     pub users: u64,
-    /// Users are `first_user .. first_user + users`.
+    /// First user id (users are consecutive ids; apart from the other scenarios' by default).
+    #[arg(long, default_value_t = 1_000_001)]
     pub first_user: u64,
-    /// Distinct carts the load draws from.
+    /// Distinct 5-item carts the requests draw from.
+    #[arg(long, default_value_t = 8)]
     pub carts: usize,
-    /// Setup requests in flight.
+    /// Setup requests (claims) in flight.
+    #[arg(
+        long = "setup-in-flight",
+        value_name = "SETUP_IN_FLIGHT",
+        default_value_t = 32
+    )]
     pub in_flight: usize,
 }
 

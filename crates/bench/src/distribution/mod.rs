@@ -20,6 +20,7 @@ pub use file::FileFormat;
 pub use report::DistributionReport;
 
 use crate::auth::Tokens;
+use crate::cli::{parse_duration, parse_shop};
 use crate::client::Target;
 use crate::insert_ceiling::{self, Ceiling};
 use crate::multipart::Form;
@@ -34,22 +35,39 @@ use stampede_domain::ids::ShopId;
 use std::path::PathBuf;
 use std::time::Duration;
 
-#[derive(Debug, Clone)]
+/// The `distribution` flags (their docs are the `--help` text) and the server's pid.
+#[derive(Debug, Clone, clap::Args)]
 pub struct DistributionOptions {
-    /// Rows of the generated file (ignored with `file`).
+    /// Rows of the generated file.
+    #[arg(long, default_value_t = 1_000_000)]
     pub rows: u64,
+    /// Format of the generated file.
+    #[arg(long, value_enum, default_value_t = FileFormat::Csv)]
     pub format: FileFormat,
-    /// An existing file to upload instead of generating one.
+    /// Upload this file instead of generating one (its format is read from its content).
+    #[arg(long)]
     pub file: Option<PathBuf>,
-    /// The `stampede` binary that generates the file.
+    /// The `stampede` binary that generates the file (`stampede gen users`).
+    #[arg(long, default_value = "./target/release/stampede")]
     pub stampede_bin: PathBuf,
-    /// The template's stock (default: `rows`).
+    /// The template's stock (default: --rows).
+    #[arg(long)]
     pub stock: Option<u64>,
+    /// The merchant's shop.
+    #[arg(long, default_value = "1", value_parser = parse_shop)]
     pub shop_id: ShopId,
+    // `--server-pid`, read with the other server flags (`cli::ServerArgs`).
+    #[arg(skip)]
     pub server_pid: u32,
+    /// Also measure the database's bulk-insert ceiling: sqlite:DIR (a fresh file in DIR) or
+    /// mysql:URL (a scratch database on that server, dropped afterwards).
+    #[arg(long)]
     pub ceiling: Option<Ceiling>,
+    /// How often the task is read.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     pub poll_interval: Duration,
-    /// Give up when the task is not finished this long after the upload started.
+    /// Give up when the task has not finished this long after the upload started.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub timeout: Duration,
 }
 

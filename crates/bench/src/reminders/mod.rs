@@ -27,6 +27,7 @@ pub use report::{LagMs, RemindersReport};
 pub use sink::{Delivery, Item, Sink, Tally, parse_delivery};
 
 use crate::auth::Tokens;
+use crate::cli::{parse_duration, parse_shop};
 use crate::client::Target;
 use crate::insert_ceiling::{self, Ceiling};
 use crate::proc;
@@ -55,23 +56,46 @@ pub const MINUTES_BEFORE: i64 = 60;
 const POLL_EVERY: Duration = Duration::from_millis(50);
 const MAX_STOCK: u64 = 20_000_000;
 
-#[derive(Debug, Clone)]
+/// The `reminders` flags (their docs are the `--help` text) and the server's pid.
+#[derive(Debug, Clone, clap::Args)]
 pub struct RemindersOptions {
-    /// Users, one reminder each: `first_user .. first_user + reminders`.
+    /// Reminders, one per user (users are consecutive ids from --first-user).
+    #[arg(long, default_value_t = 1_000_000)]
     pub reminders: u64,
+    /// First user id.
+    #[arg(long, default_value_t = 1)]
     pub first_user: u64,
-    /// The reminders are due this long after the template is created.
+    /// The reminders fall due this long after the template is created (its claim starts
+    /// 60 min + lead from now); the seeding has to finish before.
+    #[arg(long, default_value = "150s", value_parser = parse_duration)]
     pub lead: Duration,
-    /// PUTs in flight during the seeding.
+    /// Setup requests (reminder PUTs) in flight, each on its own keep-alive connection.
+    #[arg(
+        long = "setup-in-flight",
+        value_name = "SETUP_IN_FLIGHT",
+        default_value_t = 128
+    )]
     pub in_flight: usize,
+    /// Where the webhook sink listens: start the server with
+    /// STAMPEDE_REMINDER__WEBHOOK_URL=http://ADDR/hook.
+    #[arg(long, default_value = "127.0.0.1:18099")]
     pub sink_listen: SocketAddr,
+    // `--server-pid`, read with the other server flags (`cli::ServerArgs`).
+    #[arg(skip)]
     pub server_pid: u32,
+    /// The merchant's shop.
+    #[arg(long, default_value = "1", value_parser = parse_shop)]
     pub shop_id: ShopId,
-    /// Give up when not everything has arrived this long after the due time.
-    pub timeout: Duration,
-    /// Keep the sink open this long after the last reminder, for late duplicates.
-    pub settle: Duration,
+    /// Also measure the database's bulk-insert ceiling with as many rows: sqlite:DIR or
+    /// mysql:URL (as in `distribution`).
+    #[arg(long)]
     pub ceiling: Option<Ceiling>,
+    /// Give up when not every reminder has arrived this long after the due time.
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Keep the sink open this long after the last reminder to count late duplicates.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub settle: Duration,
 }
 
 /// Runs the scenario against `target` (the server's JWT secret in `secret`).
