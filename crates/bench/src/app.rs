@@ -6,9 +6,9 @@
 use crate::claim::{self, ClaimSetup};
 use crate::cli::{Cli, DistributionArgs, LoadArgs, RemindersArgs, Scenario};
 use crate::client::Target;
-use crate::load::Workload;
 use crate::lock_redeem::{self, LockRedeemSetup};
 use crate::quote::{self, QuoteSetup};
+use crate::workload::Workload;
 use crate::{distribution, healthz_mix, measure, proc, redis_ceiling, reminders};
 use anyhow::Context;
 use std::sync::Arc;

@@ -4,8 +4,8 @@
 
 use crate::auth::Tokens;
 use crate::client::Target;
-use crate::load::RequestMix;
 use crate::setup::{create_template, open_window};
+use crate::workload::RequestMix;
 use anyhow::{Context, bail};
 use hyper::Method;
 use serde_json::json;

@@ -24,12 +24,14 @@ pub mod serve;
 pub mod server_run;
 pub mod setup;
 pub mod stats;
+pub mod workload;
 
 use client::Target;
-use load::{LoadOptions, RequestMix, Workload};
+use load::LoadOptions;
 use report::{Report, RunShape, ServerUsage};
 use round::round2;
 use std::sync::Arc;
+use workload::{RequestMix, Workload};
 
 /// Runs one scenario's load phase and turns it into a report (server memory read at the end).
 pub async fn measure(

@@ -24,9 +24,9 @@
 use crate::auth::Tokens;
 use crate::bulk_claim;
 use crate::client::{Body, Target};
-use crate::load::{Operation, Workload};
 use crate::problem::problem_code;
 use crate::setup::{create_template, in_parallel, open_window, send};
+use crate::workload::{Operation, Workload};
 use anyhow::{Context, bail};
 use hyper::Method;
 use hyper::body::Bytes;

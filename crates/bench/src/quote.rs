@@ -19,8 +19,8 @@
 use crate::auth::Tokens;
 use crate::bulk_claim;
 use crate::client::Target;
-use crate::load::{Operation, Workload};
 use crate::setup::{create_template, in_parallel, open_window, send};
+use crate::workload::{Operation, Workload};
 use anyhow::{Context, bail};
 use hyper::body::Bytes;
 use hyper::header::HeaderValue;

@@ -264,26 +264,22 @@ pub fn render_table(runs: &[&Report]) -> String {
     if runs.iter().any(|r| r.bench_cpu_cores.is_some()) {
         row("bench CPU", &|r| cores(r.bench_cpu_cores));
     }
-    let keys = |f: &dyn Fn(&Report) -> Vec<String>| {
-        let mut k: Vec<String> = runs.iter().flat_map(|r| f(r)).collect();
-        k.sort();
-        k.dedup();
-        k
-    };
-    for s in keys(&|r| r.status.keys().cloned().collect()) {
-        row(&format!("status {s}"), &|r| {
-            r.status.get(&s).copied().unwrap_or(0).to_string()
-        });
-    }
-    for c in keys(&|r| r.codes.keys().cloned().collect()) {
-        row(&format!("code {c}"), &|r| {
-            r.codes.get(&c).copied().unwrap_or(0).to_string()
-        });
-    }
-    for t in keys(&|r| r.transport.keys().cloned().collect()) {
-        row(&format!("transport {t}"), &|r| {
-            r.transport.get(&t).copied().unwrap_or(0).to_string()
-        });
+    // Counts by key: a row for every key any run has (0 in the runs without it).
+    type Counts = fn(&Report) -> &BTreeMap<String, u64>;
+    let counts: [(&str, Counts); 3] = [
+        ("status", |r| &r.status),
+        ("code", |r| &r.codes),
+        ("transport", |r| &r.transport),
+    ];
+    for (label, of) in counts {
+        let mut keys: Vec<&String> = runs.iter().flat_map(|r| of(r).keys()).collect();
+        keys.sort();
+        keys.dedup();
+        for k in keys {
+            row(&format!("{label} {k}"), &|r| {
+                of(r).get(k).copied().unwrap_or(0).to_string()
+            });
+        }
     }
     columns(&rows, Last::Aligned)
 }

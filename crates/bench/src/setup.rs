@@ -120,7 +120,7 @@ pub async fn send(
     path: &str,
     auth: &HeaderValue,
     body: Option<&serde_json::Value>,
-) -> anyhow::Result<(u16, hyper::body::Bytes)> {
+) -> anyhow::Result<(u16, Bytes)> {
     let (status, bytes) = tokio::time::timeout(
         SETUP_TIMEOUT,
         target.send_json(conn, method, path, Some(auth), body),
