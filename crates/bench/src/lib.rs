@@ -1,5 +1,21 @@
 //! Engine of `stampede-bench`, the load generator for an already running Stampede server
 //! (see the binary's documentation for usage). Split from the binary so tests can drive it.
+//!
+//! Scenarios, one module each, saying only what is theirs (setup, requests, checks):
+//! [`claim`], [`quote`], [`lock_redeem`] (load scenarios, plus `healthz` below),
+//! [`distribution`] and [`reminders`] (one-shot runs), [`redis_ceiling`] and
+//! [`insert_ceiling`] (what Redis and the database do on their own).
+//!
+//! What they share:
+//! - the command line and running it: [`cli`], [`app`];
+//! - talking to the server: [`client`] (HTTP/1.1), [`auth`] (secret and tokens), [`setup`]
+//!   (bulk setup requests, busy retries, templates), [`bulk_claim`], [`multipart`];
+//! - the load: [`workload`] (what is sent), [`load`] (the connections and the window),
+//!   [`stats`] (counters and latency), [`problem`] (problem+json codes);
+//! - the server process: [`proc`] (/proc readings), [`server_run`] (RSS sampling and CPU over
+//!   a one-shot run), [`serve`] (this tool's own HTTP endpoints);
+//! - the output: [`report`] (the load report), [`render`] (tables, JSON line, cells),
+//!   [`round`] (rounding).
 
 pub mod app;
 pub mod auth;

@@ -112,7 +112,7 @@ where
     Ok(results.into_iter().map(|(_, t)| t).collect())
 }
 
-/// One request of the setup on `conn`, with [`SETUP_TIMEOUT`].
+/// One request of the setup on `conn`, given `SETUP_TIMEOUT` to answer.
 pub async fn send(
     target: &Target,
     conn: &mut SendRequest<Body>,

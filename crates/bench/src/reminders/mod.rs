@@ -2,18 +2,18 @@
 //! webhook reminder 60 minutes before it for each of `--reminders` users, and a webhook sink in
 //! this process that counts the server's deliveries once they are due.
 //!
-//! 1. The sink ([`sink`]): an HTTP/1.1 server on `--sink-listen` answering `204` to `POST /hook`
+//! 1. The sink (`sink`): an HTTP/1.1 server on `--sink-listen` answering `204` to `POST /hook`
 //!    (start the server with `STAMPEDE_REMINDER__WEBHOOK_URL=http://ADDR/hook`), counting
 //!    distinct reminders, duplicates and the lag from `remind_at` to receipt.
 //! 2. A merchant token and the template, its claim start on a whole second so the due time is
-//!    exact; then ([`seeding`]) one `PUT /api/v1/templates/{id}/reminders` per user,
+//!    exact; then (`seeding`) one `PUT /api/v1/templates/{id}/reminders` per user,
 //!    `--setup-in-flight` at a time on keep-alive connections. The first user's PUT is sent
 //!    twice before the others: both must be accepted (idempotent), and a server without the
 //!    webhook channel fails fast with a hint.
 //! 3. Wait until the sink has seen every accepted reminder, or `--timeout` after the due time,
 //!    sampling the server's RSS; then `--settle` more so late duplicates are counted.
 //! 4. The insert ceiling of `--ceiling` with as many rows, next to the delivery rate
-//!    ([`report`]: the numbers, the table and the JSON line).
+//!    (`report`: the numbers, the table and the JSON line).
 //!
 //! A PUT refused because the due time has passed (409 `REMINDER_TOO_LATE` / `CLAIM_STARTED`:
 //! the seeding outlasted `--lead`) stops the seeding. The run still measures what was accepted,
