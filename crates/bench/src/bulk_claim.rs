@@ -9,7 +9,7 @@
 //! attempt, and the number of such retries is printed.
 
 use crate::client::Target;
-use crate::setup::{in_parallel, send_until_served};
+use crate::setup::{id_of, in_parallel, send_until_served};
 use anyhow::{Context, bail};
 use hyper::Method;
 use hyper::header::HeaderValue;
@@ -104,14 +104,12 @@ pub async fn claim_all(
 pub fn coupon_id(body: &[u8]) -> anyhow::Result<String> {
     let v: serde_json::Value =
         serde_json::from_slice(body).context("the claim's answer is not JSON")?;
-    match &v["coupon"]["id"] {
-        serde_json::Value::String(s) => Ok(s.clone()),
-        serde_json::Value::Number(n) => Ok(n.to_string()),
-        _ => bail!(
+    id_of(&v["coupon"]["id"]).with_context(|| {
+        format!(
             "the claim's answer has no coupon id: {}",
             String::from_utf8_lossy(body)
-        ),
-    }
+        )
+    })
 }
 
 #[cfg(test)]

@@ -178,10 +178,15 @@ pub async fn create_template(
     }
     let v: serde_json::Value =
         serde_json::from_slice(&bytes).context("the created template is not JSON")?;
-    match &v["id"] {
-        serde_json::Value::String(s) => Ok(s.clone()),
-        serde_json::Value::Number(n) => Ok(n.to_string()),
-        _ => bail!("the created template has no id: {text}"),
+    id_of(&v["id"]).with_context(|| format!("the created template has no id: {text}"))
+}
+
+/// An id as the API writes it: a string (64-bit ids), or a number.
+pub fn id_of(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
     }
 }
 
@@ -196,6 +201,14 @@ pub fn open_window(hours: i64) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_strings_or_numbers() {
+        assert_eq!(id_of(&serde_json::json!("42")), Some("42".to_owned()));
+        assert_eq!(id_of(&serde_json::json!(7)), Some("7".to_owned()));
+        assert_eq!(id_of(&serde_json::json!(null)), None);
+        assert_eq!(id_of(&serde_json::json!({"id": 1})), None);
+    }
 
     #[test]
     fn busy_pauses_grow_to_a_second() {
