@@ -1,31 +1,32 @@
 //! The `claim` scenario's setup: templates created through the back-office API with an admin
 //! token, and one user token per simulated user, all signed with the server's JWT secret.
-//! Token minting and template creation are shared with the `distribution` scenario.
+//! The load fires `POST /api/v1/templates/{id}/claim` for random (user, template) pairs.
 
-use crate::client::{Body, Target, bearer};
-use crate::load::RequestMix;
+use crate::auth::Tokens;
+use crate::client::Target;
+use crate::setup::{create_template, open_window};
+use crate::workload::RequestMix;
 use anyhow::{Context, bail};
 use hyper::Method;
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::HeaderValue;
-use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
-use stampede_core::auth::TokenService;
-use stampede_core::clock::SystemClock;
-use stampede_domain::auth::{Principal, Role};
-use stampede_domain::ids::ShopId;
-use std::sync::Arc;
 
-/// Tokens outlive any run.
-const TOKEN_TTL: SignedDuration = SignedDuration::from_hours(24);
-
-#[derive(Debug, Clone)]
+/// The `claim` flags (their docs are the `--help` text).
+#[derive(Debug, Clone, clap::Args)]
 pub struct ClaimSetup {
+    /// Simulated users (one token each).
+    #[arg(long, default_value_t = 10_000)]
     pub users: u64,
-    /// The first user id; users are `first_user .. first_user + users`.
+    /// First user id (users are consecutive ids).
+    #[arg(long, default_value_t = 1)]
     pub first_user: u64,
+    /// Templates created for the run.
+    #[arg(long, default_value_t = 10)]
     pub templates: u64,
+    /// Stock of each template (1..=20,000,000).
+    #[arg(long, default_value_t = 1_000_000)]
     pub stock: u64,
+    /// Per-user limit of each template (1..=100).
+    #[arg(long, default_value_t = 1)]
     pub limit: u64,
 }
 
@@ -34,13 +35,11 @@ pub async fn setup(target: &Target, secret: &[u8], cfg: &ClaimSetup) -> anyhow::
     if cfg.users == 0 || cfg.templates == 0 {
         bail!("--users and --templates must be at least 1");
     }
-    let tokens = TokenService::new(secret, Arc::new(SystemClock));
-    let admin = bearer(&mint(&tokens, Role::Admin, "1", None)?)?;
+    let tokens = Tokens::new(secret);
+    let admin = tokens.admin()?;
 
     let mut conn = target.connect().await?;
-    let now = Timestamp::now();
-    let start = now - SignedDuration::from_secs(1);
-    let end = now + SignedDuration::from_hours(1);
+    let (start, end) = open_window(1);
     let mut uris = Vec::with_capacity(usize::try_from(cfg.templates).unwrap_or(0));
     for i in 0..cfg.templates {
         let body = json!({
@@ -49,8 +48,8 @@ pub async fn setup(target: &Target, secret: &[u8], cfg: &ClaimSetup) -> anyhow::
             "amount_off": 100,
             "stock_total": cfg.stock,
             "shop_id": "1",
-            "claim_start": start.to_string(),
-            "claim_end": end.to_string(),
+            "claim_start": start,
+            "claim_end": end,
             "validity_hours": 24,
             "per_user_limit": cfg.limit,
         });
@@ -60,79 +59,9 @@ pub async fn setup(target: &Target, secret: &[u8], cfg: &ClaimSetup) -> anyhow::
         uris.push(target.uri(&format!("/api/v1/templates/{id}/claim"))?);
     }
 
-    let mut auths = Vec::with_capacity(usize::try_from(cfg.users).unwrap_or(0));
-    for u in 0..cfg.users {
-        let id = cfg.first_user.saturating_add(u);
-        auths.push(bearer(&mint(&tokens, Role::User, &id.to_string(), None)?)?);
-    }
     Ok(RequestMix {
         method: Method::POST,
         uris,
-        auths,
+        auths: tokens.users(cfg.first_user, cfg.users)?,
     })
-}
-
-/// A token for `sub` in `role` (merchants need their `shop_id`), valid for a day.
-pub fn mint(
-    tokens: &TokenService,
-    role: Role,
-    sub: &str,
-    shop_id: Option<ShopId>,
-) -> anyhow::Result<String> {
-    let p = Principal {
-        subject: sub.to_owned(),
-        role,
-        shop_id,
-        session_id: None,
-    };
-    tokens
-        .mint(&p, TOKEN_TTL)
-        .map_err(|e| anyhow::anyhow!("minting a token: {e}"))
-}
-
-/// `POST /api/v1/merchant/templates` with `body`: the new template's id.
-pub async fn create_template(
-    target: &Target,
-    conn: &mut SendRequest<Body>,
-    auth: &HeaderValue,
-    body: &serde_json::Value,
-) -> anyhow::Result<String> {
-    let path = "/api/v1/merchant/templates";
-    let (status, bytes) = target
-        .send_json(conn, Method::POST, path, Some(auth), Some(body))
-        .await?;
-    let text = String::from_utf8_lossy(&bytes);
-    if status.as_u16() == 401 {
-        bail!(
-            "the server rejected the token (401): is the secret the server's? \
-             (--jwt-secret / --data-dir) {text}"
-        );
-    }
-    if status.as_u16() != 201 {
-        bail!("{status} {text}");
-    }
-    let v: serde_json::Value =
-        serde_json::from_slice(&bytes).context("the created template is not JSON")?;
-    match &v["id"] {
-        serde_json::Value::String(s) => Ok(s.clone()),
-        serde_json::Value::Number(n) => Ok(n.to_string()),
-        _ => bail!("the created template has no id: {text}"),
-    }
-}
-
-/// The JWT secret: given, or read from `DIR/jwt-secret` (the embedded server's generated one).
-pub fn read_secret(
-    given: Option<&str>,
-    data_dir: Option<&std::path::Path>,
-) -> anyhow::Result<Vec<u8>> {
-    if let Some(s) = given {
-        return Ok(s.trim().as_bytes().to_vec());
-    }
-    let Some(dir) = data_dir else {
-        bail!("the server's JWT secret is needed: --jwt-secret S or --data-dir DIR");
-    };
-    let path = dir.join("jwt-secret");
-    let s =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(s.trim().as_bytes().to_vec())
 }

@@ -11,6 +11,10 @@ use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use tokio::net::TcpStream;
 
+fn json_type() -> HeaderValue {
+    HeaderValue::from_static("application/json")
+}
+
 /// Request body type used everywhere (empty bodies are an empty `Bytes`, no allocation).
 pub type Body = Full<Bytes>;
 
@@ -94,6 +98,13 @@ impl Target {
         req
     }
 
+    /// A POST of `body` as JSON (built on the measured path: no encoding here).
+    pub fn post_json(&self, uri: Uri, auth: &HeaderValue, body: Bytes) -> Request<Body> {
+        let mut req = self.request(Method::POST, uri, Some(auth), Full::new(body));
+        req.headers_mut().insert(CONTENT_TYPE, json_type());
+        req
+    }
+
     /// One JSON request on `conn` (for setup, not the measured path): status and body.
     pub async fn send_json(
         &self,
@@ -110,8 +121,7 @@ impl Target {
         let has_body = body.is_some();
         let mut req = self.request(method, self.uri(path)?, auth, Full::new(payload));
         if has_body {
-            req.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            req.headers_mut().insert(CONTENT_TYPE, json_type());
         }
         conn.ready().await.context("connection closed")?;
         let resp = conn

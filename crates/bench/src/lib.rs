@@ -1,25 +1,53 @@
 //! Engine of `stampede-bench`, the load generator for an already running Stampede server
 //! (see the binary's documentation for usage). Split from the binary so tests can drive it.
+//!
+//! Scenarios, one module each, saying only what is theirs (setup, requests, checks):
+//! [`claim`], [`quote`], [`lock_redeem`] (load scenarios, plus `healthz` below),
+//! [`distribution`] and [`reminders`] (one-shot runs), [`redis_ceiling`] and
+//! [`insert_ceiling`] (what Redis and the database do on their own).
+//!
+//! What they share:
+//! - the command line and running it: [`cli`], [`app`];
+//! - talking to the server: [`client`] (HTTP/1.1), [`auth`] (secret and tokens), [`setup`]
+//!   (bulk setup requests, busy retries, templates), [`bulk_claim`], [`multipart`];
+//! - the load: [`workload`] (what is sent), [`load`] (the connections and the window),
+//!   [`stats`] (counters and latency), [`problem`] (problem+json codes);
+//! - the server process: [`proc`] (/proc readings), [`server_run`] (RSS sampling and CPU over
+//!   a one-shot run), [`serve`] (this tool's own HTTP endpoints);
+//! - the output: [`report`] (the load report), [`render`] (tables, JSON line, cells),
+//!   [`round`] (rounding).
 
+pub mod app;
+pub mod auth;
 pub mod bulk_claim;
 pub mod claim;
+pub mod cli;
 pub mod client;
 pub mod distribution;
 pub mod insert_ceiling;
 pub mod load;
 pub mod lock_redeem;
 pub mod multipart;
+pub mod problem;
 pub mod proc;
 pub mod quote;
 pub mod redis_ceiling;
 pub mod reminders;
+pub mod render;
 pub mod report;
+pub mod round;
+pub mod serve;
+pub mod server_run;
+pub mod setup;
 pub mod stats;
+pub mod workload;
 
 use client::Target;
-use load::{LoadOptions, RequestMix, Workload};
+use load::LoadOptions;
 use report::{Report, RunShape, ServerUsage};
+use round::round2;
 use std::sync::Arc;
+use workload::{RequestMix, Workload};
 
 /// Runs one scenario's load phase and turns it into a report (server memory read at the end).
 pub async fn measure(
@@ -64,10 +92,6 @@ pub async fn measure(
         });
     }
     Ok(report)
-}
-
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }
 
 /// The `healthz` request mix.

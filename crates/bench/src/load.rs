@@ -12,24 +12,22 @@
 //! Only requests that complete inside the measurement window (after the warmup, before the
 //! end) are counted; requests still in flight at the end are abandoned uncounted.
 //!
-//! What is sent is a [`Workload`]: each call gives one [`Operation`], a single request (most
-//! scenarios) or a chain of requests sent one after the other on the same connection and
-//! timed together as one (`lock-redeem`: lock then redeem). A workload may run out (each
-//! operation uses up a coupon): the connection that finds it empty stops, and once every
-//! connection has, the window ends early; the result says so and its rates are over the
-//! shorter window.
+//! What is sent is a [`Workload`] (see `workload`). A workload may run out (each operation
+//! uses up a coupon): the connection that finds it empty stops, and once every connection
+//! has, the window ends early; the result says so and its rates are over the shorter window.
 
+use crate::cli::parse_duration;
 use crate::client::{Body, Target};
 use crate::proc;
 use crate::stats::{Stats, TransportError};
+use crate::workload::{Operation, Workload};
 use anyhow::{Context, bail};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{CONTENT_LENGTH, HeaderValue};
-use hyper::{Method, Request, StatusCode, Uri};
+use hyper::{Request, StatusCode};
+use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -39,85 +37,24 @@ use tokio::time::{Instant, sleep_until, timeout_at};
 /// Pause after a failed connect before the next attempt, so a dead server is not hammered.
 const CONNECT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// One unit of work, timed from its first byte sent to the last answer read.
-// Not boxed: one operation is built per request on the hot path, and moved once.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub enum Operation {
-    /// One request.
-    Single(Request<Body>),
-    /// Requests sent in order on one connection, each named for the error counts; the first
-    /// non-2xx answer ends the chain and is counted as the operation's answer.
-    Chain(Vec<(&'static str, Request<Body>)>),
-}
-
-/// A source of operations, shared by every connection of a run.
-pub trait Workload: Send + Sync {
-    /// The next operation, or `None` when the workload is used up (see the module docs).
-    fn next(&self, target: &Target, rng: &mut SmallRng) -> Option<Operation>;
-
-    /// HTTP requests per successful operation (for the report).
-    fn requests_per_op(&self) -> u32 {
-        1
-    }
-}
-
-/// What to send: one method, a random URI and a random `Authorization` (if any) per request.
-#[derive(Debug, Clone)]
-pub struct RequestMix {
-    pub method: Method,
-    pub uris: Vec<Uri>,
-    /// Empty: no `Authorization` header.
-    pub auths: Vec<HeaderValue>,
-}
-
-impl RequestMix {
-    pub fn get(uri: Uri) -> Self {
-        Self {
-            method: Method::GET,
-            uris: vec![uri],
-            auths: Vec::new(),
-        }
-    }
-
-    fn request(&self, target: &Target, rng: &mut SmallRng) -> Option<Request<Body>> {
-        let uri = match self.uris.len() {
-            1 => self.uris.first(),
-            n => self.uris.get(rng.random_range(0..n)),
-        }?;
-        let auth = match self.auths.len() {
-            0 => None,
-            n => self.auths.get(rng.random_range(0..n)),
-        };
-        let mut req = target.request(
-            self.method.clone(),
-            uri.clone(),
-            auth,
-            Full::new(Bytes::new()),
-        );
-        if self.method != Method::GET {
-            // An explicit empty body (hyper omits the header for empty requests).
-            req.headers_mut()
-                .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
-        }
-        Some(req)
-    }
-}
-
-impl Workload for RequestMix {
-    fn next(&self, target: &Target, rng: &mut SmallRng) -> Option<Operation> {
-        self.request(target, rng).map(Operation::Single)
-    }
-}
-
-#[derive(Debug, Clone)]
+/// How the load is applied; the flags every load scenario shares (docs are `--help` text).
+#[derive(Debug, Clone, clap::Args)]
 pub struct LoadOptions {
+    /// Keep-alive connections; each carries one request at a time. In open-loop mode this caps
+    /// the requests in flight.
+    #[arg(long, short = 'c', default_value_t = 50)]
     pub connections: usize,
+    /// Measurement window (e.g. 10s, 500ms, 1m).
+    #[arg(long, short = 'd', default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
+    /// Load applied before the window, not counted.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
-    /// Open loop at this many requests/s; `None`: closed loop.
+    /// Open loop: requests per second on a fixed schedule (default: closed loop).
+    #[arg(long, short = 'r')]
     pub rate: Option<f64>,
-    /// Per-request timeout (connect included).
+    /// Per-request timeout, connect included.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
 }
 

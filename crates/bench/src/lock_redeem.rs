@@ -21,22 +21,20 @@
 //! The cart is one line of shop 1 (50.00), so the lock's recomputed discount is the
 //! template's 1.00, sent as `expected_discount`.
 
-use crate::bulk_claim::{self, in_parallel};
-use crate::claim::{create_template, mint};
-use crate::client::{Target, bearer};
-use crate::load::{Operation, Workload};
-use crate::quote::json_post;
-use crate::stats::problem_code;
+use crate::auth::Tokens;
+use crate::bulk_claim;
+use crate::client::{Body, Target};
+use crate::problem::problem_code;
+use crate::setup::{create_template, in_parallel, open_window, send};
+use crate::workload::{Operation, Workload};
 use anyhow::{Context, bail};
 use hyper::Method;
 use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::HeaderValue;
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use rand::rngs::SmallRng;
 use serde_json::{Value, json};
-use stampede_core::auth::TokenService;
-use stampede_core::clock::SystemClock;
-use stampede_domain::auth::Role;
 use stampede_domain::ids::ShopId;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -52,14 +50,24 @@ const UNIT_PRICE: i64 = 5_000;
 /// How long the setup waits for the claims to reach the coupon table.
 pub const PERSIST_WAIT: Duration = Duration::from_secs(120);
 
-#[derive(Debug, Clone)]
+/// The `lock-redeem` flags (their docs are the `--help` text).
+#[derive(Debug, Clone, clap::Args)]
 pub struct LockRedeemSetup {
+    /// Simulated users. Pairs available: users x coupons-per-user.
+    #[arg(long, default_value_t = 1_000)]
     pub users: u64,
-    /// Users are `first_user .. first_user + users`.
+    /// First user id (users are consecutive ids; apart from the other scenarios' by default).
+    #[arg(long, default_value_t = 2_000_001)]
     pub first_user: u64,
-    /// Coupons claimed per user: the pairs a user can make.
+    /// Coupons each user claims in the setup (1..=500): one pair each.
+    #[arg(long, default_value_t = 100)]
     pub coupons_per_user: u32,
-    /// Setup requests in flight.
+    /// Setup requests (claims, probes) in flight.
+    #[arg(
+        long = "setup-in-flight",
+        value_name = "SETUP_IN_FLIGHT",
+        default_value_t = 32
+    )]
     pub in_flight: usize,
 }
 
@@ -115,10 +123,10 @@ impl Workload for LockRedeemWork {
             self.items
         );
         Some(Operation::Chain(vec![
-            ("lock", json_post(target, lock, auth, Bytes::from(body))),
+            ("lock", target.post_json(lock, auth, Bytes::from(body))),
             (
                 "redeem",
-                json_post(target, redeem, auth, Bytes::from_static(b"{}")),
+                target.post_json(redeem, auth, Bytes::from_static(b"{}")),
             ),
         ]))
     }
@@ -194,17 +202,12 @@ pub async fn setup(
         bail!("--coupons-per-user must be 1 to {MAX_COUPONS_PER_USER}");
     }
     let users = u32::try_from(cfg.users).context("--users is too large")?;
-    let tokens = TokenService::new(secret, Arc::new(SystemClock));
+    let tokens = Tokens::new(secret);
     let shop = ShopId::new(1).context("shop id")?;
-    let merchant = bearer(&mint(
-        &tokens,
-        Role::Merchant,
-        "bench-merchant-1",
-        Some(shop),
-    )?)?;
+    let merchant = tokens.merchant("bench-merchant-1", shop)?;
 
     // 1. Templates.
-    let now = Timestamp::now();
+    let (start, end) = open_window(24);
     let limits = template_limits(cfg.coupons_per_user);
     let mut conn = target.connect().await?;
     let mut template_ids = Vec::with_capacity(limits.len());
@@ -214,8 +217,8 @@ pub async fn setup(
             "kind": "fixed",
             "amount_off": AMOUNT_OFF,
             "stock_total": u64::from(users) * u64::from(limit),
-            "claim_start": (now - SignedDuration::from_secs(1)).to_string(),
-            "claim_end": (now + SignedDuration::from_hours(24)).to_string(),
+            "claim_start": start,
+            "claim_end": end,
             "validity_hours": 24,
             "per_user_limit": limit,
         });
@@ -230,20 +233,8 @@ pub async fn setup(
     );
 
     // 2. Claims.
-    let auths: Vec<HeaderValue> = (0..cfg.users)
-        .map(|u| {
-            let id = cfg.first_user.saturating_add(u);
-            bearer(&mint(&tokens, Role::User, &id.to_string(), None)?)
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let auths: Arc<[HeaderValue]> = auths.into();
+    let auths: Arc<[HeaderValue]> = tokens.users(cfg.first_user, cfg.users)?.into();
     let plan: Arc<[(u32, u32)]> = claim_plan(users, &limits).into();
-    eprintln!(
-        "claiming {} coupons ({users} users x {}), {} in flight",
-        plan.len(),
-        cfg.coupons_per_user,
-        cfg.in_flight
-    );
     let claimed = bulk_claim::claim_all(
         target,
         auths.clone(),
@@ -310,23 +301,19 @@ pub async fn setup(
 /// releases it. The attempts it took.
 async fn probe(
     t: &Target,
-    mut conn: hyper::client::conn::http1::SendRequest<crate::client::Body>,
+    mut conn: SendRequest<Body>,
     auth: &HeaderValue,
     order: &str,
     coupon: &str,
     items: &Value,
-) -> anyhow::Result<(
-    hyper::client::conn::http1::SendRequest<crate::client::Body>,
-    u32,
-)> {
+) -> anyhow::Result<(SendRequest<Body>, u32)> {
     let lock = format!("/api/v1/orders/{order}/coupons/lock");
     let body = json!({ "coupon_ids": [coupon], "items": items });
     let started = Instant::now();
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let (status, answer) =
-            bulk_claim::send(t, &mut conn, Method::POST, &lock, auth, Some(&body)).await?;
+        let (status, answer) = send(t, &mut conn, Method::POST, &lock, auth, Some(&body)).await?;
         match status {
             200 => break,
             409 | 503
@@ -344,7 +331,7 @@ async fn probe(
     }
     let release = format!("/api/v1/orders/{order}/coupons/release");
     let (status, answer) =
-        bulk_claim::send(t, &mut conn, Method::POST, &release, auth, Some(&json!({}))).await?;
+        send(t, &mut conn, Method::POST, &release, auth, Some(&json!({}))).await?;
     if status != 200 {
         bail!(
             "probe release of {order}: {status} {}",

@@ -5,6 +5,16 @@ use anyhow::Context;
 /// Clock ticks per second of `/proc/PID/stat` times (`USER_HZ`, 100 on Linux's user ABI).
 const USER_HZ: f64 = 100.0;
 
+/// Fails unless `pid`'s memory can be read: the `--server-pid` check before any setup.
+pub fn check_server_pid(pid: u32) -> anyhow::Result<()> {
+    memory_kb(pid).context("--server-pid").map(drop)
+}
+
+/// `pid`'s current RSS in KiB for a progress line; 0 when it cannot be read.
+pub fn rss_kb(pid: u32) -> u64 {
+    memory_kb(pid).map_or(0, |(_, rss)| rss)
+}
+
 /// `(VmHWM, VmRSS)` of `pid` in KiB: peak and current resident set.
 pub fn memory_kb(pid: u32) -> anyhow::Result<(u64, u64)> {
     let path = format!("/proc/{pid}/status");

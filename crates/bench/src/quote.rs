@@ -16,23 +16,18 @@
 //!
 //! Load: each request is a random user's token with a random cart.
 
-use crate::bulk_claim::{self, in_parallel};
-use crate::claim::{create_template, mint};
-use crate::client::{Body, Target, bearer};
-use crate::load::{Operation, Workload};
+use crate::auth::Tokens;
+use crate::bulk_claim;
+use crate::client::Target;
+use crate::setup::{create_template, in_parallel, open_window, send};
+use crate::workload::{Operation, Workload};
 use anyhow::{Context, bail};
-use http_body_util::Full;
-use hyper::Method;
 use hyper::body::Bytes;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
-use hyper::{Request, Uri};
-use jiff::{SignedDuration, Timestamp};
+use hyper::header::HeaderValue;
+use hyper::{Method, Uri};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use stampede_core::auth::TokenService;
-use stampede_core::clock::SystemClock;
-use stampede_domain::auth::Role;
 use stampede_domain::ids::ShopId;
 use std::sync::Arc;
 
@@ -46,14 +41,24 @@ pub const COUPONS_PER_USER: usize = SHOPS as usize * PER_SHOP + PLATFORM;
 /// Goods per shop: shop `S` sells goods `S*1000 + 1 ..= S*1000 + GOODS`.
 const GOODS: u64 = 10;
 
-#[derive(Debug, Clone)]
+/// The `quote` flags (their docs are the `--help` text).
+#[derive(Debug, Clone, clap::Args)]
 pub struct QuoteSetup {
+    /// Simulated users; each claims 50 coupons in the setup.
+    #[arg(long, default_value_t = 1_000)]
     pub users: u64,
-    /// Users are `first_user .. first_user + users`.
+    /// First user id (users are consecutive ids; apart from the other scenarios' by default).
+    #[arg(long, default_value_t = 1_000_001)]
     pub first_user: u64,
-    /// Distinct carts the load draws from.
+    /// Distinct 5-item carts the requests draw from.
+    #[arg(long, default_value_t = 8)]
     pub carts: usize,
-    /// Setup requests in flight.
+    /// Setup requests (claims) in flight.
+    #[arg(
+        long = "setup-in-flight",
+        value_name = "SETUP_IN_FLIGHT",
+        default_value_t = 32
+    )]
     pub in_flight: usize,
 }
 
@@ -76,25 +81,11 @@ impl QuoteWork {
     }
 }
 
-/// A POST of `body` as JSON.
-pub(crate) fn json_post(
-    target: &Target,
-    uri: Uri,
-    auth: &HeaderValue,
-    body: Bytes,
-) -> Request<Body> {
-    let mut req = target.request(Method::POST, uri, Some(auth), Full::new(body));
-    req.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    req
-}
-
 impl Workload for QuoteWork {
     fn next(&self, target: &Target, rng: &mut SmallRng) -> Option<Operation> {
         let auth = self.auths.get(rng.random_range(0..self.auths.len()))?;
         let cart = self.carts.get(rng.random_range(0..self.carts.len()))?;
-        Some(Operation::Single(json_post(
-            target,
+        Some(Operation::Single(target.post_json(
             self.uri.clone(),
             auth,
             cart.clone(),
@@ -188,23 +179,16 @@ pub async fn setup(target: &Target, secret: &[u8], cfg: &QuoteSetup) -> anyhow::
     if cfg.users > u64::from(u32::MAX) {
         bail!("--users is too large");
     }
-    let tokens = TokenService::new(secret, Arc::new(SystemClock));
-    let admin = bearer(&mint(&tokens, Role::Admin, "1", None)?)?;
+    let tokens = Tokens::new(secret);
+    let admin = tokens.admin()?;
     let mut merchants = Vec::new();
     for s in 1..=SHOPS {
         let shop = ShopId::new(i64::try_from(s).unwrap_or(1)).context("shop id")?;
-        merchants.push(bearer(&mint(
-            &tokens,
-            Role::Merchant,
-            &format!("bench-merchant-{s}"),
-            Some(shop),
-        )?)?);
+        merchants.push(tokens.merchant(&format!("bench-merchant-{s}"), shop)?);
     }
 
     // 1. Templates.
-    let now = Timestamp::now();
-    let start = (now - SignedDuration::from_secs(1)).to_string();
-    let end = (now + SignedDuration::from_hours(24)).to_string();
+    let (start, end) = open_window(24);
     let mut conn = target.connect().await?;
     let mut template_ids = Vec::with_capacity(COUPONS_PER_USER);
     for (i, (shop, fields)) in template_fields().into_iter().enumerate() {
@@ -241,24 +225,11 @@ pub async fn setup(target: &Target, secret: &[u8], cfg: &QuoteSetup) -> anyhow::
     );
 
     // 2. Tokens and claims, template by template so one user's claims are spread out.
-    let auths: Vec<HeaderValue> = (0..cfg.users)
-        .map(|u| {
-            let id = cfg.first_user.saturating_add(u);
-            bearer(&mint(&tokens, Role::User, &id.to_string(), None)?)
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let auths: Arc<[HeaderValue]> = tokens.users(cfg.first_user, cfg.users)?.into();
     let users = u32::try_from(cfg.users).context("--users")?;
     let claims: Arc<[(u32, u32)]> = (0..template_ids.len() as u32)
         .flat_map(|t| (0..users).map(move |u| (u, t)))
         .collect();
-    eprintln!(
-        "claiming {} coupons ({} users x {}), {} in flight",
-        claims.len(),
-        users,
-        template_ids.len(),
-        cfg.in_flight
-    );
-    let auths: Arc<[HeaderValue]> = auths.into();
     bulk_claim::claim_all(target, auths.clone(), &template_ids, claims, cfg.in_flight).await?;
 
     // 3. Carts, 4. the sanity check.
@@ -280,7 +251,7 @@ pub async fn setup(target: &Target, secret: &[u8], cfg: &QuoteSetup) -> anyhow::
                 let (t, first, cart) = (t.clone(), first.clone(), carts[i].clone());
                 async move {
                     let v: Value = serde_json::from_slice(&cart)?;
-                    let (status, body) = bulk_claim::send(
+                    let (status, body) = send(
                         &t,
                         &mut conn,
                         Method::POST,

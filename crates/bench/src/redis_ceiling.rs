@@ -21,13 +21,25 @@ return s";
 /// The key the script touches (and `KEY:log`); deleted afterwards when `redis-cli` exists.
 pub const KEY: &str = "stampede-bench:ceiling";
 
-#[derive(Debug, Clone)]
+/// The `redis-ceiling` flags (their docs are the `--help` text).
+#[derive(Debug, Clone, clap::Args)]
 pub struct RedisOptions {
+    #[arg(
+        long = "redis-host",
+        value_name = "REDIS_HOST",
+        default_value = "127.0.0.1"
+    )]
     pub host: String,
+    #[arg(long = "redis-port", value_name = "REDIS_PORT", default_value_t = 6379)]
     pub port: u16,
+    /// redis-benchmark -n
+    #[arg(long, short = 'n', default_value_t = 200_000)]
     pub requests: u64,
+    /// redis-benchmark -c
+    #[arg(long, default_value_t = 50)]
     pub clients: u64,
-    /// Give up on redis-benchmark after this long.
+    // Give up on redis-benchmark after this long (not a flag).
+    #[arg(skip = Duration::from_secs(600))]
     pub timeout: Duration,
 }
 

@@ -1,6 +1,8 @@
 //! The result of a run: numbers computed from merged `Stats`, rendered as a human-readable
 //! table (several runs side by side) and as one line of JSON with the same numbers.
 
+use crate::render::{Last, columns, cores, json_line, mib};
+use crate::round::{ratio, round1, round3};
 use crate::stats::{Stats, TransportError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -96,14 +98,6 @@ fn ms(us: u64) -> f64 {
     round3(us as f64 / 1000.0)
 }
 
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
-
 impl Report {
     pub fn new(scenario: &str, shape: RunShape, stats: &Stats) -> Self {
         let h = &stats.latency;
@@ -160,15 +154,14 @@ impl Report {
 
     /// Attaches the healthz ceiling and the throughput ratio.
     pub fn with_ceiling(mut self, ceiling: Report) -> Self {
-        self.rps_ratio = (ceiling.requests_per_s > 0.0)
-            .then(|| round3(self.requests_per_s / ceiling.requests_per_s));
+        self.rps_ratio = ratio(self.requests_per_s, ceiling.requests_per_s);
         self.ceiling = Some(Box::new(ceiling));
         self
     }
 
     /// The one-line JSON summary.
     pub fn to_json_line(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+        json_line(self)
     }
 
     /// A table with this run and, when present, its ceiling side by side.
@@ -254,64 +247,41 @@ pub fn render_table(runs: &[&Report]) -> String {
     row("latency p99.9", &|r| format!("{:.3} ms", r.latency_ms.p999));
     row("latency max", &|r| format!("{:.3} ms", r.latency_ms.max));
     if runs.iter().any(|r| r.server.is_some()) {
-        let kb = |v: u64| format!("{:.1} MiB", v as f64 / 1024.0);
         row("server peak RSS", &|r| {
             r.server
                 .as_ref()
-                .map_or_else(|| "-".into(), |s| kb(s.peak_rss_kb))
+                .map_or_else(|| "-".into(), |s| mib(s.peak_rss_kb))
         });
         row("server RSS", &|r| {
             r.server
                 .as_ref()
-                .map_or_else(|| "-".into(), |s| kb(s.rss_kb))
+                .map_or_else(|| "-".into(), |s| mib(s.rss_kb))
         });
         row("server CPU", &|r| {
-            r.server
-                .as_ref()
-                .and_then(|s| s.cpu_cores)
-                .map_or_else(|| "-".into(), |c| format!("{c:.2} cores"))
+            cores(r.server.as_ref().and_then(|s| s.cpu_cores))
         });
     }
     if runs.iter().any(|r| r.bench_cpu_cores.is_some()) {
-        row("bench CPU", &|r| {
-            r.bench_cpu_cores
-                .map_or_else(|| "-".into(), |c| format!("{c:.2} cores"))
-        });
+        row("bench CPU", &|r| cores(r.bench_cpu_cores));
     }
-    let keys = |f: &dyn Fn(&Report) -> Vec<String>| {
-        let mut k: Vec<String> = runs.iter().flat_map(|r| f(r)).collect();
-        k.sort();
-        k.dedup();
-        k
-    };
-    for s in keys(&|r| r.status.keys().cloned().collect()) {
-        row(&format!("status {s}"), &|r| {
-            r.status.get(&s).copied().unwrap_or(0).to_string()
-        });
-    }
-    for c in keys(&|r| r.codes.keys().cloned().collect()) {
-        row(&format!("code {c}"), &|r| {
-            r.codes.get(&c).copied().unwrap_or(0).to_string()
-        });
-    }
-    for t in keys(&|r| r.transport.keys().cloned().collect()) {
-        row(&format!("transport {t}"), &|r| {
-            r.transport.get(&t).copied().unwrap_or(0).to_string()
-        });
-    }
-    let name_w = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
-    let col_w: Vec<usize> = (0..runs.len())
-        .map(|i| rows.iter().map(|(_, v)| v[i].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for (name, vals) in &rows {
-        let _ = write!(out, "{name:<name_w$}");
-        for (v, w) in vals.iter().zip(&col_w) {
-            let _ = write!(out, "  {v:>w$}");
+    // Counts by key: a row for every key any run has (0 in the runs without it).
+    type Counts = fn(&Report) -> &BTreeMap<String, u64>;
+    let counts: [(&str, Counts); 3] = [
+        ("status", |r| &r.status),
+        ("code", |r| &r.codes),
+        ("transport", |r| &r.transport),
+    ];
+    for (label, of) in counts {
+        let mut keys: Vec<&String> = runs.iter().flat_map(|r| of(r).keys()).collect();
+        keys.sort();
+        keys.dedup();
+        for k in keys {
+            row(&format!("{label} {k}"), &|r| {
+                of(r).get(k).copied().unwrap_or(0).to_string()
+            });
         }
-        out.push('\n');
     }
-    out
+    columns(&rows, Last::Aligned)
 }
 
 #[cfg(test)]

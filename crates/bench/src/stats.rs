@@ -3,6 +3,7 @@
 //! Everything here is updated on the hot path, so recording allocates nothing after the first
 //! occurrence of a status or problem `code`.
 
+use crate::problem::problem_code;
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use std::time::Duration;
@@ -173,36 +174,9 @@ fn same_code(key: &[u8], step: Option<&str>, code: &[u8]) -> bool {
     }
 }
 
-/// The `code` of a problem+json body, found by a scan rather than a JSON parse (no
-/// allocation): the string value following the first `"code"` key.
-pub fn problem_code(body: &[u8]) -> Option<&[u8]> {
-    const KEY: &[u8] = b"\"code\"";
-    let at = body.windows(KEY.len()).position(|w| w == KEY)?;
-    let rest = skip_ws(&body[at + KEY.len()..]);
-    let rest = skip_ws(rest.strip_prefix(b":")?);
-    let rest = rest.strip_prefix(b"\"")?;
-    let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
-    (end > 0 && rest[end] == b'"').then(|| &rest[..end])
-}
-
-fn skip_ws(b: &[u8]) -> &[u8] {
-    let n = b.iter().take_while(|c| c.is_ascii_whitespace()).count();
-    &b[n..]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_problem_codes() {
-        let body = br#"{"type":"about:blank","title":"Sold out","status":409, "code" : "SOLD_OUT","request_id":"x"}"#;
-        assert_eq!(problem_code(body), Some(&b"SOLD_OUT"[..]));
-        assert_eq!(problem_code(b"{}"), None);
-        assert_eq!(problem_code(br#"{"code":12}"#), None);
-        assert_eq!(problem_code(br#"{"code":""}"#), None);
-        assert_eq!(problem_code(br#"{"code":"A"#), None);
-    }
 
     #[test]
     fn counts_add_up_and_merge() -> anyhow::Result<()> {

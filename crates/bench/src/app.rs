@@ -1,0 +1,175 @@
+//! Runs a parsed command line: the async runtime, the scenario (setup, load phase, optional
+//! healthz ceiling) and its report on stdout, a table then one line of JSON (progress goes to
+//! stderr). A one-shot scenario that did not finish (a failed task, missing reminders) is an
+//! error after its report is printed.
+
+use crate::claim::{self, ClaimSetup};
+use crate::cli::{Cli, DistributionArgs, LoadArgs, RemindersArgs, Scenario};
+use crate::client::Target;
+use crate::lock_redeem::{self, LockRedeemSetup};
+use crate::quote::{self, QuoteSetup};
+use crate::workload::Workload;
+use crate::{distribution, healthz_mix, measure, proc, redis_ceiling, reminders};
+use anyhow::Context;
+use std::sync::Arc;
+
+/// Runs the scenario of `cli`.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.scenario {
+        Scenario::RedisCeiling(opts) => {
+            let report = redis_ceiling::run(&opts)?;
+            print!("{}", report.to_text());
+            println!(
+                "{}",
+                serde_json::to_string(&report).context("encoding the summary")?
+            );
+            Ok(())
+        }
+        Scenario::Distribution(a) => runtime(1)?.block_on(distribution_scenario(a)),
+        Scenario::Reminders(a) => runtime(a.threads)?.block_on(reminders_scenario(a)),
+        Scenario::Healthz { load } => {
+            runtime(load.threads)?.block_on(load_scenario(load, Setup::Healthz))
+        }
+        Scenario::Claim { load, claim } => {
+            runtime(load.threads)?.block_on(load_scenario(load, Setup::Claim(claim)))
+        }
+        Scenario::Quote { load, quote } => {
+            runtime(load.threads)?.block_on(load_scenario(load, Setup::Quote(quote)))
+        }
+        Scenario::LockRedeem { load, lock_redeem } => {
+            runtime(load.threads)?.block_on(load_scenario(load, Setup::LockRedeem(lock_redeem)))
+        }
+    }
+}
+
+/// What a load scenario sets up before its load phase.
+enum Setup {
+    Healthz,
+    Claim(ClaimSetup),
+    Quote(QuoteSetup),
+    LockRedeem(LockRedeemSetup),
+}
+
+fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let rt = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    };
+    rt.context("starting the async runtime")
+}
+
+/// The report on stdout: the table, then the JSON line last.
+fn print_report(table: &str, json_line: &str) {
+    print!("{table}");
+    println!("{json_line}");
+}
+
+async fn distribution_scenario(a: DistributionArgs) -> anyhow::Result<()> {
+    let (target, secret) = a.server.connect().await?;
+    let report = distribution::run(&target, &secret, &a.options()).await?;
+    print_report(&report.to_table(), &report.to_json_line());
+    if report.status != "completed" {
+        anyhow::bail!(
+            "task {} ended {}{}",
+            report.task_id,
+            report.status,
+            report
+                .failure_reason
+                .as_deref()
+                .map_or_else(String::new, |r| format!(": {r}"))
+        );
+    }
+    Ok(())
+}
+
+async fn reminders_scenario(a: RemindersArgs) -> anyhow::Result<()> {
+    let (target, secret) = a.server.connect().await?;
+    let opts = a.options();
+    let report = reminders::run(&target, &secret, &opts).await?;
+    print_report(&report.to_table(), &report.to_json_line());
+    if !report.all_delivered() {
+        anyhow::bail!(
+            "{} of {} reminders delivered{}",
+            report.delivered,
+            report.reminders,
+            if report.timed_out {
+                format!(" within {:?} of the due time", opts.timeout)
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(())
+}
+
+async fn load_scenario(args: LoadArgs, setup: Setup) -> anyhow::Result<()> {
+    let target = Target::resolve(&args.base).await?;
+    if let Some(pid) = args.server_pid {
+        proc::check_server_pid(pid)?;
+    }
+    let opts = &args.load;
+    let (name, work): (&str, Arc<dyn Workload>) = match setup {
+        Setup::Healthz => ("healthz", Arc::new(healthz_mix(&target)?)),
+        Setup::Claim(c) => {
+            let secret = args.secret()?;
+            eprintln!(
+                "setup: creating {} templates (stock {}, limit {}) and minting {} user tokens",
+                c.templates, c.stock, c.limit, c.users
+            );
+            ("claim", Arc::new(claim::setup(&target, &secret, &c).await?))
+        }
+        Setup::Quote(q) => {
+            let secret = args.secret()?;
+            eprintln!(
+                "setup: {} users from {}, 50 coupons each, {} carts",
+                q.users, q.first_user, q.carts
+            );
+            ("quote", Arc::new(quote::setup(&target, &secret, &q).await?))
+        }
+        Setup::LockRedeem(l) => {
+            let secret = args.secret()?;
+            eprintln!(
+                "setup: {} users from {}, {} coupons each",
+                l.users, l.first_user, l.coupons_per_user
+            );
+            let work = lock_redeem::setup(&target, &secret, &l).await?;
+            ("lock-redeem", Arc::new(work))
+        }
+    };
+    let phase = |name: &str| {
+        eprintln!(
+            "{name}: {} against {}, {} connections, warmup {:?}, window {:?}",
+            match opts.rate {
+                Some(r) => format!("open loop at {r}/s"),
+                None => "closed loop".to_owned(),
+            },
+            args.base,
+            opts.connections,
+            opts.warmup,
+            opts.duration
+        );
+    };
+    phase(name);
+    let mut report = measure(name, &target, work, opts, args.threads, args.server_pid).await?;
+    if args.compare_healthz {
+        phase("healthz");
+        let work = Arc::new(healthz_mix(&target)?);
+        let ceiling = measure(
+            "healthz",
+            &target,
+            work,
+            opts,
+            args.threads,
+            args.server_pid,
+        );
+        report = report.with_ceiling(ceiling.await?);
+    }
+    print_report(&report.to_table(), &report.to_json_line());
+    Ok(())
+}
