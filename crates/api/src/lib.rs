@@ -10,6 +10,7 @@ pub mod extract;
 pub mod flow;
 pub mod openapi;
 pub mod request_id;
+pub mod responses;
 pub mod routes;
 pub mod state;
 

@@ -7,8 +7,9 @@
 //! blocking thread (format by content, zip bombs, giant cells, row count) before the task is
 //! created, so a hostile or unreadable file is a 4xx and never a task.
 
-use crate::error::{ApiError, ApiResult, Problem};
+use crate::error::{ApiError, ApiResult, PROBLEM_JSON, Problem};
 use crate::extract::{BackOfficeRoles, Caller};
+use crate::responses::{BackOfficeErrors, NotFound, UploadErrors};
 use crate::routes::templates::IDEMPOTENCY_HEADER;
 use crate::state::AppState;
 use axum::Json;
@@ -209,14 +210,9 @@ async fn save_file(
     responses(
         (status = 202, body = DistributionView, description = "accepted: the task is pending"),
         (status = 200, body = DistributionView, description = "replay of an earlier upload with the same Idempotency-Key"),
-        (status = 400, body = Problem, content_type = "application/problem+json", description = "MALFORMED_REQUEST: a broken multipart body"),
-        (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED"),
-        (status = 403, body = Problem, content_type = "application/problem+json", description = "FORBIDDEN"),
-        (status = 404, body = Problem, content_type = "application/problem+json", description = "NOT_FOUND: the template (or it belongs to another shop)"),
-        (status = 409, body = Problem, content_type = "application/problem+json", description = "TEMPLATE_TERMINATED or CLAIM_ENDED"),
-        (status = 413, body = Problem, content_type = "application/problem+json", description = "PAYLOAD_TOO_LARGE"),
-        (status = 415, body = Problem, content_type = "application/problem+json", description = "UNSUPPORTED_MEDIA_TYPE: not multipart, or the file is not a CSV or XLSX"),
-        (status = 422, body = Problem, content_type = "application/problem+json", description = "VALIDATION_FAILED (bad fields, or a file refused: zip bomb, giant cell, no rows, no user ids) or IDEMPOTENCY_KEY_REUSED"),
+        BackOfficeErrors, UploadErrors,
+        (status = 404, body = Problem, content_type = PROBLEM_JSON, description = "NOT_FOUND: the template (or it belongs to another shop)"),
+        (status = 409, body = Problem, content_type = PROBLEM_JSON, description = "TEMPLATE_TERMINATED or CLAIM_ENDED"),
     ))]
 pub async fn upload(
     State(state): State<AppState>,
@@ -382,9 +378,8 @@ fn page_param(q: &HashMap<String, String>, k: &str, errs: &mut ValidationErrors)
     security(("bearer" = [])),
     responses(
         (status = 200, body = DistributionPage),
-        (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED"),
-        (status = 403, body = Problem, content_type = "application/problem+json", description = "FORBIDDEN"),
-        (status = 422, body = Problem, content_type = "application/problem+json", description = "VALIDATION_FAILED: a bad page"),
+        BackOfficeErrors,
+        (status = 422, body = Problem, content_type = PROBLEM_JSON, description = "VALIDATION_FAILED: a bad page"),
     ))]
 pub async fn list(
     State(state): State<AppState>,
@@ -417,9 +412,7 @@ pub async fn list(
     security(("bearer" = [])),
     responses(
         (status = 200, body = DistributionView),
-        (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED"),
-        (status = 403, body = Problem, content_type = "application/problem+json", description = "FORBIDDEN"),
-        (status = 404, body = Problem, content_type = "application/problem+json", description = "NOT_FOUND (or another shop's)"),
+        BackOfficeErrors, NotFound,
     ))]
 pub async fn get(
     State(state): State<AppState>,
@@ -440,10 +433,8 @@ pub async fn get(
     security(("bearer" = [])),
     responses(
         (status = 200, body = DistributionView),
-        (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED"),
-        (status = 403, body = Problem, content_type = "application/problem+json", description = "FORBIDDEN"),
-        (status = 404, body = Problem, content_type = "application/problem+json", description = "NOT_FOUND"),
-        (status = 409, body = Problem, content_type = "application/problem+json", description = "CONFLICT: already completed or failed"),
+        BackOfficeErrors, NotFound,
+        (status = 409, body = Problem, content_type = PROBLEM_JSON, description = "CONFLICT: already completed or failed"),
     ))]
 pub async fn cancel(
     State(state): State<AppState>,
@@ -468,10 +459,8 @@ pub async fn cancel(
     security(("bearer" = [])),
     responses(
         (status = 200, content_type = "text/csv", description = "the report as CSV"),
-        (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED"),
-        (status = 403, body = Problem, content_type = "application/problem+json", description = "FORBIDDEN"),
-        (status = 404, body = Problem, content_type = "application/problem+json", description = "NOT_FOUND"),
-        (status = 422, body = Problem, content_type = "application/problem+json", description = "VALIDATION_FAILED: format is not csv or xlsx"),
+        BackOfficeErrors, NotFound,
+        (status = 422, body = Problem, content_type = PROBLEM_JSON, description = "VALIDATION_FAILED: format is not csv or xlsx"),
     ))]
 pub async fn failures(
     State(state): State<AppState>,

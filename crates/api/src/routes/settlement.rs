@@ -2,8 +2,9 @@
 //! Users act for themselves; the `service` role (the order service) names `user_id` in the
 //! body (lifecycle calls without one act for the order's user).
 
-use crate::error::{ApiError, ApiResult, Problem};
+use crate::error::{ApiError, ApiResult, PROBLEM_JSON, Problem};
 use crate::extract::{Caller, Fields, JsonObject, OptionalJsonObject, SettlementRoles};
+use crate::responses::{MalformedBody, NotFound, SettlementErrors, ValidationFailed};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -126,10 +127,7 @@ fn cart_of(drafts: Option<Vec<CartItemDraft>>, mut errs: ValidationErrors) -> Ap
     security(("bearer" = [])),
     responses(
         (status = 200, body = Quote),
-        (status = 400, body = Problem, content_type = "application/problem+json", description = "MALFORMED_REQUEST"),
-        (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED"),
-        (status = 403, body = Problem, content_type = "application/problem+json", description = "FORBIDDEN: another user's id, or a back-office role"),
-        (status = 422, body = Problem, content_type = "application/problem+json", description = "VALIDATION_FAILED (every bad field at once)"),
+        SettlementErrors, MalformedBody, ValidationFailed,
     ))]
 pub async fn quote(
     State(state): State<AppState>,
@@ -181,10 +179,8 @@ fn sized_json<T: serde::Serialize>(v: &T, capacity: usize) -> axum::response::Re
     security(("bearer" = [])),
     responses(
         (status = 200, body = Settlement),
-        (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED"),
-        (status = 403, body = Problem, content_type = "application/problem+json", description = "FORBIDDEN"),
-        (status = 409, body = Problem, content_type = "application/problem+json", description = "COUPON_NOT_USABLE (not the user's, not unused, locked by another order, not usable for this cart, two of one shop) or CONFLICT (discount changed; the order id holds other coupons or is another user's)"),
-        (status = 422, body = Problem, content_type = "application/problem+json", description = "VALIDATION_FAILED"),
+        SettlementErrors, ValidationFailed,
+        (status = 409, body = Problem, content_type = PROBLEM_JSON, description = "COUPON_NOT_USABLE (not the user's, not unused, locked by another order, not usable for this cart, two of one shop) or CONFLICT (discount changed; the order id holds other coupons or is another user's)"),
     ))]
 pub async fn lock(
     State(state): State<AppState>,
@@ -258,10 +254,8 @@ async fn change(
     security(("bearer" = [])),
     responses(
         (status = 200, body = Settlement),
-        (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED"),
-        (status = 403, body = Problem, content_type = "application/problem+json", description = "FORBIDDEN"),
-        (status = 404, body = Problem, content_type = "application/problem+json", description = "NOT_FOUND"),
-        (status = 409, body = Problem, content_type = "application/problem+json", description = "CONFLICT: released, or the lock expired"),
+        SettlementErrors, NotFound,
+        (status = 409, body = Problem, content_type = PROBLEM_JSON, description = "CONFLICT: released, or the lock expired"),
     ))]
 pub async fn redeem(
     State(state): State<AppState>,
@@ -280,10 +274,8 @@ pub async fn redeem(
     security(("bearer" = [])),
     responses(
         (status = 200, body = Settlement),
-        (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED"),
-        (status = 403, body = Problem, content_type = "application/problem+json", description = "FORBIDDEN"),
-        (status = 404, body = Problem, content_type = "application/problem+json", description = "NOT_FOUND"),
-        (status = 409, body = Problem, content_type = "application/problem+json", description = "CONFLICT: already redeemed"),
+        SettlementErrors, NotFound,
+        (status = 409, body = Problem, content_type = PROBLEM_JSON, description = "CONFLICT: already redeemed"),
     ))]
 pub async fn release(
     State(state): State<AppState>,
@@ -303,11 +295,9 @@ pub async fn release(
     security(("bearer" = [])),
     responses(
         (status = 200, body = Settlement),
-        (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED"),
-        (status = 403, body = Problem, content_type = "application/problem+json", description = "FORBIDDEN"),
-        (status = 404, body = Problem, content_type = "application/problem+json", description = "NOT_FOUND"),
-        (status = 409, body = Problem, content_type = "application/problem+json", description = "CONFLICT: not redeemed"),
-        (status = 422, body = Problem, content_type = "application/problem+json", description = "VALIDATION_FAILED: a coupon not in the order"),
+        SettlementErrors, NotFound,
+        (status = 409, body = Problem, content_type = PROBLEM_JSON, description = "CONFLICT: not redeemed"),
+        (status = 422, body = Problem, content_type = PROBLEM_JSON, description = "VALIDATION_FAILED: a coupon not in the order"),
     ))]
 pub async fn refund(
     State(state): State<AppState>,
@@ -328,9 +318,7 @@ pub async fn refund(
     security(("bearer" = [])),
     responses(
         (status = 200, body = Settlement),
-        (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED"),
-        (status = 403, body = Problem, content_type = "application/problem+json", description = "FORBIDDEN"),
-        (status = 404, body = Problem, content_type = "application/problem+json", description = "NOT_FOUND"),
+        SettlementErrors, NotFound,
     ))]
 pub async fn get(
     State(state): State<AppState>,

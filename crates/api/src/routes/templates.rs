@@ -1,9 +1,10 @@
 //! Back-office template endpoints (SPEC §6): merchants for their own shop, admins for any.
 
-use crate::error::{ApiError, ApiResult, Problem};
+use crate::error::{ApiError, ApiResult, PROBLEM_JSON, Problem};
 use crate::extract::{
     BackOfficeRoles, Caller, Fields, JsonObject, OptionalJsonObject, canonical_hash,
 };
+use crate::responses::{BackOfficeErrors, JsonBodyErrors, NotFound};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -131,12 +132,10 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     responses(
         (status = 201, body = Template, description = "created"),
         (status = 200, body = Template, description = "replay of an earlier request with the same Idempotency-Key"),
-        (status = 400, body = Problem, content_type = "application/problem+json", description = "MALFORMED_REQUEST"),
-        (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED"),
-        (status = 403, body = Problem, content_type = "application/problem+json", description = "FORBIDDEN: wrong role, another shop, or a merchant creating a platform template"),
-        (status = 413, body = Problem, content_type = "application/problem+json", description = "PAYLOAD_TOO_LARGE"),
-        (status = 415, body = Problem, content_type = "application/problem+json", description = "UNSUPPORTED_MEDIA_TYPE"),
-        (status = 422, body = Problem, content_type = "application/problem+json", description = "VALIDATION_FAILED (all field errors in errors[]) or IDEMPOTENCY_KEY_REUSED"),
+        BackOfficeErrors, JsonBodyErrors,
+        (status = 403, body = Problem, content_type = PROBLEM_JSON, description = "FORBIDDEN: not a merchant or admin token, another shop, or a merchant creating a platform template"),
+        (status = 413, body = Problem, content_type = PROBLEM_JSON, description = "PAYLOAD_TOO_LARGE: the body is over the JSON size limit"),
+        (status = 422, body = Problem, content_type = PROBLEM_JSON, description = "VALIDATION_FAILED (all field errors in errors[]) or IDEMPOTENCY_KEY_REUSED"),
     ))]
 pub async fn create_template(
     State(state): State<AppState>,
@@ -252,9 +251,8 @@ fn parse_list_query(q: &HashMap<String, String>) -> Result<ListFilter, ApiError>
     security(("bearer" = [])),
     responses(
         (status = 200, body = TemplatePage),
-        (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED"),
-        (status = 403, body = Problem, content_type = "application/problem+json", description = "FORBIDDEN"),
-        (status = 422, body = Problem, content_type = "application/problem+json", description = "VALIDATION_FAILED: a bad filter or page"),
+        BackOfficeErrors,
+        (status = 422, body = Problem, content_type = PROBLEM_JSON, description = "VALIDATION_FAILED: a bad filter or page"),
     ))]
 pub async fn list_templates(
     State(state): State<AppState>,
@@ -278,9 +276,7 @@ pub async fn list_templates(
     security(("bearer" = [])),
     responses(
         (status = 200, body = Template),
-        (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED"),
-        (status = 403, body = Problem, content_type = "application/problem+json", description = "FORBIDDEN: wrong role"),
-        (status = 404, body = Problem, content_type = "application/problem+json", description = "NOT_FOUND (also for another shop's template)"),
+        BackOfficeErrors, NotFound,
     ))]
 pub async fn get_template(
     State(state): State<AppState>,
@@ -311,13 +307,9 @@ pub struct AddStockBody {
     security(("bearer" = [])),
     responses(
         (status = 200, body = Template),
-        (status = 400, body = Problem, content_type = "application/problem+json", description = "MALFORMED_REQUEST"),
-        (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED"),
-        (status = 403, body = Problem, content_type = "application/problem+json", description = "FORBIDDEN"),
-        (status = 404, body = Problem, content_type = "application/problem+json", description = "NOT_FOUND"),
-        (status = 409, body = Problem, content_type = "application/problem+json", description = "TEMPLATE_TERMINATED or CLAIM_ENDED"),
-        (status = 415, body = Problem, content_type = "application/problem+json", description = "UNSUPPORTED_MEDIA_TYPE"),
-        (status = 422, body = Problem, content_type = "application/problem+json", description = "VALIDATION_FAILED (add < 1 or past the cap) or IDEMPOTENCY_KEY_REUSED"),
+        BackOfficeErrors, NotFound, JsonBodyErrors,
+        (status = 409, body = Problem, content_type = PROBLEM_JSON, description = "TEMPLATE_TERMINATED or CLAIM_ENDED"),
+        (status = 422, body = Problem, content_type = PROBLEM_JSON, description = "VALIDATION_FAILED (add < 1 or past the cap) or IDEMPOTENCY_KEY_REUSED"),
     ))]
 pub async fn add_stock(
     State(state): State<AppState>,
@@ -358,11 +350,9 @@ pub async fn add_stock(
     security(("bearer" = [])),
     responses(
         (status = 200, body = Template),
-        (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED"),
-        (status = 403, body = Problem, content_type = "application/problem+json", description = "FORBIDDEN"),
-        (status = 404, body = Problem, content_type = "application/problem+json", description = "NOT_FOUND"),
-        (status = 409, body = Problem, content_type = "application/problem+json", description = "CLAIM_ENDED"),
-        (status = 422, body = Problem, content_type = "application/problem+json", description = "VALIDATION_FAILED: the body, if any, must be an empty object"),
+        BackOfficeErrors, NotFound,
+        (status = 409, body = Problem, content_type = PROBLEM_JSON, description = "CLAIM_ENDED"),
+        (status = 422, body = Problem, content_type = PROBLEM_JSON, description = "VALIDATION_FAILED: the body, if any, must be an empty object"),
     ))]
 pub async fn terminate(
     State(state): State<AppState>,
@@ -392,9 +382,7 @@ pub struct AuditPage {
     security(("bearer" = [])),
     responses(
         (status = 200, body = AuditPage),
-        (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED"),
-        (status = 403, body = Problem, content_type = "application/problem+json", description = "FORBIDDEN"),
-        (status = 404, body = Problem, content_type = "application/problem+json", description = "NOT_FOUND"),
+        BackOfficeErrors, NotFound,
     ))]
 pub async fn audit(
     State(state): State<AppState>,
