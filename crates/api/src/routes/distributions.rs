@@ -324,9 +324,7 @@ pub async fn upload(
         .await?;
     if created == Created::New {
         // The runner on this node can start from the local copy instead of the store's.
-        let cached = cfg
-            .work_dir
-            .join(format!("{}.{}", task.id, task.format.as_str()));
+        let cached = cfg.work_dir.join(task.local_file_name());
         if tokio::fs::create_dir_all(&cfg.work_dir).await.is_ok()
             && let Some(p) = tmp.keep()
             && tokio::fs::rename(&p, &cached).await.is_err()
