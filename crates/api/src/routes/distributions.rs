@@ -8,9 +8,8 @@
 //! created, so a hostile or unreadable file is a 4xx and never a task.
 
 use crate::error::{ApiError, ApiResult, PROBLEM_JSON, Problem};
-use crate::extract::{BackOfficeRoles, Caller};
+use crate::extract::{BackOfficeRoles, Caller, idempotency_key};
 use crate::responses::{BackOfficeErrors, NotFound, UploadErrors};
-use crate::routes::templates::IDEMPOTENCY_HEADER;
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Body;
@@ -220,14 +219,7 @@ pub async fn upload(
     headers: HeaderMap,
     request: Request,
 ) -> ApiResult<Response> {
-    let key = match headers.get(IDEMPOTENCY_HEADER) {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .map_err(|_| field_error("Idempotency-Key", "must be visible ASCII"))?
-                .to_owned(),
-        ),
-    };
+    let key = idempotency_key(&headers)?;
     let cfg = state.uploads.clone();
     let mut multipart = Multipart::from_request(request, &state)
         .await

@@ -1,9 +1,8 @@
 //! Shopper endpoints (SPEC §6 "Engine"): the public template view, claiming, my coupons.
 
 use crate::error::{ApiError, ApiResult, PROBLEM_JSON, Problem};
-use crate::extract::{AnyRole, Caller, Fields, OptionalJsonObject, UserOnly};
+use crate::extract::{AnyRole, Caller, Fields, OptionalJsonObject, UserOnly, idempotency_key};
 use crate::responses::{BearerErrors, ClaimErrors, NotFound};
-use crate::routes::templates::IDEMPOTENCY_HEADER;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -70,16 +69,11 @@ pub async fn claim(
         .finish()
         .finish(())
         .map_err(ApiError::validation)?;
-    let key = match headers.get(IDEMPOTENCY_HEADER) {
-        None => None,
-        Some(v) => Some(v.to_str().map_err(|_| {
-            ApiError::validation(ValidationErrors::single(
-                "Idempotency-Key",
-                "must be visible ASCII",
-            ))
-        })?),
-    };
-    let (coupon, replayed) = state.claims.claim(&caller.principal, id, key).await?;
+    let key = idempotency_key(&headers)?;
+    let (coupon, replayed) = state
+        .claims
+        .claim(&caller.principal, id, key.as_deref())
+        .await?;
     let status = if replayed {
         StatusCode::OK
     } else {

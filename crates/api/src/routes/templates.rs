@@ -3,6 +3,7 @@
 use crate::error::{ApiError, ApiResult, PROBLEM_JSON, Problem};
 use crate::extract::{
     BackOfficeRoles, Caller, Fields, JsonObject, OptionalJsonObject, canonical_hash,
+    idempotency_key,
 };
 use crate::responses::{BackOfficeErrors, JsonBodyErrors, NotFound};
 use crate::state::AppState;
@@ -20,8 +21,6 @@ use stampede_domain::template::{Kind, Scope, Source, Template, TemplateDraft, Te
 use stampede_domain::{ErrorCode, ValidationErrors};
 use std::collections::HashMap;
 use utoipa::{IntoParams, ToSchema};
-
-pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 /// The body of `POST /merchant/templates`. Money is integer minor units; times RFC 3339.
 /// Give validity either as `valid_from` + `valid_until` (absolute) or as `validity_hours`
@@ -107,18 +106,6 @@ fn read_create_fields(f: &mut Fields) -> (TemplateDraft, Option<ShopId>) {
 fn template_id(raw: &str) -> ApiResult<TemplateId> {
     // An id that cannot exist is simply not found.
     TemplateId::parse(raw).ok_or_else(ApiError::not_found)
-}
-
-fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
-    match headers.get(IDEMPOTENCY_HEADER) {
-        None => Ok(None),
-        Some(v) => v.to_str().map(|s| Some(s.to_owned())).map_err(|_| {
-            ApiError::validation(ValidationErrors::single(
-                "Idempotency-Key",
-                "must be visible ASCII",
-            ))
-        }),
-    }
 }
 
 /// Create a template.
