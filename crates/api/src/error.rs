@@ -1,8 +1,8 @@
 //! Error policy for the HTTP layer, in one place:
 //!
-//! - Every failure leaves as `application/problem+json` with the SPEC's fields
-//!   (`type`, `title`, `status`, `detail`, `code`, `request_id`, and `errors[]` for
-//!   validation). `code` is the stable machine-readable name; clients branch on it.
+//! - Every failure leaves as `application/problem+json` (RFC 9457) with the fields `type`,
+//!   `title`, `status`, `detail`, `code`, `request_id`, and `errors[]` for validation.
+//!   `code` is the stable machine-readable name; clients branch on it.
 //! - Use cases return `AppError`; extractors build `ApiError` directly. Both end here.
 //! - A 5xx never carries internals: the detail is generic and the cause chain goes to the log
 //!   with the request id, so an operator can find it from the client's report.

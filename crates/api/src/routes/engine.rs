@@ -1,4 +1,4 @@
-//! Shopper endpoints (SPEC §6 "Engine"): the public template view, claiming, my coupons.
+//! Shopper endpoints: the public template view, claiming, my coupons.
 
 use crate::error::{ApiError, ApiResult, PROBLEM_JSON, Problem};
 use crate::extract::{AnyRole, Caller, Fields, OptionalJsonObject, UserOnly, idempotency_key};

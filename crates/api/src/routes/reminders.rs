@@ -1,5 +1,5 @@
-//! Reminder endpoints (SPEC §6 "Engine"): "remind me before the sale starts". Users manage
-//! their own reminders; the scheduler in `stampede-workers` delivers them.
+//! Reminder endpoints: "remind me before the sale starts". Users manage their own
+//! reminders; the scheduler in `stampede-workers` delivers them.
 
 use crate::error::{ApiError, ApiResult, PROBLEM_JSON, Problem};
 use crate::extract::{Caller, Fields, JsonObject, UserOnly};
