@@ -15,6 +15,7 @@ use stampede_domain::auth::Principal;
 use stampede_domain::distribution::DistributionTask;
 use std::path::Path;
 
+/// Creates the task from the received form and the inspected file, and answers with it.
 pub(super) async fn respond(
     state: &AppState,
     who: &Principal,
