@@ -1,8 +1,8 @@
 //! Error policy for the HTTP layer, in one place:
 //!
-//! - Every failure leaves as `application/problem+json` with the SPEC's fields
-//!   (`type`, `title`, `status`, `detail`, `code`, `request_id`, and `errors[]` for
-//!   validation). `code` is the stable machine-readable name; clients branch on it.
+//! - Every failure leaves as `application/problem+json` (RFC 9457) with the fields `type`,
+//!   `title`, `status`, `detail`, `code`, `request_id`, and `errors[]` for validation.
+//!   `code` is the stable machine-readable name; clients branch on it.
 //! - Use cases return `AppError`; extractors build `ApiError` directly. Both end here.
 //! - A 5xx never carries internals: the detail is generic and the cause chain goes to the log
 //!   with the request id, so an operator can find it from the client's report.
@@ -14,6 +14,9 @@ use serde::Serialize;
 use stampede_core::AppError;
 use stampede_domain::{ErrorCode, FieldError};
 use utoipa::ToSchema;
+
+/// The media type of every error response.
+pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// An RFC 9457 problem document.
 #[derive(Debug, Serialize, ToSchema)]
@@ -138,10 +141,7 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut resp = (status, body).into_response();
         let headers = resp.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         match self.code {
             ErrorCode::Unauthenticated => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -1,15 +1,18 @@
 //! Stampede's HTTP surface: the axum router, our extractors, the problem+json error policy
 //! (`error`), request ids and access logs (`request_id`), and the OpenAPI document.
 //!
-//! Layout: `routes/` has one module per resource; `extract/` the body, field and caller
-//! extractors; `state` what handlers share. The router is built from `utoipa_axum` so every
-//! route is documented by construction. Business rules live in `stampede-core`.
+//! Layout: `routes/` has one module per resource (a directory with one file per route action
+//! once it grows); `extract/` the body, field, caller and idempotency-key extractors;
+//! `responses` the problem responses of the OpenAPI document, one set per endpoint family;
+//! `state` what handlers share. The router is built from `utoipa_axum` so every route is
+//! documented by construction. Business rules live in `stampede-core`.
 
 pub mod error;
 pub mod extract;
 pub mod flow;
 pub mod openapi;
 pub mod request_id;
+pub mod responses;
 pub mod routes;
 pub mod state;
 

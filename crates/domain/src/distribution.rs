@@ -209,7 +209,19 @@ pub struct DistributionTask {
     pub notify_next_at_ms: i64,
 }
 
+/// The name of a task's file in a node's work directory: `<id>.<format>`. The upload leaves
+/// an accepted file under this name and the runner looks for its local copy there, so the
+/// node that took the upload need not fetch the file back from the store.
+pub fn local_file_name(id: DistributionId, format: FileFormat) -> String {
+    format!("{id}.{}", format.as_str())
+}
+
 impl DistributionTask {
+    /// The name of the task's file in a node's work directory (see `local_file_name`).
+    pub fn local_file_name(&self) -> String {
+        local_file_name(self.id, self.format)
+    }
+
     /// Whether a runner should pick the task up at `now` (given its lease is free).
     pub fn is_due(&self, now: Timestamp) -> bool {
         match self.status {

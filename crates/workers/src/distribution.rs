@@ -224,9 +224,7 @@ impl DistributionRunner {
     }
 
     fn local_path(&self, t: &DistributionTask) -> PathBuf {
-        self.config
-            .work_dir
-            .join(format!("{}.{}", t.id, t.format.as_str()))
+        self.config.work_dir.join(t.local_file_name())
     }
 
     /// The task's file on local disk: the cached copy when complete, else fetched chunk by

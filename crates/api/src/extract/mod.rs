@@ -2,8 +2,10 @@
 
 mod caller;
 mod fields;
+mod idempotency;
 mod json;
 
 pub use caller::{AdminOnly, Allowed, AnyRole, BackOfficeRoles, Caller, SettlementRoles, UserOnly};
 pub use fields::Fields;
+pub use idempotency::idempotency_key;
 pub use json::{JsonObject, OptionalJsonObject, canonical_hash};

@@ -1,7 +1,8 @@
 //! Login, token refresh with rotation, logout, and account creation by admins.
 
-use crate::error::{ApiError, ApiResult, Problem};
+use crate::error::{ApiError, ApiResult, PROBLEM_JSON, Problem};
 use crate::extract::{AdminOnly, AnyRole, Caller, Fields, JsonObject, OptionalJsonObject};
+use crate::responses::{AdminErrors, BearerErrors, JsonBodyErrors, ValidationFailed};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
@@ -52,10 +53,8 @@ fn required(f: &mut Fields, name: &'static str) -> Option<String> {
 /// Exchange a username and password for an access and a refresh token.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginBody, responses(
     (status = 200, body = TokenResponse),
-    (status = 400, body = Problem, content_type = "application/problem+json", description = "MALFORMED_REQUEST"),
-    (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED: wrong username or password"),
-    (status = 415, body = Problem, content_type = "application/problem+json", description = "UNSUPPORTED_MEDIA_TYPE"),
-    (status = 422, body = Problem, content_type = "application/problem+json", description = "VALIDATION_FAILED"),
+    JsonBodyErrors, ValidationFailed,
+    (status = 401, body = Problem, content_type = PROBLEM_JSON, description = "UNAUTHENTICATED: wrong username or password"),
 ))]
 pub async fn login(
     State(state): State<AppState>,
@@ -81,8 +80,8 @@ pub struct RefreshBody {
 /// again revokes the whole session.
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshBody, responses(
     (status = 200, body = TokenResponse),
-    (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED: invalid, expired, rotated or revoked"),
-    (status = 422, body = Problem, content_type = "application/problem+json", description = "VALIDATION_FAILED"),
+    ValidationFailed,
+    (status = 401, body = Problem, content_type = PROBLEM_JSON, description = "UNAUTHENTICATED: the refresh token is invalid, expired, rotated or revoked"),
 ))]
 pub async fn refresh(
     State(state): State<AppState>,
@@ -108,7 +107,7 @@ pub struct LogoutBody {
 /// End the caller's session: its refresh tokens stop working. Idempotent.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", request_body(content = Option<LogoutBody>), security(("bearer" = [])), responses(
     (status = 204, description = "logged out"),
-    (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED"),
+    BearerErrors,
 ))]
 pub async fn logout(
     State(state): State<AppState>,
@@ -150,10 +149,8 @@ pub struct AccountView {
 /// Create an account (admins only).
 #[utoipa::path(post, path = "/api/v1/admin/accounts", tag = "auth", request_body = CreateAccountBody, security(("bearer" = [])), responses(
     (status = 201, body = AccountView),
-    (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED"),
-    (status = 403, body = Problem, content_type = "application/problem+json", description = "FORBIDDEN: not an admin"),
-    (status = 409, body = Problem, content_type = "application/problem+json", description = "CONFLICT: username taken"),
-    (status = 422, body = Problem, content_type = "application/problem+json", description = "VALIDATION_FAILED"),
+    AdminErrors, ValidationFailed,
+    (status = 409, body = Problem, content_type = PROBLEM_JSON, description = "CONFLICT: username taken"),
 ))]
 pub async fn create_account(
     State(state): State<AppState>,

@@ -1,8 +1,8 @@
-//! Shopper endpoints (SPEC §6 "Engine"): the public template view, claiming, my coupons.
+//! Shopper endpoints: the public template view, claiming, my coupons.
 
-use crate::error::{ApiError, ApiResult, Problem};
-use crate::extract::{AnyRole, Caller, Fields, OptionalJsonObject, UserOnly};
-use crate::routes::templates::IDEMPOTENCY_HEADER;
+use crate::error::{ApiError, ApiResult, PROBLEM_JSON, Problem};
+use crate::extract::{AnyRole, Caller, Fields, OptionalJsonObject, UserOnly, idempotency_key};
+use crate::responses::{BearerErrors, ClaimErrors, NotFound};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -23,8 +23,7 @@ use utoipa::{IntoParams, ToSchema};
     security(("bearer" = [])),
     responses(
         (status = 200, body = PublicTemplate),
-        (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED"),
-        (status = 404, body = Problem, content_type = "application/problem+json", description = "NOT_FOUND"),
+        BearerErrors, NotFound,
     ))]
 pub async fn get_template(
     State(state): State<AppState>,
@@ -49,13 +48,11 @@ pub struct ClaimResponse {
     responses(
         (status = 201, body = ClaimResponse, description = "claimed"),
         (status = 200, body = ClaimResponse, description = "replay of an earlier claim with the same Idempotency-Key"),
-        (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED"),
-        (status = 403, body = Problem, content_type = "application/problem+json", description = "FORBIDDEN: not a user token"),
-        (status = 404, body = Problem, content_type = "application/problem+json", description = "NOT_FOUND"),
-        (status = 409, body = Problem, content_type = "application/problem+json", description = "SOLD_OUT, LIMIT_REACHED, CLAIM_NOT_STARTED, CLAIM_ENDED or TEMPLATE_TERMINATED"),
-        (status = 422, body = Problem, content_type = "application/problem+json", description = "VALIDATION_FAILED: a bad Idempotency-Key or body"),
-        (status = 429, body = Problem, content_type = "application/problem+json", description = "RATE_LIMITED"),
-        (status = 503, body = Problem, content_type = "application/problem+json", description = "UNAVAILABLE: the claim could not be made durable; nothing was taken"),
+        ClaimErrors, NotFound,
+        (status = 409, body = Problem, content_type = PROBLEM_JSON, description = "SOLD_OUT, LIMIT_REACHED, CLAIM_NOT_STARTED, CLAIM_ENDED or TEMPLATE_TERMINATED"),
+        (status = 422, body = Problem, content_type = PROBLEM_JSON, description = "VALIDATION_FAILED: a bad Idempotency-Key or body"),
+        (status = 429, body = Problem, content_type = PROBLEM_JSON, description = "RATE_LIMITED: too many claims from this user; see Retry-After"),
+        (status = 503, body = Problem, content_type = PROBLEM_JSON, description = "UNAVAILABLE: the claim could not be made durable; nothing was taken"),
     ))]
 pub async fn claim(
     State(state): State<AppState>,
@@ -72,16 +69,11 @@ pub async fn claim(
         .finish()
         .finish(())
         .map_err(ApiError::validation)?;
-    let key = match headers.get(IDEMPOTENCY_HEADER) {
-        None => None,
-        Some(v) => Some(v.to_str().map_err(|_| {
-            ApiError::validation(ValidationErrors::single(
-                "Idempotency-Key",
-                "must be visible ASCII",
-            ))
-        })?),
-    };
-    let (coupon, replayed) = state.claims.claim(&caller.principal, id, key).await?;
+    let key = idempotency_key(&headers)?;
+    let (coupon, replayed) = state
+        .claims
+        .claim(&caller.principal, id, key.as_deref())
+        .await?;
     let status = if replayed {
         StatusCode::OK
     } else {
@@ -116,9 +108,8 @@ pub struct CouponPage {
     security(("bearer" = [])),
     responses(
         (status = 200, body = CouponPage),
-        (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED"),
-        (status = 403, body = Problem, content_type = "application/problem+json", description = "FORBIDDEN: not a user token"),
-        (status = 422, body = Problem, content_type = "application/problem+json", description = "VALIDATION_FAILED: bad status, limit or cursor"),
+        ClaimErrors,
+        (status = 422, body = Problem, content_type = PROBLEM_JSON, description = "VALIDATION_FAILED: bad status, limit or cursor"),
     ))]
 pub async fn my_coupons(
     State(state): State<AppState>,
@@ -169,9 +160,7 @@ pub async fn my_coupons(
     security(("bearer" = [])),
     responses(
         (status = 200, body = UserCoupon),
-        (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED"),
-        (status = 403, body = Problem, content_type = "application/problem+json", description = "FORBIDDEN: not a user token"),
-        (status = 404, body = Problem, content_type = "application/problem+json", description = "NOT_FOUND"),
+        ClaimErrors, NotFound,
     ))]
 pub async fn my_coupon(
     State(state): State<AppState>,

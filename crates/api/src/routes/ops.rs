@@ -1,6 +1,6 @@
 //! Operations endpoints: liveness and readiness.
 
-use crate::error::{ApiError, ApiResult, Problem};
+use crate::error::{ApiError, ApiResult, PROBLEM_JSON, Problem};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
@@ -30,7 +30,7 @@ pub async fn healthz() -> Json<Health> {
 /// Ready: every dependency (databases, and later Redis/NATS) answers.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
     (status = 200, body = Readiness),
-    (status = 503, body = Problem, content_type = "application/problem+json", description = "UNAVAILABLE: a dependency is down"),
+    (status = 503, body = Problem, content_type = PROBLEM_JSON, description = "UNAVAILABLE: a dependency is down"),
 ))]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Readiness>> {
     let results = futures::future::join_all(

@@ -1,8 +1,9 @@
-//! Reminder endpoints (SPEC §6 "Engine"): "remind me before the sale starts". Users manage
-//! their own reminders; the scheduler in `stampede-workers` delivers them.
+//! Reminder endpoints: "remind me before the sale starts". Users manage their own
+//! reminders; the scheduler in `stampede-workers` delivers them.
 
-use crate::error::{ApiError, ApiResult, Problem};
+use crate::error::{ApiError, ApiResult, PROBLEM_JSON, Problem};
 use crate::extract::{Caller, Fields, JsonObject, UserOnly};
+use crate::responses::{ClaimErrors, MalformedBody, NotFound};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -54,12 +55,9 @@ fn template_id(raw: &str) -> ApiResult<TemplateId> {
     security(("bearer" = [])),
     responses(
         (status = 200, body = ReminderView),
-        (status = 400, body = Problem, content_type = "application/problem+json", description = "MALFORMED_REQUEST"),
-        (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED"),
-        (status = 403, body = Problem, content_type = "application/problem+json", description = "FORBIDDEN: not a user token"),
-        (status = 404, body = Problem, content_type = "application/problem+json", description = "NOT_FOUND"),
-        (status = 409, body = Problem, content_type = "application/problem+json", description = "TEMPLATE_TERMINATED, CLAIM_ENDED, CLAIM_STARTED (the sale has begun) or REMINDER_TOO_LATE (it would be due in the past)"),
-        (status = 422, body = Problem, content_type = "application/problem+json", description = "VALIDATION_FAILED: channel or minutes_before missing, wrong, or a channel this deployment does not deliver"),
+        ClaimErrors, NotFound, MalformedBody,
+        (status = 409, body = Problem, content_type = PROBLEM_JSON, description = "TEMPLATE_TERMINATED, CLAIM_ENDED, CLAIM_STARTED (the sale has begun) or REMINDER_TOO_LATE (it would be due in the past)"),
+        (status = 422, body = Problem, content_type = PROBLEM_JSON, description = "VALIDATION_FAILED: channel or minutes_before missing, wrong, or a channel this deployment does not deliver"),
     ))]
 pub async fn set_reminder(
     State(state): State<AppState>,
@@ -92,10 +90,9 @@ fn required(errs: &mut ValidationErrors, has_channel: bool, has_minutes: bool) {
     security(("bearer" = [])),
     responses(
         (status = 204, description = "deleted"),
-        (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED"),
-        (status = 403, body = Problem, content_type = "application/problem+json", description = "FORBIDDEN: not a user token"),
-        (status = 404, body = Problem, content_type = "application/problem+json", description = "NOT_FOUND: no such reminder"),
-        (status = 422, body = Problem, content_type = "application/problem+json", description = "VALIDATION_FAILED: bad channel or minutes_before"),
+        ClaimErrors,
+        (status = 404, body = Problem, content_type = PROBLEM_JSON, description = "NOT_FOUND: no such template or no such reminder"),
+        (status = 422, body = Problem, content_type = PROBLEM_JSON, description = "VALIDATION_FAILED: bad channel or minutes_before"),
     ))]
 pub async fn delete_reminder(
     State(state): State<AppState>,
@@ -148,8 +145,7 @@ pub async fn delete_reminder(
     security(("bearer" = [])),
     responses(
         (status = 200, body = ReminderList),
-        (status = 401, body = Problem, content_type = "application/problem+json", description = "UNAUTHENTICATED"),
-        (status = 403, body = Problem, content_type = "application/problem+json", description = "FORBIDDEN: not a user token"),
+        ClaimErrors,
     ))]
 pub async fn my_reminders(
     State(state): State<AppState>,

@@ -7,6 +7,8 @@ use jiff::SignedDuration;
 use reqwest::multipart::{Form, Part};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
+use stampede_domain::distribution::{FileFormat, local_file_name};
+use stampede_domain::ids::DistributionId;
 use std::io::Write;
 
 const BASE: &str = "/api/v1/merchant/distributions";
@@ -789,7 +791,10 @@ async fn a_file_that_became_unreadable_fails_the_task_with_its_reason() {
     // Damage the stored copy (same length, no longer a zip) and drop the node's local copy,
     // as if another node ran the task from a corrupted store.
     let data = &app.settings.server.data_dir;
-    let _ = std::fs::remove_file(data.join("distributions").join(format!("{id}.xlsx")));
+    let local = DistributionId::parse(&id)
+        .map(|id| local_file_name(id, FileFormat::Xlsx))
+        .unwrap_or_else(|| panic!("{id} is a distribution id"));
+    let _ = std::fs::remove_file(data.join("distributions").join(local));
     {
         use sqlx::Connection;
         let url = format!("sqlite://{}", data.join("stampede.db").display());

@@ -1,0 +1,111 @@
+//! `GET /merchant/templates`: list templates with filters, newest first. The query is read
+//! by hand so every bad parameter is reported at once.
+
+use crate::error::{ApiError, ApiResult, PROBLEM_JSON, Problem};
+use crate::extract::{BackOfficeRoles, Caller};
+use crate::responses::BackOfficeErrors;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use serde::Serialize;
+use stampede_core::backoffice::ListFilter;
+use stampede_domain::ids::ShopId;
+use stampede_domain::template::{Kind, Template, TemplateStatus};
+use stampede_domain::{ErrorCode, ValidationErrors};
+use std::collections::HashMap;
+use utoipa::{IntoParams, ToSchema};
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documents the query; the handler reads it by hand to report every bad parameter
+pub struct ListParams {
+    /// `active`, `ended` or `terminated`.
+    status: Option<TemplateStatus>,
+    /// `fixed`, `threshold` or `percent`.
+    kind: Option<Kind>,
+    /// Case-insensitive substring of the name.
+    name: Option<String>,
+    /// Admins only: one shop (platform templates: `0`).
+    shop_id: Option<String>,
+    /// 1-based, default 1.
+    page: Option<u32>,
+    /// 1–100, default 20.
+    page_size: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TemplatePage {
+    pub items: Vec<Template>,
+    pub page: u32,
+    pub page_size: u32,
+    pub total: u64,
+}
+
+fn parse_list_query(q: &HashMap<String, String>) -> Result<ListFilter, ApiError> {
+    let mut errs = ValidationErrors::new();
+    let mut filter = ListFilter::default();
+    let num = |errs: &mut ValidationErrors, k: &str| -> Option<u32> {
+        let v = q.get(k)?;
+        let parsed = v.parse::<u32>().ok();
+        if parsed.is_none() {
+            errs.add(k, "must be a non-negative integer");
+        }
+        parsed
+    };
+    filter.page = num(&mut errs, "page");
+    filter.page_size = num(&mut errs, "page_size");
+    if let Some(s) = q.get("status").filter(|s| !s.is_empty()) {
+        filter.status = TemplateStatus::parse(s);
+        if filter.status.is_none() {
+            errs.add(
+                "status",
+                format!("must be one of: {}", TemplateStatus::ALL.join(", ")),
+            );
+        }
+    }
+    if let Some(k) = q.get("kind").filter(|s| !s.is_empty()) {
+        filter.kind = Kind::parse(k);
+        if filter.kind.is_none() {
+            errs.add("kind", format!("must be one of: {}", Kind::ALL.join(", ")));
+        }
+    }
+    if let Some(s) = q.get("shop_id").filter(|s| !s.is_empty()) {
+        filter.shop_id = if s == "0" {
+            Some(ShopId::PLATFORM)
+        } else {
+            ShopId::parse(s)
+        };
+        if filter.shop_id.is_none() {
+            errs.add("shop_id", "must be a shop id");
+        }
+    }
+    filter.name = q.get("name").cloned();
+    errs.finish(filter).map_err(ApiError::validation)
+}
+
+/// List templates, newest first. Merchants see their shop; admins every shop (or one with
+/// `shop_id`).
+#[utoipa::path(get, path = "/api/v1/merchant/templates", tag = "back-office",
+    params(ListParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = TemplatePage),
+        BackOfficeErrors,
+        (status = 422, body = Problem, content_type = PROBLEM_JSON, description = "VALIDATION_FAILED: a bad filter or page"),
+    ))]
+pub async fn list_templates(
+    State(state): State<AppState>,
+    caller: Caller<BackOfficeRoles>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> ApiResult<Json<TemplatePage>> {
+    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::MalformedRequest, e.body_text()))?;
+    let filter = parse_list_query(&q)?;
+    let (result, page, page_size) = state.backoffice.list(&caller.principal, filter).await?;
+    Ok(Json(TemplatePage {
+        items: result.items,
+        page,
+        page_size,
+        total: result.total,
+    }))
+}
