@@ -88,7 +88,9 @@ fn write_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
         }
         // Another process (a concurrent `stampede token`) created it first: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            Ok(std::fs::read_to_string(path)?.trim().as_bytes().to_vec())
+            let theirs = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Ok(theirs.trim().as_bytes().to_vec())
         }
         Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
     }
@@ -129,7 +131,7 @@ fn reminder_notifiers(settings: &Settings) -> anyhow::Result<(Notifiers, Vec<Cha
                 attempts: r.webhook_attempts,
                 timeout: Duration::from_millis(r.webhook_timeout_ms),
             })
-            .map_err(|e| anyhow::anyhow!("building the reminder webhook client: {e}"))?,
+            .context("building the reminder webhook client")?,
         ));
     }
     if let Some(url) = &r.smtp_url {
@@ -140,7 +142,7 @@ fn reminder_notifiers(settings: &Settings) -> anyhow::Result<(Notifiers, Vec<Cha
                 to: r.email_to.clone(),
                 concurrency: r.email_concurrency as usize,
             })
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
+            .context("building the reminder SMTP client")?,
         ));
     }
     let mut channels = vec![Channel::App];
@@ -170,11 +172,14 @@ impl Services {
         let worker_id = worker_lease
             .as_ref()
             .map_or(settings.ids.worker_id, |l| l.id);
-        let ids = Arc::new(IdGenerator::new(
-            worker_id,
-            Arc::new(SystemClock),
-            Duration::from_millis(settings.ids.max_clock_backwards_ms),
-        )?);
+        let ids = Arc::new(
+            IdGenerator::new(
+                worker_id,
+                Arc::new(SystemClock),
+                Duration::from_millis(settings.ids.max_clock_backwards_ms),
+            )
+            .context("starting the id generator")?,
+        );
         let tokens = Arc::new(TokenService::new(&secret, clock.clone()));
         let auth = Arc::new(
             AuthService::new(
@@ -185,7 +190,7 @@ impl Services {
                 jiff::SignedDuration::from_secs(settings.auth.access_ttl_secs),
                 jiff::SignedDuration::from_secs(settings.auth.refresh_ttl_secs),
             )
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
+            .context("starting the auth service")?,
         );
         let backoffice = Arc::new(BackOffice::new(
             stores.templates.clone(),
@@ -370,7 +375,7 @@ impl Application {
                     interval: Duration::from_millis(d.poll_interval_ms.max(100)),
                 },
             )
-            .map_err(|e| anyhow::anyhow!("building the callback HTTP client: {e}"))?,
+            .context("building the callback HTTP client")?,
         ));
 
         let listener = TcpListener::bind(&settings.server.listen)
@@ -448,5 +453,41 @@ impl Application {
             tracing::warn!("background jobs did not stop before the deadline");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Backend, Secret};
+
+    fn mysql_settings(url: String) -> Settings {
+        let mut s = Settings::default();
+        s.storage.backend = Backend::Mysql;
+        s.storage.mysql.databases = vec![url];
+        s.auth.jwt_secret = Some(Secret::new("x".repeat(32)));
+        s.server.listen = "127.0.0.1:0".into();
+        s
+    }
+
+    /// An unreachable MySQL names the driver's cause, not only "storage failed". (A host
+    /// that does not resolve fails at once; a closed port is retried by the driver's pool
+    /// for its 30 s acquire timeout, see the CLI test.)
+    #[tokio::test]
+    async fn an_unreachable_database_reports_the_drivers_cause() {
+        let url = "mysql://root@stampede-unreachable.invalid:3306/stampede_t".to_owned();
+        let Err(e) = Application::build(mysql_settings(url)).await else {
+            panic!("built against a host that does not exist");
+        };
+        let text = format!("{e:#}");
+        assert!(
+            text.starts_with("opening MySQL: storage failed: "),
+            "{text}"
+        );
+        assert!(
+            e.chain().any(|c| c.downcast_ref::<sqlx::Error>().is_some()),
+            "the chain reaches the driver's error: {text}"
+        );
+        assert!(text.contains("failed to lookup address"), "{text}");
     }
 }

@@ -211,9 +211,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 shop_id,
                 session_id: None,
             };
-            let token = tokens
-                .mint(&principal, ttl)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let token = tokens.mint(&principal, ttl).context("minting the token")?;
             println!("{token}");
             Ok(())
         }
@@ -251,7 +249,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     shop_id,
                 })
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                .context("creating the account")?;
             println!(
                 "{}",
                 serde_json::json!({

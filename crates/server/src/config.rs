@@ -3,6 +3,7 @@
 //! concern, each default documented. With nothing configured, Stampede runs embedded
 //! (SQLite in `./stampede-data/`, listening on 127.0.0.1:8080).
 
+use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -477,9 +478,7 @@ impl Settings {
         if let Some(d) = &overrides.data_dir {
             fig = fig.merge(("server.data_dir", d));
         }
-        let settings: Settings = fig
-            .extract()
-            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        let settings: Settings = fig.extract().context("invalid configuration")?;
         settings.check()?;
         Ok(Loaded { settings, warnings })
     }

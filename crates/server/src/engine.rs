@@ -4,6 +4,7 @@
 
 use crate::app::Services;
 use crate::config::{Backend, Settings};
+use anyhow::Context;
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use stampede_core::backoffice::TemplateObserver;
@@ -113,10 +114,10 @@ async fn distributed(settings: &Settings, services: &Services) -> anyhow::Result
     let claim_log = s
         .claim_log
         .clone()
-        .ok_or_else(|| anyhow::anyhow!("the MySQL store has no claim log"))?;
+        .context("the MySQL store has no claim log")?;
     let conn = stampede_hot_redis::connect(&r.url)
         .await
-        .map_err(|e| anyhow::anyhow!("connecting to Redis at {}: {e}", r.url))?;
+        .with_context(|| format!("connecting to Redis at {}", r.url))?;
     let shared = RedisTemplateCache::new(
         conn.clone(),
         &r.prefix,
@@ -128,7 +129,7 @@ async fn distributed(settings: &Settings, services: &Services) -> anyhow::Result
     let n = catalog
         .rebuild_bloom()
         .await
-        .map_err(|e| anyhow::anyhow!("loading template ids: {e}"))?;
+        .context("loading template ids")?;
     tracing::info!(templates = n, "bloom filter of template ids built");
     let hot: Arc<dyn HotState> = Arc::new(RedisHotState::from_manager(
         conn.clone(),
@@ -233,7 +234,7 @@ pub async fn embedded(
     let n = catalog
         .rebuild_bloom()
         .await
-        .map_err(|e| anyhow::anyhow!("loading template ids: {e}"))?;
+        .context("loading template ids")?;
     tracing::info!(templates = n, "bloom filter of template ids built");
     let memory = Arc::new(MemoryHotState::new(
         templates,
@@ -324,7 +325,7 @@ pub async fn lease_worker(settings: &Settings) -> anyhow::Result<Option<WorkerLe
     let r = &settings.redis;
     let conn = stampede_hot_redis::connect(&r.url)
         .await
-        .map_err(|e| anyhow::anyhow!("connecting to Redis at {}: {e}", r.url))?;
+        .with_context(|| format!("connecting to Redis at {}", r.url))?;
     let node = format!("node-{:016x}", rand::random::<u64>());
     let id = stampede_hot_redis::lease_worker_id(
         &conn,
@@ -334,7 +335,7 @@ pub async fn lease_worker(settings: &Settings) -> anyhow::Result<Option<WorkerLe
         WORKER_LEASE,
     )
     .await
-    .map_err(|e| anyhow::anyhow!("leasing a snowflake worker id: {e}"))?;
+    .context("leasing a snowflake worker id")?;
     tracing::info!(worker_id = id, node = %node, "leased snowflake worker id");
     Ok(Some(WorkerLease {
         id,
