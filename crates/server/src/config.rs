@@ -301,6 +301,16 @@ pub struct DistributionSettings {
     pub notify_timeout_secs: u64,
 }
 
+impl DistributionSettings {
+    /// What an uploaded file may hold (checked at upload, again by the runner).
+    pub fn sheet_limits(&self) -> stampede_sheet::Limits {
+        stampede_sheet::Limits {
+            max_rows: self.max_rows,
+            ..stampede_sheet::Limits::default()
+        }
+    }
+}
+
 impl Default for DistributionSettings {
     fn default() -> Self {
         Self {
@@ -548,6 +558,11 @@ impl Settings {
 
     pub fn sqlite_path(&self) -> PathBuf {
         self.server.data_dir.join("stampede.db")
+    }
+
+    /// Where distribution files are uploaded to and cached while a task runs.
+    pub fn distribution_dir(&self) -> PathBuf {
+        self.server.data_dir.join("distributions")
     }
 }
 
