@@ -18,7 +18,6 @@ use stampede_core::clock::{Clock, SystemClock};
 use stampede_workers::Runner;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -120,7 +119,7 @@ impl Application {
             tracker.spawn(task(shutdown.clone()));
         }
         tracker.close();
-        let grace = Duration::from_secs(self.settings.server.shutdown_grace_secs);
+        let grace = self.settings.server.shutdown_grace;
         let token = shutdown.clone();
         let server = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(async move { token.cancelled().await });

@@ -54,19 +54,17 @@ pub async fn runner(inputs: JobInputs<'_>) -> anyhow::Result<Runner> {
     let mut runner = Runner::new();
     runner.register(Arc::new(EndTemplates {
         backoffice: services.backoffice.clone(),
-        interval: Duration::from_millis(w.end_sweep_interval_ms),
+        interval: w.end_sweep_interval,
         batch: 500,
     }));
     runner.register(Arc::new(PurgeIdempotencyKeys {
         backoffice: services.backoffice.clone(),
-        interval: Duration::from_secs(w.purge_interval_secs),
-        retention: jiff::SignedDuration::from_hours(
-            i64::try_from(w.idempotency_retention_hours).unwrap_or(i64::MAX / 3600),
-        ),
+        interval: w.purge_interval,
+        retention: w.idempotency_retention,
     }));
     runner.register(Arc::new(ReleaseExpiredLocks {
         settlements: use_cases.settlements.clone(),
-        interval: Duration::from_millis(settings.settlement.expiry_interval_ms),
+        interval: settings.settlement.expiry_interval,
         batch: 200,
     }));
     runner.register(Arc::new(ReminderScheduler {
@@ -79,18 +77,16 @@ pub async fn runner(inputs: JobInputs<'_>) -> anyhow::Result<Runner> {
             // process (or a restart) must never pass for the first.
             owner: services.node.to_string(),
             batch: r.batch_size,
-            lease: Duration::from_secs(r.lease_secs),
-            interval: Duration::from_millis(r.poll_interval_ms),
+            lease: r.lease,
+            interval: r.poll_interval,
             parallel: 2,
         },
     }));
     runner.register(Arc::new(PurgeReminders {
         store: stores.reminders.clone(),
         clock: clock.clone(),
-        retention: jiff::SignedDuration::from_hours(
-            i64::try_from(r.retention_hours).unwrap_or(i64::MAX / 3600),
-        ),
-        interval: Duration::from_secs(w.purge_interval_secs),
+        retention: r.retention,
+        interval: w.purge_interval,
     }));
     let work_dir = settings.distribution_dir();
     stampede_workers::distribution::clean_work_dir(&work_dir).await;
@@ -104,8 +100,8 @@ pub async fn runner(inputs: JobInputs<'_>) -> anyhow::Result<Runner> {
         config: RunnerConfig {
             owner: services.node.distribution_owner(settings.storage.backend),
             work_dir,
-            lease: Duration::from_secs(d.lease_secs),
-            interval: Duration::from_millis(d.poll_interval_ms),
+            lease: d.lease,
+            interval: d.poll_interval,
             limits: d.sheet_limits(),
         },
         shutdown: stop,
@@ -113,10 +109,10 @@ pub async fn runner(inputs: JobInputs<'_>) -> anyhow::Result<Runner> {
     let notify = NotifyConfig {
         secret: signing_secret(settings, d.notify_secret.as_ref(), NOTIFY_KEY_LABEL)?,
         max_attempts: d.notify_max_attempts,
-        base_backoff: Duration::from_millis(d.notify_backoff_ms),
-        max_backoff: Duration::from_secs(d.notify_max_backoff_secs),
-        timeout: Duration::from_secs(d.notify_timeout_secs),
-        interval: Duration::from_millis(d.poll_interval_ms.max(100)),
+        base_backoff: d.notify_backoff,
+        max_backoff: d.notify_max_backoff,
+        timeout: d.notify_timeout,
+        interval: d.poll_interval.max(Duration::from_millis(100)),
     };
     runner.register(Arc::new(
         NotifyDistributions::new(stores.distributions.clone(), clock.clone(), notify)
@@ -127,7 +123,7 @@ pub async fn runner(inputs: JobInputs<'_>) -> anyhow::Result<Runner> {
         runner.register(Arc::new(PersistClaims {
             persister: persister.clone(),
             batch: settings.redis.persister_batch,
-            interval: Duration::from_millis(settings.redis.persister_interval_ms),
+            interval: settings.redis.persister_interval,
         }));
     }
     Ok(runner)

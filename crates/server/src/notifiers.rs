@@ -8,7 +8,6 @@ use stampede_core::reminder_ports::ReminderNotifier;
 use stampede_domain::reminder::Channel;
 use stampede_workers::{EmailConfig, EmailNotifier, WebhookConfig, WebhookNotifier};
 use std::sync::Arc;
-use std::time::Duration;
 
 pub struct ReminderDelivery {
     /// Handed to the scheduler; `app` reminders need none (they go to the outbox).
@@ -25,10 +24,10 @@ pub fn reminder_delivery(settings: &Settings) -> anyhow::Result<ReminderDelivery
             WebhookNotifier::new(WebhookConfig {
                 url: url.clone(),
                 secret: signing_secret(settings, r.webhook_secret.as_ref(), REMINDER_KEY_LABEL)?,
-                batch: r.webhook_batch as usize,
-                concurrency: r.webhook_concurrency as usize,
+                batch: r.webhook_batch,
+                concurrency: r.webhook_concurrency,
                 attempts: r.webhook_attempts,
-                timeout: Duration::from_millis(r.webhook_timeout_ms),
+                timeout: r.webhook_timeout,
             })
             .context("building the reminder webhook client")?,
         ));
@@ -39,7 +38,7 @@ pub fn reminder_delivery(settings: &Settings) -> anyhow::Result<ReminderDelivery
                 url: url.expose().to_owned(),
                 from: r.email_from.clone(),
                 to: r.email_to.clone(),
-                concurrency: r.email_concurrency as usize,
+                concurrency: r.email_concurrency,
             })
             .context("building the reminder SMTP client")?,
         ));

@@ -11,7 +11,6 @@ use stampede_core::backoffice::BackOffice;
 use stampede_core::clock::{Clock, SystemClock};
 use stampede_core::ids::IdGenerator;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub struct Services {
     pub stores: Stores,
@@ -41,7 +40,7 @@ impl Services {
             IdGenerator::new(
                 worker_id,
                 Arc::new(SystemClock),
-                Duration::from_millis(settings.ids.max_clock_backwards_ms),
+                settings.ids.max_clock_backwards,
             )
             .context("starting the id generator")?,
         );
@@ -52,8 +51,8 @@ impl Services {
                 tokens.clone(),
                 ids.clone(),
                 clock.clone(),
-                jiff::SignedDuration::from_secs(settings.auth.access_ttl_secs),
-                jiff::SignedDuration::from_secs(settings.auth.refresh_ttl_secs),
+                settings.auth.access_ttl,
+                settings.auth.refresh_ttl,
             )
             .context("starting the auth service")?,
         );

@@ -39,9 +39,7 @@ impl UseCases {
             engine.catalog.clone(),
             engine.hot.clone(),
             services.clock.clone(),
-            jiff::SignedDuration::from_secs(
-                i64::try_from(settings.settlement.lock_ttl_secs).unwrap_or(i64::MAX / 2),
-            ),
+            settings.settlement.lock_ttl,
             engine.quote_cache.clone(),
         ));
         let reminders = Arc::new(Reminders::new(

@@ -15,7 +15,6 @@ use stampede_core::claim_ports::HotState;
 use stampede_core::claims::Claims;
 use stampede_hot_redis::{Invalidation, Persister, RedisHotState, RedisTemplateCache};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::Result<Engine> {
@@ -31,7 +30,7 @@ pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::R
     let shared = RedisTemplateCache::new(
         conn.clone(),
         &r.prefix,
-        Duration::from_secs(settings.engine.cache_ttl_secs.saturating_mul(5)),
+        settings.engine.cache_ttl.saturating_mul(5),
     );
     let catalog = Arc::new(
         Catalog::new(s.templates.clone(), &catalog_config(settings)).with_shared(Arc::new(shared)),

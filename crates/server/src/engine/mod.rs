@@ -49,23 +49,18 @@ fn catalog_config(settings: &Settings) -> CatalogConfig {
     let e = &settings.engine;
     CatalogConfig {
         capacity: e.cache_capacity,
-        ttl: Duration::from_secs(e.cache_ttl_secs),
-        negative_ttl: Duration::from_millis(e.negative_cache_ttl_ms),
+        ttl: e.cache_ttl,
+        negative_ttl: e.negative_cache_ttl,
         bloom_expected_items: e.bloom_expected_items,
     }
 }
 
 /// The per-node cache of users' coupons for quotes (see `stampede_core::coupon_cache`).
 fn quote_cache(settings: &Settings) -> Arc<UserCouponCache> {
-    let ttl_ms = settings
-        .settlement
-        .quote_cache_ttl_ms
-        .unwrap_or(match settings.storage.backend {
-            Backend::Sqlite => 300_000,
-            Backend::Mysql => 1_000,
-        });
-    Arc::new(UserCouponCache::new(
-        settings.settlement.quote_cache_users,
-        Duration::from_millis(ttl_ms),
-    ))
+    let s = &settings.settlement;
+    let ttl = s.quote_cache_ttl.unwrap_or(match settings.storage.backend {
+        Backend::Sqlite => Duration::from_millis(300_000),
+        Backend::Mysql => Duration::from_millis(1_000),
+    });
+    Arc::new(UserCouponCache::new(s.quote_cache_users, ttl))
 }
