@@ -55,7 +55,7 @@ pub async fn runner(inputs: JobInputs<'_>) -> anyhow::Result<Runner> {
     runner.register(Arc::new(EndTemplates {
         backoffice: services.backoffice.clone(),
         interval: w.end_sweep_interval,
-        batch: 500,
+        batch: w.end_sweep_batch,
     }));
     runner.register(Arc::new(PurgeIdempotencyKeys {
         backoffice: services.backoffice.clone(),
@@ -65,7 +65,7 @@ pub async fn runner(inputs: JobInputs<'_>) -> anyhow::Result<Runner> {
     runner.register(Arc::new(ReleaseExpiredLocks {
         settlements: use_cases.settlements.clone(),
         interval: settings.settlement.expiry_interval,
-        batch: 200,
+        batch: settings.settlement.expiry_batch,
     }));
     runner.register(Arc::new(ReminderScheduler {
         store: stores.reminders.clone(),
@@ -79,7 +79,7 @@ pub async fn runner(inputs: JobInputs<'_>) -> anyhow::Result<Runner> {
             batch: r.batch_size,
             lease: r.lease,
             interval: r.poll_interval,
-            parallel: 2,
+            parallel: r.parallel_partitions,
         },
     }));
     runner.register(Arc::new(PurgeReminders {
@@ -112,7 +112,7 @@ pub async fn runner(inputs: JobInputs<'_>) -> anyhow::Result<Runner> {
         base_backoff: d.notify_backoff,
         max_backoff: d.notify_max_backoff,
         timeout: d.notify_timeout,
-        interval: d.poll_interval.max(Duration::from_millis(100)),
+        interval: d.notify_interval(),
     };
     runner.register(Arc::new(
         NotifyDistributions::new(stores.distributions.clone(), clock.clone(), notify)

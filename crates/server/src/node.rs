@@ -61,8 +61,6 @@ pub struct WorkerLease {
     conn: redis::aio::ConnectionManager,
 }
 
-const WORKER_LEASE: Duration = Duration::from_secs(30);
-
 /// Leases a worker id in distributed mode (starting from `ids.worker_id`) for `node`;
 /// `None` embedded, where the one process owns the configured id.
 pub async fn lease_worker(
@@ -73,7 +71,7 @@ pub async fn lease_worker(
         return Ok(None);
     }
     let r = &settings.redis;
-    let lease = WORKER_LEASE;
+    let lease = settings.ids.worker_lease;
     let conn = stampede_hot_redis::connect(&r.url)
         .await
         .with_context(|| format!("connecting to Redis at {}", r.url))?;

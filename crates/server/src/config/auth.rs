@@ -67,6 +67,10 @@ pub struct IdSettings {
     /// A clock step back up to this is waited out; further back, ids are refused. Default 10 ms.
     #[serde(rename = "max_clock_backwards_ms", with = "units::millis")]
     pub max_clock_backwards: Duration,
+    /// Distributed mode: how long a node's leased worker id stays reserved without a renewal
+    /// (renewed every third of it). A dead node's id is free for others after this. Default 30 s.
+    #[serde(rename = "worker_lease_secs", with = "units::secs")]
+    pub worker_lease: Duration,
 }
 
 impl Default for IdSettings {
@@ -74,6 +78,7 @@ impl Default for IdSettings {
         Self {
             worker_id: 0,
             max_clock_backwards: Duration::from_millis(10),
+            worker_lease: Duration::from_secs(30),
         }
     }
 }
@@ -85,6 +90,9 @@ impl IdSettings {
                 "ids.worker_id must be 0..={}",
                 stampede_domain::snowflake::MAX_WORKER
             );
+        }
+        if self.worker_lease.is_zero() {
+            anyhow::bail!("ids.worker_lease_secs must be positive");
         }
         Ok(())
     }

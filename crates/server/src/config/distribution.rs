@@ -5,6 +5,10 @@ use super::{Secret, units};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+/// Callbacks are polled at least this far apart even when tasks are polled faster: a
+/// callback is not latency-critical, and each poll is a query on every node.
+const NOTIFY_MIN_INTERVAL: Duration = Duration::from_millis(100);
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DistributionSettings {
@@ -56,6 +60,12 @@ impl Default for DistributionSettings {
 }
 
 impl DistributionSettings {
+    /// How often callbacks due for an attempt are looked for: the task poll interval, but
+    /// at least 100 ms.
+    pub fn notify_interval(&self) -> Duration {
+        self.poll_interval.max(NOTIFY_MIN_INTERVAL)
+    }
+
     /// What an uploaded file may hold (checked at upload, again by the runner).
     pub fn sheet_limits(&self) -> stampede_sheet::Limits {
         stampede_sheet::Limits {

@@ -5,6 +5,11 @@ use super::units;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+/// The shared Redis template cache keeps entries this many times the local TTL. A change
+/// evicts the shared entry before nodes are told to reload, so it can outlive the local
+/// entries: the fleet then reads a template from MySQL about once per shared TTL.
+const SHARED_CACHE_TTL_FACTOR: u32 = 5;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineSettings {
@@ -37,6 +42,13 @@ impl Default for EngineSettings {
             claim_rate_per_user: 10,
             claim_burst_per_user: 10,
         }
+    }
+}
+
+impl EngineSettings {
+    /// TTL of the shared (Redis) template cache of distributed mode: 5 × `cache_ttl`.
+    pub fn shared_cache_ttl(&self) -> Duration {
+        self.cache_ttl.saturating_mul(SHARED_CACHE_TTL_FACTOR)
     }
 }
 

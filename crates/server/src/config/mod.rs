@@ -110,7 +110,10 @@ mod tests {
             .settings;
         assert_eq!(s.distribution.poll_interval, Duration::from_millis(50));
         assert_eq!(s.distribution.lease, Duration::from_secs(3));
-        assert_eq!(s.settlement.quote_cache_ttl, Some(Duration::from_millis(7)));
+        assert_eq!(
+            s.settlement.quote_cache_ttl(Backend::Mysql),
+            Duration::from_millis(7)
+        );
         assert_eq!(
             s.workers.idempotency_retention,
             jiff::SignedDuration::from_hours(30)
@@ -128,5 +131,13 @@ mod tests {
         let s = Settings::default();
         assert_eq!(s.storage.backend, Backend::Sqlite);
         assert_eq!(s.server.listen, "127.0.0.1:8080");
+        assert_eq!(
+            s.settlement.quote_cache_ttl(Backend::Sqlite),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            s.settlement.quote_cache_ttl(Backend::Mysql),
+            Duration::from_secs(1)
+        );
     }
 }

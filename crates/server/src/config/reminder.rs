@@ -18,6 +18,8 @@ pub struct ReminderSettings {
     /// dies mid-delivery is replaced after this. Default 30 s.
     #[serde(rename = "lease_secs", with = "units::secs")]
     pub lease: Duration,
+    /// Partitions one node works on at once in a step (each under its own lease). Default 2.
+    pub parallel_partitions: usize,
     /// `webhook` channel: where reminders are POSTed (JSON, signed like completion
     /// callbacks). Unset: the channel is off and `PUT` refuses it.
     pub webhook_url: Option<String>,
@@ -55,6 +57,7 @@ impl Default for ReminderSettings {
             poll_interval: Duration::from_millis(200),
             batch_size: 5_000,
             lease: Duration::from_secs(30),
+            parallel_partitions: 2,
             webhook_url: None,
             webhook_secret: None,
             webhook_batch: 500,
@@ -75,14 +78,16 @@ impl ReminderSettings {
         if self.poll_interval.is_zero()
             || self.batch_size == 0
             || self.lease.is_zero()
+            || self.parallel_partitions == 0
             || self.webhook_batch == 0
             || self.webhook_concurrency == 0
             || self.webhook_attempts == 0
             || self.email_concurrency == 0
         {
             anyhow::bail!(
-                "reminder.poll_interval_ms, batch_size, lease_secs, webhook_batch, \
-                 webhook_concurrency, webhook_attempts and email_concurrency must be positive"
+                "reminder.poll_interval_ms, batch_size, lease_secs, parallel_partitions, \
+                 webhook_batch, webhook_concurrency, webhook_attempts and email_concurrency \
+                 must be positive"
             );
         }
         if let Some(u) = &self.webhook_url

@@ -13,6 +13,9 @@ pub struct WorkerSettings {
     /// How often templates past `claim_end` are marked `ended`. Default 1 s.
     #[serde(rename = "end_sweep_interval_ms", with = "units::millis")]
     pub end_sweep_interval: Duration,
+    /// Templates one sweep step ends (one transaction each; a full step is followed by
+    /// another at once). Default 500.
+    pub end_sweep_batch: u32,
     /// Idempotency keys are kept at least this long (contract: ≥ 24 h). Default 48 h.
     #[serde(rename = "idempotency_retention_hours", with = "units::signed_hours")]
     pub idempotency_retention: SignedDuration,
@@ -27,6 +30,7 @@ impl Default for WorkerSettings {
         Self {
             enabled: true,
             end_sweep_interval: Duration::from_millis(1_000),
+            end_sweep_batch: 500,
             idempotency_retention: SignedDuration::from_hours(48),
             purge_interval: Duration::from_secs(3_600),
         }
@@ -39,6 +43,9 @@ impl WorkerSettings {
             anyhow::bail!(
                 "workers.idempotency_retention_hours must be at least 24 (the API promises 24 h)"
             );
+        }
+        if self.end_sweep_batch == 0 {
+            anyhow::bail!("workers.end_sweep_batch must be positive");
         }
         Ok(())
     }

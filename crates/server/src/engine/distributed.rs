@@ -27,11 +27,8 @@ pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::R
     let conn = stampede_hot_redis::connect(&r.url)
         .await
         .with_context(|| format!("connecting to Redis at {}", r.url))?;
-    let shared = RedisTemplateCache::new(
-        conn.clone(),
-        &r.prefix,
-        settings.engine.cache_ttl.saturating_mul(5),
-    );
+    let shared =
+        RedisTemplateCache::new(conn.clone(), &r.prefix, settings.engine.shared_cache_ttl());
     let catalog = Arc::new(
         Catalog::new(s.templates.clone(), &catalog_config(settings)).with_shared(Arc::new(shared)),
     );

@@ -18,7 +18,6 @@ use stampede_core::coupon_cache::UserCouponCache;
 use stampede_hot_memory::MemoryHotState;
 use stampede_hot_redis::Persister;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub struct Engine {
     pub catalog: Arc<Catalog>,
@@ -58,9 +57,8 @@ fn catalog_config(settings: &Settings) -> CatalogConfig {
 /// The per-node cache of users' coupons for quotes (see `stampede_core::coupon_cache`).
 fn quote_cache(settings: &Settings) -> Arc<UserCouponCache> {
     let s = &settings.settlement;
-    let ttl = s.quote_cache_ttl.unwrap_or(match settings.storage.backend {
-        Backend::Sqlite => Duration::from_millis(300_000),
-        Backend::Mysql => Duration::from_millis(1_000),
-    });
-    Arc::new(UserCouponCache::new(s.quote_cache_users, ttl))
+    Arc::new(UserCouponCache::new(
+        s.quote_cache_users,
+        s.quote_cache_ttl(settings.storage.backend),
+    ))
 }
