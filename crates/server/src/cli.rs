@@ -1,10 +1,11 @@
-//! The command line (a contract, like the HTTP API; SPEC §6 "Command line"):
-//! `serve`, `migrate`, `token`, `account create`. Every subcommand reads the same
+//! The command line (a contract, like the HTTP API): `serve`, `migrate`, `token`,
+//! `account create`, `gen users`. Every subcommand reads the same
 //! configuration as `serve`, so a token minted with the same `--data-dir`/`--config` is
 //! accepted by the server.
 
-use crate::app::{Application, Services};
+use crate::app::Application;
 use crate::config::{Backend, Overrides, Settings};
+use crate::services::Services;
 use crate::telemetry;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -203,7 +204,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if sub.is_empty() || sub.len() > 64 {
                 anyhow::bail!("--sub must be 1 to 64 characters");
             }
-            let secret = crate::app::jwt_secret(&settings)?;
+            let secret = crate::secrets::jwt_secret(&settings)?;
             let tokens = stampede_core::auth::TokenService::new(&secret, Arc::new(SystemClock));
             let principal = Principal {
                 subject: sub,
@@ -211,9 +212,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 shop_id,
                 session_id: None,
             };
-            let token = tokens
-                .mint(&principal, ttl)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let token = tokens.mint(&principal, ttl).context("minting the token")?;
             println!("{token}");
             Ok(())
         }
@@ -251,7 +250,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     shop_id,
                 })
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                .context("creating the account")?;
             println!(
                 "{}",
                 serde_json::json!({

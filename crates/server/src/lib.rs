@@ -1,14 +1,25 @@
-//! The composition root: configuration (`config`), wiring of stores and use cases into an
-//! `Application` (`app`, `storage`), logging (`telemetry`), and the `stampede` command line
-//! (`cli`, used by `main.rs`). This is the only crate that knows every adapter.
+//! The composition root: configuration (`config`), this node's identity (`node`), the
+//! stores (`storage`) and services every entry point builds (`services`, `secrets`), the
+//! claim engine (`engine`), the server's use cases, API and jobs (`use_cases`, `http`,
+//! `notifiers`, `jobs`, `background`), the `Application` that runs them (`app`), logging
+//! (`telemetry`), and the `stampede` command line (`cli`, used by `main.rs`). This is the
+//! only crate that knows every adapter.
 
 pub mod app;
+pub mod background;
 pub mod cli;
 pub mod config;
 pub mod datagen;
 pub mod engine;
+pub mod http;
+pub mod jobs;
+pub mod node;
+pub mod notifiers;
+pub mod secrets;
+pub mod services;
 pub mod storage;
 pub mod telemetry;
+pub mod use_cases;
 
 pub use app::Application;
 pub use config::Settings;

@@ -1,6 +1,7 @@
 //! Opens the configured system of record and hands out its ports.
 
 use crate::config::{Backend, Settings};
+use anyhow::Context;
 use async_trait::async_trait;
 use stampede_api::HealthCheck;
 use stampede_core::claim_ports::{ClaimLogStore, CouponStore};
@@ -38,7 +39,7 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Stores> {
                 },
             )
             .await
-            .map_err(|e| anyhow::anyhow!("opening SQLite at {}: {e}", path.display()))?;
+            .with_context(|| format!("opening SQLite at {}", path.display()))?;
             let store = Arc::new(store);
             Ok(Stores {
                 templates: store.clone(),
@@ -58,9 +59,7 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Stores> {
                 tables_per_database: m.tables_per_database,
                 max_connections_per_database: m.max_connections_per_database,
             };
-            let store = MysqlStore::open(&cfg)
-                .await
-                .map_err(|e| anyhow::anyhow!("opening MySQL: {e}"))?;
+            let store = MysqlStore::open(&cfg).await.context("opening MySQL")?;
             let shared = Arc::new(store.clone());
             Ok(Stores {
                 templates: shared.clone(),

@@ -199,3 +199,33 @@ async fn gen_users_writes_csv_and_xlsx_files() {
     let (ok, _, err) = run(c, &[]);
     assert!(!ok && err.contains("at least 1"), "{err}");
 }
+
+#[tokio::test]
+async fn migrate_against_an_unreachable_mysql_prints_the_cause() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.path().join("stampede.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\nbackend = \"mysql\"\n[storage.mysql]\n\
+             databases = [\"mysql://root@127.0.0.1:{port}/stampede_unreachable\"]\n"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut c = Command::new(env!("CARGO_BIN_EXE_stampede"));
+    c.args(["migrate", "--config"]).arg(&config);
+    let (ok, _, err) = run(c, &[]);
+    assert!(!ok);
+    // The driver's pool retries a refused connection until its acquire timeout (30 s) and
+    // then reports the timeout; either way its words follow the store's.
+    assert!(err.contains("opening MySQL: storage failed: "), "{err}");
+    let cause = err.to_lowercase();
+    assert!(
+        cause.contains("pool timed out") || cause.contains("connection refused"),
+        "the driver's cause is printed: {err}"
+    );
+}

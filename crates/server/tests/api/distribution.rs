@@ -691,7 +691,7 @@ async fn canceling_a_running_task_stops_it_at_a_batch_boundary() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (mut settings, urls) = test_settings(dir.path(), true);
     settings.distribution.batch_size = 500;
-    settings.distribution.poll_interval_ms = 20;
+    settings.distribution.poll_interval = std::time::Duration::from_millis(20);
     let app = spawn_app_from(dir, settings, urls).await;
     let m = app.merchant(7);
     let t = template(&app, &m, 1_000_000, 1).await;

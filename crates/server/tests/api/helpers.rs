@@ -64,10 +64,10 @@ pub fn test_settings(dir: &std::path::Path, workers: bool) -> (Settings, Vec<Str
     let mut s = Settings::default();
     s.server.listen = "127.0.0.1:0".into();
     s.server.data_dir = dir.to_path_buf();
-    s.server.shutdown_grace_secs = 2;
+    s.server.shutdown_grace = std::time::Duration::from_secs(2);
     s.auth.jwt_secret = Some(Secret::new(SECRET));
     s.workers.enabled = workers;
-    s.workers.end_sweep_interval_ms = 50;
+    s.workers.end_sweep_interval = std::time::Duration::from_millis(50);
     s.log.level = "warn".into();
     let mut urls = Vec::new();
     if let TestBackend::Mysql { databases, tables } = backend() {

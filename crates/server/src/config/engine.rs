@@ -1,0 +1,78 @@
+//! Settings of the claim engine: the template read cache, the bloom filter, per-user claim
+//! rates, the embedded group commit, and distributed mode's Redis.
+
+use super::units;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The shared Redis template cache keeps entries this many times the local TTL. A change
+/// evicts the shared entry before nodes are told to reload, so it can outlive the local
+/// entries: the fleet then reads a template from MySQL about once per shared TTL.
+const SHARED_CACHE_TTL_FACTOR: u32 = 5;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSettings {
+    /// Most claims one group commit puts in a transaction (embedded mode).
+    pub group_commit_max_batch: usize,
+    /// Templates in the local read cache.
+    pub cache_capacity: u64,
+    /// TTL of a cached template (plus up to 25 % jitter). Default 60 s.
+    #[serde(rename = "cache_ttl_secs", with = "units::secs")]
+    pub cache_ttl: Duration,
+    /// TTL of "no such template" answers. Default 5 s.
+    #[serde(rename = "negative_cache_ttl_ms", with = "units::millis")]
+    pub negative_cache_ttl: Duration,
+    /// Template ids the bloom filter is sized for (0.1 % false positives at that size).
+    pub bloom_expected_items: usize,
+    /// Claims one user may make per second on this node (0 = no limit); 429 beyond.
+    pub claim_rate_per_user: u32,
+    /// Claims one user may make in a burst before the rate applies.
+    pub claim_burst_per_user: u32,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            group_commit_max_batch: 4_096,
+            cache_capacity: 100_000,
+            cache_ttl: Duration::from_secs(60),
+            negative_cache_ttl: Duration::from_millis(5_000),
+            bloom_expected_items: 1_000_000,
+            claim_rate_per_user: 10,
+            claim_burst_per_user: 10,
+        }
+    }
+}
+
+impl EngineSettings {
+    /// TTL of the shared (Redis) template cache of distributed mode: 5 × `cache_ttl`.
+    pub fn shared_cache_ttl(&self) -> Duration {
+        self.cache_ttl.saturating_mul(SHARED_CACHE_TTL_FACTOR)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// Distributed mode's hot store (stock, per-user counts, claim logs, invalidations).
+    pub url: String,
+    /// Prefix of every key and channel, so several deployments (or tests) share a server.
+    pub prefix: String,
+    /// Claim-log entries a persister writes to MySQL per transaction.
+    pub persister_batch: usize,
+    /// Pause of a persister whose claim logs are drained. Default 20 ms.
+    #[serde(rename = "persister_interval_ms", with = "units::millis")]
+    pub persister_interval: Duration,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            prefix: "stampede".into(),
+            persister_batch: 2_000,
+            persister_interval: Duration::from_millis(20),
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! The distributed engine: Redis hot state and claim logs (persisted to MySQL by every
+//! node), a shared Redis template cache behind the local one, and `Broadcast` so every
+//! node's catalog hears of every change.
+
+use super::observers::{Broadcast, LocalSync};
+use super::{Engine, catalog_config, quote_cache};
+use crate::background::Background;
+use crate::config::Settings;
+use crate::services::Services;
+use anyhow::Context;
+use futures::future::BoxFuture;
+use stampede_core::backoffice::TemplateObserver;
+use stampede_core::catalog::Catalog;
+use stampede_core::claim_ports::HotState;
+use stampede_core::claims::Claims;
+use stampede_hot_redis::{Invalidation, Persister, RedisHotState, RedisTemplateCache};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::Result<Engine> {
+    let s = &services.stores;
+    let r = &settings.redis;
+    let claim_log = s
+        .claim_log
+        .clone()
+        .context("the MySQL store has no claim log")?;
+    let conn = stampede_hot_redis::connect(&r.url)
+        .await
+        .with_context(|| format!("connecting to Redis at {}", r.url))?;
+    let shared =
+        RedisTemplateCache::new(conn.clone(), &r.prefix, settings.engine.shared_cache_ttl());
+    let catalog = Arc::new(
+        Catalog::new(s.templates.clone(), &catalog_config(settings)).with_shared(Arc::new(shared)),
+    );
+    let n = catalog
+        .rebuild_bloom()
+        .await
+        .context("loading template ids")?;
+    tracing::info!(templates = n, "bloom filter of template ids built");
+    let hot: Arc<dyn HotState> = Arc::new(RedisHotState::from_manager(
+        conn.clone(),
+        &r.prefix,
+        s.coupons.clone(),
+    ));
+    let quote_cache = quote_cache(settings);
+    let claims = Arc::new(Claims::new(
+        catalog.clone(),
+        hot.clone(),
+        s.coupons.clone(),
+        services.ids.clone(),
+        services.clock.clone(),
+        quote_cache.clone(),
+    ));
+    let observer: Arc<dyn TemplateObserver> = Arc::new(Broadcast {
+        local: LocalSync {
+            catalog: catalog.clone(),
+            hot: hot.clone(),
+        },
+        invalidation: Invalidation::new(conn.clone(), &r.prefix),
+    });
+    let persister = Persister::new(
+        conn,
+        &r.prefix,
+        claim_log,
+        services.node.to_string(),
+        r.persister_batch,
+    );
+    Ok(Engine {
+        catalog: catalog.clone(),
+        hot,
+        claims,
+        observer,
+        memory: None,
+        persister: Some(Arc::new(persister)),
+        quote_cache,
+        background: vec![invalidation_subscriber(settings, catalog)],
+    })
+}
+
+/// Listens for other nodes' template changes and reloads them into this node's catalog.
+fn invalidation_subscriber(settings: &Settings, catalog: Arc<Catalog>) -> Background {
+    let (url, prefix) = (settings.redis.url.clone(), settings.redis.prefix.clone());
+    Box::new(move |token: CancellationToken| -> BoxFuture<'static, ()> {
+        let on_invalidate = move |id| {
+            let cat = catalog.clone();
+            tokio::spawn(async move { cat.created(id).await });
+        };
+        match Invalidation::subscribe(&url, &prefix, on_invalidate, token) {
+            Ok(fut) => Box::pin(fut),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot subscribe to template invalidations");
+                Box::pin(async {})
+            }
+        }
+    })
+}

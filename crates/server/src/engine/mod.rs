@@ -1,0 +1,64 @@
+//! The claim engine for the configured mode: the catalog (template read path), the hot state
+//! (`embedded`: in-process + group commit to SQLite; `distributed`: Redis + claim logs), the
+//! claim use case, the quote cache, and the observer that keeps caches and hot state in step
+//! with back-office changes (`observers`).
+
+mod distributed;
+mod embedded;
+mod observers;
+
+use crate::background::Background;
+use crate::config::{Backend, Settings};
+use crate::services::Services;
+use stampede_core::backoffice::TemplateObserver;
+use stampede_core::catalog::{Catalog, CatalogConfig};
+use stampede_core::claim_ports::HotState;
+use stampede_core::claims::Claims;
+use stampede_core::coupon_cache::UserCouponCache;
+use stampede_hot_memory::MemoryHotState;
+use stampede_hot_redis::Persister;
+use std::sync::Arc;
+
+pub struct Engine {
+    pub catalog: Arc<Catalog>,
+    pub hot: Arc<dyn HotState>,
+    pub claims: Arc<Claims>,
+    pub observer: Arc<dyn TemplateObserver>,
+    /// The embedded hot state, when that is the mode (its writer stats feed metrics).
+    pub memory: Option<Arc<MemoryHotState>>,
+    /// Distributed mode: drains claim logs into MySQL (run as a job on every node).
+    pub persister: Option<Arc<Persister>>,
+    /// Each user's unused coupons for quotes; every change this node makes invalidates.
+    pub quote_cache: Arc<UserCouponCache>,
+    /// Long-running tasks (distributed: the invalidation subscriber).
+    pub background: Vec<Background>,
+}
+
+impl Engine {
+    /// The engine for the configured storage backend.
+    pub async fn build(settings: &Settings, services: &Services) -> anyhow::Result<Engine> {
+        match settings.storage.backend {
+            Backend::Sqlite => embedded::build(settings, services).await,
+            Backend::Mysql => distributed::build(settings, services).await,
+        }
+    }
+}
+
+fn catalog_config(settings: &Settings) -> CatalogConfig {
+    let e = &settings.engine;
+    CatalogConfig {
+        capacity: e.cache_capacity,
+        ttl: e.cache_ttl,
+        negative_ttl: e.negative_cache_ttl,
+        bloom_expected_items: e.bloom_expected_items,
+    }
+}
+
+/// The per-node cache of users' coupons for quotes (see `stampede_core::coupon_cache`).
+fn quote_cache(settings: &Settings) -> Arc<UserCouponCache> {
+    let s = &settings.settlement;
+    Arc::new(UserCouponCache::new(
+        s.quote_cache_users,
+        s.quote_cache_ttl(settings.storage.backend),
+    ))
+}

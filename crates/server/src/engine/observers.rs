@@ -1,0 +1,56 @@
+//! How back-office changes reach the claim engine after their transaction committed:
+//! `LocalSync` updates this node's catalog and hot state; `Broadcast` also tells the other
+//! nodes (distributed mode).
+
+use async_trait::async_trait;
+use stampede_core::backoffice::TemplateObserver;
+use stampede_core::catalog::Catalog;
+use stampede_core::claim_ports::HotState;
+use stampede_domain::template::Template;
+use stampede_hot_redis::Invalidation;
+use std::sync::Arc;
+
+/// Keeps this node's catalog and the hot state in step with back-office changes.
+pub(super) struct LocalSync {
+    pub catalog: Arc<Catalog>,
+    pub hot: Arc<dyn HotState>,
+}
+
+#[async_trait]
+impl TemplateObserver for LocalSync {
+    async fn created(&self, t: &Template) {
+        self.catalog.created(t.id).await;
+    }
+
+    async fn changed(&self, t: &Template) {
+        self.catalog.changed(t.id).await;
+        if let Err(e) = self.hot.template_changed(t).await {
+            // The hot state reloads from the system of record on its next load; an active
+            // one keeps its old stock/status until then, so say so loudly.
+            tracing::error!(template = %t.id, error = %e, "hot state missed a template change");
+        }
+    }
+}
+
+/// Keeps other nodes' catalogs in step: publishes every creation and change.
+pub(super) struct Broadcast {
+    pub local: LocalSync,
+    pub invalidation: Invalidation,
+}
+
+#[async_trait]
+impl TemplateObserver for Broadcast {
+    async fn created(&self, t: &Template) {
+        self.local.created(t).await;
+        if let Err(e) = self.invalidation.publish(t.id).await {
+            tracing::warn!(template = %t.id, error = %e, "could not broadcast a new template; other nodes see it when their bloom filter is rebuilt");
+        }
+    }
+
+    async fn changed(&self, t: &Template) {
+        self.local.changed(t).await;
+        if let Err(e) = self.invalidation.publish(t.id).await {
+            tracing::warn!(template = %t.id, error = %e, "could not broadcast a template change; other nodes see it when their cache entry expires");
+        }
+    }
+}

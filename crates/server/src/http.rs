@@ -1,0 +1,48 @@
+//! The HTTP API over the services, the claim engine and the use cases: its state (uploads,
+//! health checks, metrics, the per-user claim limiter) and the router.
+
+use crate::config::Settings;
+use crate::engine::Engine;
+use crate::services::Services;
+use crate::storage::DatabaseCheck;
+use crate::use_cases::UseCases;
+use stampede_api::flow::ClaimLimiter;
+use stampede_api::routes::distributions::UploadConfig;
+use stampede_api::{AppState, HealthCheck, HttpLimits};
+use std::sync::Arc;
+
+pub fn router(
+    settings: &Settings,
+    services: &Services,
+    engine: &Engine,
+    use_cases: &UseCases,
+    claim_limiter: ClaimLimiter,
+) -> axum::Router {
+    let work_dir = settings.distribution_dir();
+    let uploads = UploadConfig {
+        upload_dir: work_dir.join("uploads"),
+        work_dir,
+        max_bytes: settings.distribution.max_upload_bytes,
+        limits: settings.distribution.sheet_limits(),
+    };
+    let checks: Vec<Arc<dyn HealthCheck>> =
+        vec![Arc::new(DatabaseCheck(services.stores.templates.clone()))];
+    let state = AppState {
+        backoffice: services.backoffice.clone(),
+        auth: services.auth.clone(),
+        claims: engine.claims.clone(),
+        distributions: use_cases.distributions.clone(),
+        settlements: use_cases.settlements.clone(),
+        reminders: use_cases.reminders.clone(),
+        uploads,
+        claim_limiter,
+        checks: Arc::new(checks),
+        metrics: crate::telemetry::metrics_renderer(engine),
+    };
+    stampede_api::router(
+        state,
+        &HttpLimits {
+            max_body_bytes: settings.http.max_body_bytes,
+        },
+    )
+}

@@ -1,0 +1,184 @@
+//! Every background job a node runs, registered on one `Runner` in a fixed order: the
+//! back-office sweeps, lock expiry, reminders, distributions and their callbacks, the claim
+//! limiter's housekeeping, and (distributed mode) the claim-log persister.
+
+use crate::config::Settings;
+use crate::engine::Engine;
+use crate::secrets::{NOTIFY_KEY_LABEL, signing_secret};
+use crate::services::Services;
+use crate::use_cases::UseCases;
+use anyhow::Context;
+use async_trait::async_trait;
+use stampede_api::flow::ClaimLimiter;
+use stampede_core::AppError;
+use stampede_core::reminder_ports::ReminderNotifier;
+use stampede_hot_redis::Persister;
+use stampede_workers::{
+    DistributionRunner, EndTemplates, Job, NotifyConfig, NotifyDistributions, PurgeIdempotencyKeys,
+    PurgeReminders, ReleaseExpiredLocks, ReminderScheduler, Runner, RunnerConfig, SchedulerConfig,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Everything the jobs are built from.
+pub struct JobInputs<'a> {
+    pub settings: &'a Settings,
+    pub services: &'a Services,
+    pub engine: &'a Engine,
+    pub use_cases: &'a UseCases,
+    /// The reminder scheduler's webhook / SMTP notifiers (`notifiers`).
+    pub reminder_notifiers: Vec<Arc<dyn ReminderNotifier>>,
+    pub claim_limiter: ClaimLimiter,
+    /// Long job steps (a distribution task) watch this to stop early at shutdown.
+    pub stop: CancellationToken,
+}
+
+/// The runner with every job registered; nothing runs until the application starts it.
+pub async fn runner(inputs: JobInputs<'_>) -> anyhow::Result<Runner> {
+    let JobInputs {
+        settings,
+        services,
+        engine,
+        use_cases,
+        reminder_notifiers,
+        claim_limiter,
+        stop,
+    } = inputs;
+    let (stores, clock) = (&services.stores, &services.clock);
+    let (w, r, d) = (
+        &settings.workers,
+        &settings.reminder,
+        &settings.distribution,
+    );
+    let mut runner = Runner::new();
+    runner.register(Arc::new(EndTemplates {
+        backoffice: services.backoffice.clone(),
+        interval: w.end_sweep_interval,
+        batch: w.end_sweep_batch,
+    }));
+    runner.register(Arc::new(PurgeIdempotencyKeys {
+        backoffice: services.backoffice.clone(),
+        interval: w.purge_interval,
+        retention: w.idempotency_retention,
+    }));
+    runner.register(Arc::new(ReleaseExpiredLocks {
+        settlements: use_cases.settlements.clone(),
+        interval: settings.settlement.expiry_interval,
+        batch: settings.settlement.expiry_batch,
+    }));
+    runner.register(Arc::new(ReminderScheduler {
+        store: stores.reminders.clone(),
+        templates: stores.templates.clone(),
+        clock: clock.clone(),
+        notifiers: reminder_notifiers,
+        config: SchedulerConfig {
+            // Process-unique, also embedded: the lease token fences owners, so a second
+            // process (or a restart) must never pass for the first.
+            owner: services.node.to_string(),
+            batch: r.batch_size,
+            lease: r.lease,
+            interval: r.poll_interval,
+            parallel: r.parallel_partitions,
+        },
+    }));
+    runner.register(Arc::new(PurgeReminders {
+        store: stores.reminders.clone(),
+        clock: clock.clone(),
+        retention: r.retention,
+        interval: w.purge_interval,
+    }));
+    let work_dir = settings.distribution_dir();
+    stampede_workers::distribution::clean_work_dir(&work_dir).await;
+    runner.register(Arc::new(DistributionRunner {
+        quote_cache: engine.quote_cache.clone(),
+        store: stores.distributions.clone(),
+        templates: stores.templates.clone(),
+        hot: engine.hot.clone(),
+        ids: services.ids.clone(),
+        clock: clock.clone(),
+        config: RunnerConfig {
+            owner: services.node.distribution_owner(settings.storage.backend),
+            work_dir,
+            lease: d.lease,
+            interval: d.poll_interval,
+            limits: d.sheet_limits(),
+        },
+        shutdown: stop,
+    }));
+    let notify = NotifyConfig {
+        secret: signing_secret(settings, d.notify_secret.as_ref(), NOTIFY_KEY_LABEL)?,
+        max_attempts: d.notify_max_attempts,
+        base_backoff: d.notify_backoff,
+        max_backoff: d.notify_max_backoff,
+        timeout: d.notify_timeout,
+        interval: d.notify_interval(),
+    };
+    runner.register(Arc::new(
+        NotifyDistributions::new(stores.distributions.clone(), clock.clone(), notify)
+            .context("building the callback HTTP client")?,
+    ));
+    runner.register(Arc::new(ShrinkLimiter(claim_limiter)));
+    if let Some(persister) = &engine.persister {
+        runner.register(Arc::new(PersistClaims {
+            persister: persister.clone(),
+            batch: settings.redis.persister_batch,
+            interval: settings.redis.persister_interval,
+        }));
+    }
+    Ok(runner)
+}
+
+/// Drains claim logs into MySQL (the persister as a runner job).
+struct PersistClaims {
+    persister: Arc<Persister>,
+    batch: usize,
+    interval: Duration,
+}
+
+#[async_trait]
+impl Job for PersistClaims {
+    fn name(&self) -> &'static str {
+        "persist_claims"
+    }
+
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    fn batch(&self) -> usize {
+        self.batch
+    }
+
+    async fn run_once(&self) -> Result<usize, AppError> {
+        Ok(self.persister.run_once().await?)
+    }
+}
+
+/// How often the claim limiter forgets per-user buckets that are full again. Only memory
+/// depends on it: a forgotten full bucket answers exactly as a kept one would.
+const SHRINK_LIMITER_EVERY: Duration = Duration::from_secs(60);
+
+/// Forgets per-user claim buckets that are full again.
+struct ShrinkLimiter(ClaimLimiter);
+
+#[async_trait]
+impl Job for ShrinkLimiter {
+    fn name(&self) -> &'static str {
+        "shrink_claim_limiter"
+    }
+
+    fn interval(&self) -> Duration {
+        SHRINK_LIMITER_EVERY
+    }
+
+    /// One pass over the buckets; there is never a "next batch" to hurry to.
+    fn batch(&self) -> usize {
+        usize::MAX
+    }
+
+    async fn run_once(&self) -> Result<usize, AppError> {
+        self.0.shrink();
+        Ok(0)
+    }
+}
