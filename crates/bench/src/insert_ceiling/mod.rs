@@ -16,7 +16,8 @@ use crate::render::dash;
 use crate::round::{per_second, ratio, round3};
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
-use stampede_core::records::COUPON_COLUMNS;
+use stampede_core::records::CouponRecord;
+use stampede_store_sql::SqlRow;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -139,56 +140,37 @@ pub(crate) fn statements(sql: &str) -> Vec<String> {
         .collect()
 }
 
-/// `VERB INTO table (COUPON_COLUMNS) VALUES (?, …), …` with `rows` rows.
+/// `VERB INTO table (…) VALUES (?, …), …` with `rows` rows of the server's own coupon row
+/// layout, so the ceiling writes exactly what the server writes.
 pub fn multi_insert(verb: &str, table: &str, rows: usize) -> String {
-    let one = format!(
-        "({})",
-        vec!["?"; COUPON_COLUMNS.split(',').count()].join(", ")
-    );
-    format!(
-        "{verb} INTO {table} ({COUPON_COLUMNS}) VALUES {}",
-        vec![one.as_str(); rows].join(", ")
-    )
+    stampede_store_sql::text::multi_insert(verb, table, CouponRecord::COLUMNS, rows)
 }
 
-/// The values of ceiling row `i` (0-based): a distribution coupon of user `i + 1`.
-pub(crate) struct Row {
-    pub(crate) id: i64,
-    pub(crate) user_id: i64,
-    pub(crate) claim_key: String,
-}
-
-impl Row {
-    pub(crate) fn new(i: u64) -> Self {
-        let n = i64::try_from(i).unwrap_or(i64::MAX - 1);
-        Row {
-            // Far from any id the server makes, unique per row.
-            id: (1_i64 << 40) + n,
-            user_id: n + 1,
-            claim_key: format!("dist 1 {}", n + 1),
-        }
+/// Ceiling row `i` (0-based): a distribution coupon of user `i + 1`, made at `now` (ms).
+pub(crate) fn row(i: u64, now: i64) -> CouponRecord {
+    let n = i64::try_from(i).unwrap_or(i64::MAX - 1);
+    CouponRecord {
+        // Far from any id the server makes, unique per row.
+        id: (1_i64 << 40) + n,
+        user_id: n + 1,
+        template_id: TEMPLATE_ID,
+        shop_id: SHOP_ID,
+        seq: 1,
+        origin: "distribution".to_owned(),
+        status: "unused".to_owned(),
+        valid_from_ms: now,
+        valid_until_ms: now + 86_400_000,
+        claimed_at_ms: now,
+        locked_order_id: None,
+        used_at_ms: None,
+        claim_key: Some(format!("dist 1 {}", n + 1)),
     }
 }
 
-/// Binds a row in `COUPON_COLUMNS` order, with the values a distribution coupon has.
-macro_rules! bind_row {
-    ($q:expr, $r:expr, $now:expr) => {
-        $q.bind($r.id)
-            .bind($r.user_id)
-            .bind($crate::insert_ceiling::TEMPLATE_ID)
-            .bind($crate::insert_ceiling::SHOP_ID)
-            .bind(1_i64)
-            .bind("distribution")
-            .bind("unused")
-            .bind($now)
-            .bind($now + 86_400_000)
-            .bind($now)
-            .bind(None::<String>)
-            .bind(None::<i64>)
-            .bind($r.claim_key.as_str())
-    };
+/// Binds `r` in its columns' order, as the server's adapters do.
+pub(crate) fn bind_row<B: stampede_store_sql::Binder>(q: B, r: &CouponRecord) -> B {
+    r.bind(q)
 }
-pub(crate) use bind_row;
 
 pub(crate) fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()

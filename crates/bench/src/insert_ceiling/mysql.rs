@@ -4,11 +4,12 @@
 //! dropped after.
 
 use super::{
-    CeilingReport, Row, bind_row, check_inserted, multi_insert, now_ms, report, statements,
+    CeilingReport, bind_row, check_inserted, multi_insert, now_ms, report, row, statements,
 };
 use anyhow::Context;
 use sqlx::mysql::MySqlConnectOptions;
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor};
+use stampede_core::records::CouponRecord;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -104,12 +105,13 @@ async fn fill_tables(opts: &MySqlConnectOptions, rows: u64) -> anyhow::Result<(D
             .with_context(|| format!("creating user_coupons_{t}"))?;
     }
     // Route every row first: the timed part is only the inserts.
-    let mut by_table: Vec<Vec<Row>> = (0..MYSQL_TABLES).map(|_| Vec::new()).collect();
+    let now = now_ms();
+    let mut by_table: Vec<Vec<CouponRecord>> = (0..MYSQL_TABLES).map(|_| Vec::new()).collect();
     for i in 0..rows {
-        let r = Row::new(i);
+        let r = row(i, now);
         by_table[route(r.user_id, MYSQL_TABLES)].push(r);
     }
-    let mut work: Vec<(usize, Vec<Row>)> = Vec::new();
+    let mut work: Vec<(usize, Vec<CouponRecord>)> = Vec::new();
     for (t, table_rows) in by_table.into_iter().enumerate() {
         let mut rest = table_rows.into_iter().peekable();
         while rest.peek().is_some() {
@@ -120,7 +122,6 @@ async fn fill_tables(opts: &MySqlConnectOptions, rows: u64) -> anyhow::Result<(D
     work.sort_by_key(|(t, rows)| (rows.first().map_or(0, |r| r.user_id), *t));
     let work = Arc::new(work);
     let cursor = Arc::new(AtomicUsize::new(0));
-    let now = now_ms();
 
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -137,7 +138,7 @@ async fn fill_tables(opts: &MySqlConnectOptions, rows: u64) -> anyhow::Result<(D
                 let sql = multi_insert("INSERT IGNORE", &format!("user_coupons_{t}"), chunk.len());
                 let mut q = sqlx::query(AssertSqlSafe(sql));
                 for r in chunk {
-                    q = bind_row!(q, r, now);
+                    q = bind_row(q, r);
                 }
                 inserted += q
                     .execute(&mut conn)

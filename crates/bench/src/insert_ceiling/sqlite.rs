@@ -4,11 +4,12 @@
 //! and the smaller fixed sizes for the tail, as the store cuts them.
 
 use super::{
-    CeilingReport, Row, bind_row, check_inserted, multi_insert, now_ms, report, statements,
+    CeilingReport, bind_row, check_inserted, multi_insert, now_ms, report, row, statements,
 };
 use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor};
+use stampede_core::records::CouponRecord;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -69,14 +70,14 @@ pub(super) async fn fill(dir: &Path, rows: u64) -> anyhow::Result<CeilingReport>
     let mut next: u64 = 0;
     while next < rows {
         let end = (next + SQLITE_TX_ROWS as u64).min(rows);
-        let batch: Vec<Row> = (next..end).map(Row::new).collect();
+        let batch: Vec<CouponRecord> = (next..end).map(|i| row(i, now)).collect();
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let mut rest = &batch[..];
         for (size, sql) in &inserts {
             while let Some((chunk, tail)) = rest.split_at_checked(*size) {
                 let mut q = sqlx::query(AssertSqlSafe(sql.as_str()));
                 for r in chunk {
-                    q = bind_row!(q, r, now);
+                    q = bind_row(q, r);
                 }
                 inserted += q
                     .execute(&mut *tx)
