@@ -427,6 +427,13 @@ pub async fn terminated_and_ended_templates_refuse(f: &dyn HotFixture) {
         refused(ClaimRefusal::Terminated)
     );
     assert_eq!(stock(&*hot, &t).await, Some(99));
+    // A late, reordered notification of the older active copy never reopens it.
+    hot.template_changed(&t).await.unwrap();
+    assert_eq!(
+        claim(&*hot, &t, 2, open()).await,
+        refused(ClaimRefusal::Terminated)
+    );
+    assert_eq!(stock(&*hot, &t).await, Some(99));
 
     let t = limited(f, 4, 100, 5).await;
     claimed(claim(&*hot, &t, 1, open()).await);
@@ -886,6 +893,9 @@ pub async fn returning_stock_to_a_template_not_loaded_changes_nothing(f: &dyn Ho
     assert_eq!(stock(&*hot, &t).await, None, "not loaded by a return");
     // The load reads the stock from the system of record, which never took the coupons off.
     claimed(claim(&*hot, &t, 1, open()).await);
+    assert_eq!(stock(&*hot, &t).await, Some(9));
+    // The same batch's return again, now that it is loaded: once per batch, so nothing.
+    hot.return_stock(&t, did(1), 1, 3).await.unwrap();
     assert_eq!(stock(&*hot, &t).await, Some(9));
 }
 

@@ -53,9 +53,6 @@ struct Hot {
     status: AtomicU8,
     users: Vec<Mutex<HashMap<UserId, u32>>>,
     keys: Vec<Mutex<HashMap<(UserId, String), KeySlot>>>,
-    /// Batches `(task, first_row)` whose refused stock came back, so it comes back once.
-    /// Only batches with a refused coupon (rare) get an entry.
-    returned: Mutex<HashSet<(DistributionId, u64)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -88,7 +85,6 @@ impl Hot {
             status: AtomicU8::new(status_code(t.status)),
             users,
             keys,
-            returned: Mutex::new(HashSet::new()),
         }
     }
 
@@ -130,6 +126,10 @@ pub struct MemoryHotState {
     coupons: Arc<dyn CouponStore>,
     writer: mpsc::Sender<Pending>,
     stats: Arc<WriterStats>,
+    /// Batches `(task, first_row)` whose refused stock was given back, so it is given back
+    /// once, also when the first return found the template not loaded. Only batches with a
+    /// refused coupon (rare) get an entry.
+    returned: Mutex<HashSet<(DistributionId, u64)>>,
 }
 
 impl MemoryHotState {
@@ -149,6 +149,7 @@ impl MemoryHotState {
             coupons,
             writer,
             stats,
+            returned: Mutex::new(HashSet::new()),
         }
     }
 
@@ -315,7 +316,16 @@ impl HotState for MemoryHotState {
             if t.stock_total > before {
                 h.stock.fetch_add(t.stock_total - before, Ordering::AcqRel);
             }
-            h.status.store(status_code(t.status), Ordering::Release);
+            // A template never becomes active again: a late notification carrying an older
+            // active copy must not reopen one that was terminated or ended meanwhile.
+            if t.status != TemplateStatus::Active {
+                let _ = h.status.compare_exchange(
+                    status_code(TemplateStatus::Active),
+                    status_code(t.status),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+            }
         }
         Ok(())
     }
@@ -407,8 +417,8 @@ impl HotState for MemoryHotState {
         if n == 0 {
             return Ok(());
         }
-        if let Some(hot) = self.loaded(t.id)
-            && lock(&hot.returned).insert((task, first_row))
+        if lock(&self.returned).insert((task, first_row))
+            && let Some(hot) = self.loaded(t.id)
         {
             hot.stock
                 .fetch_add(i64::try_from(n).unwrap_or(i64::MAX), Ordering::AcqRel);
