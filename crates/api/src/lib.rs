@@ -37,7 +37,7 @@ pub struct HttpLimits {
 
 /// The routes and their OpenAPI document.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    use routes::{auth, distributions, engine, ops, reminders, settlement, templates};
+    use routes::{auth, distributions, ops, reminders, settlement, shopper, templates};
     use utoipa_axum::router::UtoipaMethodRouterExt;
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(ops::healthz))
@@ -68,10 +68,10 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(settlement::release))
         .routes(routes!(settlement::refund))
         .routes(routes!(settlement::get))
-        .routes(routes!(engine::get_template))
-        .routes(routes!(engine::claim))
-        .routes(routes!(engine::my_coupons))
-        .routes(routes!(engine::my_coupon))
+        .routes(routes!(shopper::get_template))
+        .routes(routes!(shopper::claim))
+        .routes(routes!(shopper::my_coupons))
+        .routes(routes!(shopper::my_coupon))
         .routes(routes!(reminders::set_reminder, reminders::delete_reminder))
         .routes(routes!(reminders::my_reminders))
         .split_for_parts()

@@ -1,8 +1,17 @@
-//! Stampede's application core: the use cases (back-office, auth) and the ports they need.
+//! Stampede's application core: the use cases, the ports they need, and the forms values are
+//! stored in. Nothing here knows SQL, HTTP or Redis.
 //!
-//! Ports are narrow traits by capability (`TemplateStore`, `AccountStore`, `Clock`); the
-//! storage adapters (`stampede-store-sqlite`, `stampede-store-mysql`) implement them and the
-//! composition root hands them in as `Arc<dyn …>`. Nothing here knows SQL, HTTP or Redis.
+//! - Use cases: `backoffice` (templates, stock, termination, the end sweep), `auth` (accounts,
+//!   logins, JWTs), `claims` (claiming and "my coupons", over `catalog`, the cached template
+//!   read path), `distributions` (bulk pushes), `settlements` (quotes and the order lifecycle of
+//!   coupons), `reminders`.
+//! - Ports, narrow traits by capability, implemented by the adapters and handed in by the
+//!   composition root as `Arc<dyn …>`: `ports` (`TemplateStore`, `AccountStore`),
+//!   `claim_ports` (`CouponStore`, `ClaimLogStore`, `HotState`), `distribution_ports`,
+//!   `settlement_ports`, `reminder_ports` (with `ReminderNotifier`), `clock`.
+//! - `records`: the stored forms (flat records every adapter writes, no SQL); `events`: the
+//!   outbox events written with the changes they record; `ids`: the snowflake generator;
+//!   `coupon_cache`: the per-node cache of users' unused coupons for quotes.
 //!
 //! Error policy: adapters return `StoreError`; use cases return `AppError`, whose variants
 //! map one-to-one onto the API's stable codes (`AppError::code`). Internal details stay in

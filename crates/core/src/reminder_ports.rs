@@ -1,4 +1,4 @@
-//! Ports of reminders (SPEC §4 "Reminder"): the store of users' reminders and the notifiers
+//! Ports of reminders: the store of users' reminders and the notifiers
 //! that deliver them.
 //!
 //! Storage is one row per (user, template) on the user's shard: `bits` (the reminders set, a

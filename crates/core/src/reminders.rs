@@ -1,4 +1,4 @@
-//! Reminder use cases (SPEC §6 "Engine": `PUT`/`DELETE /templates/{id}/reminders`,
+//! Reminder use cases (`PUT`/`DELETE /templates/{id}/reminders`,
 //! `GET /me/reminders`): who may set what, the settable rules of the domain
 //! (`stampede_domain::reminder::check_settable`) and the store calls. Delivery is the
 //! workers' `ReminderScheduler`.

@@ -1,4 +1,4 @@
-//! Ports of settlement: orders and their coupons (SPEC §4 "Settlement"). A user's coupons and
+//! Ports of settlement: orders and their coupons. A user's coupons and
 //! settlement rows live on the user's shard, so each lifecycle step is one local transaction:
 //! the order row, its lines, the coupons' statuses and one outbox event per coupon moved.
 

@@ -1,4 +1,4 @@
-//! Settlement use cases (SPEC §6 "Settlement"): the checkout quote and the order lifecycle
+//! Settlement use cases: the checkout quote and the order lifecycle
 //! (lock, redeem, release, refund). The math — eligibility, discounts, the best stacking — is
 //! the domain's (`stampede_domain::settlement`); the state machine too
 //! (`stampede_domain::order`). Here: who may act for which user, gathering the user's coupons

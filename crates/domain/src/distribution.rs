@@ -1,4 +1,4 @@
-//! Distribution tasks (SPEC §4 "Distribution task"): a merchant's bulk push of one template's
+//! Distribution tasks: a merchant's bulk push of one template's
 //! coupons to the users listed in an uploaded file, and what happened to each row.
 //!
 //! The task's life: `pending` (waiting for `send_at`) → `running` → `completed` | `failed`
@@ -166,7 +166,7 @@ impl NotifyState {
     }
 }
 
-/// A distribution task as stored. The API shows the SPEC fields; the rest is bookkeeping.
+/// A distribution task as stored. The API shows the task's public fields; the rest is bookkeeping.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DistributionTask {
     pub id: DistributionId,

@@ -1,4 +1,4 @@
-//! The stable, machine-readable error codes of the API contract (SPEC §6). Clients branch on
+//! The stable, machine-readable error codes of the API contract. Clients branch on
 //! these strings, so a code is never renamed; new ones may be added.
 
 use serde::Serialize;

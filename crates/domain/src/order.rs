@@ -1,4 +1,4 @@
-//! The order side of settlement (SPEC §4 "Settlement", "Coupon state machine"): which coupons
+//! The order side of settlement: which coupons
 //! an order holds and how they move. A lock puts coupons `unused → locked` for one order; the
 //! order then redeems them (`locked → used`), releases them (`locked → unused`, also when the
 //! lock expires), or refunds used ones (`used → unused`, or `expired` once past

@@ -1,4 +1,4 @@
-//! Reminders (SPEC §4 "Reminder"): "remind me before the sale starts". A user asks for a
+//! Reminders: "remind me before the sale starts". A user asks for a
 //! channel (`app`, `email`, `webhook`) and a lead time (`minutes_before` ∈ {5, 10, …, 60});
 //! the reminder is due at `claim_start − minutes_before`.
 //!

@@ -1,4 +1,4 @@
-//! Settlement math of the checkout quote and of the lock (SPEC §4 "Settlement", §6): which of
+//! Settlement math of the checkout quote and of the lock: which of
 //! a user's coupons apply to a cart, what each takes off, and the best stackable combination.
 //! Pure functions of the coupons, their templates, the cart and `now`.
 //!

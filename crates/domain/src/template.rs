@@ -1,4 +1,4 @@
-//! The coupon template: what a valid one is (SPEC §4), and how it may change afterwards.
+//! The coupon template: what a valid one is, and how it may change afterwards.
 //!
 //! Creation goes `TemplateDraft` (loosely typed fields from the edge) → `validate` →
 //! `Template`, gathering every rule violation at once. Changes go through `Template::apply`,
@@ -137,7 +137,7 @@ fn forbid<T>(errs: &mut ValidationErrors, field: &str, v: &Option<T>, why: &str)
 }
 
 impl TemplateDraft {
-    /// Checks every rule of SPEC §4 and returns the template to store, or all violations.
+    /// Checks every creation rule and returns the template to store, or all violations.
     /// `now` decides whether the claim window is still ahead; `id` and `shop_id` are decided
     /// by the caller (id generator, and the acting principal's rights).
     pub fn validate(

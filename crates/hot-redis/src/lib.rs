@@ -1,4 +1,4 @@
-//! Stampede's distributed hot path on Redis (SPEC §3 "Distributed", §5, §7).
+//! Stampede's distributed hot path on Redis.
 //!
 //! This crate owns everything Stampede keeps in Redis for claims:
 //!
@@ -55,7 +55,7 @@
 //! (which is why `abandon_batch` gives nothing back). Coupons the system of record refuses go
 //! back with `return.lua`, at most once per batch.
 //!
-//! # Durability (SPEC §5.5)
+//! # Durability: an acknowledged claim survives `kill -9`
 //!
 //! A claim is acknowledged when `claim.lua` returned: the stock decrement, the user's count
 //! and the claim-log entry are one atomic script, so there is no "stock taken but message

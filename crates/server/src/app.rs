@@ -4,8 +4,8 @@
 //! finish, and gives up after `server.shutdown_grace_secs`.
 
 use crate::background::Background;
+use crate::claim_path::ClaimPath;
 use crate::config::Settings;
-use crate::engine::Engine;
 use crate::jobs::{self, JobInputs};
 use crate::services::Services;
 use crate::storage::Stores;
@@ -44,19 +44,27 @@ impl Application {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Application> {
         let services = Services::build(&settings, clock).await?;
-        let engine = Engine::build(&settings, &services).await?;
-        services.backoffice.set_observer(engine.observer.clone());
+        let claim_path = ClaimPath::build(&settings, &services).await?;
+        services
+            .backoffice
+            .set_observer(claim_path.observer.clone());
         let delivery = notifiers::reminder_delivery(&settings)?;
-        let use_cases = UseCases::build(&settings, &services, &engine, delivery.channels);
+        let use_cases = UseCases::build(&settings, &services, &claim_path, delivery.channels);
         let e = &settings.engine;
         let limiter = ClaimLimiter::new(e.claim_rate_per_user, e.claim_burst_per_user);
-        let router = http::router(&settings, &services, &engine, &use_cases, limiter.clone());
+        let router = http::router(
+            &settings,
+            &services,
+            &claim_path,
+            &use_cases,
+            limiter.clone(),
+        );
         // Follows the shutdown token given to `run_until_stopped`.
         let stop_jobs = CancellationToken::new();
         let runner = jobs::runner(JobInputs {
             settings: &settings,
             services: &services,
-            engine: &engine,
+            claim_path: &claim_path,
             use_cases: &use_cases,
             reminder_notifiers: delivery.notifiers,
             claim_limiter: limiter,
@@ -66,12 +74,12 @@ impl Application {
         let listener = TcpListener::bind(&settings.server.listen)
             .await
             .with_context(|| format!("binding {}", settings.server.listen))?;
-        let mut background = engine.background;
+        let mut background = claim_path.background;
         if let Some(lease) = services.worker_lease {
             background.push(lease.renewal());
         }
         Ok(Application {
-            catalog: engine.catalog,
+            catalog: claim_path.catalog,
             background,
             listener,
             router,

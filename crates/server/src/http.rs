@@ -1,8 +1,8 @@
-//! The HTTP API over the services, the claim engine and the use cases: its state (uploads,
+//! The HTTP API over the services, the claim path and the use cases: its state (uploads,
 //! health checks, metrics, the per-user claim limiter) and the router.
 
+use crate::claim_path::ClaimPath;
 use crate::config::Settings;
-use crate::engine::Engine;
 use crate::services::Services;
 use crate::storage::DatabaseCheck;
 use crate::use_cases::UseCases;
@@ -14,7 +14,7 @@ use std::sync::Arc;
 pub fn router(
     settings: &Settings,
     services: &Services,
-    engine: &Engine,
+    claim_path: &ClaimPath,
     use_cases: &UseCases,
     claim_limiter: ClaimLimiter,
 ) -> axum::Router {
@@ -30,14 +30,14 @@ pub fn router(
     let state = AppState {
         backoffice: services.backoffice.clone(),
         auth: services.auth.clone(),
-        claims: engine.claims.clone(),
+        claims: claim_path.claims.clone(),
         distributions: use_cases.distributions.clone(),
         settlements: use_cases.settlements.clone(),
         reminders: use_cases.reminders.clone(),
         uploads,
         claim_limiter,
         checks: Arc::new(checks),
-        metrics: crate::telemetry::metrics_renderer(engine),
+        metrics: crate::telemetry::metrics_renderer(claim_path),
     };
     stampede_api::router(
         state,

@@ -2,8 +2,8 @@
 //! back-office sweeps, lock expiry, reminders, distributions and their callbacks, the claim
 //! limiter's housekeeping, and (distributed mode) the claim-log persister.
 
+use crate::claim_path::ClaimPath;
 use crate::config::Settings;
-use crate::engine::Engine;
 use crate::secrets::{NOTIFY_KEY_LABEL, signing_secret};
 use crate::services::Services;
 use crate::use_cases::UseCases;
@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 pub struct JobInputs<'a> {
     pub settings: &'a Settings,
     pub services: &'a Services,
-    pub engine: &'a Engine,
+    pub claim_path: &'a ClaimPath,
     pub use_cases: &'a UseCases,
     /// The reminder scheduler's webhook / SMTP notifiers (`notifiers`).
     pub reminder_notifiers: Vec<Arc<dyn ReminderNotifier>>,
@@ -39,7 +39,7 @@ pub async fn runner(inputs: JobInputs<'_>) -> anyhow::Result<Runner> {
     let JobInputs {
         settings,
         services,
-        engine,
+        claim_path,
         use_cases,
         reminder_notifiers,
         claim_limiter,
@@ -91,10 +91,10 @@ pub async fn runner(inputs: JobInputs<'_>) -> anyhow::Result<Runner> {
     let work_dir = settings.distribution_dir();
     stampede_workers::distribution::clean_work_dir(&work_dir).await;
     runner.register(Arc::new(DistributionRunner {
-        quote_cache: engine.quote_cache.clone(),
+        quote_cache: claim_path.quote_cache.clone(),
         store: stores.distributions.clone(),
         templates: stores.templates.clone(),
-        hot: engine.hot.clone(),
+        hot: claim_path.hot.clone(),
         ids: services.ids.clone(),
         clock: clock.clone(),
         config: RunnerConfig {
@@ -119,7 +119,7 @@ pub async fn runner(inputs: JobInputs<'_>) -> anyhow::Result<Runner> {
             .context("building the callback HTTP client")?,
     ));
     runner.register(Arc::new(ShrinkLimiter(claim_limiter)));
-    if let Some(persister) = &engine.persister {
+    if let Some(persister) = &claim_path.persister {
         runner.register(Arc::new(PersistClaims {
             persister: persister.clone(),
             batch: settings.redis.persister_batch,

@@ -1,16 +1,16 @@
 //! The composition root: configuration (`config`), this node's identity (`node`), the
 //! stores (`storage`) and services every entry point builds (`services`, `secrets`), the
-//! claim engine (`engine`), the server's use cases, API and jobs (`use_cases`, `http`,
+//! claim path (`claim_path`), the server's use cases, API and jobs (`use_cases`, `http`,
 //! `notifiers`, `jobs`, `background`), the `Application` that runs them (`app`), logging
 //! (`telemetry`), and the `stampede` command line (`cli`, used by `main.rs`). This is the
 //! only crate that knows every adapter.
 
 pub mod app;
 pub mod background;
+pub mod claim_path;
 pub mod cli;
 pub mod config;
 pub mod datagen;
-pub mod engine;
 pub mod http;
 pub mod jobs;
 pub mod node;

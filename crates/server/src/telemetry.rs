@@ -36,13 +36,13 @@ fn prometheus() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
         .clone()
 }
 
-/// Renders `/metrics`: the recorded counters plus gauges read from the engine at render time.
+/// Renders `/metrics`: the recorded counters plus gauges read from the claim_path at render time.
 pub fn metrics_renderer(
-    engine: &crate::engine::Engine,
+    claim_path: &crate::claim_path::ClaimPath,
 ) -> std::sync::Arc<dyn Fn() -> String + Send + Sync> {
     let handle = prometheus();
-    let catalog = engine.catalog.clone();
-    let memory = engine.memory.clone();
+    let catalog = claim_path.catalog.clone();
+    let memory = claim_path.memory.clone();
     std::sync::Arc::new(move || {
         metrics::gauge!("stampede_template_db_queries").set(catalog.db_queries() as f64);
         if let Some(m) = &memory {

@@ -1,8 +1,8 @@
-//! The use cases the server adds on top of `Services` and the claim engine: distributions,
+//! The use cases the server adds on top of `Services` and the claim path: distributions,
 //! settlements and reminders (served by the API, and driven by jobs).
 
+use crate::claim_path::ClaimPath;
 use crate::config::Settings;
-use crate::engine::Engine;
 use crate::services::Services;
 use stampede_core::distributions::Distributions;
 use stampede_core::reminders::Reminders;
@@ -21,7 +21,7 @@ impl UseCases {
     pub fn build(
         settings: &Settings,
         services: &Services,
-        engine: &Engine,
+        claim_path: &ClaimPath,
         channels: Vec<Channel>,
     ) -> UseCases {
         let stores = &services.stores;
@@ -36,15 +36,15 @@ impl UseCases {
         let settlements = Arc::new(Settlements::new(
             stores.settlements.clone(),
             stores.coupons.clone(),
-            engine.catalog.clone(),
-            engine.hot.clone(),
+            claim_path.catalog.clone(),
+            claim_path.hot.clone(),
             services.clock.clone(),
             settings.settlement.lock_ttl,
-            engine.quote_cache.clone(),
+            claim_path.quote_cache.clone(),
         ));
         let reminders = Arc::new(Reminders::new(
             stores.reminders.clone(),
-            engine.catalog.clone(),
+            claim_path.catalog.clone(),
             services.clock.clone(),
             channels,
         ));

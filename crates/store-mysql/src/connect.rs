@@ -73,19 +73,23 @@ impl Target {
 
     /// A pool on this database, creating the database first when the server lacks it.
     pub async fn connect(&self, max_connections: u32) -> Result<MySqlPool, StoreError> {
-        let pool = || {
-            MySqlPoolOptions::new()
-                .max_connections(max_connections)
-                .connect_with(self.options.clone())
-        };
-        match pool().await {
-            Ok(p) => Ok(p),
-            Err(e) if is_unknown_database(&e) => {
-                self.create().await?;
-                pool().await.map_err(db_err)
+        // One direct connection first: a server that is down, unknown or refuses us answers
+        // with its real cause at once, where the pool would retry until its acquire timeout
+        // and report only that it timed out.
+        match MySqlConnection::connect_with(&self.options).await {
+            Ok(conn) => {
+                if let Err(e) = conn.close().await {
+                    tracing::debug!(error = %e, "closing the probe connection");
+                }
             }
-            Err(e) => Err(db_err(e)),
+            Err(e) if is_unknown_database(&e) => self.create().await?,
+            Err(e) => return Err(db_err(e)),
         }
+        MySqlPoolOptions::new()
+            .max_connections(max_connections)
+            .connect_with(self.options.clone())
+            .await
+            .map_err(db_err)
     }
 
     async fn create(&self) -> Result<(), StoreError> {

@@ -1,4 +1,4 @@
-//! The shard router: which database and which table of it hold a key (SPEC §7).
+//! The shard router: which database and which table of it hold a key.
 //!
 //! Rule: `s = mix(key) % (N × M)`, `database = s / M`, `table = s % M`, where `mix` is the
 //! SplitMix64 finalizer (a bijective 64-bit bit mixer). Why mix first: the keys we route are

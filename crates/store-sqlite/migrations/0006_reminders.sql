@@ -1,4 +1,4 @@
--- Reminders (SPEC §4 "Reminder"): one row per user and template. `bits` is the set of
+-- Reminders: one row per user and template. `bits` is the set of
 -- reminders (a bit per channel × 5-minute slot, see stampede_domain::reminder), `sent` those
 -- delivered, `next_due_ms` the delivery scheduler's wake-up hint (NULL: nothing left to
 -- deliver; never later than the earliest undelivered reminder). Times are epoch

@@ -47,8 +47,10 @@ use tokio_util::sync::CancellationToken;
 /// How the runner behaves; the composition root fills it from configuration.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
-    /// This process's lease name: unique per process, so a restarted node does not mistake
-    /// a dead predecessor's lease for its own.
+    /// The name this runner takes task leases under. Distributed nodes use their
+    /// process-unique id, so a restarted node never mistakes a dead predecessor's lease for
+    /// its own. Embedded mode uses one stable name: one process owns a data dir, so a
+    /// restarted process resumes its own tasks at once instead of waiting out the lease.
     pub owner: String,
     /// Where files are cached locally while a task runs.
     pub work_dir: PathBuf,

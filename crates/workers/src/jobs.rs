@@ -62,7 +62,7 @@ impl Job for PurgeIdempotencyKeys {
     }
 }
 
-/// Releases order locks whose `lock_expires_at` passed (SPEC §5 guarantee 6). Safe on many
+/// Releases order locks whose `lock_expires_at` passed (a locked coupon is redeemed, released, or released at its expiry). Safe on many
 /// nodes: each release is a transaction that re-checks the lock under the row lock.
 pub struct ReleaseExpiredLocks {
     pub settlements: Arc<stampede_core::settlements::Settlements>,

@@ -1,4 +1,4 @@
-//! The reminder scheduler: delivers each reminder at its `remind_at` (SPEC §4 "Reminder").
+//! The reminder scheduler: delivers each reminder at its `remind_at`.
 //!
 //! Every node runs it. Per partition of the store (SQLite: one; MySQL: one per shard table)
 //! a step looks for due rows, leases the partition, and works through batches: reads due

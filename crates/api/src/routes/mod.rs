@@ -2,8 +2,8 @@
 
 pub mod auth;
 pub mod distributions;
-pub mod engine;
 pub mod ops;
 pub mod reminders;
 pub mod settlement;
+pub mod shopper;
 pub mod templates;

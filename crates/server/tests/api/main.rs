@@ -8,10 +8,10 @@ mod cli;
 #[path = "../common/mod.rs"]
 mod common;
 mod distribution;
-mod engine;
 mod helpers;
 mod manage;
 mod ops;
 mod reminders;
 mod settlement;
+mod shopper;
 mod templates;

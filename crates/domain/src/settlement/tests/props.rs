@@ -167,7 +167,7 @@ fn build(specs: &[Spec], ids: &[i64]) -> Vec<(UserCoupon, Template)> {
         .collect()
 }
 
-// ---- The oracle: the SPEC's rules read literally, no shared code with production. ----
+// ---- The oracle: the settlement rules read literally, no shared code with production. ----
 
 fn o_rule(t: &Template, eligible: i64) -> i64 {
     let m = |v: Option<Money>| v.map_or(0, Money::cents);

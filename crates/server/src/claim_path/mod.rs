@@ -1,4 +1,4 @@
-//! The claim engine for the configured mode: the catalog (template read path), the hot state
+//! The claim path for the configured mode: the catalog (template read path), the hot state
 //! (`embedded`: in-process + group commit to SQLite; `distributed`: Redis + claim logs), the
 //! claim use case, the quote cache, and the observer that keeps caches and hot state in step
 //! with back-office changes (`observers`).
@@ -19,7 +19,7 @@ use stampede_hot_memory::MemoryHotState;
 use stampede_hot_redis::Persister;
 use std::sync::Arc;
 
-pub struct Engine {
+pub struct ClaimPath {
     pub catalog: Arc<Catalog>,
     pub hot: Arc<dyn HotState>,
     pub claims: Arc<Claims>,
@@ -34,9 +34,9 @@ pub struct Engine {
     pub background: Vec<Background>,
 }
 
-impl Engine {
-    /// The engine for the configured storage backend.
-    pub async fn build(settings: &Settings, services: &Services) -> anyhow::Result<Engine> {
+impl ClaimPath {
+    /// The claim path for the configured storage backend.
+    pub async fn build(settings: &Settings, services: &Services) -> anyhow::Result<ClaimPath> {
         match settings.storage.backend {
             Backend::Sqlite => embedded::build(settings, services).await,
             Backend::Mysql => distributed::build(settings, services).await,

@@ -1,8 +1,8 @@
-//! The embedded engine: in-process hot state committing claims to the SQLite coupon store in
+//! The embedded claim path: in-process hot state committing claims to the SQLite coupon store in
 //! group commits; the catalog and hot state follow changes through `LocalSync`.
 
 use super::observers::LocalSync;
-use super::{Engine, catalog_config, quote_cache};
+use super::{ClaimPath, catalog_config, quote_cache};
 use crate::config::Settings;
 use crate::services::Services;
 use anyhow::Context;
@@ -13,7 +13,7 @@ use stampede_core::claims::Claims;
 use stampede_hot_memory::MemoryHotState;
 use std::sync::Arc;
 
-pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::Result<Engine> {
+pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::Result<ClaimPath> {
     let s = &services.stores;
     let catalog = Arc::new(Catalog::new(s.templates.clone(), &catalog_config(settings)));
     let n = catalog
@@ -40,7 +40,7 @@ pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::R
         catalog: catalog.clone(),
         hot: hot.clone(),
     });
-    Ok(Engine {
+    Ok(ClaimPath {
         catalog,
         hot,
         claims,

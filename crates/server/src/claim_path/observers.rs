@@ -1,4 +1,4 @@
-//! How back-office changes reach the claim engine after their transaction committed:
+//! How back-office changes reach the claim path after their transaction committed:
 //! `LocalSync` updates this node's catalog and hot state; `Broadcast` also tells the other
 //! nodes (distributed mode).
 

@@ -1,9 +1,9 @@
-//! The distributed engine: Redis hot state and claim logs (persisted to MySQL by every
+//! The distributed claim path: Redis hot state and claim logs (persisted to MySQL by every
 //! node), a shared Redis template cache behind the local one, and `Broadcast` so every
 //! node's catalog hears of every change.
 
 use super::observers::{Broadcast, LocalSync};
-use super::{Engine, catalog_config, quote_cache};
+use super::{ClaimPath, catalog_config, quote_cache};
 use crate::background::Background;
 use crate::config::Settings;
 use crate::services::Services;
@@ -17,7 +17,7 @@ use stampede_hot_redis::{Invalidation, Persister, RedisHotState, RedisTemplateCa
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::Result<Engine> {
+pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::Result<ClaimPath> {
     let s = &services.stores;
     let r = &settings.redis;
     let claim_log = s
@@ -65,7 +65,7 @@ pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::R
         services.node.to_string(),
         r.persister_batch,
     );
-    Ok(Engine {
+    Ok(ClaimPath {
         catalog: catalog.clone(),
         hot,
         claims,

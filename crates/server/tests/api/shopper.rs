@@ -387,7 +387,7 @@ async fn my_coupons_pages_filters_and_expiry() {
     .await;
 }
 
-/// The SPEC race: 20,000 claims from 5,000 users on stock 1,000, limit 2.
+/// The flash-sale race: 20,000 claims from 5,000 users on stock 1,000, limit 2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn flash_sale_race_issues_exactly_the_stock() {
     let app = Arc::new(spawn_app().await);
