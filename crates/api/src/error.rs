@@ -32,6 +32,9 @@ pub struct Problem {
     /// Present for `VALIDATION_FAILED`: every offending field, all at once.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// Present on a 503 when one dependency is missing: `database`, `redis` or `broker`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dependency: Option<&'static str>,
 }
 
 #[derive(Debug)]
@@ -42,6 +45,8 @@ pub struct ApiError {
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
     /// Seconds for `Retry-After` (429/503); 1 when absent.
     retry_after: Option<u64>,
+    /// The dependency a 503 is about.
+    dependency: Option<stampede_core::ports::Dependency>,
 }
 
 impl ApiError {
@@ -52,7 +57,14 @@ impl ApiError {
             errors: Vec::new(),
             source: None,
             retry_after: None,
+            dependency: None,
         }
+    }
+
+    /// Names the dependency a 503 is about (the problem's `dependency` member).
+    pub fn dependency(mut self, d: stampede_core::ports::Dependency) -> Self {
+        self.dependency = Some(d);
+        self
     }
 
     pub fn retry_after(mut self, secs: u64) -> Self {
@@ -76,6 +88,7 @@ impl ApiError {
             errors: errors.into_vec(),
             source: None,
             retry_after: None,
+            dependency: None,
         }
     }
 }
@@ -85,12 +98,21 @@ impl From<AppError> for ApiError {
         let code = e.code();
         match e {
             AppError::Validation(errs) => ApiError::validation(errs),
-            AppError::Unavailable(src) | AppError::Internal(src) => ApiError {
+            AppError::Unavailable { dependency, source } => ApiError {
+                code,
+                detail: String::new(),
+                errors: Vec::new(),
+                source: Some(source),
+                retry_after: None,
+                dependency,
+            },
+            AppError::Internal(src) => ApiError {
                 code,
                 detail: String::new(),
                 errors: Vec::new(),
                 source: Some(src),
                 retry_after: None,
+                dependency: None,
             },
             other => ApiError::new(code, other.to_string()),
         }
@@ -120,8 +142,14 @@ impl IntoResponse for ApiError {
                 .map(|s| chain(s))
                 .unwrap_or_else(|| self.detail.clone());
             tracing::error!(request_id = %request_id, code = self.code.as_str(), cause = %cause, "request failed");
-            match self.code {
-                ErrorCode::Unavailable => "a dependency is unavailable; retry later".to_owned(),
+            match (self.code, self.dependency) {
+                (ErrorCode::Unavailable, Some(d)) => {
+                    format!("the {d} is unavailable; retry later")
+                }
+                (ErrorCode::Unavailable, None) => {
+                    "a dependency is unavailable; retry later".to_owned()
+                }
+                (ErrorCode::OutcomeUnknown | ErrorCode::Overloaded, _) => self.detail.clone(),
                 _ => {
                     "an internal error occurred; quote the request_id when reporting it".to_owned()
                 }
@@ -137,6 +165,7 @@ impl IntoResponse for ApiError {
             code: self.code,
             request_id,
             errors: self.errors,
+            dependency: self.dependency.map(|d| d.as_str()),
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut resp = (status, body).into_response();
@@ -146,7 +175,10 @@ impl IntoResponse for ApiError {
             ErrorCode::Unauthenticated => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ErrorCode::Unavailable | ErrorCode::RateLimited => {
+            ErrorCode::Unavailable
+            | ErrorCode::RateLimited
+            | ErrorCode::OutcomeUnknown
+            | ErrorCode::Overloaded => {
                 let secs = HeaderValue::from(self.retry_after.unwrap_or(1));
                 headers.insert(header::RETRY_AFTER, secs);
             }

@@ -18,8 +18,13 @@ pub enum AppError {
     Conflict { code: ErrorCode, detail: String },
     #[error("this Idempotency-Key was already used with a different request body")]
     IdempotencyKeyReused,
+    /// A dependency is down or did not answer in time (`dependency` names it when known).
     #[error("a dependency is unavailable")]
-    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Unavailable {
+        dependency: Option<crate::ports::Dependency>,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -33,7 +38,7 @@ impl AppError {
             AppError::NotFound(_) => ErrorCode::NotFound,
             AppError::Conflict { code, .. } => *code,
             AppError::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
-            AppError::Unavailable(_) => ErrorCode::Unavailable,
+            AppError::Unavailable { .. } => ErrorCode::Unavailable,
             AppError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -50,7 +55,14 @@ impl AppError {
 impl From<crate::ports::StoreError> for AppError {
     fn from(e: crate::ports::StoreError) -> Self {
         match e {
-            crate::ports::StoreError::Backend(_) => AppError::Unavailable(Box::new(e)),
+            crate::ports::StoreError::Backend(_) => AppError::Unavailable {
+                dependency: None,
+                source: Box::new(e),
+            },
+            crate::ports::StoreError::Unavailable { dependency, .. } => AppError::Unavailable {
+                dependency: Some(dependency),
+                source: Box::new(e),
+            },
             other => AppError::Internal(Box::new(other)),
         }
     }
@@ -64,6 +76,9 @@ impl From<ValidationErrors> for AppError {
 
 impl From<crate::ids::IdError> for AppError {
     fn from(e: crate::ids::IdError) -> Self {
-        AppError::Unavailable(Box::new(e))
+        AppError::Unavailable {
+            dependency: None,
+            source: Box::new(e),
+        }
     }
 }

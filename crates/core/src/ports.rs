@@ -8,6 +8,34 @@ use stampede_domain::auth::Role;
 use stampede_domain::ids::{ShopId, TemplateId};
 use stampede_domain::template::{ChangeError, Kind, Template, TemplateChange, TemplateStatus};
 
+/// A dependency a node talks to; named in `/readyz`, in metrics and in the `dependency` member
+/// of a 503 answer, so an operator sees at once what is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dependency {
+    /// The system of record (SQLite, or the MySQL databases).
+    Database,
+    /// The distributed hot store (Redis).
+    Redis,
+    /// The event broker.
+    Broker,
+}
+
+impl Dependency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dependency::Database => "database",
+            Dependency::Redis => "redis",
+            Dependency::Broker => "broker",
+        }
+    }
+}
+
+impl std::fmt::Display for Dependency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A unique key already holds this value (e.g. a username).
@@ -19,6 +47,14 @@ pub enum StoreError {
     /// The database could not be reached or failed the statement.
     #[error("storage failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The dependency is down, unreachable or did not answer within its deadline (or its
+    /// circuit breaker is open): nothing was done, or the outcome is not known.
+    #[error("{dependency} unavailable")]
+    Unavailable {
+        dependency: Dependency,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// What an `Idempotency-Key` bound a creation to.

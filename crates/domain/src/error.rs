@@ -30,6 +30,13 @@ pub enum ErrorCode {
     PayloadTooLarge,
     UnsupportedMediaType,
     Unavailable,
+    /// 503: a claim's answer was lost on the way (the hot store may or may not have applied
+    /// it). Retrying with the same `Idempotency-Key` is safe and gives the real answer.
+    OutcomeUnknown,
+    /// 503: the node sheds load (too many requests in flight); retry after `Retry-After`.
+    Overloaded,
+    /// 400: this deployment requires an `Idempotency-Key` on the request.
+    IdempotencyKeyRequired,
     Internal,
 }
 
@@ -38,7 +45,7 @@ impl ErrorCode {
     pub fn status(self) -> u16 {
         use ErrorCode::*;
         match self {
-            MalformedRequest => 400,
+            MalformedRequest | IdempotencyKeyRequired => 400,
             ValidationFailed | IdempotencyKeyReused => 422,
             Unauthenticated => 401,
             Forbidden => 403,
@@ -49,7 +56,7 @@ impl ErrorCode {
             RateLimited => 429,
             PayloadTooLarge => 413,
             UnsupportedMediaType => 415,
-            Unavailable => 503,
+            Unavailable | OutcomeUnknown | Overloaded => 503,
             Internal => 500,
         }
     }
@@ -77,6 +84,9 @@ impl ErrorCode {
             PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Unavailable => "UNAVAILABLE",
+            OutcomeUnknown => "OUTCOME_UNKNOWN",
+            Overloaded => "OVERLOADED",
+            IdempotencyKeyRequired => "IDEMPOTENCY_KEY_REQUIRED",
             Internal => "INTERNAL",
         }
     }
@@ -105,6 +115,9 @@ impl ErrorCode {
             PayloadTooLarge => "Payload too large",
             UnsupportedMediaType => "Unsupported media type",
             Unavailable => "Service unavailable",
+            OutcomeUnknown => "Outcome unknown: retry with the same Idempotency-Key",
+            Overloaded => "Overloaded",
+            IdempotencyKeyRequired => "Idempotency-Key required",
             Internal => "Internal error",
         }
     }
@@ -120,6 +133,8 @@ mod tests {
             ErrorCode::ValidationFailed,
             ErrorCode::IdempotencyKeyReused,
             ErrorCode::SoldOut,
+            ErrorCode::OutcomeUnknown,
+            ErrorCode::IdempotencyKeyRequired,
         ] {
             let json = serde_json::to_value(code).unwrap_or_default();
             assert_eq!(json.as_str(), Some(code.as_str()));
