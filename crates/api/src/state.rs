@@ -12,7 +12,15 @@ use std::sync::Arc;
 /// One dependency `/readyz` asks about.
 #[async_trait]
 pub trait HealthCheck: Send + Sync + 'static {
+    /// The dependency's name (`database`, `redis`, `broker`).
     fn name(&self) -> &'static str;
+    /// Whether this node cannot serve its core path without it (then `/readyz` answers 503).
+    fn critical(&self) -> bool;
+    /// Its circuit breaker's state (`closed`, `half_open`, `open`), when it has one; an
+    /// open breaker means down without asking.
+    fn breaker(&self) -> Option<&'static str> {
+        None
+    }
     async fn check(&self) -> Result<(), String>;
 }
 
@@ -27,6 +35,8 @@ pub struct AppState {
     pub uploads: crate::routes::distributions::UploadConfig,
     pub claim_limiter: crate::flow::ClaimLimiter,
     pub checks: Arc<Vec<Arc<dyn HealthCheck>>>,
+    /// Time each readiness check gets (the whole answer stays under a second).
+    pub readiness_timeout: std::time::Duration,
     /// Renders the Prometheus exposition of this process's metrics.
     pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
 }

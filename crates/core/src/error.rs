@@ -76,8 +76,11 @@ impl From<ValidationErrors> for AppError {
 
 impl From<crate::ids::IdError> for AppError {
     fn from(e: crate::ids::IdError) -> Self {
+        // Without a confirmed worker-id lease the missing piece is Redis, which holds it.
+        let dependency = matches!(e, crate::ids::IdError::NoWorkerLease)
+            .then_some(crate::ports::Dependency::Redis);
         AppError::Unavailable {
-            dependency: None,
+            dependency,
             source: Box::new(e),
         }
     }

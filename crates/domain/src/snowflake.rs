@@ -41,6 +41,10 @@ impl Snowflake {
         })
     }
 
+    pub fn worker(&self) -> u16 {
+        self.worker
+    }
+
     /// The next id at clock reading `now_ms` (epoch milliseconds). Never returns an id twice:
     /// a reading older than the last one used is refused with `ClockBehind`.
     pub fn next(&mut self, now_ms: i64) -> Result<i64, SnowflakeError> {

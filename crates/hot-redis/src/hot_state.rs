@@ -1,12 +1,12 @@
 //! [`RedisHotState`]: claims decided by one Lua script per claim, distribution batches by one
 //! script per batch (see the crate docs).
 
+use crate::Connection;
 use crate::keys::{self, TemplateKeys};
 use crate::{backend, backend_msg, codec, scripts};
 use async_trait::async_trait;
 use jiff::Timestamp;
 use redis::Value;
-use redis::aio::ConnectionManager;
 use stampede_core::claim_ports::{
     ClaimOutcome, CouponStore, HotState, Reservation, RowReservation,
 };
@@ -36,7 +36,7 @@ const DIST_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The distributed [`HotState`] on Redis.
 #[derive(Clone)]
 pub struct RedisHotState {
-    conn: ConnectionManager,
+    conn: Connection,
     prefix: String,
     coupons: Arc<dyn CouponStore>,
 }
@@ -197,18 +197,18 @@ impl RedisHotState {
 
     /// Builds on an existing connection (shared with a [`crate::Persister`], say).
     pub fn from_manager(
-        conn: ConnectionManager,
+        conn: impl Into<Connection>,
         prefix: &str,
         coupons: Arc<dyn CouponStore>,
     ) -> Self {
         Self {
-            conn,
+            conn: conn.into(),
             prefix: prefix.to_owned(),
             coupons,
         }
     }
 
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> Connection {
         self.conn.clone()
     }
 

@@ -7,9 +7,9 @@
 //! reconnect, and the claim path never trusts a cached status to allow a claim (the hot
 //! state's own status decides).
 
+use crate::Connection;
 use crate::{backend, keys};
 use futures::StreamExt;
-use redis::aio::ConnectionManager;
 use stampede_core::ports::StoreError;
 use stampede_domain::ids::TemplateId;
 use std::time::Duration;
@@ -21,7 +21,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Publisher side of template invalidations.
 #[derive(Clone)]
 pub struct Invalidation {
-    conn: ConnectionManager,
+    conn: Connection,
     channel: String,
 }
 
@@ -34,9 +34,9 @@ impl std::fmt::Debug for Invalidation {
 }
 
 impl Invalidation {
-    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
+    pub fn new(conn: impl Into<Connection>, prefix: &str) -> Self {
         Self {
-            conn,
+            conn: conn.into(),
             channel: keys::invalidation_channel(prefix),
         }
     }

@@ -70,11 +70,14 @@
 //! # Deployment notes
 //!
 //! The client is `redis::aio::ConnectionManager` (standalone Redis, optionally with
-//! replicas). Every multi-key script keeps its keys in one hash slot, so the layout is ready
-//! for Redis Cluster; a cluster client is not wired in yet. A claim whose answer is lost (a
+//! replicas), behind [`Connection`]: every command under the node's Redis circuit breaker
+//! and a deadline (`connection`), so a Redis that is down fails calls fast. Every
+//! multi-key script keeps its keys in one hash slot, so the layout is ready for Redis
+//! Cluster; a cluster client is not wired in yet. A claim whose answer is lost (a
 //! timeout) may still have happened: the claim's `Idempotency-Key` makes the retry safe.
 
 mod codec;
+mod connection;
 mod hot_state;
 mod invalidation;
 pub mod keys;
@@ -83,6 +86,7 @@ mod scripts;
 mod template_cache;
 mod worker_lease;
 
+pub use connection::{Connection, is_unavailable};
 pub use hot_state::RedisHotState;
 pub use invalidation::Invalidation;
 pub use persister::{LogBatch, Persister};
@@ -90,28 +94,75 @@ pub use template_cache::RedisTemplateCache;
 pub use worker_lease::{lease_worker_id, renew_worker_id};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use stampede_core::ports::StoreError;
+use stampede_core::ports::{Dependency, StoreError};
+use stampede_resilience::Breaker;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// How long a command may take before it fails (a claim under flash-sale load queues behind
-/// thousands of others on one connection, so this is far above Redis's own latency).
+/// Default deadline of a command on a bare connection (tests, tools). Servers configure
+/// theirs (`resilience.redis_command_ms`).
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How a server's Redis connection fails fast: connect timeout, per-command deadline, and
+/// the node's Redis breaker shared by every connection.
+#[derive(Clone, Debug)]
+pub struct RedisResilience {
+    pub connect_timeout: Duration,
+    pub command_deadline: Duration,
+    pub breaker: Arc<Breaker>,
+}
+
 /// Opens a reconnecting, multiplexed connection to the Redis at `url`
-/// (`redis://[:password@]host:port[/db]`).
+/// (`redis://[:password@]host:port[/db]`), without a shared breaker (tests, tools).
 pub async fn connect(url: &str) -> Result<ConnectionManager, StoreError> {
+    manager(url, Duration::from_secs(2), RESPONSE_TIMEOUT).await
+}
+
+/// [`connect`], with the server's deadlines and its Redis breaker.
+pub async fn connect_with(url: &str, r: &RedisResilience) -> Result<Connection, StoreError> {
+    // The manager's own response timeout is a backstop; `Connection` cuts at the deadline.
+    let inner = manager(
+        url,
+        r.connect_timeout,
+        r.command_deadline.max(RESPONSE_TIMEOUT),
+    )
+    .await?;
+    Ok(Connection::new(
+        inner,
+        r.breaker.clone(),
+        r.command_deadline,
+    ))
+}
+
+async fn manager(
+    url: &str,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+) -> Result<ConnectionManager, StoreError> {
     let client = redis::Client::open(url).map_err(backend)?;
+    // Reconnect attempts back off to at most 1 s, so a Redis that returns is used again
+    // within about a second.
     let config = ConnectionManagerConfig::new()
-        .set_response_timeout(Some(RESPONSE_TIMEOUT))
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_max_delay(Duration::from_secs(2));
+        .set_response_timeout(Some(response_timeout))
+        .set_connection_timeout(Some(connect_timeout))
+        .set_max_delay(Duration::from_secs(1));
     ConnectionManager::new_with_config(client, config)
         .await
         .map_err(backend)
 }
 
+/// A Redis error as a `StoreError`: unreachable, slow, refused by the breaker or not
+/// serving (loading, failing over) is `Unavailable { Redis }`; anything else is an answer
+/// the caller could not use (`Backend`).
 pub(crate) fn backend(e: redis::RedisError) -> StoreError {
-    StoreError::Backend(Box::new(e))
+    if is_unavailable(&e) {
+        StoreError::Unavailable {
+            dependency: Dependency::Redis,
+            source: Box::new(e),
+        }
+    } else {
+        StoreError::Backend(Box::new(e))
+    }
 }
 
 pub(crate) fn backend_msg(msg: impl Into<String>) -> StoreError {

@@ -44,9 +44,9 @@
 //! A pending copy deleted in step 6 before its claimer wrote it (a claimer slower than the
 //! persister) stays until the pending hash expires; "my coupons" deduplicates it by id.
 
+use crate::Connection;
 use crate::keys::{self, TemplateKeys};
 use crate::{backend, scripts};
-use redis::aio::ConnectionManager;
 use stampede_core::claim_ports::{ClaimLogStore, ClaimRecord};
 use stampede_core::ports::StoreError;
 use stampede_domain::coupon::{CouponStatus, Origin, UserCoupon};
@@ -78,7 +78,7 @@ pub struct LogBatch {
 
 /// Drains claim logs into a [`ClaimLogStore`] (see the module docs).
 pub struct Persister {
-    conn: ConnectionManager,
+    conn: Connection,
     prefix: String,
     log_store: Arc<dyn ClaimLogStore>,
     node_id: String,
@@ -140,14 +140,14 @@ fn record_of(
 impl Persister {
     /// `batch`: log entries per transaction (at least 1).
     pub fn new(
-        conn: ConnectionManager,
+        conn: impl Into<Connection>,
         prefix: &str,
         log_store: Arc<dyn ClaimLogStore>,
         node_id: impl Into<String>,
         batch: usize,
     ) -> Self {
         Self {
-            conn,
+            conn: conn.into(),
             prefix: prefix.to_owned(),
             log_store,
             node_id: node_id.into(),

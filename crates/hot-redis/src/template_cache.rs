@@ -5,9 +5,9 @@
 //! and refilled an old copy lives at most one TTL; claims never depend on it, since the hot
 //! state in Redis is what decides status and stock.
 
+use crate::Connection;
 use crate::backend;
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use stampede_core::catalog::SharedTemplateCache;
 use stampede_core::ports::StoreError;
 use stampede_core::records::TemplateRecord;
@@ -16,15 +16,15 @@ use stampede_domain::template::Template;
 use std::time::Duration;
 
 pub struct RedisTemplateCache {
-    conn: ConnectionManager,
+    conn: Connection,
     prefix: String,
     ttl: Duration,
 }
 
 impl RedisTemplateCache {
-    pub fn new(conn: ConnectionManager, prefix: &str, ttl: Duration) -> Self {
+    pub fn new(conn: impl Into<Connection>, prefix: &str, ttl: Duration) -> Self {
         Self {
-            conn,
+            conn: conn.into(),
             prefix: prefix.to_owned(),
             ttl,
         }

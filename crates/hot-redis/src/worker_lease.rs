@@ -3,8 +3,8 @@
 //! (`SET NX PX` through the lease script) and renews it well inside the lease time; a dead
 //! node's id frees itself when its lease expires.
 
+use crate::Connection;
 use crate::{backend, backend_msg, scripts};
-use redis::aio::ConnectionManager;
 use stampede_core::ports::StoreError;
 use stampede_domain::snowflake::MAX_WORKER;
 use std::time::Duration;
@@ -14,7 +14,7 @@ fn key(prefix: &str, id: u16) -> String {
 }
 
 async fn try_take(
-    conn: &mut ConnectionManager,
+    conn: &mut Connection,
     prefix: &str,
     node: &str,
     id: u16,
@@ -33,7 +33,7 @@ async fn try_take(
 
 /// Leases the first free worker id at or after `start` (wrapping), for `node`.
 pub async fn lease_worker_id(
-    conn: &ConnectionManager,
+    conn: &Connection,
     prefix: &str,
     node: &str,
     start: u16,
@@ -54,7 +54,7 @@ pub async fn lease_worker_id(
 
 /// Renews `node`'s lease on `id`; `false` if another node holds it now (ours expired).
 pub async fn renew_worker_id(
-    conn: &ConnectionManager,
+    conn: &Connection,
     prefix: &str,
     node: &str,
     id: u16,

@@ -4,7 +4,7 @@
 use crate::claim_path::ClaimPath;
 use crate::config::Settings;
 use crate::services::Services;
-use crate::storage::DatabaseCheck;
+use crate::storage::{DatabaseCheck, RedisCheck};
 use crate::use_cases::UseCases;
 use stampede_api::flow::ClaimLimiter;
 use stampede_api::routes::distributions::UploadConfig;
@@ -25,8 +25,15 @@ pub fn router(
         max_bytes: settings.distribution.max_upload_bytes,
         limits: settings.distribution.sheet_limits(),
     };
-    let checks: Vec<Arc<dyn HealthCheck>> =
-        vec![Arc::new(DatabaseCheck(services.stores.templates.clone()))];
+    let mut checks: Vec<Arc<dyn HealthCheck>> = vec![Arc::new(DatabaseCheck {
+        templates: services.stores.templates.clone(),
+        breaker: services.stores.mysql.as_ref().map(|m| m.breaker().clone()),
+        // Distributed claims go to Redis and the claim log: MySQL down only degrades.
+        critical: services.redis.is_none(),
+    })];
+    if let Some(redis) = &services.redis {
+        checks.push(Arc::new(RedisCheck(redis.clone())));
+    }
     let state = AppState {
         backoffice: services.backoffice.clone(),
         auth: services.auth.clone(),
@@ -37,6 +44,7 @@ pub fn router(
         uploads,
         claim_limiter,
         checks: Arc::new(checks),
+        readiness_timeout: settings.resilience.readiness_timeout,
         metrics: crate::telemetry::metrics_renderer(claim_path),
     };
     stampede_api::router(

@@ -1,14 +1,16 @@
 //! This process's identity among the nodes sharing a store: one `NodeId` minted per process
 //! and handed to everything that takes a lease or writes an owner, and (distributed mode) the
-//! snowflake worker id leased in Redis under that name, with its renewal.
+//! snowflake worker id leased in Redis under that name, with its renewal and the gate that
+//! stops minting ids once the lease is no longer confirmed.
 
 use crate::background::Background;
 use crate::config::{Backend, Settings};
 use anyhow::Context;
 use futures::future::BoxFuture;
+use stampede_core::ids::{IdGate, IdGenerator};
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// This process's name in leases: `node-<16 hex digits>`, random, so no two processes (nor
@@ -51,30 +53,35 @@ impl fmt::Display for NodeId {
     }
 }
 
-/// This node's snowflake worker id, leased in Redis (distributed mode).
-#[derive(Clone)]
+/// This node's snowflake worker id, leased in Redis (distributed mode), and the gate that
+/// stops the id generator once the lease is no longer confirmed.
 pub struct WorkerLease {
     pub id: u16,
     node: NodeId,
     prefix: String,
     lease: Duration,
-    conn: redis::aio::ConnectionManager,
+    /// The configured id: where a search for a free id starts when ours was lost.
+    start: u16,
+    conn: stampede_hot_redis::Connection,
+    /// Open until half the lease after the last good renewal was sent.
+    pub gate: Arc<IdGate>,
+    /// The generator to switch when the lease is re-taken under another id.
+    ids: Option<Arc<IdGenerator>>,
 }
 
-/// Leases a worker id in distributed mode (starting from `ids.worker_id`) for `node`;
-/// `None` embedded, where the one process owns the configured id.
+/// Leases a worker id in distributed mode (given its Redis, starting from `ids.worker_id`)
+/// for `node`; `None` embedded, where the one process owns the configured id.
 pub async fn lease_worker(
     settings: &Settings,
     node: &NodeId,
+    redis: Option<&stampede_hot_redis::Connection>,
 ) -> anyhow::Result<Option<WorkerLease>> {
-    if settings.storage.backend != Backend::Mysql {
+    let Some(conn) = redis else {
         return Ok(None);
-    }
-    let r = &settings.redis;
+    };
+    let (r, conn) = (&settings.redis, conn.clone());
     let lease = settings.ids.worker_lease;
-    let conn = stampede_hot_redis::connect(&r.url)
-        .await
-        .with_context(|| format!("connecting to Redis at {}", r.url))?;
+    let sent = Instant::now();
     let id = stampede_hot_redis::lease_worker_id(
         &conn,
         &r.prefix,
@@ -85,50 +92,123 @@ pub async fn lease_worker(
     .await
     .context("leasing a snowflake worker id")?;
     tracing::info!(worker_id = id, %node, "leased snowflake worker id");
+    let gate = Arc::new(IdGate::default());
+    gate.open_until(sent + lease / 2);
     Ok(Some(WorkerLease {
         id,
         node: node.clone(),
         prefix: r.prefix.clone(),
         lease,
+        start: settings.ids.worker_id,
         conn,
+        gate,
+        ids: None,
     }))
 }
 
-/// Renewals per lease time: one or two failed renewals (a Redis blip) still keep the id.
+/// Renewals per lease time when all is well.
 const RENEWALS_PER_LEASE: u32 = 3;
+/// Retries per lease time after a failed renewal, so a short blip does not close the gate.
+const RETRIES_PER_LEASE: u32 = 20;
 
 impl WorkerLease {
-    /// Renews the lease every third of its time until shutdown; losing it is logged loudly
-    /// (another node may now mint the same ids) and retaken as soon as it is free again.
-    pub fn renewal(self) -> Background {
+    /// The generator this lease gates; switched to a new id if the lease is re-taken.
+    pub fn attach(&mut self, ids: Arc<IdGenerator>) {
+        self.ids = Some(ids);
+    }
+
+    /// Renews the lease every third of its time until shutdown (every twentieth after a
+    /// failure). Each good renewal opens the id gate until half the lease after it was sent:
+    /// the lease in Redis runs at least a whole lease from then, so a node that cannot renew
+    /// stops minting ids well before another node could take its id. A lease found lost is
+    /// retaken (perhaps under another id) as soon as Redis answers.
+    pub fn renewal(mut self) -> Background {
         Box::new(move |token: CancellationToken| -> BoxFuture<'static, ()> {
             Box::pin(async move {
+                let mut wait = self.lease / RENEWALS_PER_LEASE;
                 loop {
                     tokio::select! {
                         () = token.cancelled() => break,
-                        () = tokio::time::sleep(self.lease / RENEWALS_PER_LEASE) => {}
+                        () = tokio::time::sleep(wait) => {}
                     }
-                    match stampede_hot_redis::renew_worker_id(
-                        &self.conn,
-                        &self.prefix,
-                        self.node.as_str(),
-                        self.id,
-                        self.lease,
-                    )
-                    .await
-                    {
-                        Ok(true) => {}
-                        Ok(false) => tracing::error!(
-                            worker_id = self.id,
-                            "lost the snowflake worker-id lease to another node"
-                        ),
-                        Err(e) => {
-                            tracing::warn!(worker_id = self.id, error = %e, "could not renew the worker-id lease")
-                        }
-                    }
+                    wait = if self.renew_once().await {
+                        self.lease / RENEWALS_PER_LEASE
+                    } else {
+                        self.lease / RETRIES_PER_LEASE
+                    };
                 }
             })
         })
+    }
+
+    /// One renewal (or re-lease); whether the gate is open after it.
+    async fn renew_once(&mut self) -> bool {
+        let sent = Instant::now();
+        match stampede_hot_redis::renew_worker_id(
+            &self.conn,
+            &self.prefix,
+            self.node.as_str(),
+            self.id,
+            self.lease,
+        )
+        .await
+        {
+            Ok(true) => {
+                if !self.gate.is_open() {
+                    tracing::info!(
+                        worker_id = self.id,
+                        "worker-id lease renewed: minting ids again"
+                    );
+                }
+                self.gate.open_until(sent + self.lease / 2);
+                true
+            }
+            Ok(false) => {
+                self.gate.close();
+                tracing::error!(
+                    worker_id = self.id,
+                    "lost the snowflake worker-id lease to another node; leasing another"
+                );
+                self.release_and_retake().await
+            }
+            Err(e) => {
+                tracing::warn!(worker_id = self.id, error = %e, "could not renew the worker-id lease");
+                false
+            }
+        }
+    }
+
+    async fn release_and_retake(&mut self) -> bool {
+        let sent = Instant::now();
+        let id = match stampede_hot_redis::lease_worker_id(
+            &self.conn,
+            &self.prefix,
+            self.node.as_str(),
+            self.start,
+            self.lease,
+        )
+        .await
+        {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not lease a new worker id");
+                return false;
+            }
+        };
+        if let Some(ids) = &self.ids
+            && let Err(e) = ids.set_worker(id)
+        {
+            tracing::error!(worker_id = id, error = %e, "cannot switch the id generator");
+            return false;
+        }
+        tracing::info!(
+            worker_id = id,
+            old = self.id,
+            "leased a new snowflake worker id"
+        );
+        self.id = id;
+        self.gate.open_until(sent + self.lease / 2);
+        true
     }
 }
 

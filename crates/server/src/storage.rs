@@ -1,17 +1,24 @@
-//! Opens the configured system of record and hands out its ports.
+//! Opens the configured system of record and hands out its ports; its readiness check and
+//! (MySQL) the probe that feeds the database breaker.
 
+use crate::background::Background;
 use crate::config::{Backend, Settings};
 use anyhow::Context;
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 use stampede_api::HealthCheck;
 use stampede_core::claim_ports::{ClaimLogStore, CouponStore};
 use stampede_core::distribution_ports::DistributionStore;
+use stampede_core::ports::Dependency;
 use stampede_core::ports::{AccountStore, TemplateStore};
 use stampede_core::reminder_ports::ReminderStore;
 use stampede_core::settlement_ports::SettlementStore;
-use stampede_store_mysql::{MysqlConfig, MysqlStore};
+use stampede_resilience::{Breaker, Breakers};
+use stampede_store_mysql::{MysqlConfig, MysqlResilience, MysqlStore};
 use stampede_store_sqlite::{SqliteOptions, SqliteStore};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 pub struct Stores {
     pub templates: Arc<dyn TemplateStore>,
@@ -26,8 +33,13 @@ pub struct Stores {
     pub mysql: Option<MysqlStore>,
 }
 
-/// Opens (and migrates) the storage the settings name.
+/// Opens (and migrates) the storage the settings name, with breakers of its own (tools).
 pub async fn open(settings: &Settings) -> anyhow::Result<Stores> {
+    open_with(settings, &Breakers::new(settings.resilience.breaker())).await
+}
+
+/// [`open`], obeying the node's database breaker.
+pub async fn open_with(settings: &Settings, breakers: &Breakers) -> anyhow::Result<Stores> {
     match settings.storage.backend {
         Backend::Sqlite => {
             let path = settings.sqlite_path();
@@ -59,7 +71,15 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Stores> {
                 tables_per_database: m.tables_per_database,
                 max_connections_per_database: m.max_connections_per_database,
             };
-            let store = MysqlStore::open(&cfg).await.context("opening MySQL")?;
+            let r = &settings.resilience;
+            let resilience = MysqlResilience {
+                acquire_timeout: r.database_acquire,
+                connect_timeout: r.database_connect,
+                breaker: breakers.get(Dependency::Database).clone(),
+            };
+            let store = MysqlStore::open_with(&cfg, resilience)
+                .await
+                .context("opening MySQL")?;
             let shared = Arc::new(store.clone());
             Ok(Stores {
                 templates: shared.clone(),
@@ -75,16 +95,88 @@ pub async fn open(settings: &Settings) -> anyhow::Result<Stores> {
     }
 }
 
-/// `/readyz` check of the system of record.
-pub struct DatabaseCheck(pub Arc<dyn TemplateStore>);
+/// `/readyz` check of the system of record. `critical`: whether the node's core path needs
+/// it (embedded: yes; distributed: claims go on without MySQL, so its loss only degrades).
+pub struct DatabaseCheck {
+    pub templates: Arc<dyn TemplateStore>,
+    pub breaker: Option<Arc<Breaker>>,
+    pub critical: bool,
+}
 
 #[async_trait]
 impl HealthCheck for DatabaseCheck {
     fn name(&self) -> &'static str {
-        "database"
+        Dependency::Database.as_str()
+    }
+
+    fn critical(&self) -> bool {
+        self.critical
+    }
+
+    fn breaker(&self) -> Option<&'static str> {
+        self.breaker.as_ref().map(|b| b.state().as_str())
     }
 
     async fn check(&self) -> Result<(), String> {
-        self.0.ping().await.map_err(|e| e.to_string())
+        self.templates.ping().await.map_err(|e| error_chain(&e))
     }
+}
+
+/// `/readyz` check of distributed mode's Redis: a `PING` through the node's connection, so
+/// under its breaker (it doubles as the half-open probe). Critical: no claims without it.
+pub struct RedisCheck(pub stampede_hot_redis::Connection);
+
+#[async_trait]
+impl HealthCheck for RedisCheck {
+    fn name(&self) -> &'static str {
+        Dependency::Redis.as_str()
+    }
+
+    fn critical(&self) -> bool {
+        true
+    }
+
+    fn breaker(&self) -> Option<&'static str> {
+        Some(self.0.breaker().state().as_str())
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        let mut conn = self.0.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| error_chain(&e))
+    }
+}
+
+/// An error with its causes, for `/readyz` (operators need the driver's reason).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Probes every MySQL database each `interval` (each probe within `deadline`) so the
+/// database breaker opens when MySQL goes down and closes when it is back, whether or not
+/// requests come.
+pub fn database_watch(store: MysqlStore, interval: Duration, deadline: Duration) -> Background {
+    Box::new(move |token: CancellationToken| -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    () = tokio::time::sleep(interval) => {}
+                }
+                if let Err(e) = store.probe(deadline).await {
+                    tracing::debug!(error = %e, "database probe failed");
+                }
+            }
+        })
+    })
 }

@@ -1,4 +1,7 @@
 //! Turning the configured URLs into pools, creating a database that does not exist yet.
+//! Pools wait at most `acquire_timeout` for a connection (so a database that is down costs
+//! a request that long, not the driver's 30 s), and the first connection at most
+//! `connect_timeout`.
 
 use crate::error::ConfigError;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
@@ -6,6 +9,7 @@ use sqlx::{AssertSqlSafe, Connection};
 use stampede_core::ports::StoreError;
 use stampede_store_sql::db_err;
 use std::str::FromStr;
+use std::time::Duration;
 
 /// MariaDB's "unknown database" error number.
 const ER_BAD_DB_ERROR: u16 = 1049;
@@ -72,24 +76,52 @@ impl Target {
     }
 
     /// A pool on this database, creating the database first when the server lacks it.
-    pub async fn connect(&self, max_connections: u32) -> Result<MySqlPool, StoreError> {
+    pub async fn connect(
+        &self,
+        max_connections: u32,
+        acquire_timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Result<MySqlPool, StoreError> {
         // One direct connection first: a server that is down, unknown or refuses us answers
         // with its real cause at once, where the pool would retry until its acquire timeout
-        // and report only that it timed out.
-        match MySqlConnection::connect_with(&self.options).await {
+        // and report only that it timed out. Failing to start is reported as a backend
+        // error with the driver's cause (not as a transient `Unavailable`).
+        let first = tokio::time::timeout(
+            connect_timeout,
+            MySqlConnection::connect_with(&self.options),
+        )
+        .await
+        .map_err(|_| {
+            StoreError::Backend(Box::new(ConfigError(format!(
+                "no connection to {} within {connect_timeout:?}",
+                self.name
+            ))))
+        })?;
+        match first {
             Ok(conn) => {
                 if let Err(e) = conn.close().await {
                     tracing::debug!(error = %e, "closing the probe connection");
                 }
             }
             Err(e) if is_unknown_database(&e) => self.create().await?,
-            Err(e) => return Err(db_err(e)),
+            Err(e) => return Err(StoreError::Backend(Box::new(e))),
         }
         MySqlPoolOptions::new()
             .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout)
             .connect_with(self.options.clone())
             .await
             .map_err(db_err)
+    }
+
+    /// A pool that is closed from the start: what calls get while the database breaker is
+    /// open, so they fail at once (`PoolClosed` → `Unavailable`) instead of waiting.
+    pub async fn tripped_pool(&self) -> MySqlPool {
+        let pool = MySqlPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with(self.options.clone());
+        pool.close().await;
+        pool
     }
 
     async fn create(&self) -> Result<(), StoreError> {

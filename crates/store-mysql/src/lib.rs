@@ -48,6 +48,13 @@
 //! `ClaimLogStore`), `settlements` (the `SettlementStore`), `reminders` (the
 //! `ReminderStore`), `distributions` (the `DistributionStore`), `accounts` (the
 //! `AccountStore`), `error` (one mapping from driver errors to `StoreError`).
+//!
+//! Failing fast: every pool waits at most `MysqlResilience::acquire_timeout` for a
+//! connection, and while the node's database breaker is not closed every call gets a pool
+//! that is already closed, so it fails at once with `StoreError::Unavailable { Database }`.
+//! The breaker is fed by `probe` (a `SELECT 1` on every database under a deadline), which
+//! the server runs every `resilience.probe_interval_ms`: the call sites of the SQL modules
+//! stay as they are, and one probe at a time decides whether a down database is back.
 
 mod accounts;
 mod claim_log;
@@ -72,9 +79,11 @@ use futures::future::try_join_all;
 use sqlx::AssertSqlSafe;
 use sqlx::mysql::MySqlPool;
 use stampede_core::ports::StoreError;
+use stampede_resilience::{Breaker, BreakerConfig, FailureKind};
 use stampede_store_sql::{db_err, refused};
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct MysqlConfig {
@@ -86,6 +95,31 @@ pub struct MysqlConfig {
     pub max_connections_per_database: u32,
 }
 
+/// How the store fails fast when a database is down or slow.
+#[derive(Clone, Debug)]
+pub struct MysqlResilience {
+    /// Longest wait for a pooled connection (so for any statement to start).
+    pub acquire_timeout: Duration,
+    /// Longest wait for the first connection at `open`.
+    pub connect_timeout: Duration,
+    /// The node's database breaker: while it is not closed, calls fail at once.
+    pub breaker: Arc<Breaker>,
+}
+
+impl Default for MysqlResilience {
+    /// The driver's patient defaults and a breaker of the store's own (tools, tests).
+    fn default() -> Self {
+        Self {
+            acquire_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(30),
+            breaker: Arc::new(Breaker::new(
+                stampede_core::ports::Dependency::Database,
+                BreakerConfig::default(),
+            )),
+        }
+    }
+}
+
 /// A cheap handle (clones share the pools) on all configured databases.
 #[derive(Clone)]
 pub struct MysqlStore {
@@ -95,6 +129,9 @@ pub struct MysqlStore {
 struct Inner {
     /// One pool per database, in config order; `pools[0]` holds the global tables.
     pools: Vec<MySqlPool>,
+    /// Closed from the start: handed out instead of `pools` while the breaker is not closed.
+    tripped: MySqlPool,
+    breaker: Arc<Breaker>,
     targets: Vec<Target>,
     router: ShardRouter,
     directory: DirectoryCache,
@@ -105,6 +142,14 @@ impl MysqlStore {
     /// Connects (creating each database with CREATE DATABASE IF NOT EXISTS when missing, by
     /// connecting to the server without a database) and applies pending migrations.
     pub async fn open(cfg: &MysqlConfig) -> Result<MysqlStore, StoreError> {
+        Self::open_with(cfg, MysqlResilience::default()).await
+    }
+
+    /// [`MysqlStore::open`] with the server's timeouts and database breaker.
+    pub async fn open_with(
+        cfg: &MysqlConfig,
+        resilience: MysqlResilience,
+    ) -> Result<MysqlStore, StoreError> {
         let databases = u32::try_from(cfg.databases.len())
             .map_err(|_| refused("too many databases configured"))?;
         let router = ShardRouter::new(databases, cfg.tables_per_database)
@@ -122,15 +167,24 @@ impl MysqlStore {
         if !targets.iter().all(|t| seen.insert(t.identity())) {
             return Err(refused("the same database is configured twice"));
         }
-        let pools = try_join_all(
-            targets
-                .iter()
-                .map(|t| t.connect(cfg.max_connections_per_database)),
-        )
+        let pools = try_join_all(targets.iter().map(|t| {
+            t.connect(
+                cfg.max_connections_per_database,
+                resilience.acquire_timeout,
+                resilience.connect_timeout,
+            )
+        }))
         .await?;
+        // `targets` is not empty: the router refused zero databases above.
+        let tripped = match targets.first() {
+            Some(t) => t.tripped_pool().await,
+            None => return Err(refused("no database configured")),
+        };
         let store = MysqlStore {
             inner: Arc::new(Inner {
                 pools,
+                tripped,
+                breaker: resilience.breaker,
                 targets,
                 router,
                 directory: DirectoryCache::default(),
@@ -172,8 +226,40 @@ impl MysqlStore {
     }
 
     fn pool(&self, database: usize) -> &MySqlPool {
+        if self.inner.breaker.state() != stampede_resilience::BreakerState::Closed {
+            return &self.inner.tripped;
+        }
         // Shards come from the router, which never names a database past the configured ones.
         &self.inner.pools[database]
+    }
+
+    /// The database breaker this store obeys.
+    pub fn breaker(&self) -> &Arc<Breaker> {
+        &self.inner.breaker
+    }
+
+    /// One `SELECT 1` on every database, concurrently, each within `deadline`, on the real
+    /// pools, as the breaker admits it: closed, it counts like a call; open for long
+    /// enough, it is the one probe that decides; open, it is refused at once.
+    pub async fn probe(&self, deadline: Duration) -> Result<(), StoreError> {
+        let permit = self.inner.breaker.admit_call()?;
+        let checks = self.inner.pools.iter().map(|pool| async move {
+            match tokio::time::timeout(deadline, sqlx::query("SELECT 1").execute(pool)).await {
+                Ok(r) => r.map(|_| ()).map_err(db_err),
+                Err(_) => Err(stampede_resilience::deadline_exceeded(
+                    stampede_core::ports::Dependency::Database,
+                    deadline,
+                )),
+            }
+        });
+        let outcome = try_join_all(checks).await.map(|_| ());
+        match &outcome {
+            Ok(()) => permit.success(),
+            Err(e) => {
+                permit.failure(stampede_resilience::classify(e).unwrap_or(FailureKind::Unreachable))
+            }
+        }
+        outcome
     }
 
     /// The database with the global tables.

@@ -22,5 +22,5 @@ pub mod rows;
 pub mod text;
 
 pub use columns::{Binder, Columns, Prefixed};
-pub use error::{db_err, refused};
+pub use error::{db_err, is_unreachable, refused};
 pub use rows::SqlRow;

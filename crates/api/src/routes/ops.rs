@@ -1,12 +1,13 @@
-//! Operations endpoints: liveness and readiness.
+//! Operations endpoints: liveness, readiness (each dependency with its state and breaker)
+//! and metrics.
 
-use crate::error::{ApiError, ApiResult, PROBLEM_JSON, Problem};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
 use serde::Serialize;
-use stampede_domain::ErrorCode;
 use std::collections::BTreeMap;
+use std::time::Instant;
 use utoipa::ToSchema;
 
 #[derive(Serialize, ToSchema)]
@@ -14,11 +15,28 @@ pub struct Health {
     pub status: &'static str,
 }
 
+/// `/readyz`: whether this node can serve, and each dependency it uses.
 #[derive(Serialize, ToSchema)]
 pub struct Readiness {
+    /// `ready` (every dependency up), `degraded` (some down, the core path still served:
+    /// 200) or `unavailable` (a dependency the core path needs is down: 503).
     pub status: &'static str,
-    /// Each dependency and `ok` or why it failed.
-    pub checks: BTreeMap<&'static str, String>,
+    /// One entry per dependency, by name (`database`, `redis`).
+    pub checks: BTreeMap<&'static str, DependencyCheck>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DependencyCheck {
+    /// `up` or `down`.
+    pub state: &'static str,
+    /// The dependency's circuit breaker: `closed`, `half_open` or `open` (an open breaker is
+    /// down without asking).
+    pub breaker: &'static str,
+    /// How long the check took.
+    pub latency_ms: u64,
+    /// Why it is down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Alive: the process answers. No dependency is consulted.
@@ -27,44 +45,61 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Ready: every dependency (databases, and later Redis/NATS) answers.
+/// Ready: every dependency this node uses is checked at once, each within
+/// `resilience.readiness_timeout_ms`, so the answer comes within a second whatever fails.
+/// 200 when the node can serve its core path (`degraded` names what is down), 503 when it
+/// cannot (distributed mode without Redis).
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
-    (status = 200, body = Readiness),
-    (status = 503, body = Problem, content_type = PROBLEM_JSON, description = "UNAVAILABLE: a dependency is down"),
+    (status = 200, body = Readiness, description = "ready, or degraded with the failing checks named"),
+    (status = 503, body = Readiness, description = "unavailable: a dependency of the core path is down"),
 ))]
-pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Readiness>> {
-    let results = futures::future::join_all(
-        state
-            .checks
-            .iter()
-            .map(|c| async move { (c.name(), c.check().await) }),
-    )
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let timeout = state.readiness_timeout;
+    let results = futures::future::join_all(state.checks.iter().map(|c| async move {
+        let started = Instant::now();
+        let breaker = c.breaker();
+        let outcome = if breaker == Some("open") {
+            Err("circuit breaker open".to_owned())
+        } else {
+            match tokio::time::timeout(timeout, c.check()).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+            }
+        };
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        (c.name(), c.critical(), breaker, latency_ms, outcome)
+    }))
     .await;
     let mut checks = BTreeMap::new();
-    let mut failed = Vec::new();
-    for (name, r) in results {
-        match r {
-            Ok(()) => {
-                checks.insert(name, "ok".to_owned());
-            }
+    let (mut degraded, mut unavailable) = (false, false);
+    for (name, critical, breaker, latency_ms, outcome) in results {
+        let error = match outcome {
+            Ok(()) => None,
             Err(e) => {
                 tracing::warn!(dependency = name, error = %e, "readiness check failed");
-                failed.push(name);
-                checks.insert(name, "unavailable".to_owned());
+                degraded = true;
+                unavailable |= critical;
+                Some(e)
             }
-        }
+        };
+        checks.insert(
+            name,
+            DependencyCheck {
+                state: if error.is_none() { "up" } else { "down" },
+                breaker: breaker.unwrap_or("closed"),
+                latency_ms,
+                error,
+            },
+        );
     }
-    if failed.is_empty() {
-        Ok(Json(Readiness {
-            status: "ready",
-            checks,
-        }))
+    let (code, status) = if unavailable {
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    } else if degraded {
+        (StatusCode::OK, "degraded")
     } else {
-        Err(ApiError::new(
-            ErrorCode::Unavailable,
-            format!("not ready: {} unavailable", failed.join(", ")),
-        ))
-    }
+        (StatusCode::OK, "ready")
+    };
+    (code, Json(Readiness { status, checks }))
 }
 
 /// Prometheus metrics of this process.

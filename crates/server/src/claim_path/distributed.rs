@@ -24,9 +24,10 @@ pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::R
         .claim_log
         .clone()
         .context("the MySQL store has no claim log")?;
-    let conn = stampede_hot_redis::connect(&r.url)
-        .await
-        .with_context(|| format!("connecting to Redis at {}", r.url))?;
+    let conn = services
+        .redis
+        .clone()
+        .context("distributed mode has no Redis connection")?;
     let shared =
         RedisTemplateCache::new(conn.clone(), &r.prefix, settings.engine.shared_cache_ttl());
     let catalog = Arc::new(
@@ -58,8 +59,9 @@ pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::R
         },
         invalidation: Invalidation::new(conn.clone(), &r.prefix),
     });
+    // The persister's batch reads get the batch deadline, on the same breaker.
     let persister = Persister::new(
-        conn,
+        conn.with_deadline(settings.resilience.redis_batch),
         &r.prefix,
         claim_log,
         services.node.to_string(),
@@ -73,7 +75,14 @@ pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::R
         memory: None,
         persister: Some(Arc::new(persister)),
         quote_cache,
-        background: vec![invalidation_subscriber(settings, catalog)],
+        background: vec![
+            invalidation_subscriber(settings, catalog),
+            crate::storage::database_watch(
+                s.mysql.clone().context("distributed mode without MySQL")?,
+                settings.resilience.probe_interval,
+                settings.resilience.database_read,
+            ),
+        ],
     })
 }
 

@@ -9,6 +9,7 @@ mod distribution;
 mod engine;
 mod load;
 mod reminder;
+mod resilience;
 mod server;
 mod settlement;
 mod storage;
@@ -20,6 +21,7 @@ pub use distribution::DistributionSettings;
 pub use engine::{EngineSettings, RedisSettings};
 pub use load::{Loaded, Overrides};
 pub use reminder::ReminderSettings;
+pub use resilience::ResilienceSettings;
 pub use server::{HttpSettings, LogFormat, LogSettings, ServerSettings};
 pub use settlement::SettlementSettings;
 pub use storage::{Backend, MysqlSettings, StorageSettings};
@@ -43,6 +45,7 @@ pub struct Settings {
     pub distribution: DistributionSettings,
     pub settlement: SettlementSettings,
     pub reminder: ReminderSettings,
+    pub resilience: ResilienceSettings,
 }
 
 impl Settings {

@@ -1,0 +1,159 @@
+//! The one door to Redis: every command of this crate (claim scripts, reads, the persister,
+//! the template cache, invalidation publishes, worker-id leases) goes through a
+//! [`Connection`], which puts it under the node's Redis circuit breaker and a deadline. While
+//! the breaker is open a command fails at once without touching the socket; a command that
+//! times out or finds Redis unreachable counts against the breaker. Its errors are I/O
+//! errors, so `crate::backend` turns them into `StoreError::Unavailable { Redis }`.
+
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+use stampede_core::ports::Dependency;
+use stampede_resilience::{Breaker, BreakerConfig, DeadlineExceeded, FailureKind};
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A reconnecting, multiplexed Redis connection behind a circuit breaker and a deadline per
+/// command. Clones share the socket and the breaker.
+#[derive(Clone)]
+pub struct Connection {
+    inner: ConnectionManager,
+    breaker: Arc<Breaker>,
+    deadline: Duration,
+}
+
+impl Connection {
+    pub fn new(inner: ConnectionManager, breaker: Arc<Breaker>, deadline: Duration) -> Self {
+        Self {
+            inner,
+            breaker,
+            deadline,
+        }
+    }
+
+    /// The same connection and breaker, with another deadline per command (a persister's
+    /// batch reads get longer than a claim).
+    pub fn with_deadline(&self, deadline: Duration) -> Self {
+        Self {
+            deadline,
+            ..self.clone()
+        }
+    }
+
+    pub fn breaker(&self) -> &Arc<Breaker> {
+        &self.breaker
+    }
+
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+}
+
+/// A bare `ConnectionManager` (tests, tools): its own breaker, the default deadline.
+impl From<ConnectionManager> for Connection {
+    fn from(inner: ConnectionManager) -> Self {
+        Self::new(
+            inner,
+            Arc::new(Breaker::new(Dependency::Redis, BreakerConfig::default())),
+            crate::RESPONSE_TIMEOUT,
+        )
+    }
+}
+
+/// Whether `e` says Redis is unreachable, slow or not serving (not an answer to the command).
+pub fn is_unavailable(e: &RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || matches!(
+            e.kind(),
+            ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::Server(
+                    ServerErrorKind::BusyLoading
+                        | ServerErrorKind::MasterDown
+                        | ServerErrorKind::ClusterDown
+                        | ServerErrorKind::TryAgain
+                )
+        )
+}
+
+fn refused(e: stampede_resilience::BreakerOpen) -> RedisError {
+    RedisError::from(io::Error::new(io::ErrorKind::NotConnected, e))
+}
+
+fn timed_out(deadline: Duration) -> RedisError {
+    RedisError::from(io::Error::new(
+        io::ErrorKind::TimedOut,
+        DeadlineExceeded {
+            dependency: Dependency::Redis,
+            deadline,
+        },
+    ))
+}
+
+impl Connection {
+    async fn run<T>(
+        &self,
+        call: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, RedisError> {
+        let permit = self.breaker.admit().map_err(refused)?;
+        match tokio::time::timeout(self.deadline, call).await {
+            Ok(Ok(v)) => {
+                permit.success();
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                permit.record(is_unavailable(&e).then_some(FailureKind::Unreachable));
+                Err(e)
+            }
+            Err(_) => {
+                permit.failure(FailureKind::Timeout);
+                Err(timed_out(self.deadline))
+            }
+        }
+    }
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let mut inner = self.inner.clone();
+            self.run(inner.req_packed_command(cmd)).await
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let mut inner = self.inner.clone();
+            self.run(inner.req_packed_commands(pipeline, offset, count))
+                .await
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.get_db()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breaker_and_deadline_errors_read_as_unavailable() {
+        let open = refused(stampede_resilience::BreakerOpen {
+            dependency: Dependency::Redis,
+        });
+        assert!(is_unavailable(&open));
+        assert!(is_unavailable(&timed_out(Duration::from_millis(5))));
+        let script_error = RedisError::from((redis::ErrorKind::Client, "bad reply"));
+        assert!(!is_unavailable(&script_error));
+    }
+}
