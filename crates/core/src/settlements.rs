@@ -9,6 +9,7 @@ use crate::catalog::Catalog;
 use crate::claim_ports::{CouponStore, HotState, OutboxEvent};
 use crate::clock::Clock;
 use crate::coupon_cache::{CouponSet, UserCouponCache};
+use crate::ports::StoreError;
 use crate::settlement_ports::{ChangeOutcome, LockOutcome, SettlementStore, coupon_event_id};
 use jiff::SignedDuration;
 use stampede_domain::ErrorCode;
@@ -113,11 +114,29 @@ impl Settlements {
         Ok(out)
     }
 
+    /// The user's acknowledged, perhaps not yet stored claims; `None` when the hot store is
+    /// unavailable (settlement does not need it).
+    async fn pending(&self, user: UserId) -> Result<Option<Vec<UserCoupon>>, AppError> {
+        match self.hot.pending_coupons(user).await {
+            Ok(p) => Ok(Some(p)),
+            Err(StoreError::Unavailable { dependency, .. }) => {
+                tracing::debug!(%dependency, "pending coupons unknown: hot store unavailable");
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The user's unused coupons with their templates: stored ones (from the per-node cache
     /// when fresh), plus acknowledged claims not yet persisted. A user with pending claims is
     /// read from the store and not cached, so a coupon never falls between the two.
     async fn coupons_of(&self, user: UserId) -> Result<CouponSet, AppError> {
-        let pending = self.hot.pending_coupons(user).await?;
+        let Some(pending) = self.pending(user).await? else {
+            // Settlement works from the store alone when the hot store is down; not cached,
+            // since acknowledged claims may be missing from it.
+            let stored = self.store.unused_coupons(user, QUOTE_COUPONS).await?;
+            return Ok(Arc::new(self.with_templates(stored).await?));
+        };
         if pending.is_empty() {
             if let Some(hit) = self.cache.get(user).await {
                 return Ok(hit);
@@ -142,7 +161,10 @@ impl Settlements {
     /// for it briefly instead of calling it unknown.
     async fn await_persisted(&self, user: UserId, ids: &[CouponId]) -> Result<(), AppError> {
         for _ in 0..PERSIST_WAIT_STEPS {
-            let pending = self.hot.pending_coupons(user).await?;
+            // Hot store down: nothing to wait for that we could see; the store decides.
+            let Some(pending) = self.pending(user).await? else {
+                return Ok(());
+            };
             let waiting: Vec<CouponId> = pending
                 .iter()
                 .map(|c| c.id)

@@ -36,8 +36,8 @@ pub struct ResilienceSettings {
     /// Longest wait to open a Redis connection. Default 500 ms.
     #[serde(rename = "redis_connect_ms", with = "units::millis")]
     pub redis_connect: Duration,
-    /// Deadline of one Redis command on the request path (claims, reads, leases).
-    /// Default 1 s.
+    /// Deadline of one Redis command on the request path (claims, reads, leases), so a
+    /// request that meets a Redis gone silent answers within a second. Default 500 ms.
     #[serde(rename = "redis_command_ms", with = "units::millis")]
     pub redis_command: Duration,
     /// Deadline of one Redis command of the claim-log persister (batch reads). Default 5 s.
@@ -60,7 +60,7 @@ impl Default for ResilienceSettings {
             database_connect: Duration::from_millis(1_000),
             database_read: Duration::from_millis(500),
             redis_connect: Duration::from_millis(500),
-            redis_command: Duration::from_millis(1_000),
+            redis_command: Duration::from_millis(500),
             redis_batch: Duration::from_millis(5_000),
             readiness_timeout: Duration::from_millis(800),
         }

@@ -52,7 +52,10 @@ async fn readyz_reports_the_database() {
     let db = &v["checks"]["database"];
     assert_eq!(db["state"], "up", "{v}");
     assert_eq!(db["breaker"], "closed", "{v}");
-    assert!(db["latency_ms"].as_u64().is_some_and(|ms| ms < 1_000), "{v}");
+    assert!(
+        db["latency_ms"].as_u64().is_some_and(|ms| ms < 1_000),
+        "{v}"
+    );
     assert!(db.get("error").is_none(), "{v}");
 }
 
