@@ -2,8 +2,10 @@
 //! 0), the shared MariaDB (a database of its own) and a PRIVATE `redis-server` started here on
 //! a spare port and killed by its PID: claims fail fast with 503 `UNAVAILABLE` naming redis,
 //! settlement keeps working, `/readyz` says so within a second, and claims come back within
-//! 5 s of Redis returning. Also: a node that cannot renew its worker-id lease stops minting
-//! ids before the lease can lapse, and leases again (another id if its own was taken).
+//! 5 s of Redis returning. The same with a PRIVATE `mariadbd` killed under a distributed
+//! node: claims go on, `/readyz` says `degraded`, writes that need MySQL fail fast, and it
+//! recovers. Also: a node that cannot renew its worker-id lease stops minting ids before the
+//! lease can lapse, and leases again (another id if its own was taken).
 
 #[allow(dead_code)]
 mod common;
@@ -29,11 +31,10 @@ struct PrivateRedis {
 
 impl PrivateRedis {
     fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap_or_else(|e| panic!("a spare port: {e}"));
-        let mut r = Self { port, child: None };
+        let mut r = Self {
+            port: spare_port(),
+            child: None,
+        };
         r.restart();
         r
     }
@@ -80,6 +81,87 @@ impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A mariadbd of this test's own (fresh data dir, no grant tables), killed on drop.
+struct PrivateMariaDb {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl PrivateMariaDb {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let data = dir.path().join("data");
+        let status = Command::new("mariadb-install-db")
+            .arg("--no-defaults")
+            .arg("--user=root")
+            .arg(format!("--datadir={}", data.display()))
+            .arg("--auth-root-authentication-method=normal")
+            .arg("--skip-test-db")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("mariadb-install-db: {e}"));
+        assert!(status.success(), "mariadb-install-db failed");
+        let mut m = Self {
+            port: spare_port(),
+            dir,
+            child: None,
+        };
+        m.restart();
+        m
+    }
+
+    fn url(&self, database: &str) -> String {
+        format!("mysql://root@127.0.0.1:{}/{database}", self.port)
+    }
+
+    fn restart(&mut self) {
+        let d = self.dir.path();
+        let child = Command::new("mariadbd")
+            .arg("--no-defaults")
+            .arg("--user=root")
+            .arg(format!("--datadir={}", d.join("data").display()))
+            .arg(format!("--port={}", self.port))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--socket={}", d.join("sock").display()))
+            .arg(format!("--pid-file={}", d.join("pid").display()))
+            .arg(format!("--log-error={}", d.join("err.log").display()))
+            .arg("--skip-grant-tables")
+            .arg("--innodb-buffer-pool-size=16M")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting mariadbd: {e}"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "private mariadbd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateMariaDb {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spare_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("a spare port: {e}"))
 }
 
 fn distributed_settings(dir: &std::path::Path, redis: &PrivateRedis) -> (Settings, Vec<String>) {
@@ -287,4 +369,93 @@ async fn worker_ids_stop_before_the_lease_lapses_and_resume_under_a_new_lease() 
     assert_ne!(worker_id, 5, "minting with a worker id another node holds");
     token.cancel();
     let _ = renewal.await;
+}
+
+async fn create(app: &TestApp) -> (u16, Value, Duration) {
+    let mut body = app.template_body("Written");
+    body["claim_start"] = json!((app.now() - SignedDuration::from_mins(1)).to_string());
+    let started = Instant::now();
+    let r = app
+        .post("/api/v1/merchant/templates", &app.merchant(7), &body)
+        .await;
+    let (s, v) = read(r).await;
+    (s.as_u16(), v, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_down_degrades_readiness_keeps_claims_and_fails_writes_fast() {
+    let redis = PrivateRedis::start();
+    let mut mariadb = PrivateMariaDb::start();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let (mut settings, _) = distributed_settings(dir.path(), &redis);
+    settings.storage.mysql.databases = vec![mariadb.url("stampede_av")];
+    // No URLs handed over: the private server goes away with its data dir.
+    let app = spawn_app_from(dir, settings, Vec::new()).await;
+    let (s, v, _) = create(&app).await;
+    assert_eq!(s, 201, "{v}");
+    let id = id_of(&v);
+    let (s, v, _) = claim(&app, &id, 1).await;
+    assert_eq!(s, 201, "{v}");
+
+    mariadb.kill();
+
+    // Claims need only Redis and the claim log.
+    for user in 2..5 {
+        let (s, v, took) = claim(&app, &id, user).await;
+        assert_eq!(s, 201, "claim with MySQL down: {v}");
+        assert!(took < Duration::from_secs(1), "claim took {took:?}");
+    }
+    // A write that needs MySQL: 503 naming the database, within a second.
+    let (s, v, took) = create(&app).await;
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(v["dependency"], "database", "{v}");
+    assert!(took < Duration::from_secs(1), "create took {took:?}");
+
+    // The probe opens the database breaker; then such writes fail at once.
+    let opened = Instant::now();
+    loop {
+        let (s, v, took) = readyz(&app).await;
+        assert!(took < Duration::from_secs(1), "readyz took {took:?}");
+        assert_eq!(s, 200, "MySQL down only degrades a distributed node: {v}");
+        assert_eq!(v["status"], "degraded", "{v}");
+        assert_eq!(v["checks"]["database"]["state"], "down", "{v}");
+        assert_eq!(v["checks"]["redis"]["state"], "up", "{v}");
+        if v["checks"]["database"]["breaker"] == "open" {
+            break;
+        }
+        assert!(
+            opened.elapsed() < Duration::from_secs(5),
+            "breaker still closed: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut took: Vec<Duration> = Vec::new();
+    for _ in 0..5 {
+        let (s, v, t) = create(&app).await;
+        assert_eq!(
+            (s, v["dependency"].as_str()),
+            (503, Some("database")),
+            "{v}"
+        );
+        took.push(t);
+    }
+    took.sort();
+    assert!(took[2] < Duration::from_millis(50), "median {:?}", took[2]);
+
+    // MySQL returns: ready again and writes succeed within 5 s of it accepting connections.
+    mariadb.restart();
+    let back = Instant::now();
+    loop {
+        let (s, v, _) = create(&app).await;
+        if s == 201 {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "writes still fail: {s} {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (s, v, _) = readyz(&app).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("ready")), "{v}");
 }
