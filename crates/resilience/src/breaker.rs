@@ -267,6 +267,12 @@ impl Breaker {
         }
     }
 
+    /// Sets this breaker's gauges to its current state (at metrics render time, so they
+    /// exist even before the first transition).
+    pub fn publish_state(&self) {
+        self.publish(self.state());
+    }
+
     fn publish(&self, state: BreakerState) {
         metrics::gauge!("stampede_breaker_state", "dependency" => self.dependency.as_str())
             .set(f64::from(state.gauge()));

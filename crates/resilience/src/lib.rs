@@ -104,6 +104,14 @@ impl Breakers {
         }
     }
 
+    /// Sets the gauges of the breakers of `used` (the dependencies the node talks to; call
+    /// when rendering metrics).
+    pub fn publish(&self, used: &[Dependency]) {
+        for d in used {
+            self.get(*d).publish_state();
+        }
+    }
+
     pub fn get(&self, dependency: Dependency) -> &Arc<Breaker> {
         match dependency {
             Dependency::Database => &self.database,

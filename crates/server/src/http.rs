@@ -9,6 +9,7 @@ use crate::use_cases::UseCases;
 use stampede_api::flow::ClaimLimiter;
 use stampede_api::routes::distributions::UploadConfig;
 use stampede_api::{AppState, HealthCheck, HttpLimits};
+use stampede_core::ports::Dependency;
 use std::sync::Arc;
 
 pub fn router(
@@ -45,7 +46,17 @@ pub fn router(
         claim_limiter,
         checks: Arc::new(checks),
         readiness_timeout: settings.resilience.readiness_timeout,
-        metrics: crate::telemetry::metrics_renderer(claim_path),
+        metrics: {
+            let render = crate::telemetry::metrics_renderer(claim_path);
+            let breakers = services.breakers.clone();
+            let used: Vec<Dependency> = std::iter::once(Dependency::Database)
+                .chain(services.redis.as_ref().map(|_| Dependency::Redis))
+                .collect();
+            Arc::new(move || {
+                breakers.publish(&used);
+                render()
+            })
+        },
     };
     stampede_api::router(
         state,

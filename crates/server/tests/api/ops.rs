@@ -169,3 +169,23 @@ async fn unknown_route_and_wrong_method_are_problems() {
         .unwrap_or_else(|e| panic!("{e}"));
     expect_problem(r, 405, "METHOD_NOT_ALLOWED").await;
 }
+
+#[tokio::test]
+async fn metrics_show_the_database_breaker() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = r.text().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        text.contains("stampede_breaker_state{dependency=\"database\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("stampede_dependency_up{dependency=\"database\"} 1"),
+        "{text}"
+    );
+}
