@@ -113,11 +113,28 @@ impl Settlements {
         Ok(out)
     }
 
+    /// The user's claims not yet persisted, or `None` when the hot store cannot say (Redis
+    /// down): settlement works against the database alone then.
+    async fn pending_of(&self, user: UserId) -> Option<Vec<UserCoupon>> {
+        match self.hot.pending_coupons(user).await {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(user = %user, error = %e, "pending claims unreadable; settling against the database alone");
+                None
+            }
+        }
+    }
+
     /// The user's unused coupons with their templates: stored ones (from the per-node cache
     /// when fresh), plus acknowledged claims not yet persisted. A user with pending claims is
     /// read from the store and not cached, so a coupon never falls between the two.
     async fn coupons_of(&self, user: UserId) -> Result<CouponSet, AppError> {
-        let pending = self.hot.pending_coupons(user).await?;
+        let Some(pending) = self.pending_of(user).await else {
+            // Redis is down: settle against the database alone (a claim not yet persisted
+            // cannot be locked anyway), and cache nothing that may lack it.
+            let stored = self.store.unused_coupons(user, QUOTE_COUPONS).await?;
+            return Ok(Arc::new(self.with_templates(stored).await?));
+        };
         if pending.is_empty() {
             if let Some(hit) = self.cache.get(user).await {
                 return Ok(hit);
@@ -142,7 +159,10 @@ impl Settlements {
     /// for it briefly instead of calling it unknown.
     async fn await_persisted(&self, user: UserId, ids: &[CouponId]) -> Result<(), AppError> {
         for _ in 0..PERSIST_WAIT_STEPS {
-            let pending = self.hot.pending_coupons(user).await?;
+            // Redis down: nothing to wait for; the lock decides against the database.
+            let Some(pending) = self.pending_of(user).await else {
+                return Ok(());
+            };
             let waiting: Vec<CouponId> = pending
                 .iter()
                 .map(|c| c.id)

@@ -50,7 +50,8 @@ pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::R
         services.ids.clone(),
         services.clock.clone(),
         quote_cache.clone(),
-    ));
+    )
+    .with_key_required(settings.engine.claim_key_required));
     let observer: Arc<dyn TemplateObserver> = Arc::new(Broadcast {
         local: LocalSync {
             catalog: catalog.clone(),
