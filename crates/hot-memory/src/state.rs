@@ -376,7 +376,8 @@ impl HotState for MemoryHotState {
         user: UserId,
         key: &str,
     ) -> Result<Option<UserCoupon>, StoreError> {
-        let Some(hot) = self.loaded(t.id) else {
+        // Loaded from the system of record if need be: its keyed coupons are the truth.
+        let Some(hot) = self.hot(t.id).await? else {
             return Ok(None);
         };
         let slot = match lock(&hot.keys[shard(user)]).get(&(user, key.to_owned())) {

@@ -1,7 +1,7 @@
 //! The services every entry point (server, CLI) builds from settings: the stores, this
 //! node's identity and ids, authentication and the back-office.
 
-use crate::config::Settings;
+use crate::config::{Backend, Settings};
 use crate::node::{NodeId, WorkerLease, lease_worker};
 use crate::secrets::jwt_secret;
 use crate::storage::{self, Stores};
@@ -10,6 +10,7 @@ use stampede_core::auth::{AuthService, TokenService};
 use stampede_core::backoffice::BackOffice;
 use stampede_core::clock::{Clock, SystemClock};
 use stampede_core::ids::IdGenerator;
+use stampede_core::login::{LoginAttempts, LoginThrottle};
 use std::sync::Arc;
 
 pub struct Services {
@@ -54,7 +55,8 @@ impl Services {
                 settings.auth.access_ttl,
                 settings.auth.refresh_ttl,
             )
-            .context("starting the auth service")?,
+            .context("starting the auth service")?
+            .with_throttle(login_throttle(settings).await?),
         );
         let backoffice = Arc::new(BackOffice::new(
             stores.templates.clone(),
@@ -72,4 +74,27 @@ impl Services {
             worker_lease,
         })
     }
+}
+
+/// Login throttling: failed-attempt counts in Redis in distributed mode (limits hold across
+/// nodes), in process otherwise; the argon2 cap is per node.
+async fn login_throttle(settings: &Settings) -> anyhow::Result<LoginThrottle> {
+    let attempts: Arc<dyn LoginAttempts> = match settings.storage.backend {
+        Backend::Mysql => {
+            let r = &settings.redis;
+            let conn = stampede_hot_redis::connect(&r.url)
+                .await
+                .with_context(|| format!("connecting to Redis at {}", r.url))?;
+            Arc::new(stampede_hot_redis::RedisLoginAttempts::new(conn, &r.prefix))
+        }
+        Backend::Sqlite => Arc::new(stampede_hot_memory::MemoryLoginAttempts::new()),
+    };
+    let a = &settings.auth;
+    Ok(LoginThrottle::new(
+        attempts,
+        a.login_policy(false),
+        a.login_policy(true),
+        a.login_max_in_flight,
+        a.login_queue_wait,
+    ))
 }
