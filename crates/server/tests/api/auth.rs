@@ -292,21 +292,21 @@ fn retry_after(r: &reqwest::Response) -> u64 {
 #[tokio::test]
 async fn thirty_wrong_passwords_lock_the_account_even_for_the_right_one() {
     let app = spawn_app().await;
-    account(&app, "u1").await;
+    account(&app, "user1").await;
     let mut codes = Vec::new();
     for _ in 0..30 {
-        codes.push(login(&app, "u1", "wrong horse!").await.status().as_u16());
+        codes.push(login(&app, "user1", "wrong horse!").await.status().as_u16());
     }
     // Five free failures, the sixth starts a lockout; the rest are refused unchecked.
     assert_eq!(&codes[..6], &[401; 6], "{codes:?}");
     assert!(codes[6..].iter().all(|c| *c == 429), "{codes:?}");
-    let r = login(&app, "u1", "correct horse").await;
+    let r = login(&app, "user1", "correct horse").await;
     assert!(retry_after(&r) >= 1);
     let v = expect_problem(r, 429, "RATE_LIMITED").await;
     assert!(v["detail"].as_str().unwrap_or("").contains("account"), "{v}");
     // Once the lockout (1 s) passed, the right password works.
     app.advance(SignedDuration::from_secs(2));
-    assert_eq!(login(&app, "u1", "correct horse").await.status(), 200);
+    assert_eq!(login(&app, "user1", "correct horse").await.status(), 200);
     let metrics = app
         .client
         .get(app.url("/metrics"))
@@ -325,16 +325,16 @@ async fn thirty_wrong_passwords_lock_the_account_even_for_the_right_one() {
 #[tokio::test]
 async fn a_success_resets_the_account_counter() {
     let app = spawn_app().await;
-    account(&app, "u2").await;
+    account(&app, "user2").await;
     for _ in 0..2 {
         for _ in 0..4 {
-            assert_eq!(login(&app, "u2", "wrong horse!").await.status(), 401);
+            assert_eq!(login(&app, "user2", "wrong horse!").await.status(), 401);
         }
-        assert_eq!(login(&app, "u2", "correct horse").await.status(), 200);
+        assert_eq!(login(&app, "user2", "correct horse").await.status(), 200);
     }
     // Without the resets these would be failures 9 and 10: locked.
-    assert_eq!(login(&app, "u2", "wrong horse!").await.status(), 401);
-    assert_eq!(login(&app, "u2", "correct horse").await.status(), 200);
+    assert_eq!(login(&app, "user2", "wrong horse!").await.status(), 401);
+    assert_eq!(login(&app, "user2", "correct horse").await.status(), 200);
 }
 
 #[tokio::test]
