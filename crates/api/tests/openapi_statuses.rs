@@ -11,7 +11,11 @@ const DOCUMENTED: &[(&str, &str, &[u16])] = &[
     ("get", "/healthz", &[200]),
     ("get", "/readyz", &[200, 503]),
     ("get", "/metrics", &[200]),
-    ("post", "/api/v1/auth/login", &[200, 400, 401, 415, 422, 429, 503]),
+    (
+        "post",
+        "/api/v1/auth/login",
+        &[200, 400, 401, 415, 422, 429, 503],
+    ),
     ("post", "/api/v1/auth/refresh", &[200, 401, 422]),
     ("post", "/api/v1/auth/logout", &[204, 401]),
     ("post", "/api/v1/admin/accounts", &[201, 401, 403, 409, 422]),

@@ -61,8 +61,7 @@ pub async fn claim_all(
                 async move {
                     let auth = &auths[user as usize];
                     let path = &paths[template as usize];
-                    let key = HeaderValue::from_str(&format!("bench-{i}"))
-                        .context("claim key")?;
+                    let key = HeaderValue::from_str(&format!("bench-{i}")).context("claim key")?;
                     let (status, body) =
                         claim_until_served(&t, &mut conn, path, auth, &key, &retries).await?;
                     match status {

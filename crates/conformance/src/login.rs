@@ -47,7 +47,10 @@ pub async fn a_key_is_free_until_its_free_failures_are_used(a: &dyn LoginAttempt
     }
     let (n, until) = a.record_failure("acct:ann", t, &POLICY).await.unwrap();
     assert_eq!((n, until), (4, Some(t + 1_000)));
-    assert_eq!(a.locked_until("acct:ann", t).await.unwrap(), Some(t + 1_000));
+    assert_eq!(
+        a.locked_until("acct:ann", t).await.unwrap(),
+        Some(t + 1_000)
+    );
     assert_eq!(
         a.locked_until("acct:ann", t + 999).await.unwrap(),
         Some(t + 1_000)
@@ -67,7 +70,13 @@ pub async fn lockouts_double_up_to_the_cap(a: &dyn LoginAttempts) {
     }
     assert_eq!(
         got,
-        [Some(1_000), Some(2_000), Some(4_000), Some(4_000), Some(4_000)]
+        [
+            Some(1_000),
+            Some(2_000),
+            Some(4_000),
+            Some(4_000),
+            Some(4_000)
+        ]
     );
 }
 

@@ -371,7 +371,9 @@ impl AuthService {
             let Some(key) = key else { continue };
             match th.attempts.locked_until(key, now).await {
                 Ok(Some(until)) => {
-                    let secs = u64::try_from((until - now).max(0)).unwrap_or(0).div_ceil(1000);
+                    let secs = u64::try_from((until - now).max(0))
+                        .unwrap_or(0)
+                        .div_ceil(1000);
                     let what = if reason == "ip_locked" {
                         "this address"
                     } else {
@@ -397,7 +399,12 @@ impl AuthService {
             let Some(key) = key else { continue };
             match th.attempts.record_failure(key, now, policy).await {
                 Ok((n, Some(until))) => {
-                    tracing::warn!(key, failures = n, lockout_ms = until - now, "login lockout started");
+                    tracing::warn!(
+                        key,
+                        failures = n,
+                        lockout_ms = until - now,
+                        "login lockout started"
+                    );
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "could not count a failed login"),

@@ -273,10 +273,7 @@ impl Catalog {
 
 /// A read failed because a dependency could not be reached (not because data is bad).
 fn cannot_read(e: &StoreError) -> bool {
-    matches!(
-        e,
-        StoreError::Unavailable { .. } | StoreError::Backend(_)
-    )
+    matches!(e, StoreError::Unavailable { .. } | StoreError::Backend(_))
 }
 
 /// The error of a coalesced load, keeping the dependency it names.

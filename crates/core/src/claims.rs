@@ -78,10 +78,7 @@ pub struct CouponList {
 
 /// A read failed because the system of record could not be reached.
 fn cannot_read(e: &StoreError) -> bool {
-    matches!(
-        e,
-        StoreError::Unavailable { .. } | StoreError::Backend(_)
-    )
+    matches!(e, StoreError::Unavailable { .. } | StoreError::Backend(_))
 }
 
 pub struct Claims {
@@ -380,7 +377,11 @@ impl Claims {
         let stored = match self.coupons.get_coupon(user, id).await {
             Ok(found) => found,
             Err(e) if cannot_read(&e) => {
-                let here = self.cached_coupons(user).await.into_iter().find(|c| c.id == id);
+                let here = self
+                    .cached_coupons(user)
+                    .await
+                    .into_iter()
+                    .find(|c| c.id == id);
                 match here {
                     Some(c) => Some(c),
                     None => {

@@ -67,7 +67,11 @@ async fn my_coupons_serves_pending_claims_marked_partial_when_the_database_is_do
         .claim(&user(5), w.template.id, Some("a"))
         .await
         .unwrap();
-    let page = w.claims.my_coupons(&user(5), None, None, None).await.unwrap();
+    let page = w
+        .claims
+        .my_coupons(&user(5), None, None, None)
+        .await
+        .unwrap();
     assert!(!page.partial);
     assert_eq!(page.items.len(), 1);
 

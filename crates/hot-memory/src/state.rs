@@ -385,11 +385,7 @@ impl HotState for MemoryHotState {
             Some(KeySlot::Unknown(c)) => c.clone(),
             _ => return Ok(None),
         };
-        Ok(self
-            .coupons
-            .get_coupon(user, slot.id)
-            .await?
-            .map(|_| slot))
+        Ok(self.coupons.get_coupon(user, slot.id).await?.map(|_| slot))
     }
 
     async fn stock(&self, t: &Template) -> Result<Option<i64>, StoreError> {

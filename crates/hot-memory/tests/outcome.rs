@@ -144,7 +144,10 @@ async fn a_commit_that_reported_failure_but_landed_is_a_claim() {
     faults.commit_then_fail.store(true, Ordering::SeqCst);
     let c = coupon(&t, 1);
     let out = hot.claim(&t, c.clone(), Some("k"), now()).await.unwrap();
-    assert!(matches!(out, ClaimOutcome::Claimed(ref got) if got.id == c.id), "{out:?}");
+    assert!(
+        matches!(out, ClaimOutcome::Claimed(ref got) if got.id == c.id),
+        "{out:?}"
+    );
     assert!(store.get_coupon(c.user_id, c.id).await.unwrap().is_some());
     assert_eq!(hot.stock(&t).await.unwrap(), Some(9));
 }
@@ -181,19 +184,35 @@ async fn an_unreadable_outcome_is_unknown_until_the_retry_with_its_key() {
         ),
         "{err:?}"
     );
-    assert_eq!(hot.stock(&t).await.unwrap(), Some(9), "kept taken: never oversold");
+    assert_eq!(
+        hot.stock(&t).await.unwrap(),
+        Some(9),
+        "kept taken: never oversold"
+    );
     // Still unreadable: the retry cannot tell either.
     let again = hot.claim(&t, coupon(&t, 1), Some("k"), now()).await;
-    assert!(matches!(again, Err(StoreError::OutcomeUnknown { .. })), "{again:?}");
+    assert!(
+        matches!(again, Err(StoreError::OutcomeUnknown { .. })),
+        "{again:?}"
+    );
     // Readable again: the retry learns it happened and gets the same coupon, once.
     faults.reads_fail.store(false, Ordering::SeqCst);
     faults.commit_then_fail.store(false, Ordering::SeqCst);
     assert_eq!(
-        hot.find_claim(&t, c.user_id, "k").await.unwrap().map(|x| x.id),
+        hot.find_claim(&t, c.user_id, "k")
+            .await
+            .unwrap()
+            .map(|x| x.id),
         Some(c.id)
     );
-    let out = hot.claim(&t, coupon(&t, 1), Some("k"), now()).await.unwrap();
-    assert!(matches!(out, ClaimOutcome::Replayed(ref got) if got.id == c.id), "{out:?}");
+    let out = hot
+        .claim(&t, coupon(&t, 1), Some("k"), now())
+        .await
+        .unwrap();
+    assert!(
+        matches!(out, ClaimOutcome::Replayed(ref got) if got.id == c.id),
+        "{out:?}"
+    );
     assert_eq!(hot.stock(&t).await.unwrap(), Some(9));
     let stored = store.claim_state(t.id).await.unwrap();
     assert_eq!(stored.user_counts, vec![(c.user_id, 1)]);
@@ -213,7 +232,17 @@ async fn an_unknown_outcome_that_never_landed_is_decided_afresh_by_the_retry() {
     faults.fail.store(false, Ordering::SeqCst);
     faults.reads_fail.store(false, Ordering::SeqCst);
     let second = coupon(&t, 2);
-    let out = hot.claim(&t, second.clone(), Some("k2"), now()).await.unwrap();
-    assert!(matches!(out, ClaimOutcome::Claimed(ref got) if got.id == second.id), "{out:?}");
-    assert_eq!(hot.stock(&t).await.unwrap(), Some(9), "the first reservation went back");
+    let out = hot
+        .claim(&t, second.clone(), Some("k2"), now())
+        .await
+        .unwrap();
+    assert!(
+        matches!(out, ClaimOutcome::Claimed(ref got) if got.id == second.id),
+        "{out:?}"
+    );
+    assert_eq!(
+        hot.stock(&t).await.unwrap(),
+        Some(9),
+        "the first reservation went back"
+    );
 }

@@ -632,7 +632,13 @@ mod tests {
             ErrorKind::TimedOut,
         ] {
             assert!(
-                matches!(io(k), StoreError::OutcomeUnknown { dependency: Dependency::Redis, .. }),
+                matches!(
+                    io(k),
+                    StoreError::OutcomeUnknown {
+                        dependency: Dependency::Redis,
+                        ..
+                    }
+                ),
                 "{k:?}"
             );
         }

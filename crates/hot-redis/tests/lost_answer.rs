@@ -120,7 +120,10 @@ async fn a_claim_whose_reply_is_lost_is_found_by_its_key_and_replayed_once() {
     }
     let found = found.expect("the claim happened and is found by its key");
     assert_eq!(found.id, sent.id);
-    assert_eq!(hot.find_claim(&t, sent.user_id, "other").await.unwrap(), None);
+    assert_eq!(
+        hot.find_claim(&t, sent.user_id, "other").await.unwrap(),
+        None
+    );
 
     // The client's retry with the same key: the same coupon, nothing more taken.
     let again = hot

@@ -84,7 +84,8 @@ impl AuthSettings {
         if self.login_max_in_flight == 0 {
             anyhow::bail!("auth.login_max_in_flight must be at least 1");
         }
-        if self.login_lockout_initial.is_zero() || self.login_lockout_max < self.login_lockout_initial
+        if self.login_lockout_initial.is_zero()
+            || self.login_lockout_max < self.login_lockout_initial
         {
             anyhow::bail!(
                 "auth.login_lockout_initial_ms must be positive and at most auth.login_lockout_max_secs"

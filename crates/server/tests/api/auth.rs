@@ -277,7 +277,11 @@ async fn refresh_token_expires() {
 
 async fn account(app: &TestApp, username: &str) {
     let body = json!({"username": username, "password": "correct horse", "role": "user"});
-    let (s, v) = read(app.post("/api/v1/admin/accounts", &app.admin(), &body).await).await;
+    let (s, v) = read(
+        app.post("/api/v1/admin/accounts", &app.admin(), &body)
+            .await,
+    )
+    .await;
     assert_eq!(s, 201, "{v}");
 }
 
@@ -303,7 +307,10 @@ async fn thirty_wrong_passwords_lock_the_account_even_for_the_right_one() {
     let r = login(&app, "user1", "correct horse").await;
     assert!(retry_after(&r) >= 1);
     let v = expect_problem(r, 429, "RATE_LIMITED").await;
-    assert!(v["detail"].as_str().unwrap_or("").contains("account"), "{v}");
+    assert!(
+        v["detail"].as_str().unwrap_or("").contains("account"),
+        "{v}"
+    );
     // Once the lockout (1 s) passed, the right password works.
     app.advance(SignedDuration::from_secs(2));
     assert_eq!(login(&app, "user1", "correct horse").await.status(), 200);
@@ -352,5 +359,50 @@ async fn one_address_trying_many_accounts_is_locked_out() {
     let r = login(&app, "victim", "correct horse").await;
     assert!(retry_after(&r) >= 1);
     let v = expect_problem(r, 429, "RATE_LIMITED").await;
-    assert!(v["detail"].as_str().unwrap_or("").contains("address"), "{v}");
+    assert!(
+        v["detail"].as_str().unwrap_or("").contains("address"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn password_checks_beyond_the_cap_are_shed_as_overloaded() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let (mut settings, urls) = test_settings(dir.path(), false);
+    settings.auth.login_max_in_flight = 1;
+    settings.auth.login_queue_wait = std::time::Duration::ZERO;
+    settings.auth.login_account_free_failures = 1_000;
+    settings.auth.login_ip_free_failures = 1_000;
+    let app = std::sync::Arc::new(spawn_app_from(dir, settings, urls).await);
+    let tries = (0..16).map(|n| {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let r = login(&app, &format!("someone{n}"), "wrong horse!").await;
+            let status = r.status().as_u16();
+            let after = r.headers().get("retry-after").is_some();
+            let (_, v) = read(r).await;
+            (
+                status,
+                v["code"].as_str().unwrap_or_default().to_owned(),
+                after,
+            )
+        })
+    });
+    let mut shed = 0;
+    for t in tries {
+        let (status, code, after) = t.await.unwrap_or_else(|e| panic!("{e}"));
+        match status {
+            401 => {}
+            503 => {
+                assert_eq!(code, "OVERLOADED");
+                assert!(after, "a shed login says when to retry");
+                shed += 1;
+            }
+            other => panic!("unexpected {other} {code}"),
+        }
+    }
+    assert!(
+        shed > 0,
+        "16 concurrent checks through one slot with no wait"
+    );
 }

@@ -756,7 +756,10 @@ async fn a_claim_without_an_idempotency_key_is_refused_and_takes_nothing() {
         .await;
     let v = expect_problem(r, 400, "IDEMPOTENCY_KEY_REQUIRED").await;
     assert!(
-        v["detail"].as_str().unwrap_or("").contains("Idempotency-Key"),
+        v["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Idempotency-Key"),
         "{v}"
     );
     let (_, v) = read(
