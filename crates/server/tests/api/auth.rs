@@ -365,7 +365,7 @@ async fn one_address_trying_many_accounts_is_locked_out() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn password_checks_beyond_the_cap_are_shed_as_overloaded() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let (mut settings, urls) = test_settings(dir.path(), false);
@@ -388,6 +388,7 @@ async fn password_checks_beyond_the_cap_are_shed_as_overloaded() {
             )
         })
     });
+    let tries: Vec<_> = tries.collect();
     let mut shed = 0;
     for t in tries {
         let (status, code, after) = t.await.unwrap_or_else(|e| panic!("{e}"));
