@@ -106,6 +106,22 @@ impl From<AppError> for ApiError {
                 retry_after: None,
                 dependency,
             },
+            AppError::OutcomeUnknown(src) => ApiError {
+                code,
+                detail: AppError::OutcomeUnknown(String::new().into()).to_string(),
+                errors: Vec::new(),
+                source: Some(src),
+                retry_after: None,
+                dependency: None,
+            },
+            AppError::RateLimited {
+                detail,
+                retry_after_secs,
+            }
+            | AppError::Overloaded {
+                detail,
+                retry_after_secs,
+            } => ApiError::new(code, detail).retry_after(retry_after_secs.max(1)),
             AppError::Internal(src) => ApiError {
                 code,
                 detail: String::new(),

@@ -11,7 +11,11 @@ const DOCUMENTED: &[(&str, &str, &[u16])] = &[
     ("get", "/healthz", &[200]),
     ("get", "/readyz", &[200, 503]),
     ("get", "/metrics", &[200]),
-    ("post", "/api/v1/auth/login", &[200, 400, 401, 415, 422]),
+    (
+        "post",
+        "/api/v1/auth/login",
+        &[200, 400, 401, 415, 422, 429, 503],
+    ),
     ("post", "/api/v1/auth/refresh", &[200, 401, 422]),
     ("post", "/api/v1/auth/logout", &[204, 401]),
     ("post", "/api/v1/admin/accounts", &[201, 401, 403, 409, 422]),
@@ -96,7 +100,7 @@ const DOCUMENTED: &[(&str, &str, &[u16])] = &[
     (
         "post",
         "/api/v1/templates/{id}/claim",
-        &[200, 201, 401, 403, 404, 409, 422, 429, 503],
+        &[200, 201, 400, 401, 403, 404, 409, 422, 429, 503],
     ),
     ("get", "/api/v1/me/coupons", &[200, 401, 403, 422]),
     ("get", "/api/v1/me/coupons/{id}", &[200, 401, 403, 404]),

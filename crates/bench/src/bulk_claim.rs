@@ -9,9 +9,8 @@
 //! attempt, and the number of such retries is printed.
 
 use crate::client::Target;
-use crate::setup::{id_of, in_parallel, send_until_served};
+use crate::setup::{claim_until_served, id_of, in_parallel};
 use anyhow::{Context, bail};
-use hyper::Method;
 use hyper::header::HeaderValue;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,9 +61,9 @@ pub async fn claim_all(
                 async move {
                     let auth = &auths[user as usize];
                     let path = &paths[template as usize];
+                    let key = HeaderValue::from_str(&format!("bench-{i}")).context("claim key")?;
                     let (status, body) =
-                        send_until_served(&t, &mut conn, Method::POST, path, auth, None, &retries)
-                            .await?;
+                        claim_until_served(&t, &mut conn, path, auth, &key, &retries).await?;
                     match status {
                         201 | 200 => Ok((conn, coupon_id(&body)?)),
                         _ => bail!(

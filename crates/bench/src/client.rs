@@ -114,6 +114,20 @@ impl Target {
         auth: Option<&HeaderValue>,
         body: Option<&serde_json::Value>,
     ) -> anyhow::Result<(StatusCode, Bytes)> {
+        self.send_json_keyed(conn, method, path, auth, body, None)
+            .await
+    }
+
+    /// [`Self::send_json`] with an `Idempotency-Key` (claims require one).
+    pub async fn send_json_keyed(
+        &self,
+        conn: &mut SendRequest<Body>,
+        method: Method,
+        path: &str,
+        auth: Option<&HeaderValue>,
+        body: Option<&serde_json::Value>,
+        key: Option<&HeaderValue>,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
         let payload = match body {
             Some(v) => Bytes::from(serde_json::to_vec(v).context("encoding the request body")?),
             None => Bytes::new(),
@@ -122,6 +136,9 @@ impl Target {
         let mut req = self.request(method, self.uri(path)?, auth, Full::new(payload));
         if has_body {
             req.headers_mut().insert(CONTENT_TYPE, json_type());
+        }
+        if let Some(k) = key {
+            req.headers_mut().insert("idempotency-key", k.clone());
         }
         conn.ready().await.context("connection closed")?;
         let resp = conn

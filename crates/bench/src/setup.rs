@@ -121,9 +121,22 @@ pub async fn send(
     auth: &HeaderValue,
     body: Option<&serde_json::Value>,
 ) -> anyhow::Result<(u16, Bytes)> {
+    send_keyed(target, conn, method, path, auth, body, None).await
+}
+
+/// [`send`] with an `Idempotency-Key` (the same on every retry of one claim).
+pub async fn send_keyed(
+    target: &Target,
+    conn: &mut SendRequest<Body>,
+    method: Method,
+    path: &str,
+    auth: &HeaderValue,
+    body: Option<&serde_json::Value>,
+    key: Option<&HeaderValue>,
+) -> anyhow::Result<(u16, Bytes)> {
     let (status, bytes) = tokio::time::timeout(
         SETUP_TIMEOUT,
-        target.send_json(conn, method, path, Some(auth), body),
+        target.send_json_keyed(conn, method, path, Some(auth), body, key),
     )
     .await
     .with_context(|| format!("{path}: no answer within {SETUP_TIMEOUT:?}"))??;
@@ -150,6 +163,29 @@ pub async fn send_until_served(
     loop {
         attempt += 1;
         let (status, bytes) = send(target, conn, method.clone(), path, auth, body).await?;
+        if !matches!(status, 429 | 503) || attempt >= BUSY_ATTEMPTS {
+            return Ok((status, bytes));
+        }
+        retries.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(busy_pause(attempt)).await;
+    }
+}
+
+/// A claim (`POST path`, no body) with its `Idempotency-Key`, tried again like
+/// [`send_until_served`]; the retries carry the same key, so none claims twice.
+pub async fn claim_until_served(
+    target: &Target,
+    conn: &mut SendRequest<Body>,
+    path: &str,
+    auth: &HeaderValue,
+    key: &HeaderValue,
+    retries: &AtomicU64,
+) -> anyhow::Result<(u16, Bytes)> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (status, bytes) =
+            send_keyed(target, conn, Method::POST, path, auth, None, Some(key)).await?;
         if !matches!(status, 429 | 503) || attempt >= BUSY_ATTEMPTS {
             return Ok((status, bytes));
         }

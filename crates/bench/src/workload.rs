@@ -72,6 +72,12 @@ impl RequestMix {
             req.headers_mut()
                 .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
         }
+        if self.method == Method::POST && uri.path().ends_with("/claim") {
+            // Claims require an Idempotency-Key (`engine.claim_key_required`): one per claim.
+            let key = HeaderValue::from_str(&format!("b{:016x}", rng.random::<u64>()))
+                .unwrap_or_else(|_| HeaderValue::from_static("bench"));
+            req.headers_mut().insert("idempotency-key", key);
+        }
         Some(req)
     }
 }

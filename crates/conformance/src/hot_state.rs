@@ -39,6 +39,7 @@ macro_rules! hot_state_suite {
                 sold_out_until_stock_is_added,
                 per_user_limit,
                 a_repeated_key_replays_the_same_coupon_and_takes_no_stock,
+                a_keyed_claim_is_found_by_its_key,
                 flash_sale_race_neither_oversells_nor_breaks_the_limit,
                 an_acknowledged_claim_is_visible_to_its_user_at_once,
                 acknowledged_claims_survive_a_restart,
@@ -523,6 +524,32 @@ pub async fn a_repeated_key_replays_the_same_coupon_and_takes_no_stock(f: &dyn H
         ],
     )
     .await;
+}
+
+/// How a claim whose answer was lost learns its outcome: `find_claim` sees exactly the
+/// claims made with that (user, key), across a restart too.
+pub async fn a_keyed_claim_is_found_by_its_key(f: &dyn HotFixture) {
+    let hot = f.hot();
+    let t = limited(f, 9, 100, 3).await;
+    let u = UserId::new(1).unwrap();
+    assert_eq!(hot.find_claim(&t, u, "key-1").await.unwrap(), None);
+    let first = claimed(claim_with(&*hot, &t, 1, Some("key-1"), open()).await);
+    assert_eq!(
+        hot.find_claim(&t, u, "key-1").await.unwrap().map(|c| c.id),
+        Some(first.id)
+    );
+    assert_eq!(hot.find_claim(&t, u, "key-2").await.unwrap(), None);
+    let other = UserId::new(2).unwrap();
+    assert_eq!(hot.find_claim(&t, other, "key-1").await.unwrap(), None);
+    let restarted = f.restart().await;
+    assert_eq!(
+        restarted
+            .find_claim(&t, u, "key-1")
+            .await
+            .unwrap()
+            .map(|c| c.id),
+        Some(first.id)
+    );
 }
 
 pub async fn flash_sale_race_neither_oversells_nor_breaks_the_limit(f: &dyn HotFixture) {

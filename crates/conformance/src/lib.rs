@@ -18,7 +18,7 @@
 //!
 //! Layout: `fixtures` (times, templates, claims and tasks every suite builds from), then one
 //! module per port: `templates`, `accounts`, `coupons`, `claim_log`, `distributions`,
-//! `settlements`, `reminders`, `hot_state`.
+//! `settlements`, `reminders`, `hot_state`, `login` (`login_attempts_suite!`).
 //!
 //! Panics are how a scenario fails, so `unwrap`/`expect` are allowed here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -29,6 +29,7 @@ pub mod coupons;
 pub mod distributions;
 pub mod fixtures;
 pub mod hot_state;
+pub mod login;
 pub mod reminders;
 pub mod settlements;
 pub mod templates;

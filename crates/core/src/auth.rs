@@ -8,6 +8,7 @@
 use crate::clock::Clock;
 use crate::error::AppError;
 use crate::ids::IdGenerator;
+use crate::login::LoginThrottle;
 use crate::ports::{Account, AccountStore, RefreshOutcome, StoreError};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
@@ -196,6 +197,25 @@ pub struct AuthService {
     /// Verified against when the username is unknown, so timing does not reveal which
     /// usernames exist.
     dummy_hash: String,
+    /// Failed-attempt limits and the cap on argon2 work (none: no limits).
+    throttle: Option<LoginThrottle>,
+}
+
+/// Why a login was refused before its password was checked (the metric's `reason`).
+fn refuse(reason: &'static str, who: &str, detail: String, retry_after_secs: u64) -> AppError {
+    metrics::counter!("stampede_login_refused_total", "reason" => reason).increment(1);
+    tracing::warn!(reason, who, retry_after_secs, "login refused");
+    if reason == "overloaded" {
+        AppError::Overloaded {
+            detail,
+            retry_after_secs,
+        }
+    } else {
+        AppError::RateLimited {
+            detail,
+            retry_after_secs,
+        }
+    }
 }
 
 impl AuthService {
@@ -216,7 +236,14 @@ impl AuthService {
             access_ttl,
             refresh_ttl,
             dummy_hash,
+            throttle: None,
         })
+    }
+
+    /// Limits failed logins per account and per IP and caps password checks in flight.
+    pub fn with_throttle(mut self, throttle: LoginThrottle) -> Self {
+        self.throttle = Some(throttle);
+        self
     }
 
     pub fn tokens(&self) -> &TokenService {
@@ -249,6 +276,46 @@ impl AuthService {
     }
 
     pub async fn login(&self, username: &str, password: &str) -> Result<TokenPair, AppError> {
+        self.login_from(username, password, None).await
+    }
+
+    /// Login from client address `ip` (when known). With a throttle: a locked-out account or
+    /// IP is refused with 429 `RATE_LIMITED` and `Retry-After` before any password work; a
+    /// full verification queue answers 503 `OVERLOADED`; failures count toward both limits,
+    /// a success clears the account's.
+    pub async fn login_from(
+        &self,
+        username: &str,
+        password: &str,
+        ip: Option<&str>,
+    ) -> Result<TokenPair, AppError> {
+        let keys = self.throttle.as_ref().map(|_| {
+            (
+                crate::login::account_key(username),
+                ip.map(crate::login::ip_key),
+            )
+        });
+        if let (Some(th), Some((acct, ipk))) = (&self.throttle, &keys) {
+            self.check_locks(th, acct, ipk.as_deref(), username).await?;
+        }
+        let _permit = match &self.throttle {
+            Some(th) => Some(
+                match tokio::time::timeout(th.queue_wait, th.verifications.clone().acquire_owned())
+                    .await
+                {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        return Err(refuse(
+                            "overloaded",
+                            username,
+                            "too many logins are being checked; retry shortly".into(),
+                            1,
+                        ));
+                    }
+                },
+            ),
+            None => None,
+        };
         let account = self.accounts.account_by_username(username).await?;
         let hash = account
             .as_ref()
@@ -257,14 +324,23 @@ impl AuthService {
         let ok = tokio::task::spawn_blocking(move || verify_password(&pw, &hash))
             .await
             .map_err(|e| AppError::Internal(Box::new(e)))?;
+        drop(_permit);
         let account = match account {
             Some(a) if ok => a,
             _ => {
+                if let (Some(th), Some((acct, ipk))) = (&self.throttle, &keys) {
+                    self.count_failure(th, acct, ipk.as_deref()).await;
+                }
                 return Err(AppError::Unauthenticated(
                     "wrong username or password".into(),
                 ));
             }
         };
+        if let (Some(th), Some((acct, _))) = (&self.throttle, &keys)
+            && let Err(e) = th.attempts.reset(acct).await
+        {
+            tracing::warn!(error = %e, "could not clear an account's failed logins");
+        }
         let session_id = random_token(16);
         let refresh = random_token(32);
         let now = self.clock.now();
@@ -279,6 +355,61 @@ impl AuthService {
             )
             .await?;
         self.pair(&account, session_id, refresh)
+    }
+
+    /// Refuses a login whose account or IP is locked out. A throttle store that fails is
+    /// logged and skipped: logins go on, still capped by the verification semaphore.
+    async fn check_locks(
+        &self,
+        th: &LoginThrottle,
+        acct: &str,
+        ip: Option<&str>,
+        username: &str,
+    ) -> Result<(), AppError> {
+        let now = self.clock.now().as_millisecond();
+        for (key, reason) in [(Some(acct), "account_locked"), (ip, "ip_locked")] {
+            let Some(key) = key else { continue };
+            match th.attempts.locked_until(key, now).await {
+                Ok(Some(until)) => {
+                    let secs = u64::try_from((until - now).max(0))
+                        .unwrap_or(0)
+                        .div_ceil(1000);
+                    let what = if reason == "ip_locked" {
+                        "this address"
+                    } else {
+                        "this account"
+                    };
+                    return Err(refuse(
+                        reason,
+                        username,
+                        format!("too many failed logins for {what}; retry after {secs} s"),
+                        secs.max(1),
+                    ));
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "login throttle unreadable; not enforced"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn count_failure(&self, th: &LoginThrottle, acct: &str, ip: Option<&str>) {
+        let now = self.clock.now().as_millisecond();
+        for (key, policy) in [(Some(acct), &th.account), (ip, &th.ip)] {
+            let Some(key) = key else { continue };
+            match th.attempts.record_failure(key, now, policy).await {
+                Ok((n, Some(until))) => {
+                    tracing::warn!(
+                        key,
+                        failures = n,
+                        lockout_ms = until - now,
+                        "login lockout started"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not count a failed login"),
+            }
+        }
     }
 
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, AppError> {

@@ -4,6 +4,12 @@
 //! (moka's `try_get_with` coalesces them); TTLs are jittered so entries loaded together do
 //! not expire together. Changes invalidate through `invalidate` (called on this node by the
 //! back-office, and on other nodes by the distributed invalidation channel).
+//!
+//! Stale-if-error: every template loaded is also kept in a second, longer-lived cache with the
+//! time it was loaded. When a load fails because the database (or the shared cache) cannot be
+//! reached, that copy is served instead, with its age (`get_with_age`), so template reads and
+//! claims ride through a database outage. Templates change only through the back-office,
+//! which needs the database, so during an outage the copy is as fresh as it can be.
 
 use crate::ports::{StoreError, TemplateStore};
 use fastbloom::AtomicBloomFilter;
@@ -25,6 +31,8 @@ pub struct CatalogConfig {
     pub negative_ttl: Duration,
     /// Ids the bloom filter is sized for (at a 0.1 % false-positive rate).
     pub bloom_expected_items: usize,
+    /// How long a loaded template can still be served when the database cannot be read.
+    pub stale_ttl: Duration,
 }
 
 impl Default for CatalogConfig {
@@ -34,6 +42,7 @@ impl Default for CatalogConfig {
             ttl: Duration::from_secs(60),
             negative_ttl: Duration::from_secs(5),
             bloom_expected_items: 1_000_000,
+            stale_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -72,6 +81,8 @@ pub struct Catalog {
     store: Arc<dyn TemplateStore>,
     shared: Option<Arc<dyn SharedTemplateCache>>,
     cache: Cache<TemplateId, Entry>,
+    /// Last good copy of each template and when it was loaded (stale-if-error).
+    stale: Cache<TemplateId, (Arc<Template>, Instant)>,
     bloom: AtomicBloomFilter,
     db_queries: AtomicU64,
 }
@@ -87,10 +98,15 @@ impl Catalog {
             .build();
         let bloom = AtomicBloomFilter::with_false_pos(0.001)
             .expected_items(cfg.bloom_expected_items.max(1_000));
+        let stale = Cache::builder()
+            .max_capacity(cfg.capacity)
+            .time_to_live(cfg.stale_ttl.max(Duration::from_secs(1)))
+            .build();
         Self {
             store,
             shared: None,
             cache,
+            stale,
             bloom,
             db_queries: AtomicU64::new(0),
         }
@@ -105,6 +121,15 @@ impl Catalog {
     /// Shared cache → system of record (filling the shared cache). A shared cache that fails
     /// is skipped: the database answers instead.
     async fn load(&self, id: TemplateId) -> Result<Option<Arc<Template>>, StoreError> {
+        let found = self.load_fresh(id).await?;
+        match &found {
+            Some(t) => self.stale.insert(id, (t.clone(), Instant::now())).await,
+            None => self.stale.invalidate(&id).await,
+        }
+        Ok(found)
+    }
+
+    async fn load_fresh(&self, id: TemplateId) -> Result<Option<Arc<Template>>, StoreError> {
         if let Some(shared) = &self.shared {
             match shared.get(id).await {
                 Ok(Some(t)) => return Ok(Some(Arc::new(t))),
@@ -141,15 +166,35 @@ impl Catalog {
         }
     }
 
-    /// The template, from the cache when possible.
+    /// The template, from the cache when possible (a stale copy when the database cannot be
+    /// read; see the module docs).
     pub async fn get(&self, id: TemplateId) -> Result<Option<Arc<Template>>, StoreError> {
+        Ok(self.get_with_age(id).await?.map(|(t, _)| t))
+    }
+
+    /// [`Self::get`], saying how old the copy is when it is a stale one served because the
+    /// database could not be read (`None`: a fresh copy).
+    pub async fn get_with_age(
+        &self,
+        id: TemplateId,
+    ) -> Result<Option<(Arc<Template>, Option<Duration>)>, StoreError> {
         if !self.bloom.contains(&id.get()) {
             return Ok(None);
         }
-        self.cache
-            .try_get_with(id, self.load(id))
-            .await
-            .map_err(|e| StoreError::Backend(e.to_string().into()))
+        match self.cache.try_get_with(id, self.load(id)).await {
+            Ok(found) => Ok(found.map(|t| (t, None))),
+            Err(e) => {
+                if cannot_read(&e)
+                    && let Some((t, at)) = self.stale.get(&id).await
+                {
+                    let age = at.elapsed();
+                    tracing::warn!(template = %id, age_ms = age.as_millis() as u64, error = %e,
+                        "serving a stale template: the database cannot be read");
+                    return Ok(Some((t, Some(age))));
+                }
+                Err(shared_error(&e))
+            }
+        }
     }
 
     /// The templates of `ids` that exist: from the local cache, the rest with one
@@ -174,16 +219,31 @@ impl Catalog {
         }
         if !missing.is_empty() {
             self.db_queries.fetch_add(1, Ordering::Relaxed);
-            for t in self.store.get_templates(&missing).await? {
-                let t = Arc::new(t);
-                self.cache.insert(t.id, Some(t.clone())).await;
-                out.insert(t.id, t);
+            match self.store.get_templates(&missing).await {
+                Ok(found) => {
+                    for t in found {
+                        let t = Arc::new(t);
+                        self.cache.insert(t.id, Some(t.clone())).await;
+                        self.stale.insert(t.id, (t.clone(), Instant::now())).await;
+                        out.insert(t.id, t);
+                    }
+                }
+                Err(e) if cannot_read(&e) => {
+                    // Stale copies of every missing one, or the error.
+                    for id in missing {
+                        let (t, _) = self.stale.get(&id).await.ok_or_else(|| shared_error(&e))?;
+                        out.insert(id, t);
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(out)
     }
 
     /// A template was created: its id now exists (and any negative entry is stale).
+    /// (The stale copy stays until the next successful load replaces it: a copy served in an
+    /// outage may lag a change made just before.)
     pub async fn created(&self, id: TemplateId) {
         self.bloom.insert(&id.get());
         self.cache.invalidate(&id).await;
@@ -208,5 +268,22 @@ impl Catalog {
     /// Database reads this catalog made (for metrics and tests).
     pub fn db_queries(&self) -> u64 {
         self.db_queries.load(Ordering::Relaxed)
+    }
+}
+
+/// A read failed because a dependency could not be reached (not because data is bad).
+fn cannot_read(e: &StoreError) -> bool {
+    matches!(e, StoreError::Unavailable { .. } | StoreError::Backend(_))
+}
+
+/// The error of a coalesced load, keeping the dependency it names.
+fn shared_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable { dependency, .. } => StoreError::Unavailable {
+            dependency: *dependency,
+            source: e.to_string().into(),
+        },
+        StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+        other => StoreError::Backend(other.to_string().into()),
     }
 }

@@ -130,7 +130,9 @@ pub trait HotState: Send + Sync + 'static {
     /// Claims one coupon of `t` for `coupon.user_id`, deciding status, window, stock, the
     /// per-user limit and the idempotency key atomically, and returns only once the claim is
     /// durable (embedded: committed; distributed: in the claim log). `coupon` is the coupon to
-    /// store on success, except `seq`, which the hot state assigns.
+    /// store on success, except `seq`, which the hot state assigns. `Unavailable` means
+    /// nothing was done (not sent); `OutcomeUnknown` that the claim was sent and its answer
+    /// lost, so it may have happened.
     async fn claim(
         &self,
         t: &Template,
@@ -138,6 +140,16 @@ pub trait HotState: Send + Sync + 'static {
         key: Option<&str>,
         now: Timestamp,
     ) -> Result<ClaimOutcome, StoreError>;
+
+    /// The coupon a claim of `user` with idempotency `key` made, if that claim happened: how a
+    /// claim whose answer was lost (`StoreError::OutcomeUnknown`) learns its outcome. Must
+    /// see every claim whose `claim` call already ran (or will never run).
+    async fn find_claim(
+        &self,
+        t: &Template,
+        user: UserId,
+        key: &str,
+    ) -> Result<Option<UserCoupon>, StoreError>;
 
     /// Remaining stock as the hot path sees it; `None` when the template is not loaded.
     async fn stock(&self, t: &Template) -> Result<Option<i64>, StoreError>;

@@ -1,12 +1,21 @@
 //! Engine use cases for shoppers: read a template's public view, claim a coupon, list and read
 //! "my coupons". The hot state decides claims atomically; this layer resolves the template
 //! through the catalog, makes the coupon (id, validity) and maps refusals to API codes.
+//!
+//! Ambiguous outcomes: when the hot state says a claim was sent but its answer was lost
+//! (`StoreError::OutcomeUnknown`), the claim is looked up by its idempotency key before
+//! answering. Found: the original answer (201 with the coupon). Not found or the lookup
+//! failed: 503 `OUTCOME_UNKNOWN` (retry with the same key). A "not found" is not taken as
+//! proof that nothing happened: the lost request may still be on its way to the hot store
+//! (a reset connection whose bytes a proxy still delivers), so only a claim that was never
+//! sent is answered a plain `UNAVAILABLE`.
 
 use crate::catalog::Catalog;
 use crate::claim_ports::{ClaimOutcome, CouponQuery, CouponStore, HotState};
 use crate::clock::Clock;
 use crate::error::AppError;
 use crate::ids::IdGenerator;
+use crate::ports::StoreError;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jiff::Timestamp;
@@ -14,9 +23,10 @@ use serde::Serialize;
 use stampede_domain::auth::{Principal, Role};
 use stampede_domain::coupon::{CouponStatus, Origin, UserCoupon, check_window, new_claimed_coupon};
 use stampede_domain::ids::{CouponId, TemplateId, UserId};
-use stampede_domain::template::{Kind, Scope, Source, TemplateStatus};
+use stampede_domain::template::{Kind, Scope, Source, Template, TemplateStatus};
 use stampede_domain::time::to_ms;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub const MAX_COUPON_PAGE: u32 = 100;
 pub const DEFAULT_COUPON_PAGE: u32 = 20;
@@ -56,6 +66,21 @@ pub struct PublicTemplate {
     pub status: TemplateStatus,
 }
 
+/// One page of "my coupons".
+#[derive(Debug, Clone)]
+pub struct CouponList {
+    pub items: Vec<UserCoupon>,
+    pub next_cursor: Option<String>,
+    /// The database could not be read: only what this node holds (pending claims and
+    /// cached unused coupons) is listed.
+    pub partial: bool,
+}
+
+/// A read failed because the system of record could not be reached.
+fn cannot_read(e: &StoreError) -> bool {
+    matches!(e, StoreError::Unavailable { .. } | StoreError::Backend(_))
+}
+
 pub struct Claims {
     catalog: Arc<Catalog>,
     hot: Arc<dyn HotState>,
@@ -64,6 +89,9 @@ pub struct Claims {
     clock: Arc<dyn Clock>,
     /// Quotes cache users' coupons; a claim changes them.
     quote_cache: Arc<crate::coupon_cache::UserCouponCache>,
+    /// Claims without an `Idempotency-Key` are refused (400), so a retry after an unknown
+    /// outcome can never claim twice.
+    key_required: bool,
 }
 
 /// The numeric user id of a `user` token (claims and coupons belong to shop users by id).
@@ -114,23 +142,35 @@ impl Claims {
             ids,
             clock,
             quote_cache,
+            key_required: false,
         }
+    }
+
+    /// Requires an `Idempotency-Key` on every claim (`engine.claim_key_required`).
+    pub fn with_key_required(mut self, required: bool) -> Self {
+        self.key_required = required;
+        self
     }
 
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
     }
 
-    pub async fn public_template(&self, id: TemplateId) -> Result<PublicTemplate, AppError> {
-        let t = self
+    /// The public view, and how old it is when the database could not be read and a stale
+    /// copy answered (`None`: fresh).
+    pub async fn public_template(
+        &self,
+        id: TemplateId,
+    ) -> Result<(PublicTemplate, Option<Duration>), AppError> {
+        let (t, age) = self
             .catalog
-            .get(id)
+            .get_with_age(id)
             .await?
             .ok_or_else(|| AppError::not_found("template"))?;
         let now = self.clock.now();
         let remaining = self.hot.stock(&t).await?.unwrap_or(t.stock);
         let t = (*t).clone().as_of(now);
-        Ok(PublicTemplate {
+        let view = PublicTemplate {
             id: t.id,
             shop_id: t.shop_id,
             name: t.name,
@@ -151,7 +191,8 @@ impl Claims {
             per_user_limit: t.per_user_limit,
             remaining_stock: remaining.max(0),
             status: t.status,
-        })
+        };
+        Ok((view, age))
     }
 
     /// Claims one coupon; `Ok((coupon, replayed))`.
@@ -162,6 +203,9 @@ impl Claims {
         key: Option<&str>,
     ) -> Result<(UserCoupon, bool), AppError> {
         let user = user_of(who)?;
+        if key.is_none() && self.key_required {
+            return Err(AppError::IdempotencyKeyRequired);
+        }
         if let Some(k) = key
             && (k.is_empty()
                 || k.len() > MAX_CLAIM_KEY_LEN
@@ -192,7 +236,13 @@ impl Claims {
         let coupon_id = CouponId::new(self.ids.next()?)
             .ok_or_else(|| AppError::Internal("id generator produced a non-positive id".into()))?;
         let coupon = new_claimed_coupon(&t, coupon_id, user, 0, Origin::Claim, now);
-        match self.hot.claim(&t, coupon, key, now).await? {
+        let outcome = match self.hot.claim(&t, coupon, key, now).await {
+            Err(StoreError::OutcomeUnknown { dependency, source }) => {
+                self.resolve_lost(&t, user, key, dependency, source).await?
+            }
+            other => other?,
+        };
+        match outcome {
             ClaimOutcome::Claimed(c) => {
                 self.quote_cache.invalidate(user).await;
                 Ok((c.as_of(now), false))
@@ -205,16 +255,53 @@ impl Claims {
         }
     }
 
+    /// A claim's answer was lost after it was sent: look it up by its key. Found → the claim
+    /// happened (answered as the original 201); otherwise `OUTCOME_UNKNOWN`.
+    async fn resolve_lost(
+        &self,
+        t: &Template,
+        user: UserId,
+        key: Option<&str>,
+        dependency: crate::ports::Dependency,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    ) -> Result<ClaimOutcome, AppError> {
+        let lookup = match key {
+            Some(k) => Some(self.hot.find_claim(t, user, k).await),
+            None => None,
+        };
+        match lookup {
+            Some(Ok(Some(c))) => {
+                tracing::info!(template = %t.id, user = %user, coupon = %c.id, error = %source,
+                    "a claim's answer was lost; its key shows it happened");
+                Ok(ClaimOutcome::Claimed(c))
+            }
+            other => {
+                let why = match other {
+                    None => "no idempotency key to look it up by".to_owned(),
+                    Some(Ok(_)) => "not found by its key (it may still land)".to_owned(),
+                    Some(Err(e)) => format!("the lookup failed: {e}"),
+                };
+                metrics::counter!("stampede_claim_outcome_unknown_total").increment(1);
+                tracing::warn!(template = %t.id, user = %user, %dependency, error = %source, %why,
+                    "a claim's outcome is unknown; the client must retry with the same key");
+                Err(AppError::OutcomeUnknown(source))
+            }
+        }
+    }
+
     /// One page of the caller's coupons, ordered by `valid_until` then id, with the cursor
     /// of the next page. Acknowledged claims not yet persisted (distributed mode) are merged
     /// in, so a coupon shows up right after its 201.
+    ///
+    /// When the database cannot be read, the page is what this node has: pending claims and
+    /// the user's unused coupons cached for quotes, and `partial` is true (instead of a 503).
     pub async fn my_coupons(
         &self,
         who: &Principal,
         status: Option<CouponStatus>,
         limit: Option<u32>,
         cursor: Option<&str>,
-    ) -> Result<(Vec<UserCoupon>, Option<String>), AppError> {
+    ) -> Result<CouponList, AppError> {
         let user = user_of(who)?;
         let limit = limit.unwrap_or(DEFAULT_COUPON_PAGE);
         if !(1..=MAX_COUPON_PAGE).contains(&limit) {
@@ -237,7 +324,19 @@ impl Claims {
             after,
             now,
         };
-        let mut items = self.coupons.list_coupons(&q).await?;
+        let (mut items, partial) = match self.coupons.list_coupons(&q).await {
+            Ok(items) => (items, false),
+            Err(e) if cannot_read(&e) => {
+                tracing::warn!(user = %user, error = %e, "my coupons: the database cannot be read; serving what this node has");
+                let cached = self.cached_coupons(user).await;
+                let items = cached
+                    .into_iter()
+                    .filter(|c| matches(c, status, now) && after.is_none_or(|a| sort_key(c) > a))
+                    .collect();
+                (items, true)
+            }
+            Err(e) => return Err(e.into()),
+        };
         for p in self.hot.pending_coupons(user).await? {
             if matches(&p, status, now)
                 && after.is_none_or(|a| sort_key(&p) > a)
@@ -254,13 +353,49 @@ impl Claims {
         } else {
             None
         };
-        Ok((items.into_iter().map(|c| c.as_of(now)).collect(), next))
+        Ok(CouponList {
+            items: items.into_iter().map(|c| c.as_of(now)).collect(),
+            next_cursor: next,
+            partial,
+        })
     }
 
+    /// The user's coupons this node holds without the database: those cached for quotes.
+    async fn cached_coupons(&self, user: UserId) -> Vec<UserCoupon> {
+        self.quote_cache
+            .get(user)
+            .await
+            .map(|set| set.iter().map(|(c, _)| c.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// One of the caller's coupons. When the database cannot be read, a coupon this node
+    /// holds (pending or cached) is still served; any other answer waits for the database.
     pub async fn my_coupon(&self, who: &Principal, id: CouponId) -> Result<UserCoupon, AppError> {
         let user = user_of(who)?;
         let now = self.clock.now();
-        if let Some(c) = self.coupons.get_coupon(user, id).await? {
+        let stored = match self.coupons.get_coupon(user, id).await {
+            Ok(found) => found,
+            Err(e) if cannot_read(&e) => {
+                let here = self
+                    .cached_coupons(user)
+                    .await
+                    .into_iter()
+                    .find(|c| c.id == id);
+                match here {
+                    Some(c) => Some(c),
+                    None => {
+                        let pending = self.hot.pending_coupons(user).await.unwrap_or_default();
+                        let Some(c) = pending.into_iter().find(|c| c.id == id) else {
+                            return Err(e.into());
+                        };
+                        Some(c)
+                    }
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(c) = stored {
             return Ok(c.as_of(now));
         }
         let pending = self.hot.pending_coupons(user).await?;

@@ -25,6 +25,27 @@ pub enum AppError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A claim was sent but its answer was lost and a lookup could not tell whether it
+    /// happened: the client retries with the same `Idempotency-Key` (503 `OUTCOME_UNKNOWN`).
+    #[error(
+        "the claim may or may not have been made; retry with the same Idempotency-Key to learn its outcome"
+    )]
+    OutcomeUnknown(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Too many attempts (429 `RATE_LIMITED`); try again after `retry_after_secs`.
+    #[error("{detail}")]
+    RateLimited {
+        detail: String,
+        retry_after_secs: u64,
+    },
+    /// This node sheds the request to protect its core path (503 `OVERLOADED`).
+    #[error("{detail}")]
+    Overloaded {
+        detail: String,
+        retry_after_secs: u64,
+    },
+    /// A claim without an `Idempotency-Key` where one is required (400).
+    #[error("claims need an Idempotency-Key header, so that a retry can never claim twice")]
+    IdempotencyKeyRequired,
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -39,6 +60,10 @@ impl AppError {
             AppError::Conflict { code, .. } => *code,
             AppError::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             AppError::Unavailable { .. } => ErrorCode::Unavailable,
+            AppError::OutcomeUnknown(_) => ErrorCode::OutcomeUnknown,
+            AppError::IdempotencyKeyRequired => ErrorCode::IdempotencyKeyRequired,
+            AppError::RateLimited { .. } => ErrorCode::RateLimited,
+            AppError::Overloaded { .. } => ErrorCode::Overloaded,
             AppError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -63,6 +88,9 @@ impl From<crate::ports::StoreError> for AppError {
                 dependency: Some(dependency),
                 source: Box::new(e),
             },
+            crate::ports::StoreError::OutcomeUnknown { .. } => {
+                AppError::OutcomeUnknown(Box::new(e))
+            }
             other => AppError::Internal(Box::new(other)),
         }
     }

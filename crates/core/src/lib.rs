@@ -29,6 +29,7 @@ pub mod distributions;
 pub mod error;
 pub mod events;
 pub mod ids;
+pub mod login;
 pub mod ports;
 pub mod records;
 pub mod reminder_ports;

@@ -55,6 +55,15 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A write was sent but its answer was lost (connection reset or deadline after the
+    /// request left): it may or may not have happened. Only the caller can resolve it (a claim
+    /// looks itself up by its idempotency key).
+    #[error("{dependency}: the outcome of a sent request is unknown")]
+    OutcomeUnknown {
+        dependency: Dependency,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// What an `Idempotency-Key` bound a creation to.

@@ -8,10 +8,12 @@
 //! template row, counts and keys from its coupons), so a restart needs no warm-up step.
 //!
 //! Layout: `state.rs` (per-template hot state and the claim decision), `writer.rs` (group
-//! commit).
+//! commit), `login.rs` (failed-login counts of the login throttle, in process).
 
+mod login;
 mod state;
 mod writer;
 
+pub use login::MemoryLoginAttempts;
 pub use state::MemoryHotState;
 pub use writer::WriterStats;

@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use stampede_core::claim_ports::{
     ClaimOutcome, ClaimRecord, CouponStore, HotState, Reservation, RowReservation,
 };
-use stampede_core::ports::{StoreError, TemplateStore};
+use stampede_core::ports::{Dependency, StoreError, TemplateStore};
 use stampede_domain::coupon::{ClaimRefusal, UserCoupon, check_window};
 use stampede_domain::ids::{DistributionId, TemplateId, UserId};
 use stampede_domain::template::{Template, TemplateStatus};
@@ -43,6 +43,10 @@ enum KeySlot {
     /// A claim with this key is being decided; others with the same key wait for it.
     InFlight(Arc<Notify>),
     Done(UserCoupon),
+    /// The claim's commit failed and reading it back failed too: it may be on disk. Its stock
+    /// and the user's slot stay taken (never oversell) until a retry with the key reads the
+    /// outcome back.
+    Unknown(UserCoupon),
 }
 
 struct Hot {
@@ -103,6 +107,15 @@ impl Hot {
         }
     }
 
+    /// Parks a key whose claim has an unknown outcome, waking whoever waits on it.
+    fn unknown_key(&self, user: UserId, key: &str, coupon: &UserCoupon) {
+        let prev = lock(&self.keys[shard(user)])
+            .insert((user, key.to_owned()), KeySlot::Unknown(coupon.clone()));
+        if let Some(KeySlot::InFlight(n)) = prev {
+            n.notify_waiters();
+        }
+    }
+
     fn finish_key(&self, user: UserId, key: &str, coupon: &UserCoupon) {
         let prev = lock(&self.keys[shard(user)])
             .insert((user, key.to_owned()), KeySlot::Done(coupon.clone()));
@@ -116,6 +129,9 @@ impl Hot {
 enum KeyCheck {
     Owned,
     Replay(UserCoupon),
+    /// An earlier claim with this key has an unknown outcome; the slot is now owned by the
+    /// caller, who must find out.
+    Unknown(UserCoupon),
 }
 
 pub struct MemoryHotState {
@@ -194,6 +210,16 @@ impl MemoryHotState {
                 match keys.get(&(user, key.to_owned())) {
                     Some(KeySlot::Done(c)) => return KeyCheck::Replay(c.clone()),
                     Some(KeySlot::InFlight(n)) => n.clone(),
+                    Some(KeySlot::Unknown(_)) => {
+                        let prev = keys.insert(
+                            (user, key.to_owned()),
+                            KeySlot::InFlight(Arc::new(Notify::new())),
+                        );
+                        if let Some(KeySlot::Unknown(c)) = prev {
+                            return KeyCheck::Unknown(c);
+                        }
+                        continue;
+                    }
                     None => {
                         keys.insert(
                             (user, key.to_owned()),
@@ -232,10 +258,31 @@ impl HotState for MemoryHotState {
             return Ok(ClaimOutcome::Refused(ClaimRefusal::Ended));
         };
         let user = coupon.user_id;
-        if let Some(k) = key
-            && let KeyCheck::Replay(c) = Self::check_key(&hot, user, k).await
-        {
-            return Ok(ClaimOutcome::Replayed(c));
+        if let Some(k) = key {
+            match Self::check_key(&hot, user, k).await {
+                KeyCheck::Owned => {}
+                KeyCheck::Replay(c) => return Ok(ClaimOutcome::Replayed(c)),
+                KeyCheck::Unknown(earlier) => match self.coupons.get_coupon(user, earlier.id).await
+                {
+                    Ok(Some(_)) => {
+                        hot.finish_key(user, k, &earlier);
+                        return Ok(ClaimOutcome::Replayed(earlier));
+                    }
+                    Ok(None) => {
+                        // The earlier attempt never landed: its reservation goes back and
+                        // this claim is decided afresh.
+                        hot.stock.fetch_add(1, Ordering::AcqRel);
+                        hot.undo_user(user);
+                    }
+                    Err(e) => {
+                        hot.unknown_key(user, k, &earlier);
+                        return Err(StoreError::OutcomeUnknown {
+                            dependency: Dependency::Database,
+                            source: Box::new(e),
+                        });
+                    }
+                },
+            }
         }
         let refuse = |r: ClaimRefusal| {
             if let Some(k) = key {
@@ -290,16 +337,55 @@ impl HotState for MemoryHotState {
                 }
                 Ok(ClaimOutcome::Claimed(coupon))
             }
-            Err(e) => {
-                // Nothing was written: give the stock and the user's slot back.
-                hot.stock.fetch_add(1, Ordering::AcqRel);
-                hot.undo_user(user);
-                if let Some(k) = key {
-                    hot.release_key(user, k);
+            // A failed commit (an fsync error, say) may still have reached the disk: read
+            // the coupon back before answering.
+            Err(e) => match self.coupons.get_coupon(user, coupon.id).await {
+                Ok(Some(_)) => {
+                    tracing::warn!(coupon = %coupon.id, error = %e, "a claim's commit reported failure but it is stored");
+                    if let Some(k) = key {
+                        hot.finish_key(user, k, &coupon);
+                    }
+                    Ok(ClaimOutcome::Claimed(coupon))
                 }
-                Err(StoreError::Backend(e.into()))
-            }
+                Ok(None) => {
+                    // Nothing was written: give the stock and the user's slot back.
+                    hot.stock.fetch_add(1, Ordering::AcqRel);
+                    hot.undo_user(user);
+                    if let Some(k) = key {
+                        hot.release_key(user, k);
+                    }
+                    Err(StoreError::Backend(e.into()))
+                }
+                Err(read) => {
+                    tracing::warn!(coupon = %coupon.id, error = %e, read = %read, "a claim's outcome is unknown");
+                    if let Some(k) = key {
+                        hot.unknown_key(user, k, &coupon);
+                    }
+                    Err(StoreError::OutcomeUnknown {
+                        dependency: Dependency::Database,
+                        source: e.into(),
+                    })
+                }
+            },
         }
+    }
+
+    async fn find_claim(
+        &self,
+        t: &Template,
+        user: UserId,
+        key: &str,
+    ) -> Result<Option<UserCoupon>, StoreError> {
+        // Loaded from the system of record if need be: its keyed coupons are the truth.
+        let Some(hot) = self.hot(t.id).await? else {
+            return Ok(None);
+        };
+        let slot = match lock(&hot.keys[shard(user)]).get(&(user, key.to_owned())) {
+            Some(KeySlot::Done(c)) => return Ok(Some(c.clone())),
+            Some(KeySlot::Unknown(c)) => c.clone(),
+            _ => return Ok(None),
+        };
+        Ok(self.coupons.get_coupon(user, slot.id).await?.map(|_| slot))
     }
 
     async fn stock(&self, t: &Template) -> Result<Option<i64>, StoreError> {

@@ -79,8 +79,10 @@ pub fn is_unavailable(e: &RedisError) -> bool {
         )
 }
 
+/// A refusal by the open breaker reads as a refused connection: the command never left this
+/// node, so a claim refused this way surely did not happen (not an unknown outcome).
 fn refused(e: stampede_resilience::BreakerOpen) -> RedisError {
-    RedisError::from(io::Error::new(io::ErrorKind::NotConnected, e))
+    RedisError::from(io::Error::new(io::ErrorKind::ConnectionRefused, e))
 }
 
 fn timed_out(deadline: Duration) -> RedisError {

@@ -10,7 +10,7 @@ use redis::Value;
 use stampede_core::claim_ports::{
     ClaimOutcome, CouponStore, HotState, Reservation, RowReservation,
 };
-use stampede_core::ports::StoreError;
+use stampede_core::ports::{Dependency, StoreError};
 use stampede_domain::coupon::{ClaimRefusal, UserCoupon};
 use stampede_domain::ids::{DistributionId, UserId};
 use stampede_domain::template::Template;
@@ -59,6 +59,21 @@ enum Reply {
     Claimed { seq: u32, log_id: String },
     Replay(String),
     Refused(i64),
+}
+
+/// The claim script failed. A refused connection means it never left this node (nothing
+/// happened); any other I/O failure or timeout may have come after Redis ran it, so the
+/// outcome is unknown and the caller looks the claim up by its key. (A connect timeout looks
+/// like a response timeout here: it is answered as unknown too, which is safe.)
+fn claim_error(e: redis::RedisError) -> StoreError {
+    if e.is_io_error() && !e.is_connection_refusal() {
+        StoreError::OutcomeUnknown {
+            dependency: Dependency::Redis,
+            source: Box::new(e),
+        }
+    } else {
+        backend(e)
+    }
 }
 
 fn bad_reply(v: &Value) -> StoreError {
@@ -252,7 +267,7 @@ impl RedisHotState {
             inv.arg(r.as_code());
         }
         let mut conn = self.conn.clone();
-        let v: Value = inv.invoke_async(&mut conn).await.map_err(backend)?;
+        let v: Value = inv.invoke_async(&mut conn).await.map_err(claim_error)?;
         parse_claim_reply(&v)
     }
 
@@ -419,6 +434,31 @@ impl HotState for RedisHotState {
         }
     }
 
+    /// `claim.lua` records a keyed claim's coupon under its key in the same script that takes
+    /// the stock, so the key's entry exists exactly when the claim happened. Sent on the same
+    /// multiplexed connection, this read runs after any claim still queued on it.
+    async fn find_claim(
+        &self,
+        t: &Template,
+        user: UserId,
+        key: &str,
+    ) -> Result<Option<UserCoupon>, StoreError> {
+        let k = TemplateKeys::new(&self.prefix, t.id);
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = redis::cmd("HGET")
+            .arg(&k.keys)
+            .arg(keys::claim_key_field(key, user))
+            .query_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let c = codec::decode(&raw)?;
+        self.remember_pending(&c).await;
+        Ok(Some(c))
+    }
+
     async fn stock(&self, t: &Template) -> Result<Option<i64>, StoreError> {
         let k = TemplateKeys::new(&self.prefix, t.id);
         let mut conn = self.conn.clone();
@@ -579,6 +619,35 @@ mod tests {
         ));
         assert!(parse_claim_reply(&Value::Nil).is_err());
         assert!(parse_claim_reply(&Value::Array(vec![Value::Int(9)])).is_err());
+    }
+
+    #[test]
+    fn a_claim_that_may_have_left_is_an_unknown_outcome() {
+        use std::io::{Error, ErrorKind};
+        let io = |k: ErrorKind| claim_error(redis::RedisError::from(Error::new(k, "x")));
+        for k in [
+            ErrorKind::ConnectionReset,
+            ErrorKind::BrokenPipe,
+            ErrorKind::UnexpectedEof,
+            ErrorKind::TimedOut,
+        ] {
+            assert!(
+                matches!(
+                    io(k),
+                    StoreError::OutcomeUnknown {
+                        dependency: Dependency::Redis,
+                        ..
+                    }
+                ),
+                "{k:?}"
+            );
+        }
+        assert!(matches!(
+            io(ErrorKind::ConnectionRefused),
+            StoreError::Backend(_)
+        ));
+        let server = redis::RedisError::from((redis::ErrorKind::Client, "NOSCRIPT"));
+        assert!(matches!(claim_error(server), StoreError::Backend(_)));
     }
 
     #[test]

@@ -30,6 +30,7 @@
 //! | `P:{user:U}:pending` | hash | coupon id → coupon, acknowledged but perhaps not persisted |
 //! | `P:claimlogs` | set | template ids that have a claim log (what persisters scan) |
 //! | `P:tpl-invalidate` | channel | template ids whose cached copies are stale |
+//! | `P:login:<acct:name or ip:addr>` | hash | failed logins `f` and lockout end `u` (expires) |
 //!
 //! Coupons are stored in the compact text form of the `codec` module.
 //!
@@ -81,6 +82,7 @@ mod connection;
 mod hot_state;
 mod invalidation;
 pub mod keys;
+mod login;
 mod persister;
 mod scripts;
 mod template_cache;
@@ -89,6 +91,7 @@ mod worker_lease;
 pub use connection::{Connection, is_unavailable};
 pub use hot_state::RedisHotState;
 pub use invalidation::Invalidation;
+pub use login::RedisLoginAttempts;
 pub use persister::{LogBatch, Persister};
 pub use template_cache::RedisTemplateCache;
 pub use worker_lease::{lease_worker_id, renew_worker_id};

@@ -43,6 +43,14 @@ pub fn classify(e: &StoreError) -> Option<FailureKind> {
                 Some(FailureKind::Unreachable)
             }
         }
+        // The request went out and its answer was lost: the link failed.
+        StoreError::OutcomeUnknown { source, .. } => {
+            if source.downcast_ref::<DeadlineExceeded>().is_some() {
+                Some(FailureKind::Timeout)
+            } else {
+                Some(FailureKind::Unreachable)
+            }
+        }
         StoreError::Duplicate(_) | StoreError::Corrupt(_) | StoreError::Backend(_) => None,
     }
 }

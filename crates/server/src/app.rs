@@ -129,7 +129,11 @@ impl Application {
         tracker.close();
         let grace = self.settings.server.shutdown_grace;
         let token = shutdown.clone();
-        let server = axum::serve(self.listener, self.router)
+        // Peer addresses reach handlers (login throttling per client IP).
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let server = axum::serve(self.listener, service)
             .with_graceful_shutdown(async move { token.cancelled().await });
         let mut server = std::pin::pin!(server.into_future());
         tokio::select! {

@@ -10,6 +10,7 @@ use stampede_core::auth::{AuthService, TokenService};
 use stampede_core::backoffice::BackOffice;
 use stampede_core::clock::{Clock, SystemClock};
 use stampede_core::ids::IdGenerator;
+use stampede_core::login::{LoginAttempts, LoginThrottle};
 use stampede_core::ports::Dependency;
 use stampede_resilience::Breakers;
 use std::sync::Arc;
@@ -77,7 +78,8 @@ impl Services {
                 settings.auth.access_ttl,
                 settings.auth.refresh_ttl,
             )
-            .context("starting the auth service")?,
+            .context("starting the auth service")?
+            .with_throttle(login_throttle(settings, redis.as_ref())),
         );
         let backoffice = Arc::new(BackOffice::new(
             stores.templates.clone(),
@@ -111,4 +113,27 @@ pub fn redis_resilience(
         command_deadline: r.redis_command,
         breaker: breakers.get(Dependency::Redis).clone(),
     }
+}
+
+/// Login throttling: failed-attempt counts in Redis in distributed mode (limits hold across
+/// nodes), in process otherwise; the argon2 cap is per node.
+fn login_throttle(
+    settings: &Settings,
+    redis: Option<&stampede_hot_redis::Connection>,
+) -> LoginThrottle {
+    let attempts: Arc<dyn LoginAttempts> = match redis {
+        Some(conn) => Arc::new(stampede_hot_redis::RedisLoginAttempts::new(
+            conn.clone(),
+            &settings.redis.prefix,
+        )),
+        None => Arc::new(stampede_hot_memory::MemoryLoginAttempts::new()),
+    };
+    let a = &settings.auth;
+    LoginThrottle::new(
+        attempts,
+        a.login_policy(false),
+        a.login_policy(true),
+        a.login_max_in_flight,
+        a.login_queue_wait,
+    )
 }

@@ -158,6 +158,7 @@ async fn kill_9_mid_load_loses_no_acknowledged_claim() {
                 let Ok(r) = client
                     .post(format!("{base}/api/v1/templates/{id}/claim"))
                     .bearer_auth(&t)
+                    .header("Idempotency-Key", format!("crash-{user}"))
                     .send()
                     .await
                 else {
@@ -259,6 +260,7 @@ async fn kill_9_mid_load_loses_no_acknowledged_claim() {
     let r = client
         .post(format!("{base}/api/v1/templates/{id}/claim"))
         .bearer_auth(&t)
+        .header("Idempotency-Key", "after-restart")
         .send()
         .await
         .unwrap_or_else(|e| panic!("{e}"));

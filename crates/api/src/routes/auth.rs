@@ -51,15 +51,30 @@ fn required(f: &mut Fields, name: &'static str) -> Option<String> {
 }
 
 /// Exchange a username and password for an access and a refresh token.
+///
+/// Throttled: after `auth.login_account_free_failures` failed logins of one account (or
+/// `auth.login_ip_free_failures` from one client address, the TCP peer), further attempts
+/// are refused with 429 `RATE_LIMITED` and `Retry-After` for a lockout that starts at
+/// `auth.login_lockout_initial_ms` and doubles with each further failure up to
+/// `auth.login_lockout_max_secs`; a successful login clears its account's failures. At most
+/// `auth.login_max_in_flight` password checks run at once per node: beyond, after
+/// `auth.login_queue_wait_ms`, 503 `OVERLOADED`.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginBody, responses(
     (status = 200, body = TokenResponse),
     JsonBodyErrors, ValidationFailed,
     (status = 401, body = Problem, content_type = PROBLEM_JSON, description = "UNAUTHENTICATED: wrong username or password"),
+    (status = 429, body = Problem, content_type = PROBLEM_JSON, description = "RATE_LIMITED: too many failed logins for this account or address; see Retry-After"),
+    (status = 503, body = Problem, content_type = PROBLEM_JSON, description = "OVERLOADED: too many logins being checked; see Retry-After. UNAVAILABLE: the database is unavailable"),
 ))]
 pub async fn login(
     State(state): State<AppState>,
+    extensions: axum::http::Extensions,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<TokenResponse>> {
+    // The TCP peer: forwarded headers are not trusted (no trusted-proxy setting exists).
+    let ip = extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
     let mut f = Fields::new(body);
     let username = required(&mut f, "username");
     let password = required(&mut f, "password");
@@ -67,7 +82,13 @@ pub async fn login(
         (Some(u), Some(p), errs) if errs.is_empty() => (u, p),
         (_, _, errs) => return Err(ApiError::validation(errs)),
     };
-    Ok(Json(state.auth.login(&username, &password).await?.into()))
+    Ok(Json(
+        state
+            .auth
+            .login_from(&username, &password, ip.as_deref())
+            .await?
+            .into(),
+    ))
 }
 
 #[derive(ToSchema)]

@@ -28,14 +28,17 @@ pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::R
     ));
     let hot: Arc<dyn HotState> = memory.clone();
     let quote_cache = quote_cache(settings);
-    let claims = Arc::new(Claims::new(
-        catalog.clone(),
-        hot.clone(),
-        s.coupons.clone(),
-        services.ids.clone(),
-        services.clock.clone(),
-        quote_cache.clone(),
-    ));
+    let claims = Arc::new(
+        Claims::new(
+            catalog.clone(),
+            hot.clone(),
+            s.coupons.clone(),
+            services.ids.clone(),
+            services.clock.clone(),
+            quote_cache.clone(),
+        )
+        .with_key_required(settings.engine.claim_key_required),
+    );
     let observer: Arc<dyn TemplateObserver> = Arc::new(LocalSync {
         catalog: catalog.clone(),
         hot: hot.clone(),

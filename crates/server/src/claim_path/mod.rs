@@ -51,6 +51,7 @@ fn catalog_config(settings: &Settings) -> CatalogConfig {
         ttl: e.cache_ttl,
         negative_ttl: e.negative_cache_ttl,
         bloom_expected_items: e.bloom_expected_items,
+        stale_ttl: e.stale_template_ttl,
     }
 }
 

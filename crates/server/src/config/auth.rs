@@ -1,4 +1,5 @@
-//! Settings of identity: the JWT secret and token lifetimes, and snowflake worker ids.
+//! Settings of identity: the JWT secret and token lifetimes, login throttling (`login_*`),
+//! and snowflake worker ids.
 
 use super::units;
 use jiff::SignedDuration;
@@ -38,6 +39,24 @@ pub struct AuthSettings {
     /// Lifetime of a refresh token (and so of a session kept alive by refreshing). Default 30 d.
     #[serde(rename = "refresh_ttl_secs", with = "units::signed_secs")]
     pub refresh_ttl: SignedDuration,
+    /// Failed logins one account may make before it is locked out.
+    pub login_account_free_failures: u32,
+    /// Failed logins one client IP may make (over all accounts) before it is locked out.
+    pub login_ip_free_failures: u32,
+    /// The first lockout; it doubles with every further failure. Default 1 s.
+    #[serde(rename = "login_lockout_initial_ms", with = "units::millis")]
+    pub login_lockout_initial: Duration,
+    /// The longest lockout. Default 15 min.
+    #[serde(rename = "login_lockout_max_secs", with = "units::secs")]
+    pub login_lockout_max: Duration,
+    /// Failures are forgotten after this long without one. Default 15 min.
+    #[serde(rename = "login_failure_window_secs", with = "units::secs")]
+    pub login_failure_window: Duration,
+    /// Password checks (argon2) in flight at most on this node. Default 2 × CPU cores.
+    pub login_max_in_flight: usize,
+    /// How long a login waits for a free check before 503 `OVERLOADED`. Default 200 ms.
+    #[serde(rename = "login_queue_wait_ms", with = "units::millis")]
+    pub login_queue_wait: Duration,
 }
 
 impl Default for AuthSettings {
@@ -46,6 +65,13 @@ impl Default for AuthSettings {
             jwt_secret: None,
             access_ttl: SignedDuration::from_mins(15),
             refresh_ttl: SignedDuration::from_hours(30 * 24),
+            login_account_free_failures: 5,
+            login_ip_free_failures: 50,
+            login_lockout_initial: Duration::from_secs(1),
+            login_lockout_max: Duration::from_secs(15 * 60),
+            login_failure_window: Duration::from_secs(15 * 60),
+            login_max_in_flight: 2 * std::thread::available_parallelism().map_or(1, usize::from),
+            login_queue_wait: Duration::from_millis(200),
         }
     }
 }
@@ -55,7 +81,32 @@ impl AuthSettings {
         if !self.access_ttl.is_positive() || !self.refresh_ttl.is_positive() {
             anyhow::bail!("auth token lifetimes must be positive");
         }
+        if self.login_max_in_flight == 0 {
+            anyhow::bail!("auth.login_max_in_flight must be at least 1");
+        }
+        if self.login_lockout_initial.is_zero()
+            || self.login_lockout_max < self.login_lockout_initial
+        {
+            anyhow::bail!(
+                "auth.login_lockout_initial_ms must be positive and at most auth.login_lockout_max_secs"
+            );
+        }
         Ok(())
+    }
+
+    /// The lockout policy for accounts (`ip = false`) or client IPs.
+    pub fn login_policy(&self, ip: bool) -> stampede_core::login::LockoutPolicy {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        stampede_core::login::LockoutPolicy {
+            free_failures: if ip {
+                self.login_ip_free_failures
+            } else {
+                self.login_account_free_failures
+            },
+            initial_lockout_ms: ms(self.login_lockout_initial),
+            max_lockout_ms: ms(self.login_lockout_max),
+            window_ms: ms(self.login_failure_window),
+        }
     }
 }
 

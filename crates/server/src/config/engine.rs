@@ -29,6 +29,13 @@ pub struct EngineSettings {
     pub claim_rate_per_user: u32,
     /// Claims one user may make in a burst before the rate applies.
     pub claim_burst_per_user: u32,
+    /// Claims must carry an `Idempotency-Key` (400 `IDEMPOTENCY_KEY_REQUIRED` without), so
+    /// that the retry a client makes after an unknown outcome can never claim twice.
+    pub claim_key_required: bool,
+    /// How long this node keeps a template it loaded to serve it when the database cannot be
+    /// read (stale-if-error, with its age). Default 24 h.
+    #[serde(rename = "stale_template_ttl_secs", with = "units::secs")]
+    pub stale_template_ttl: Duration,
 }
 
 impl Default for EngineSettings {
@@ -41,6 +48,8 @@ impl Default for EngineSettings {
             bloom_expected_items: 1_000_000,
             claim_rate_per_user: 10,
             claim_burst_per_user: 10,
+            claim_key_required: true,
+            stale_template_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -274,3 +274,136 @@ async fn refresh_token_expires() {
     )
     .await;
 }
+
+async fn account(app: &TestApp, username: &str) {
+    let body = json!({"username": username, "password": "correct horse", "role": "user"});
+    let (s, v) = read(
+        app.post("/api/v1/admin/accounts", &app.admin(), &body)
+            .await,
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+}
+
+fn retry_after(r: &reqwest::Response) -> u64 {
+    r.headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Retry-After: {:?}", r.headers()))
+}
+
+#[tokio::test]
+async fn thirty_wrong_passwords_lock_the_account_even_for_the_right_one() {
+    let app = spawn_app().await;
+    account(&app, "user1").await;
+    let mut codes = Vec::new();
+    for _ in 0..30 {
+        codes.push(login(&app, "user1", "wrong horse!").await.status().as_u16());
+    }
+    // Five free failures, the sixth starts a lockout; the rest are refused unchecked.
+    assert_eq!(&codes[..6], &[401; 6], "{codes:?}");
+    assert!(codes[6..].iter().all(|c| *c == 429), "{codes:?}");
+    let r = login(&app, "user1", "correct horse").await;
+    assert!(retry_after(&r) >= 1);
+    let v = expect_problem(r, 429, "RATE_LIMITED").await;
+    assert!(
+        v["detail"].as_str().unwrap_or("").contains("account"),
+        "{v}"
+    );
+    // Once the lockout (1 s) passed, the right password works.
+    app.advance(SignedDuration::from_secs(2));
+    assert_eq!(login(&app, "user1", "correct horse").await.status(), 200);
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(
+        metrics.contains("stampede_login_refused_total{reason=\"account_locked\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_success_resets_the_account_counter() {
+    let app = spawn_app().await;
+    account(&app, "user2").await;
+    for _ in 0..2 {
+        for _ in 0..4 {
+            assert_eq!(login(&app, "user2", "wrong horse!").await.status(), 401);
+        }
+        assert_eq!(login(&app, "user2", "correct horse").await.status(), 200);
+    }
+    // Without the resets these would be failures 9 and 10: locked.
+    assert_eq!(login(&app, "user2", "wrong horse!").await.status(), 401);
+    assert_eq!(login(&app, "user2", "correct horse").await.status(), 200);
+}
+
+#[tokio::test]
+async fn one_address_trying_many_accounts_is_locked_out() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let (mut settings, urls) = test_settings(dir.path(), false);
+    settings.auth.login_ip_free_failures = 8;
+    let app = spawn_app_from(dir, settings, urls).await;
+    account(&app, "victim").await;
+    for n in 0..9 {
+        // One failure per account: no account limit is reached.
+        let r = login(&app, &format!("guess{n}"), "123456").await;
+        assert_eq!(r.status(), 401, "attempt {n}");
+    }
+    let r = login(&app, "victim", "correct horse").await;
+    assert!(retry_after(&r) >= 1);
+    let v = expect_problem(r, 429, "RATE_LIMITED").await;
+    assert!(
+        v["detail"].as_str().unwrap_or("").contains("address"),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn password_checks_beyond_the_cap_are_shed_as_overloaded() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let (mut settings, urls) = test_settings(dir.path(), false);
+    settings.auth.login_max_in_flight = 1;
+    settings.auth.login_queue_wait = std::time::Duration::ZERO;
+    settings.auth.login_account_free_failures = 1_000;
+    settings.auth.login_ip_free_failures = 1_000;
+    let app = std::sync::Arc::new(spawn_app_from(dir, settings, urls).await);
+    let tries = (0..16).map(|n| {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let r = login(&app, &format!("someone{n}"), "wrong horse!").await;
+            let status = r.status().as_u16();
+            let after = r.headers().get("retry-after").is_some();
+            let (_, v) = read(r).await;
+            (
+                status,
+                v["code"].as_str().unwrap_or_default().to_owned(),
+                after,
+            )
+        })
+    });
+    let tries: Vec<_> = tries.collect();
+    let mut shed = 0;
+    for t in tries {
+        let (status, code, after) = t.await.unwrap_or_else(|e| panic!("{e}"));
+        match status {
+            401 => {}
+            503 => {
+                assert_eq!(code, "OVERLOADED");
+                assert!(after, "a shed login says when to retry");
+                shed += 1;
+            }
+            other => panic!("unexpected {other} {code}"),
+        }
+    }
+    assert!(
+        shed > 0,
+        "16 concurrent checks through one slot with no wait"
+    );
+}

@@ -644,6 +644,7 @@ async fn a_distribution_racing_claims_never_oversells_or_breaks_the_limit() {
             client
                 .post(app_url)
                 .bearer_auth(token)
+                .header("Idempotency-Key", format!("d-{u}"))
                 .json(&json!({}))
                 .send()
                 .await

@@ -282,7 +282,17 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
+    /// POSTs `body`. A claim gets a fresh `Idempotency-Key`, as clients must send one
+    /// (`engine.claim_key_required`); `post_with_key` chooses it, `post_unkeyed` sends none.
     pub async fn post(&self, path: &str, token: &str, body: &Value) -> Response {
+        if path.ends_with("/claim") {
+            let key = format!("t-{:032x}", rand::random::<u128>());
+            return self.post_with_key(path, token, &key, body).await;
+        }
+        self.post_unkeyed(path, token, body).await
+    }
+
+    pub async fn post_unkeyed(&self, path: &str, token: &str, body: &Value) -> Response {
         self.client
             .post(self.url(path))
             .bearer_auth(token)

@@ -11,6 +11,7 @@ mod distribution;
 mod helpers;
 mod manage;
 mod ops;
+mod outcome;
 mod reminders;
 mod settlement;
 mod shopper;

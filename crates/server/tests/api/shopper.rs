@@ -745,3 +745,38 @@ async fn other_nodes_read_templates_from_the_shared_cache() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_claim_without_an_idempotency_key_is_refused_and_takes_nothing() {
+    let app = spawn_app().await;
+    let t = open_template(&app, 10, 1).await;
+    let id = id_of(&t);
+    let r = app
+        .post_unkeyed(&claim_path(&id), &app.user_n(1), &json!({}))
+        .await;
+    let v = expect_problem(r, 400, "IDEMPOTENCY_KEY_REQUIRED").await;
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Idempotency-Key"),
+        "{v}"
+    );
+    let (_, v) = read(
+        app.get(&format!("/api/v1/templates/{id}"), &app.user_n(1))
+            .await,
+    )
+    .await;
+    assert_eq!(v["remaining_stock"], 10);
+    // With a key, the same claim goes through; a fresh template view has no stale marks.
+    assert_eq!(claim(&app, &id, &app.user_n(1)).await.0, 201);
+    let r = app
+        .get(&format!("/api/v1/templates/{id}"), &app.user_n(1))
+        .await;
+    assert!(r.headers().get("x-stale").is_none());
+    assert!(r.headers().get("age").is_none());
+    let r = app.get("/api/v1/me/coupons", &app.user_n(1)).await;
+    assert!(r.headers().get("x-partial").is_none());
+    let (_, v) = read(r).await;
+    assert!(v.get("partial").is_none(), "{v}");
+}

@@ -1,0 +1,100 @@
+//! The database down (every store call answers `Unavailable { Database }`): template reads
+//! serve this node's copy with its age, claims go on, "my coupons" serves what the node holds
+//! marked partial, and what needs the database says so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use stampede_core::AppError;
+use stampede_core::ports::Dependency;
+use std::sync::atomic::Ordering;
+use support::*;
+
+#[tokio::test]
+async fn a_template_read_serves_the_stale_copy_with_its_age_when_the_database_is_down() {
+    let w = world(true).await;
+    let id = w.template.id;
+    let (_, age) = w.claims.public_template(id).await.unwrap();
+    assert_eq!(age, None, "fresh while the database answers");
+
+    w.store.down.store(true, Ordering::SeqCst);
+    // The fresh entry goes (a change notification, or its TTL): the next read must load.
+    w.claims.catalog().invalidate(id).await;
+    let (view, age) = w.claims.public_template(id).await.expect("stale copy");
+    assert_eq!(view.id, id);
+    assert!(age.is_some(), "a stale copy says how old it is");
+
+    // Claims keep working on the stale copy (the hot state holds the stock).
+    let (c, _) = w
+        .claims
+        .claim(&user(3), id, Some("while-down"))
+        .await
+        .expect("claims ride through");
+    assert_eq!(c.template_id, id);
+
+    // Back up: fresh again.
+    w.store.down.store(false, Ordering::SeqCst);
+    w.claims.catalog().invalidate(id).await;
+    assert_eq!(w.claims.public_template(id).await.unwrap().1, None);
+}
+
+#[tokio::test]
+async fn a_template_never_loaded_is_unavailable_naming_the_database() {
+    let w = world(true).await;
+    w.store.down.store(true, Ordering::SeqCst);
+    let e = w
+        .claims
+        .public_template(w.template.id)
+        .await
+        .expect_err("no copy to serve");
+    assert!(
+        matches!(
+            e,
+            AppError::Unavailable {
+                dependency: Some(Dependency::Database),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn my_coupons_serves_pending_claims_marked_partial_when_the_database_is_down() {
+    let w = world(true).await;
+    let (c, _) = w
+        .claims
+        .claim(&user(5), w.template.id, Some("a"))
+        .await
+        .unwrap();
+    let page = w
+        .claims
+        .my_coupons(&user(5), None, None, None)
+        .await
+        .unwrap();
+    assert!(!page.partial);
+    assert_eq!(page.items.len(), 1);
+
+    w.store.down.store(true, Ordering::SeqCst);
+    let page = w
+        .claims
+        .my_coupons(&user(5), None, None, None)
+        .await
+        .expect("partial, not 503");
+    assert!(page.partial);
+    assert_eq!(page.items.iter().map(|c| c.id).collect::<Vec<_>>(), [c.id]);
+    // One coupon the node holds is served; one it does not waits for the database.
+    assert_eq!(w.claims.my_coupon(&user(5), c.id).await.unwrap().id, c.id);
+    let other = stampede_domain::ids::CouponId::new(c.id.get() + 1).unwrap();
+    let e = w.claims.my_coupon(&user(5), other).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            AppError::Unavailable {
+                dependency: Some(Dependency::Database),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
