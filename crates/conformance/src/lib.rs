@@ -18,7 +18,8 @@
 //!
 //! Layout: `fixtures` (times, templates, claims and tasks every suite builds from), then one
 //! module per port: `templates`, `accounts`, `coupons`, `claim_log`, `distributions`,
-//! `settlements`, `reminders`, `hot_state`.
+//! `settlements`, `reminders`, `flow_rules`, `hot_state`, `rate_limiter` (its own fixture: a
+//! fresh limiter per scenario, `rate_limiter_suite!`).
 //!
 //! Panics are how a scenario fails, so `unwrap`/`expect` are allowed here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -28,7 +29,9 @@ pub mod claim_log;
 pub mod coupons;
 pub mod distributions;
 pub mod fixtures;
+pub mod flow_rules;
 pub mod hot_state;
+pub mod rate_limiter;
 pub mod reminders;
 pub mod settlements;
 pub mod templates;
@@ -36,6 +39,7 @@ pub mod templates;
 use async_trait::async_trait;
 use stampede_core::claim_ports::CouponStore;
 use stampede_core::distribution_ports::DistributionStore;
+use stampede_core::flow::FlowRuleStore;
 use stampede_core::ports::{AccountStore, TemplateStore};
 use stampede_core::reminder_ports::ReminderStore;
 use stampede_core::settlement_ports::SettlementStore;
@@ -43,7 +47,13 @@ use std::sync::Arc;
 
 /// A system of record: every storage port one adapter implements over one database.
 pub trait SystemOfRecord:
-    TemplateStore + AccountStore + CouponStore + DistributionStore + SettlementStore + ReminderStore
+    TemplateStore
+    + AccountStore
+    + CouponStore
+    + DistributionStore
+    + SettlementStore
+    + ReminderStore
+    + FlowRuleStore
 {
 }
 
@@ -54,6 +64,7 @@ impl<T> SystemOfRecord for T where
         + DistributionStore
         + SettlementStore
         + ReminderStore
+        + FlowRuleStore
         + ?Sized
 {
 }
@@ -83,7 +94,8 @@ macro_rules! __scenarios {
     };
 }
 
-/// Every storage suite (templates, accounts, coupons, distributions, settlements, reminders),
+/// Every storage suite (templates, accounts, coupons, distributions, settlements, reminders,
+/// flow rules),
 /// each in a module of its own; `$run` takes `impl AsyncFnOnce(&dyn StoreFixture)`.
 #[macro_export]
 macro_rules! system_of_record_suite {
@@ -94,5 +106,6 @@ macro_rules! system_of_record_suite {
         $crate::distribution_store_suite!($run);
         $crate::settlement_store_suite!($run);
         $crate::reminder_store_suite!($run);
+        $crate::flow_rule_store_suite!($run);
     };
 }

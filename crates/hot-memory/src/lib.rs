@@ -8,10 +8,12 @@
 //! template row, counts and keys from its coupons), so a restart needs no warm-up step.
 //!
 //! Layout: `state.rs` (per-template hot state and the claim decision), `writer.rs` (group
-//! commit).
+//! commit), `flow.rs` (the in-process rate limiter of flow control).
 
+mod flow;
 mod state;
 mod writer;
 
+pub use flow::MemoryRateLimiter;
 pub use state::MemoryHotState;
 pub use writer::WriterStats;

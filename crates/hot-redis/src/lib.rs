@@ -12,6 +12,7 @@
 //! - [`Persister`], the background job that drains the claim logs into the system of record
 //!   exactly once (see its module for the crash analysis).
 //! - [`Invalidation`], the pub/sub channel that tells every node a template changed.
+//! - [`RedisRateLimiter`], flow control's fleet-wide GCRA limiter (see its module).
 //!
 //! # Key layout
 //!
@@ -30,6 +31,7 @@
 //! | `P:{user:U}:pending` | hash | coupon id → coupon, acknowledged but perhaps not persisted |
 //! | `P:claimlogs` | set | template ids that have a claim log (what persisters scan) |
 //! | `P:tpl-invalidate` | channel | template ids whose cached copies are stale |
+//! | `P:{flow}:K` | string | a flow-control bucket (`user:U`, `ip:A`, `tpl:T`, `route:R`), expires when full |
 //!
 //! Coupons are stored in the compact text form of the `codec` module.
 //!
@@ -75,6 +77,7 @@
 //! timeout) may still have happened: the claim's `Idempotency-Key` makes the retry safe.
 
 mod codec;
+mod flow;
 mod hot_state;
 mod invalidation;
 pub mod keys;
@@ -83,6 +86,7 @@ mod scripts;
 mod template_cache;
 mod worker_lease;
 
+pub use flow::RedisRateLimiter;
 pub use hot_state::RedisHotState;
 pub use invalidation::Invalidation;
 pub use persister::{LogBatch, Persister};
