@@ -25,7 +25,8 @@ pub struct AppState {
     pub settlements: Arc<Settlements>,
     pub reminders: Arc<Reminders>,
     pub uploads: crate::routes::distributions::UploadConfig,
-    pub claim_limiter: crate::flow::ClaimLimiter,
+    /// Flow control: rules in force, rate limiter, in-flight slots.
+    pub flow: Arc<crate::flow::FlowControl>,
     pub checks: Arc<Vec<Arc<dyn HealthCheck>>>,
     /// Renders the Prometheus exposition of this process's metrics.
     pub metrics: Arc<dyn Fn() -> String + Send + Sync>,

@@ -272,10 +272,8 @@ mod tests {
     }
 
     fn rate() -> impl Strategy<Value = Rate> {
-        (0u32..=MAX_RATE + 10, 0u32..=MAX_RATE + 10).prop_map(|(per_second, burst)| Rate {
-            per_second,
-            burst,
-        })
+        (0u32..=MAX_RATE + 10, 0u32..=MAX_RATE + 10)
+            .prop_map(|(per_second, burst)| Rate { per_second, burst })
     }
 
     proptest! {

@@ -74,10 +74,7 @@ impl RedisRateLimiter {
                 .arg(c.rate.burst.max(1));
         }
         let mut conn = self.conn.clone();
-        let v: Value = inv
-            .invoke_async(&mut conn)
-            .await
-            .map_err(crate::backend)?;
+        let v: Value = inv.invoke_async(&mut conn).await.map_err(crate::backend)?;
         parse(&v)
     }
 

@@ -47,8 +47,8 @@ impl FlowRuleStore for SqliteStore {
 
 /// A stored row back into rules.
 fn decode(version: i64, rules: &str, at_ms: i64) -> Result<StoredFlowRules, StoreError> {
-    let rules: FlowRules = serde_json::from_str(rules)
-        .map_err(|e| StoreError::Corrupt(format!("flow_rules: {e}")))?;
+    let rules: FlowRules =
+        serde_json::from_str(rules).map_err(|e| StoreError::Corrupt(format!("flow_rules: {e}")))?;
     Ok(StoredFlowRules {
         version,
         rules,

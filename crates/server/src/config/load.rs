@@ -95,6 +95,7 @@ impl Settings {
         self.workers.check()?;
         self.reminder.check()?;
         self.settlement.check()?;
+        self.flow.check(&self.engine)?;
         self.distribution.check()
     }
 }

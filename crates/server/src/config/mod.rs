@@ -7,6 +7,7 @@
 mod auth;
 mod distribution;
 mod engine;
+mod flow;
 mod load;
 mod reminder;
 mod server;
@@ -18,6 +19,7 @@ mod workers;
 pub use auth::{AuthSettings, IdSettings, Secret};
 pub use distribution::DistributionSettings;
 pub use engine::{EngineSettings, RedisSettings};
+pub use flow::FlowSettings;
 pub use load::{Loaded, Overrides};
 pub use reminder::ReminderSettings;
 pub use server::{HttpSettings, LogFormat, LogSettings, ServerSettings};
@@ -43,6 +45,7 @@ pub struct Settings {
     pub distribution: DistributionSettings,
     pub settlement: SettlementSettings,
     pub reminder: ReminderSettings,
+    pub flow: FlowSettings,
 }
 
 impl Settings {
