@@ -37,7 +37,7 @@ pub struct HttpLimits {
 
 /// The routes and their OpenAPI document.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    use routes::{auth, distributions, ops, reminders, settlement, shopper, templates};
+    use routes::{auth, distributions, flow_rules, ops, reminders, settlement, shopper, templates};
     use utoipa_axum::router::UtoipaMethodRouterExt;
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(ops::healthz))
@@ -47,6 +47,10 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(auth::refresh))
         .routes(routes!(auth::logout))
         .routes(routes!(auth::create_account))
+        .routes(routes!(
+            flow_rules::get_flow_rules,
+            flow_rules::put_flow_rules
+        ))
         .routes(routes!(
             templates::create_template,
             templates::list_templates
@@ -90,6 +94,10 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.flow.clone(),
+            flow::admission,
+        ))
         .layer(middleware::from_fn(request_id::request_context))
         .with_state(state)
 }

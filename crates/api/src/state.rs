@@ -33,7 +33,8 @@ pub struct AppState {
     pub settlements: Arc<Settlements>,
     pub reminders: Arc<Reminders>,
     pub uploads: crate::routes::distributions::UploadConfig,
-    pub claim_limiter: crate::flow::ClaimLimiter,
+    /// Flow control: rules in force, rate limiter, in-flight slots.
+    pub flow: Arc<crate::flow::FlowControl>,
     pub checks: Arc<Vec<Arc<dyn HealthCheck>>>,
     /// Time each readiness check gets (the whole answer stays under a second).
     pub readiness_timeout: std::time::Duration,

@@ -19,6 +19,12 @@ const DOCUMENTED: &[(&str, &str, &[u16])] = &[
     ("post", "/api/v1/auth/refresh", &[200, 401, 422]),
     ("post", "/api/v1/auth/logout", &[204, 401]),
     ("post", "/api/v1/admin/accounts", &[201, 401, 403, 409, 422]),
+    ("get", "/api/v1/admin/flow-rules", &[200, 401, 403]),
+    (
+        "put",
+        "/api/v1/admin/flow-rules",
+        &[200, 400, 401, 403, 415, 422, 503],
+    ),
     (
         "post",
         "/api/v1/merchant/templates",

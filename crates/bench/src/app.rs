@@ -4,12 +4,12 @@
 //! error after its report is printed.
 
 use crate::claim::{self, ClaimSetup};
-use crate::cli::{Cli, DistributionArgs, LoadArgs, RemindersArgs, Scenario};
+use crate::cli::{Cli, DistributionArgs, LoadArgs, OverloadArgs, RemindersArgs, Scenario};
 use crate::client::Target;
 use crate::lock_redeem::{self, LockRedeemSetup};
 use crate::quote::{self, QuoteSetup};
 use crate::workload::Workload;
-use crate::{distribution, healthz_mix, measure, proc, redis_ceiling, reminders};
+use crate::{distribution, healthz_mix, measure, overload, proc, redis_ceiling, reminders};
 use anyhow::Context;
 use std::sync::Arc;
 
@@ -27,6 +27,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Scenario::Distribution(a) => runtime(1)?.block_on(distribution_scenario(a)),
         Scenario::Reminders(a) => runtime(a.threads)?.block_on(reminders_scenario(a)),
+        Scenario::Overload(a) => runtime(a.threads)?.block_on(overload_scenario(a)),
         Scenario::Healthz { load } => {
             runtime(load.threads)?.block_on(load_scenario(load, Setup::Healthz))
         }
@@ -104,6 +105,18 @@ async fn reminders_scenario(a: RemindersArgs) -> anyhow::Result<()> {
                 String::new()
             }
         );
+    }
+    Ok(())
+}
+
+async fn overload_scenario(a: OverloadArgs) -> anyhow::Result<()> {
+    let (target, secret) = a.server.connect().await?;
+    proc::check_server_pid(a.server.server_pid)?;
+    let report = overload::run(&target, &secret, &a.overload, a.server.server_pid).await?;
+    let json = serde_json::to_string(&report).context("encoding the summary")?;
+    print_report(&report.to_table(), &json);
+    if !report.bars_met {
+        anyhow::bail!("the overload bars were not met (see the table)");
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ use crate::client::Target;
 use crate::distribution::DistributionOptions;
 use crate::load::LoadOptions;
 use crate::lock_redeem::LockRedeemSetup;
+use crate::overload::OverloadOptions;
 use crate::quote::QuoteSetup;
 use crate::redis_ceiling::RedisOptions;
 use crate::reminders::RemindersOptions;
@@ -73,6 +74,10 @@ pub enum Scenario {
     /// Webhook reminders before a sale: seeded through the API, counted by a sink in this
     /// tool once due, with the server's memory, and optionally the database's insert ceiling.
     Reminders(RemindersArgs),
+    /// Overload: finds the node's claim capacity, then offers 10× that on 1,000 connections
+    /// with settlement calls beside it; reports admitted and refused latency, answers by
+    /// status, the server's peak RSS and whether settlement still succeeded.
+    Overload(OverloadArgs),
     /// redis-benchmark with a claim-like Lua (2x HINCRBY + XADD; an approximation of the
     /// claim script's cost). Skipped when redis-benchmark or Redis is missing.
     RedisCeiling(RedisOptions),
@@ -177,6 +182,17 @@ impl RemindersArgs {
     }
 }
 
+#[derive(Debug, Args)]
+pub struct OverloadArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub overload: OverloadOptions,
+    /// Runtime threads of this tool (1 = current-thread runtime).
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+}
+
 /// A duration flag: `10s`, `500ms`, `1m`, …
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d: jiff::SignedDuration = s
@@ -240,6 +256,20 @@ mod tests {
             parse(&["distribution"]).is_err(),
             "--server-pid is required"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn overload_defaults() -> anyhow::Result<()> {
+        let Scenario::Overload(a) = parse(&["overload", "--server-pid", "9"])? else {
+            anyhow::bail!("not overload");
+        };
+        let o = &a.overload;
+        assert_eq!(
+            (a.server.server_pid, o.connections, o.factor),
+            (9, 1_000, 10.0)
+        );
+        assert_eq!(o.probe_duration, Duration::from_secs(5));
         Ok(())
     }
 

@@ -4,7 +4,8 @@
 //! Scenarios, one module each, saying only what is theirs (setup, requests, checks):
 //! [`claim`], [`quote`], [`lock_redeem`] (load scenarios, plus `healthz` below),
 //! [`distribution`] and [`reminders`] (one-shot runs), [`redis_ceiling`] and
-//! [`insert_ceiling`] (what Redis and the database do on their own).
+//! [`insert_ceiling`] (what Redis and the database do on their own), [`overload`] (10× the
+//! node's capacity: shedding, admitted latency, settlement beside it).
 //!
 //! What they share:
 //! - the command line and running it: [`cli`], [`app`];
@@ -28,6 +29,7 @@ pub mod insert_ceiling;
 pub mod load;
 pub mod lock_redeem;
 pub mod multipart;
+pub mod overload;
 pub mod problem;
 pub mod proc;
 pub mod quote;

@@ -72,6 +72,11 @@ pub struct QuoteWork {
 }
 
 impl QuoteWork {
+    /// Quotes by `auths` (random) of `carts` (random) at `uri`.
+    pub fn new(uri: Uri, auths: Vec<HeaderValue>, carts: Vec<Bytes>) -> Self {
+        Self { uri, auths, carts }
+    }
+
     pub fn users(&self) -> usize {
         self.auths.len()
     }

@@ -52,6 +52,10 @@ impl TransportError {
 pub struct Stats {
     /// Latency in microseconds.
     pub latency: Histogram<u64>,
+    /// Latency of the answers that were not load refusals (anything but 429 and 503).
+    pub admitted: Histogram<u64>,
+    /// Latency of the load refusals: 429 (rate limited) and 503 (shed).
+    pub refused: Histogram<u64>,
     pub requests: u64,
     pub successes: u64,
     /// Non-2xx responses and transport failures.
@@ -69,6 +73,8 @@ impl Stats {
         let latency = Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
             .context("creating the latency histogram")?;
         Ok(Self {
+            admitted: latency.clone(),
+            refused: latency.clone(),
             latency,
             requests: 0,
             successes: 0,
@@ -97,6 +103,11 @@ impl Stats {
         self.requests += 1;
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.latency.saturating_record(us.clamp(1, MAX_LATENCY_US));
+        if status == 429 || status == 503 {
+            self.refused.saturating_record(us.clamp(1, MAX_LATENCY_US));
+        } else {
+            self.admitted.saturating_record(us.clamp(1, MAX_LATENCY_US));
+        }
         match self.status.iter_mut().find(|(s, _)| *s == status) {
             Some((_, n)) => *n += 1,
             None => self.status.push((status, 1)),
@@ -140,6 +151,12 @@ impl Stats {
     pub fn merge(&mut self, other: &Stats) -> anyhow::Result<()> {
         self.latency
             .add(&other.latency)
+            .context("merging latency histograms")?;
+        self.admitted
+            .add(&other.admitted)
+            .context("merging latency histograms")?;
+        self.refused
+            .add(&other.refused)
             .context("merging latency histograms")?;
         self.requests += other.requests;
         self.successes += other.successes;
@@ -198,6 +215,7 @@ mod tests {
         assert_eq!(a.errors, 5);
         assert_eq!(a.successes + a.errors, a.requests);
         assert_eq!(a.latency.len(), 5);
+        assert_eq!((a.admitted.len(), a.refused.len()), (4, 1));
         assert_eq!(a.transport_errors(), 1);
         let sold = a.codes.iter().find(|(c, _)| &**c == "SOLD_OUT");
         assert_eq!(sold.map(|x| x.1), Some(2));

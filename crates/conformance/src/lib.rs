@@ -18,7 +18,8 @@
 //!
 //! Layout: `fixtures` (times, templates, claims and tasks every suite builds from), then one
 //! module per port: `templates`, `accounts`, `coupons`, `claim_log`, `distributions`,
-//! `settlements`, `reminders`, `hot_state`, `login` (`login_attempts_suite!`).
+//! `settlements`, `reminders`, `flow_rules`, `hot_state`, `rate_limiter` (its own fixture: a
+//! fresh limiter per scenario, `rate_limiter_suite!`), `login` (`login_attempts_suite!`).
 //!
 //! Panics are how a scenario fails, so `unwrap`/`expect` are allowed here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -28,8 +29,10 @@ pub mod claim_log;
 pub mod coupons;
 pub mod distributions;
 pub mod fixtures;
+pub mod flow_rules;
 pub mod hot_state;
 pub mod login;
+pub mod rate_limiter;
 pub mod reminders;
 pub mod settlements;
 pub mod templates;
@@ -37,6 +40,7 @@ pub mod templates;
 use async_trait::async_trait;
 use stampede_core::claim_ports::CouponStore;
 use stampede_core::distribution_ports::DistributionStore;
+use stampede_core::flow::FlowRuleStore;
 use stampede_core::ports::{AccountStore, TemplateStore};
 use stampede_core::reminder_ports::ReminderStore;
 use stampede_core::settlement_ports::SettlementStore;
@@ -44,7 +48,13 @@ use std::sync::Arc;
 
 /// A system of record: every storage port one adapter implements over one database.
 pub trait SystemOfRecord:
-    TemplateStore + AccountStore + CouponStore + DistributionStore + SettlementStore + ReminderStore
+    TemplateStore
+    + AccountStore
+    + CouponStore
+    + DistributionStore
+    + SettlementStore
+    + ReminderStore
+    + FlowRuleStore
 {
 }
 
@@ -55,6 +65,7 @@ impl<T> SystemOfRecord for T where
         + DistributionStore
         + SettlementStore
         + ReminderStore
+        + FlowRuleStore
         + ?Sized
 {
 }
@@ -84,7 +95,8 @@ macro_rules! __scenarios {
     };
 }
 
-/// Every storage suite (templates, accounts, coupons, distributions, settlements, reminders),
+/// Every storage suite (templates, accounts, coupons, distributions, settlements, reminders,
+/// flow rules),
 /// each in a module of its own; `$run` takes `impl AsyncFnOnce(&dyn StoreFixture)`.
 #[macro_export]
 macro_rules! system_of_record_suite {
@@ -95,5 +107,6 @@ macro_rules! system_of_record_suite {
         $crate::distribution_store_suite!($run);
         $crate::settlement_store_suite!($run);
         $crate::reminder_store_suite!($run);
+        $crate::flow_rule_store_suite!($run);
     };
 }

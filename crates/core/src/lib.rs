@@ -8,7 +8,8 @@
 //! - Ports, narrow traits by capability, implemented by the adapters and handed in by the
 //!   composition root as `Arc<dyn …>`: `ports` (`TemplateStore`, `AccountStore`),
 //!   `claim_ports` (`CouponStore`, `ClaimLogStore`, `HotState`), `distribution_ports`,
-//!   `settlement_ports`, `reminder_ports` (with `ReminderNotifier`), `clock`.
+//!   `settlement_ports`, `reminder_ports` (with `ReminderNotifier`), `clock`, `flow`
+//!   (`RateLimiter`, `FlowRuleStore`).
 //! - `records`: the stored forms (flat records every adapter writes, no SQL); `events`: the
 //!   outbox events written with the changes they record; `ids`: the snowflake generator;
 //!   `coupon_cache`: the per-node cache of users' unused coupons for quotes.
@@ -28,6 +29,7 @@ pub mod distribution_ports;
 pub mod distributions;
 pub mod error;
 pub mod events;
+pub mod flow;
 pub mod ids;
 pub mod login;
 pub mod ports;

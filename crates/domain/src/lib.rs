@@ -7,7 +7,8 @@
 //! creation rules and its changes), `auth` (roles and the acting principal), `audit`,
 //! `settlement` (checkout quote math and the best coupon combination), `order` (an order's
 //! coupons and their lifecycle), `distribution` (bulk-push tasks and their row outcomes),
-//! `reminder` (reminder rules and their bit-packed storage form), `error` (the stable error
+//! `reminder` (reminder rules and their bit-packed storage form), `flow` (flow-control rules
+//! and their validation), `error` (the stable error
 //! codes of the API contract).
 
 pub mod audit;
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod coupon;
 pub mod distribution;
 pub mod error;
+pub mod flow;
 pub mod ids;
 pub mod money;
 pub mod order;

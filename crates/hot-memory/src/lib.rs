@@ -8,12 +8,15 @@
 //! template row, counts and keys from its coupons), so a restart needs no warm-up step.
 //!
 //! Layout: `state.rs` (per-template hot state and the claim decision), `writer.rs` (group
-//! commit), `login.rs` (failed-login counts of the login throttle, in process).
+//! commit), `login.rs` (failed-login counts of the login throttle, in process), `flow.rs` (the
+//! in-process rate limiter of flow control).
 
+mod flow;
 mod login;
 mod state;
 mod writer;
 
+pub use flow::MemoryRateLimiter;
 pub use login::MemoryLoginAttempts;
 pub use state::MemoryHotState;
 pub use writer::WriterStats;

@@ -12,6 +12,7 @@
 //! - [`Persister`], the background job that drains the claim logs into the system of record
 //!   exactly once (see its module for the crash analysis).
 //! - [`Invalidation`], the pub/sub channel that tells every node a template changed.
+//! - [`RedisRateLimiter`], flow control's fleet-wide GCRA limiter (see its module).
 //!
 //! # Key layout
 //!
@@ -31,6 +32,7 @@
 //! | `P:claimlogs` | set | template ids that have a claim log (what persisters scan) |
 //! | `P:tpl-invalidate` | channel | template ids whose cached copies are stale |
 //! | `P:login:<acct:name or ip:addr>` | hash | failed logins `f` and lockout end `u` (expires) |
+//! | `P:{flow}:K` | string | a flow-control bucket (`user:U`, `ip:A`, `tpl:T`, `route:R`), expires when full |
 //!
 //! Coupons are stored in the compact text form of the `codec` module.
 //!
@@ -79,6 +81,7 @@
 
 mod codec;
 mod connection;
+mod flow;
 mod hot_state;
 mod invalidation;
 pub mod keys;
@@ -89,6 +92,7 @@ mod template_cache;
 mod worker_lease;
 
 pub use connection::{Connection, is_unavailable};
+pub use flow::RedisRateLimiter;
 pub use hot_state::RedisHotState;
 pub use invalidation::Invalidation;
 pub use login::RedisLoginAttempts;

@@ -18,3 +18,4 @@ pub static RESERVE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/reserve.lua")));
 pub static RETURN_STOCK: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/return.lua")));
+pub static FLOW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/flow.lua")));

@@ -12,7 +12,6 @@ use crate::storage::Stores;
 use crate::use_cases::UseCases;
 use crate::{http, notifiers};
 use anyhow::Context;
-use stampede_api::flow::ClaimLimiter;
 use stampede_core::catalog::Catalog;
 use stampede_core::clock::{Clock, SystemClock};
 use stampede_workers::Runner;
@@ -50,14 +49,13 @@ impl Application {
             .set_observer(claim_path.observer.clone());
         let delivery = notifiers::reminder_delivery(&settings)?;
         let use_cases = UseCases::build(&settings, &services, &claim_path, delivery.channels);
-        let e = &settings.engine;
-        let limiter = ClaimLimiter::new(e.claim_rate_per_user, e.claim_burst_per_user);
+        let flow = crate::flow::build(&settings, &services.stores).await?;
         let router = http::router(
             &settings,
             &services,
             &claim_path,
             &use_cases,
-            limiter.clone(),
+            flow.control.clone(),
         );
         // Follows the shutdown token given to `run_until_stopped`.
         let stop_jobs = CancellationToken::new();
@@ -67,7 +65,7 @@ impl Application {
             claim_path: &claim_path,
             use_cases: &use_cases,
             reminder_notifiers: delivery.notifiers,
-            claim_limiter: limiter,
+            flow_limiter: flow.memory.clone(),
             stop: stop_jobs.clone(),
         })
         .await?;
@@ -75,6 +73,7 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", settings.server.listen))?;
         let mut background = claim_path.background;
+        background.push(crate::flow::rule_poller(&settings, &flow));
         if let Some(lease) = services.worker_lease {
             background.push(lease.renewal());
         }

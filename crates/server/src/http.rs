@@ -1,12 +1,12 @@
 //! The HTTP API over the services, the claim path and the use cases: its state (uploads,
-//! health checks, metrics, the per-user claim limiter) and the router.
+//! health checks, metrics, flow control) and the router.
 
 use crate::claim_path::ClaimPath;
 use crate::config::Settings;
 use crate::services::Services;
 use crate::storage::{DatabaseCheck, RedisCheck};
 use crate::use_cases::UseCases;
-use stampede_api::flow::ClaimLimiter;
+use stampede_api::flow::FlowControl;
 use stampede_api::routes::distributions::UploadConfig;
 use stampede_api::{AppState, HealthCheck, HttpLimits};
 use stampede_core::ports::Dependency;
@@ -17,7 +17,7 @@ pub fn router(
     services: &Services,
     claim_path: &ClaimPath,
     use_cases: &UseCases,
-    claim_limiter: ClaimLimiter,
+    flow: Arc<FlowControl>,
 ) -> axum::Router {
     let work_dir = settings.distribution_dir();
     let uploads = UploadConfig {
@@ -43,7 +43,7 @@ pub fn router(
         settlements: use_cases.settlements.clone(),
         reminders: use_cases.reminders.clone(),
         uploads,
-        claim_limiter,
+        flow,
         checks: Arc::new(checks),
         readiness_timeout: settings.resilience.readiness_timeout,
         metrics: {

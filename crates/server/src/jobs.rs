@@ -1,6 +1,6 @@
 //! Every background job a node runs, registered on one `Runner` in a fixed order: the
 //! back-office sweeps, lock expiry, reminders, distributions and their callbacks, the claim
-//! limiter's housekeeping, and (distributed mode) the claim-log persister.
+//! flow-control limiter's housekeeping, and (distributed mode) the claim-log persister.
 
 use crate::claim_path::ClaimPath;
 use crate::config::Settings;
@@ -9,9 +9,9 @@ use crate::services::Services;
 use crate::use_cases::UseCases;
 use anyhow::Context;
 use async_trait::async_trait;
-use stampede_api::flow::ClaimLimiter;
 use stampede_core::AppError;
 use stampede_core::reminder_ports::ReminderNotifier;
+use stampede_hot_memory::MemoryRateLimiter;
 use stampede_hot_redis::Persister;
 use stampede_workers::{
     DistributionRunner, EndTemplates, Job, NotifyConfig, NotifyDistributions, PurgeIdempotencyKeys,
@@ -29,7 +29,8 @@ pub struct JobInputs<'a> {
     pub use_cases: &'a UseCases,
     /// The reminder scheduler's webhook / SMTP notifiers (`notifiers`).
     pub reminder_notifiers: Vec<Arc<dyn ReminderNotifier>>,
-    pub claim_limiter: ClaimLimiter,
+    /// The in-process flow-control buckets (forgotten once full again).
+    pub flow_limiter: Arc<MemoryRateLimiter>,
     /// Long job steps (a distribution task) watch this to stop early at shutdown.
     pub stop: CancellationToken,
 }
@@ -42,7 +43,7 @@ pub async fn runner(inputs: JobInputs<'_>) -> anyhow::Result<Runner> {
         claim_path,
         use_cases,
         reminder_notifiers,
-        claim_limiter,
+        flow_limiter,
         stop,
     } = inputs;
     let (stores, clock) = (&services.stores, &services.clock);
@@ -118,7 +119,7 @@ pub async fn runner(inputs: JobInputs<'_>) -> anyhow::Result<Runner> {
         NotifyDistributions::new(stores.distributions.clone(), clock.clone(), notify)
             .context("building the callback HTTP client")?,
     ));
-    runner.register(Arc::new(ShrinkLimiter(claim_limiter)));
+    runner.register(Arc::new(ShrinkLimiter(flow_limiter)));
     if let Some(persister) = &claim_path.persister {
         runner.register(Arc::new(PersistClaims {
             persister: persister.clone(),
@@ -155,12 +156,12 @@ impl Job for PersistClaims {
     }
 }
 
-/// How often the claim limiter forgets per-user buckets that are full again. Only memory
-/// depends on it: a forgotten full bucket answers exactly as a kept one would.
+/// How often the in-process limiter forgets buckets (users, IPs, templates) that are full
+/// again. Only memory depends on it: a forgotten full bucket answers as a kept one would.
 const SHRINK_LIMITER_EVERY: Duration = Duration::from_secs(60);
 
-/// Forgets per-user claim buckets that are full again.
-struct ShrinkLimiter(ClaimLimiter);
+/// Forgets flow-control buckets that are full again.
+struct ShrinkLimiter(Arc<MemoryRateLimiter>);
 
 #[async_trait]
 impl Job for ShrinkLimiter {

@@ -1,7 +1,7 @@
 //! The composition root: configuration (`config`), this node's identity (`node`), the
 //! stores (`storage`) and services every entry point builds (`services`, `secrets`), the
 //! claim path (`claim_path`), the server's use cases, API and jobs (`use_cases`, `http`,
-//! `notifiers`, `jobs`, `background`), the `Application` that runs them (`app`), logging
+//! `notifiers`, `jobs`, `background`), flow control's limiter and rule poller (`flow`), the `Application` that runs them (`app`), logging
 //! (`telemetry`), and the `stampede` command line (`cli`, used by `main.rs`). This is the
 //! only crate that knows every adapter.
 
@@ -11,6 +11,7 @@ pub mod claim_path;
 pub mod cli;
 pub mod config;
 pub mod datagen;
+pub mod flow;
 pub mod http;
 pub mod jobs;
 pub mod node;

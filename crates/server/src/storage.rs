@@ -9,6 +9,7 @@ use futures::future::BoxFuture;
 use stampede_api::HealthCheck;
 use stampede_core::claim_ports::{ClaimLogStore, CouponStore};
 use stampede_core::distribution_ports::DistributionStore;
+use stampede_core::flow::FlowRuleStore;
 use stampede_core::ports::Dependency;
 use stampede_core::ports::{AccountStore, TemplateStore};
 use stampede_core::reminder_ports::ReminderStore;
@@ -27,6 +28,7 @@ pub struct Stores {
     pub distributions: Arc<dyn DistributionStore>,
     pub settlements: Arc<dyn SettlementStore>,
     pub reminders: Arc<dyn ReminderStore>,
+    pub flow_rules: Arc<dyn FlowRuleStore>,
     /// Distributed mode's claim-log bookkeeping (MySQL only).
     pub claim_log: Option<Arc<dyn ClaimLogStore>>,
     /// The MySQL store itself, when that is the backend (tests drop its databases).
@@ -59,7 +61,8 @@ pub async fn open_with(settings: &Settings, breakers: &Breakers) -> anyhow::Resu
                 coupons: store.clone(),
                 distributions: store.clone(),
                 settlements: store.clone(),
-                reminders: store,
+                reminders: store.clone(),
+                flow_rules: store,
                 claim_log: None,
                 mysql: None,
             })
@@ -88,6 +91,7 @@ pub async fn open_with(settings: &Settings, breakers: &Breakers) -> anyhow::Resu
                 distributions: shared.clone(),
                 settlements: shared.clone(),
                 reminders: shared.clone(),
+                flow_rules: shared.clone(),
                 claim_log: Some(shared),
                 mysql: Some(store),
             })

@@ -26,7 +26,7 @@
 //! - `databases[0]` also holds the global tables: `template_directory` and
 //!   `distribution_directory` (id → shop, so a lookup by id is routed, not broadcast),
 //!   `order_directory` (order id → user, for the same reason, and so an order id serves one
-//!   user only) and the accounts tables.
+//!   user only), the accounts tables and `flow_rules`.
 //!
 //! Queries that span shops (the admin lists, the end sweep, purging, the distribution runner's
 //! and notifier's scans) send one query per database, covering its M tables with `UNION ALL`,
@@ -47,7 +47,8 @@
 //! `listing` (the `TemplateStore`), `coupons` (the `CouponStore`), `claim_log` (the
 //! `ClaimLogStore`), `settlements` (the `SettlementStore`), `reminders` (the
 //! `ReminderStore`), `distributions` (the `DistributionStore`), `accounts` (the
-//! `AccountStore`), `error` (one mapping from driver errors to `StoreError`).
+//! `AccountStore`), `flow` (the `FlowRuleStore`), `error` (one mapping from driver errors
+//! to `StoreError`).
 //!
 //! Failing fast: every pool waits at most `MysqlResilience::acquire_timeout` for a
 //! connection, and while the node's database breaker is not closed every call gets a pool
@@ -63,6 +64,7 @@ mod coupons;
 mod directory;
 mod distributions;
 mod error;
+mod flow;
 mod listing;
 mod migrate;
 mod reminders;

@@ -26,6 +26,7 @@
 mod accounts;
 mod coupons;
 mod distributions;
+mod flow;
 mod migrate;
 mod reminders;
 mod settlements;

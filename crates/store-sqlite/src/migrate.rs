@@ -49,6 +49,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         description: "reminders and their delivery leases",
         sql: include_str!("../migrations/0006_reminders.sql"),
     },
+    Migration {
+        version: 7,
+        description: "flow-control rules",
+        sql: include_str!("../migrations/0007_flow_rules.sql"),
+    },
 ];
 
 /// Applies every migration not yet recorded; returns how many it applied.

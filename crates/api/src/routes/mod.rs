@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod distributions;
+pub mod flow_rules;
 pub mod ops;
 pub mod reminders;
 pub mod settlement;

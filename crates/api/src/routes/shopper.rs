@@ -2,12 +2,13 @@
 
 use crate::error::{ApiError, ApiResult, PROBLEM_JSON, Problem};
 use crate::extract::{AnyRole, Caller, Fields, OptionalJsonObject, UserOnly, idempotency_key};
+use crate::flow::ClientIp;
 use crate::responses::{BearerErrors, ClaimErrors, NotFound};
 use crate::state::AppState;
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::{Extension, Json};
 use serde::Serialize;
 use stampede_core::claims::PublicTemplate;
 use stampede_domain::coupon::{CouponStatus, UserCoupon};
@@ -80,20 +81,24 @@ pub struct ClaimResponse {
         ClaimErrors, NotFound,
         (status = 409, body = Problem, content_type = PROBLEM_JSON, description = "SOLD_OUT, LIMIT_REACHED, CLAIM_NOT_STARTED, CLAIM_ENDED or TEMPLATE_TERMINATED"),
         (status = 422, body = Problem, content_type = PROBLEM_JSON, description = "VALIDATION_FAILED: a bad Idempotency-Key or body"),
-        (status = 429, body = Problem, content_type = PROBLEM_JSON, description = "RATE_LIMITED: too many claims from this user; see Retry-After"),
-        (status = 503, body = Problem, content_type = PROBLEM_JSON, description = "UNAVAILABLE: the claim could not be made (nothing was taken; `dependency` names what is missing); OUTCOME_UNKNOWN: its answer was lost and it may have been made: retry with the same Idempotency-Key"),
+        (status = 429, body = Problem, content_type = PROBLEM_JSON, description = "RATE_LIMITED: over a flow-control rule (claim route, user, IP or template); see Retry-After"),
+        (status = 503, body = Problem, content_type = PROBLEM_JSON, description = "UNAVAILABLE: the claim could not be made (nothing was taken; `dependency` names what is missing). OUTCOME_UNKNOWN: its answer was lost and it may have been made: retry with the same Idempotency-Key. OVERLOADED: the node sheds load; see Retry-After"),
     ))]
 pub async fn claim(
     State(state): State<AppState>,
     caller: Caller<UserOnly>,
     Path(id): Path<String>,
+    client_ip: Option<Extension<ClientIp>>,
     headers: HeaderMap,
     OptionalJsonObject(body): OptionalJsonObject,
 ) -> ApiResult<(StatusCode, Json<ClaimResponse>)> {
     let id = TemplateId::parse(&id).ok_or_else(ApiError::not_found)?;
-    if let Ok(user) = stampede_core::claims::user_of(&caller.principal) {
-        state.claim_limiter.check(user.get())?;
-    }
+    let user = stampede_core::claims::user_of(&caller.principal).ok();
+    let ip = client_ip.map(|Extension(ClientIp(ip))| ip);
+    state
+        .flow
+        .check_claim(user.map(|u| u.get()), ip, id.get())
+        .await?;
     Fields::new(body)
         .finish()
         .finish(())

@@ -96,6 +96,7 @@ impl Settings {
         self.reminder.check()?;
         self.settlement.check()?;
         self.resilience.check()?;
+        self.flow.check(&self.engine)?;
         self.distribution.check()
     }
 }

@@ -7,6 +7,7 @@
 mod auth;
 mod distribution;
 mod engine;
+mod flow;
 mod load;
 mod reminder;
 mod resilience;
@@ -19,6 +20,7 @@ mod workers;
 pub use auth::{AuthSettings, IdSettings, Secret};
 pub use distribution::DistributionSettings;
 pub use engine::{EngineSettings, RedisSettings};
+pub use flow::FlowSettings;
 pub use load::{Loaded, Overrides};
 pub use reminder::ReminderSettings;
 pub use resilience::ResilienceSettings;
@@ -46,6 +48,7 @@ pub struct Settings {
     pub settlement: SettlementSettings,
     pub reminder: ReminderSettings,
     pub resilience: ResilienceSettings,
+    pub flow: FlowSettings,
 }
 
 impl Settings {

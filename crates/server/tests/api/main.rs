@@ -8,6 +8,7 @@ mod cli;
 #[path = "../common/mod.rs"]
 mod common;
 mod distribution;
+mod flow;
 mod helpers;
 mod manage;
 mod ops;

@@ -32,7 +32,7 @@ async fn migrating_again_is_a_noop(ctx: Ctx) {
                 .fetch_all(&pool)
                 .await
                 .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4, 5]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
         pool.close().await;
     }
 }
@@ -112,6 +112,7 @@ async fn schema_matches_the_shared_records(ctx: Ctx) {
                     "accounts",
                     "auth_sessions",
                     "refresh_tokens",
+                    "flow_rules",
                 ]
                 .map(String::from),
             );
@@ -161,7 +162,7 @@ async fn a_database_from_before_distributions_is_upgraded(ctx: Ctx) {
                 .fetch_all(&pool)
                 .await
                 .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4, 5]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
         let names = table_names(&pool).await;
         assert!(names.contains(&"distributions_0".to_owned()), "{names:?}");
         pool.close().await;
