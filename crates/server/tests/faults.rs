@@ -258,6 +258,9 @@ impl Cluster {
                 Err(_) => 0,
             };
             out.push((status, ms(started.elapsed())));
+            if status != 200 {
+                break; // nothing to redeem without a lock
+            }
         }
         out
     }
