@@ -1077,6 +1077,54 @@ async fn redis_killed_and_restarted_on_its_append_only_file() {
     o.conclude(&inv);
 }
 
+/// Redis connections reset (RST) mid-claim, five times a second apart: the ambiguous outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_connections_reset_mid_claim() {
+    if !enabled() {
+        return;
+    }
+    let cl = Cluster::start().await;
+    let template = cl.create_template().await;
+    let t0 = Instant::now();
+    let load = Load::start(&cl, &template, WORKERS, &[0, 1], t0);
+    let probes = Prober::start(&cl, 0, t0);
+    warm_up(&load, 200).await;
+    let from = since(t0);
+    for _ in 0..5 {
+        cl.redis_proxy
+            .set_mode(Mode::Reset)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        cl.redis_proxy
+            .set_mode(Mode::Pass)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        tokio::time::sleep(Duration::from_millis(900)).await;
+    }
+    let back = Instant::now();
+    let to = since(t0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let answers = load.finish().await;
+    let _ = probes.finish().await;
+    let mut o = Outcome::new(
+        "redis_reset",
+        "Redis connections reset (RST) 5 times, 1 s apart, each reset lasting 100 ms",
+    );
+    o.answers(&answers, from, to);
+    let (drained, inv) = drain_and_check(&cl, &template, &answers, back).await;
+    o.recovery(&answers, to, drained);
+    o.bar(
+        inv.happened_but_failed.is_empty(),
+        format!(
+            "no claim that happened answered as a failure ({} were, e.g. {:?})",
+            inv.happened_but_failed.len(),
+            &inv.happened_but_failed[..inv.happened_but_failed.len().min(2)]
+        ),
+    );
+    o.conclude(&inv);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_mysql_500ms_per_packet() {
     if !enabled() {
