@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 out=$(mktemp); trap 'rm -f "$out"' EXIT
+commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo '+changes')"
 
 command -v redis-server >/dev/null && command -v mariadbd >/dev/null || ./scripts/services.sh
 
@@ -18,7 +19,7 @@ cargo test --release --quiet -p stampede-server --test faults -- --test-threads=
   2>&1 | tee "$out" || status=$?
 
 echo
-echo "Fault suite, $(date -u +%Y-%m-%d) UTC, commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo '+changes'), strict=${STAMPEDE_FAULTS_STRICT:-0}"
+echo "Fault suite, $(date -u +%Y-%m-%d) UTC, commit $commit, strict=${STAMPEDE_FAULTS_STRICT:-0}"
 echo
 echo "| scenario | injected | answers by code (whole run) | during the fault | p99 during fault / whole run | recovery: first 201 / log drained | invariants | bars missed |"
 echo "|---|---|---|---|---|---|---|---|"

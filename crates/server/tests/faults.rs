@@ -1,7 +1,8 @@
 //! Fault suite: two nodes of the real `stampede` binary in distributed mode, each talking to
 //! a private MariaDB and a private Redis (append-only file) through `stampede-faultkit`
 //! proxies, under a claim load. Each scenario injects one fault (MySQL cut, Redis cut, Redis
-//! killed and restarted, slow MySQL, a node killed, 1,000 connections), records every answer
+//! connections reset, Redis killed and restarted, slow MySQL, a node killed, 1,000
+//! connections), records every answer
 //! (status, code, latency, coupon) and `/readyz`, prints one `FAULT-RESULT {json}` line, and
 //! then asserts the invariants of the stores exactly: every 201 coupon is in MySQL, stock +
 //! issued = total, Redis stock = MySQL stock, no duplicate coupon ids, nobody over the limit.
@@ -72,6 +73,8 @@ struct Cluster {
     tokens: Arc<TokenService>,
     client: reqwest::Client,
     next_user: Arc<AtomicU64>,
+    /// Set when node 2 did not see the scenario's template (see `create_template`).
+    visibility_miss: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -123,6 +126,7 @@ impl Cluster {
             tokens: Arc::new(TokenService::new(SECRET.as_bytes(), Arc::new(SystemClock))),
             client,
             next_user: Arc::new(AtomicU64::new(1_000_000)),
+            visibility_miss: None,
         };
         c.start_node(0);
         c.start_node(1);
@@ -152,7 +156,46 @@ impl Cluster {
         token(&self.tokens, role, sub, shop)
     }
 
-    async fn create_template(&self) -> String {
+    /// Creates the sale's template on node 1 and waits until node 2 sees it too. A node that
+    /// does not within 3 s is a finding (recorded in `visibility_miss`) and is restarted (its
+    /// bloom filter is rebuilt from MySQL at start) so that the scenario still measures its
+    /// fault.
+    async fn create_template(&mut self) -> String {
+        let id = self.create_template_on_node_0().await;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            if self.sees(1, &id).await {
+                return id;
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.visibility_miss = Some(
+            "a template created on node 1 visible on node 2 within 3 s (node 2 answered 404; restarted)"
+                .into(),
+        );
+        self.kill_node(1);
+        self.start_node(1);
+        assert!(
+            self.sees(1, &id).await,
+            "node 2 does not see the template even after a restart"
+        );
+        id
+    }
+
+    async fn sees(&self, node: usize, template: &str) -> bool {
+        let r = self
+            .client
+            .get(format!("{}/api/v1/templates/{template}", self.base(node)))
+            .bearer_auth(self.token(Role::User, "1", None))
+            .send()
+            .await;
+        r.is_ok_and(|r| r.status() == 200)
+    }
+
+    async fn create_template_on_node_0(&self) -> String {
         let now = Timestamp::now();
         let body = json!({
             "name": "Fault sale", "kind": "fixed", "amount_off": 100, "stock_total": STOCK,
@@ -674,12 +717,12 @@ struct Outcome {
 }
 
 impl Outcome {
-    fn new(scenario: &'static str, injected: &'static str) -> Self {
+    fn new(scenario: &'static str, injected: &'static str, cl: &Cluster) -> Self {
         Self {
             scenario,
             injected,
             fields: serde_json::Map::new(),
-            bars_missed: Vec::new(),
+            bars_missed: cl.visibility_miss.iter().cloned().collect(),
         }
     }
 
@@ -897,7 +940,7 @@ async fn mysql_cut_20s_under_claim_load() {
     if !enabled() {
         return;
     }
-    let cl = Cluster::start().await;
+    let mut cl = Cluster::start().await;
     let template = cl.create_template().await;
     let t0 = Instant::now();
     let load = Load::start(&cl, &template, WORKERS, &[0, 1], t0);
@@ -921,6 +964,7 @@ async fn mysql_cut_20s_under_claim_load() {
     let mut o = Outcome::new(
         "mysql_cut",
         "MySQL proxy cut 20 s (live connections closed, port refused)",
+        &cl,
     );
     o.answers(&answers, from, to);
     let during: Vec<&Answer> = answers
@@ -961,7 +1005,7 @@ async fn redis_cut_10s_fails_fast_and_settlement_goes_on() {
     if !enabled() {
         return;
     }
-    let cl = Cluster::start().await;
+    let mut cl = Cluster::start().await;
     let template = cl.create_template().await;
     let (user, coupon) = cl.persisted_coupon(&template).await;
     let t0 = Instant::now();
@@ -995,6 +1039,7 @@ async fn redis_cut_10s_fails_fast_and_settlement_goes_on() {
     let mut o = Outcome::new(
         "redis_cut",
         "Redis proxy cut 10 s (live connections closed, port refused)",
+        &cl,
     );
     o.answers(&answers, from, to);
     // Fail fast once the outage is known: the 503s sent after its first second.
@@ -1061,6 +1106,7 @@ async fn redis_killed_and_restarted_on_its_append_only_file() {
     let mut o = Outcome::new(
         "redis_restart",
         "Redis SIGKILLed under load, restarted on the same AOF (appendfsync always) after 3 s",
+        &cl,
     );
     o.answers(&answers, from, to);
     o.readiness(&probes, from, to, "redis", 503);
@@ -1083,7 +1129,7 @@ async fn redis_connections_reset_mid_claim() {
     if !enabled() {
         return;
     }
-    let cl = Cluster::start().await;
+    let mut cl = Cluster::start().await;
     let template = cl.create_template().await;
     let t0 = Instant::now();
     let load = Load::start(&cl, &template, WORKERS, &[0, 1], t0);
@@ -1110,6 +1156,7 @@ async fn redis_connections_reset_mid_claim() {
     let mut o = Outcome::new(
         "redis_reset",
         "Redis connections reset (RST) 5 times, 1 s apart, each reset lasting 100 ms",
+        &cl,
     );
     o.answers(&answers, from, to);
     let (drained, inv) = drain_and_check(&cl, &template, &answers, back).await;
@@ -1130,7 +1177,7 @@ async fn slow_mysql_500ms_per_packet() {
     if !enabled() {
         return;
     }
-    let cl = Cluster::start().await;
+    let mut cl = Cluster::start().await;
     let template = cl.create_template().await;
     let t0 = Instant::now();
     let load = Load::start(&cl, &template, WORKERS, &[0, 1], t0);
@@ -1154,6 +1201,7 @@ async fn slow_mysql_500ms_per_packet() {
     let mut o = Outcome::new(
         "slow_mysql",
         "MySQL proxy delays every packet 500 ms each way for 8 s",
+        &cl,
     );
     o.answers(&answers, from, to);
     let during: Vec<&Answer> = answers
@@ -1208,6 +1256,7 @@ async fn node_kill_9_under_load_the_other_node_serves() {
     let mut o = Outcome::new(
         "node_kill",
         "node 2 of 2 SIGKILLed under load, restarted after 3 s",
+        &cl,
     );
     // Node 1's answers while node 2 was gone: the fault as the surviving node saw it.
     let survivor: Vec<Answer> = answers.iter().filter(|a| a.node == 0).cloned().collect();
@@ -1250,7 +1299,7 @@ async fn overload_1000_connections_answers_fast_and_settlement_succeeds() {
     if !enabled() {
         return;
     }
-    let cl = Cluster::start().await;
+    let mut cl = Cluster::start().await;
     let template = cl.create_template().await;
     let (user, coupon) = cl.persisted_coupon(&template).await;
     let t0 = Instant::now();
@@ -1271,6 +1320,7 @@ async fn overload_1000_connections_answers_fast_and_settlement_succeeds() {
     let mut o = Outcome::new(
         "overload",
         "1,000 concurrent connections claiming on one node for 5 s",
+        &cl,
     );
     o.answers(&answers, from, to);
     let codes = by_code(answers.iter());
