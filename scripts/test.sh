@@ -2,7 +2,8 @@
 # The whole test suite, as the README's second command and CI (.ci/run) run it:
 # formatting and lints, every crate's unit/integration tests, then the HTTP behavioural
 # suite once per storage backend (SQLite, MySQL 1x1, MySQL 2x4) against real services
-# (MariaDB, Redis), then the kill -9 crash tests against the release binary in both modes.
+# (MariaDB, Redis), then the kill -9 crash tests against the release binary in both modes, then
+# the fault suite (RELIABILITY.md) with its availability bars asserted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log=$(mktemp); trap 'rm -f "$log"' EXIT
@@ -30,6 +31,9 @@ done
 echo "== crash tests: the release binary killed with SIGKILL mid-load (embedded, then distributed)"
 cargo test --release --quiet -p stampede-server --test crash 2>&1 | tee -a "$log"
 STAMPEDE_TEST_BACKEND=mysql-2x4 cargo test --release --quiet -p stampede-server --test crash 2>&1 | tee -a "$log"
+echo "== fault suite: two release nodes over a private MariaDB and Redis behind fault-injecting proxies"
+STAMPEDE_FAULTS_STRICT="${STAMPEDE_FAULTS_STRICT:-1}" \
+  cargo test --release --quiet -p stampede-server --test faults -- --test-threads=1 2>&1 | tee -a "$log"
 
 # One closing line over every cargo test run above.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

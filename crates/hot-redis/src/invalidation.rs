@@ -70,19 +70,44 @@ impl Invalidation {
     where
         F: Fn(TemplateId) + Send + Sync + 'static,
     {
+        Self::subscribe_with_catch_up(url, prefix, on_invalidate, || {}, token)
+    }
+
+    /// [`Self::subscribe`], calling `on_subscribed` each time a subscription is in place
+    /// (the first and every one after a reconnect): what was published while this node was
+    /// not subscribed is lost, so the caller catches up from the system of record then.
+    pub fn subscribe_with_catch_up<F, G>(
+        url: &str,
+        prefix: &str,
+        on_invalidate: F,
+        on_subscribed: G,
+        token: CancellationToken,
+    ) -> Result<impl Future<Output = ()> + Send + 'static, StoreError>
+    where
+        F: Fn(TemplateId) + Send + Sync + 'static,
+        G: Fn() + Send + Sync + 'static,
+    {
         let client = redis::Client::open(url).map_err(backend)?;
         let channel = keys::invalidation_channel(prefix);
-        Ok(run_subscriber(client, channel, on_invalidate, token))
+        Ok(run_subscriber(
+            client,
+            channel,
+            on_invalidate,
+            on_subscribed,
+            token,
+        ))
     }
 }
 
-async fn run_subscriber<F>(
+async fn run_subscriber<F, G>(
     client: redis::Client,
     channel: String,
     on_invalidate: F,
+    on_subscribed: G,
     token: CancellationToken,
 ) where
     F: Fn(TemplateId) + Send + Sync + 'static,
+    G: Fn() + Send + Sync + 'static,
 {
     let mut backoff = BACKOFF_MIN;
     loop {
@@ -92,6 +117,7 @@ async fn run_subscriber<F>(
             pubsub.subscribe(&channel).await?;
             subscribed = true;
             tracing::debug!(%channel, "subscribed to template invalidations");
+            on_subscribed();
             let mut messages = pubsub.on_message();
             while let Some(msg) = messages.next().await {
                 let payload = String::from_utf8_lossy(msg.get_payload_bytes());

@@ -168,3 +168,45 @@ async fn the_subscriber_reconnects_after_losing_its_connection() {
             .is_ok()
     );
 }
+
+/// The catch-up hook runs once the subscription is in place, and only then is a publish heard:
+/// what was published before it must be caught up from the store.
+#[tokio::test]
+async fn the_catch_up_hook_runs_when_the_subscription_is_in_place() {
+    let prefix = TestPrefix::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (subscribed_tx, mut subscribed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let token = CancellationToken::new();
+    let subscriber = tokio::spawn(
+        Invalidation::subscribe_with_catch_up(
+            &redis_url(),
+            &prefix.0,
+            move |t| {
+                let _ = tx.send(t);
+            },
+            move || {
+                let _ = subscribed_tx.send(());
+            },
+            token.clone(),
+        )
+        .expect("a Redis URL"),
+    );
+    tokio::time::timeout(Duration::from_secs(10), subscribed_rx.recv())
+        .await
+        .expect("the hook runs")
+        .expect("once");
+    let publisher = Invalidation::connect(&redis_url(), &prefix.0)
+        .await
+        .unwrap();
+    assert_eq!(
+        publisher.publish(tid(7)).await.unwrap(),
+        1,
+        "subscribed when the hook ran"
+    );
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("delivered");
+    assert_eq!(got, Some(tid(7)));
+    token.cancel();
+    subscriber.await.unwrap();
+}

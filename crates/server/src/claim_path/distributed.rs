@@ -93,11 +93,29 @@ pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::R
 fn invalidation_subscriber(settings: &Settings, catalog: Arc<Catalog>) -> Background {
     let (url, prefix) = (settings.redis.url.clone(), settings.redis.prefix.clone());
     Box::new(move |token: CancellationToken| -> BoxFuture<'static, ()> {
+        let cat = catalog.clone();
         let on_invalidate = move |id| {
-            let cat = catalog.clone();
+            let cat = cat.clone();
             tokio::spawn(async move { cat.created(id).await });
         };
-        match Invalidation::subscribe(&url, &prefix, on_invalidate, token) {
+        // Templates created elsewhere between the start-up bloom load (or a lost
+        // subscription) and this subscription were never announced to this node: reload the
+        // ids each time the subscription is (re)established, or claims on them would be 404.
+        let on_subscribed = move || {
+            let cat = catalog.clone();
+            tokio::spawn(async move {
+                if let Err(e) = cat.rebuild_bloom().await {
+                    tracing::warn!(error = %e, "could not catch up on template ids after subscribing");
+                }
+            });
+        };
+        match Invalidation::subscribe_with_catch_up(
+            &url,
+            &prefix,
+            on_invalidate,
+            on_subscribed,
+            token,
+        ) {
             Ok(fut) => Box::pin(fut),
             Err(e) => {
                 tracing::error!(error = %e, "cannot subscribe to template invalidations");
