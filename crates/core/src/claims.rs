@@ -21,7 +21,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jiff::Timestamp;
 use serde::Serialize;
 use stampede_domain::auth::{Principal, Role};
-use stampede_domain::coupon::{CouponStatus, Origin, UserCoupon, check_window, new_claimed_coupon};
+use stampede_domain::coupon::{
+    ClaimRefusal, CouponStatus, Origin, UserCoupon, check_window, new_claimed_coupon,
+};
 use stampede_domain::ids::{CouponId, TemplateId, UserId};
 use stampede_domain::template::{Kind, Scope, Source, Template, TemplateStatus};
 use stampede_domain::time::to_ms;
@@ -224,9 +226,11 @@ impl Claims {
         let now = self.clock.now();
         // Cheap early answer for the common refusals; the hot state decides for real (the
         // cached status may lag a termination on another node, never the other way round).
-        // A keyed retry skips it so that it still gets its coupon after the window closed.
-        if key.is_none()
-            && let Err(r) = check_window(t.effective_status(now), t.claim_start, t.claim_end, now)
+        // A keyed claim (every claim when keys are required) only takes the "not started"
+        // answer here: no claim can have been made before the start, while a retry after the
+        // window closed must still get its coupon.
+        if let Err(r) = check_window(t.effective_status(now), t.claim_start, t.claim_end, now)
+            && (key.is_none() || r == ClaimRefusal::NotStarted)
         {
             return Err(AppError::Conflict {
                 code: r.code(),

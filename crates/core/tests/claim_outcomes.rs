@@ -110,3 +110,18 @@ async fn a_claim_without_a_key_is_refused_when_keys_are_required() {
     let w = world(false).await;
     assert!(w.claims.claim(&user(7), w.template.id, None).await.is_ok());
 }
+
+#[tokio::test]
+async fn a_keyed_claim_before_the_start_is_refused_without_the_hot_state() {
+    let w = world(true).await;
+    w.clock.set(ts(START) - jiff::SignedDuration::from_secs(1));
+    // The hot state would lose the answer: it is never asked.
+    w.hot.next(Fault::LostAfterMaking);
+    let e = w
+        .claims
+        .claim(&user(7), w.template.id, Some("early"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::ClaimNotStarted);
+    assert!(w.hot.made.lock().unwrap().is_empty());
+}

@@ -98,3 +98,62 @@ async fn my_coupons_serves_pending_claims_marked_partial_when_the_database_is_do
         "{e:?}"
     );
 }
+
+#[tokio::test]
+async fn a_write_that_needs_the_database_is_unavailable_naming_it() {
+    use stampede_core::backoffice::{BackOffice, CreateTemplate};
+    use stampede_domain::auth::{Principal, Role};
+    use stampede_domain::ids::ShopId;
+    use stampede_domain::template::{Kind, TemplateDraft};
+
+    let w = world(true).await;
+    w.store.down.store(true, Ordering::SeqCst);
+    let ids = std::sync::Arc::new(
+        stampede_core::ids::IdGenerator::new(
+            2,
+            w.clock.clone(),
+            std::time::Duration::from_millis(10),
+        )
+        .unwrap(),
+    );
+    let office = BackOffice::new(w.store.clone(), ids, w.clock.clone());
+    let merchant = Principal {
+        subject: "m".into(),
+        role: Role::Merchant,
+        shop_id: ShopId::new(77),
+        session_id: None,
+    };
+    let draft = TemplateDraft {
+        name: Some("new".into()),
+        kind: Some(Kind::Fixed),
+        amount_off: Some(100),
+        stock_total: Some(5),
+        claim_start: Some(ts("2032-01-01T00:00:00Z")),
+        claim_end: Some(ts("2032-01-02T00:00:00Z")),
+        validity_hours: Some(24),
+        per_user_limit: Some(1),
+        ..TemplateDraft::default()
+    };
+    let e = office
+        .create(
+            &merchant,
+            CreateTemplate {
+                draft,
+                shop_id: None,
+                idempotency: None,
+                edge_errors: Default::default(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            AppError::Unavailable {
+                dependency: Some(Dependency::Database),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}

@@ -1,26 +1,30 @@
-//! Distributed mode, end to end: a claim whose Redis reply is lost on the wire (the script
-//! ran, the connection broke before the answer arrived) is never answered as a plain failure.
-//! The node looks it up by its key: the client gets the original 201, or 503
-//! `OUTCOME_UNKNOWN`, and its retry with the same `Idempotency-Key` gets the same coupon,
-//! with the stock taken once. Runs against MySQL whatever `STAMPEDE_TEST_BACKEND` says, with
-//! Redis behind a proxy started here.
+//! Distributed mode, end to end, with Redis behind a proxy started here (against MySQL
+//! whatever `STAMPEDE_TEST_BACKEND` says):
+//! - a claim whose Redis reply is lost on the wire (the script ran, the connection broke
+//!   before the answer arrived) is never answered as a plain failure: the node looks it up by
+//!   its key, the client gets the original 201 or 503 `OUTCOME_UNKNOWN`, and its retry with
+//!   the same `Idempotency-Key` gets the same coupon, with the stock taken once;
+//! - with Redis cut, settlement (quote, lock) keeps working against MySQL.
 
 use crate::helpers::*;
-use serde_json::json;
+use serde_json::{Value, json};
 use stampede_server::config::Backend;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 
 /// The start of `claim.lua`'s "claimed" reply in RESP2: `{1, seq, stream id}`.
 const CLAIMED_REPLY: &[u8] = b"*3\r\n:1\r\n";
 
 /// A TCP proxy to Redis that, once armed, swallows the next "claimed" reply and drops that
-/// connection (both halves), as a reset would.
+/// connection (both halves), as a reset would; `cut` closes everything and refuses new
+/// connections.
 struct LossyProxy {
     port: u16,
     armed: Arc<AtomicBool>,
+    cut: CancellationToken,
 }
 
 impl LossyProxy {
@@ -38,16 +42,28 @@ impl LossyProxy {
             .unwrap_or_else(|e| panic!("addr: {e}"))
             .port();
         let armed = Arc::new(AtomicBool::new(false));
-        let armed2 = armed.clone();
+        let cut = CancellationToken::new();
+        let (armed2, cut2) = (armed.clone(), cut.clone());
         tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
+            loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    () = cut2.cancelled() => return, // the listener goes: refused
+                };
+                let Ok((client, _)) = accepted else { return };
                 let Ok(server) = TcpStream::connect(&upstream).await else {
                     continue;
                 };
-                tokio::spawn(pipe(client, server, armed2.clone()));
+                let (armed, cut) = (armed2.clone(), cut2.clone());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        () = pipe(client, server, armed) => {}
+                        () = cut.cancelled() => {}
+                    }
+                });
             }
         });
-        Self { port, armed }
+        Self { port, armed, cut }
     }
 }
 
@@ -81,9 +97,8 @@ async fn pipe(client: TcpStream, server: TcpStream, armed: Arc<AtomicBool>) {
     up.abort();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_claim_reply_is_resolved_by_its_key_and_the_retry_gets_the_same_coupon() {
-    let proxy = LossyProxy::start().await;
+/// A distributed node (MySQL, fresh databases) whose Redis is behind `proxy`.
+async fn distributed_app(proxy: &LossyProxy) -> TestApp {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let (mut s, _) = test_settings(dir.path(), false);
     let tag: u64 = rand::random();
@@ -96,7 +111,13 @@ async fn a_lost_claim_reply_is_resolved_by_its_key_and_the_retry_gets_the_same_c
     s.storage.mysql.max_connections_per_database = 8;
     s.redis.prefix = format!("stampede_t_{tag:016x}");
     s.redis.url = format!("redis://127.0.0.1:{}", proxy.port);
-    let app = spawn_app_from(dir, s, urls).await;
+    spawn_app_from(dir, s, urls).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_claim_reply_is_resolved_by_its_key_and_the_retry_gets_the_same_coupon() {
+    let proxy = LossyProxy::start().await;
+    let app = distributed_app(&proxy).await;
 
     let mut body = app.template_body("Flash");
     body["claim_start"] = json!(app.now().to_string());
@@ -147,4 +168,58 @@ async fn a_lost_claim_reply_is_resolved_by_its_key_and_the_retry_gets_the_same_c
     let (_, mine) = read(app.get("/api/v1/me/coupons", &app.user_n(7)).await).await;
     assert_eq!(mine["items"].as_array().map(Vec::len), Some(1), "{mine}");
     assert_eq!(mine["items"][0]["id"], v2["coupon"]["id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settlement_keeps_working_against_mysql_when_redis_is_cut() {
+    let proxy = LossyProxy::start().await;
+    let app = distributed_app(&proxy).await;
+    let mut body = app.template_body("Flash");
+    body["claim_start"] = json!(app.now().to_string());
+    let id = id_of(&app.create(&app.merchant(7), &body).await);
+    let u = app.user_n(5);
+    let (s, c) = read(
+        app.post(&format!("/api/v1/templates/{id}/claim"), &u, &json!({}))
+            .await,
+    )
+    .await;
+    assert_eq!(s, 201, "{c}");
+    let coupon = c["coupon"]["id"].clone();
+    app.drain().await; // persisted to MySQL
+
+    proxy.cut.cancel();
+    let cart = json!([{"goods_id": "1", "shop_id": "7", "unit_price": 2000, "quantity": 2}]);
+    let (s, q) = read(
+        app.post("/api/v1/checkout/quote", &u, &json!({"items": cart}))
+            .await,
+    )
+    .await;
+    assert_eq!(s, 200, "a quote without Redis: {q}");
+    let usable: Vec<Value> = q["available"]
+        .as_array()
+        .map(|a| a.iter().map(|x| x["coupon_id"].clone()).collect())
+        .unwrap_or_default();
+    assert_eq!(usable, vec![coupon.clone()], "{q}");
+    let (s, l) = read(
+        app.post(
+            "/api/v1/orders/ord-r1/coupons/lock",
+            &u,
+            &json!({"coupon_ids": [coupon], "items": cart}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, 200, "a lock without Redis: {l}");
+    assert_eq!(l["status"], "locked");
+    // Claims, which need Redis, fail (fast once the breaker exists) rather than succeed.
+    let (s, v) = read(
+        app.post(
+            &format!("/api/v1/templates/{id}/claim"),
+            &app.user_n(6),
+            &json!({}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, 503, "{v}");
 }
