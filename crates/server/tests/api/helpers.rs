@@ -83,6 +83,7 @@ pub fn test_settings(dir: &std::path::Path, workers: bool) -> (Settings, Vec<Str
         // far longer than production; the fail-fast deadline is the availability tests' job.
         s.resilience.database_acquire = std::time::Duration::from_secs(10);
         s.resilience.redis_command = std::time::Duration::from_secs(5);
+        s.resilience.database_read = std::time::Duration::from_secs(10);
         s.redis.prefix = format!("stampede_t_{tag:016x}");
     }
     (s, urls)
