@@ -26,7 +26,7 @@ pub struct ResilienceSettings {
     pub probe_interval: Duration,
     /// Longest wait for a MySQL connection from the pool (every statement): with the
     /// database down, what a request waits before the probe opens the breaker; with it
-    /// busy, how long a burst may queue for connections. Default 1 s.
+    /// busy, how long a burst may queue for connections. Default 500 ms.
     #[serde(rename = "database_acquire_ms", with = "units::millis")]
     pub database_acquire: Duration,
     /// Longest wait to open a MySQL connection. Default 1 s.
@@ -58,7 +58,7 @@ impl Default for ResilienceSettings {
             ratio_window: 20,
             open: Duration::from_millis(1_000),
             probe_interval: Duration::from_millis(250),
-            database_acquire: Duration::from_millis(1_000),
+            database_acquire: Duration::from_millis(500),
             database_connect: Duration::from_millis(1_000),
             database_read: Duration::from_millis(500),
             redis_connect: Duration::from_millis(500),
