@@ -133,6 +133,9 @@ struct Inner {
     pools: Vec<MySqlPool>,
     /// Closed from the start: handed out instead of `pools` while the breaker is not closed.
     tripped: MySqlPool,
+    /// One connection per database for `probe`, apart from `pools`, so a pool saturated by
+    /// a burst is not mistaken for a database that is down.
+    probes: Vec<MySqlPool>,
     breaker: Arc<Breaker>,
     targets: Vec<Target>,
     router: ShardRouter,
@@ -182,10 +185,20 @@ impl MysqlStore {
             Some(t) => t.tripped_pool().await,
             None => return Err(refused("no database configured")),
         };
+        let probes = targets
+            .iter()
+            .map(|t| {
+                sqlx::mysql::MySqlPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(resilience.acquire_timeout)
+                    .connect_lazy_with(t.options.clone())
+            })
+            .collect();
         let store = MysqlStore {
             inner: Arc::new(Inner {
                 pools,
                 tripped,
+                probes,
                 breaker: resilience.breaker,
                 targets,
                 router,
@@ -240,12 +253,12 @@ impl MysqlStore {
         &self.inner.breaker
     }
 
-    /// One `SELECT 1` on every database, concurrently, each within `deadline`, on the real
-    /// pools, as the breaker admits it: closed, it counts like a call; open for long
+    /// One `SELECT 1` on every database, concurrently, each within `deadline`, on a
+    /// connection of its own (not the request pools), as the breaker admits it: closed, it counts like a call; open for long
     /// enough, it is the one probe that decides; open, it is refused at once.
     pub async fn probe(&self, deadline: Duration) -> Result<(), StoreError> {
         let permit = self.inner.breaker.admit_call()?;
-        let checks = self.inner.pools.iter().map(|pool| async move {
+        let checks = self.inner.probes.iter().map(|pool| async move {
             match tokio::time::timeout(deadline, sqlx::query("SELECT 1").execute(pool)).await {
                 Ok(r) => r.map(|_| ()).map_err(db_err),
                 Err(_) => Err(stampede_resilience::deadline_exceeded(

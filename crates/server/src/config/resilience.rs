@@ -24,7 +24,9 @@ pub struct ResilienceSettings {
     /// probe's answer. Default 250 ms.
     #[serde(rename = "probe_interval_ms", with = "units::millis")]
     pub probe_interval: Duration,
-    /// Longest wait for a MySQL connection from the pool (every statement). Default 500 ms.
+    /// Longest wait for a MySQL connection from the pool (every statement): with the
+    /// database down, what a request waits before the probe opens the breaker; with it
+    /// busy, how long a burst may queue for connections. Default 500 ms.
     #[serde(rename = "database_acquire_ms", with = "units::millis")]
     pub database_acquire: Duration,
     /// Longest wait to open a MySQL connection. Default 1 s.

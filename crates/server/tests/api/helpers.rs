@@ -79,6 +79,11 @@ pub fn test_settings(dir: &std::path::Path, workers: bool) -> (Settings, Vec<Str
         s.storage.mysql.databases = urls.clone();
         s.storage.mysql.tables_per_database = tables;
         s.storage.mysql.max_connections_per_database = 8;
+        // Debug builds racing hundreds of requests on a busy machine queue for connections
+        // far longer than production; the fail-fast deadline is the availability tests' job.
+        s.resilience.database_acquire = std::time::Duration::from_secs(10);
+        s.resilience.redis_command = std::time::Duration::from_secs(5);
+        s.resilience.database_read = std::time::Duration::from_secs(10);
         s.redis.prefix = format!("stampede_t_{tag:016x}");
     }
     (s, urls)
