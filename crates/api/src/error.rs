@@ -157,7 +157,11 @@ impl IntoResponse for ApiError {
                 .as_deref()
                 .map(|s| chain(s))
                 .unwrap_or_else(|| self.detail.clone());
-            tracing::error!(request_id = %request_id, code = self.code.as_str(), cause = %cause, "request failed");
+            // Shedding is the node working as designed under overload: it is counted
+            // (`stampede_requests_shed_total`), and a log line per refusal would add load.
+            if self.code != ErrorCode::Overloaded {
+                tracing::error!(request_id = %request_id, code = self.code.as_str(), cause = %cause, "request failed");
+            }
             match (self.code, self.dependency) {
                 (ErrorCode::Unavailable, Some(d)) => {
                     format!("the {d} is unavailable; retry later")

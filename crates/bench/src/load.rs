@@ -56,6 +56,11 @@ pub struct LoadOptions {
     /// Per-request timeout, connect included.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Open loop: measure latency from the actual send even when it is late (the server's
+    /// answer time alone, when the tool cannot keep the schedule; `overload` reports how far
+    /// it fell behind instead).
+    #[arg(skip)]
+    pub from_send: bool,
 }
 
 /// Stats of the window plus CPU use measured over it.
@@ -77,6 +82,7 @@ struct Plan {
     rate: Option<f64>,
     connections: u64,
     timeout: Duration,
+    from_send: bool,
     /// Set by the first connection that finds the workload used up.
     exhausted: AtomicBool,
 }
@@ -132,6 +138,7 @@ pub async fn run(
         rate: opts.rate,
         connections: opts.connections as u64,
         timeout: opts.timeout,
+        from_send: opts.from_send,
         exhausted: AtomicBool::new(false),
     });
     let target = Arc::new(target.clone());
@@ -259,7 +266,11 @@ async fn worker(
             break;
         };
         let sent = Instant::now();
-        let start = origin.unwrap_or(sent);
+        let start = if plan.from_send {
+            sent
+        } else {
+            origin.unwrap_or(sent)
+        };
         let deadline = (sent + plan.timeout).min(plan.end);
         let outcome = timeout_at(deadline, perform(&mut conn, &target, op)).await;
         let done = Instant::now();

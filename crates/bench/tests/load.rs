@@ -112,6 +112,7 @@ fn opts(rate: Option<f64>) -> LoadOptions {
         warmup: Duration::from_millis(200),
         rate,
         timeout: Duration::from_secs(5),
+        from_send: false,
     }
 }
 

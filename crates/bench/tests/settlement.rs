@@ -197,6 +197,7 @@ fn opts(warmup_ms: u64, duration_ms: u64) -> LoadOptions {
         warmup: Duration::from_millis(warmup_ms),
         rate: None,
         timeout: Duration::from_secs(5),
+        from_send: false,
     }
 }
 
