@@ -642,9 +642,13 @@ mod tests {
                 "{k:?}"
             );
         }
+        // Refused (also by the open breaker): never sent, surely nothing happened.
         assert!(matches!(
             io(ErrorKind::ConnectionRefused),
-            StoreError::Backend(_)
+            StoreError::Unavailable {
+                dependency: Dependency::Redis,
+                ..
+            }
         ));
         let server = redis::RedisError::from((redis::ErrorKind::Client, "NOSCRIPT"));
         assert!(matches!(claim_error(server), StoreError::Backend(_)));

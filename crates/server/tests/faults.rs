@@ -740,6 +740,19 @@ impl Outcome {
         }
     }
 
+    /// No claim that happened was answered as a plain failure.
+    fn no_happened_claim_failed(&mut self, inv: &Invariants) {
+        let failed = &inv.happened_but_failed;
+        self.bar(
+            failed.is_empty(),
+            format!(
+                "no claim that happened answered as a failure ({} were, e.g. {:?})",
+                failed.len(),
+                &failed[..failed.len().min(2)]
+            ),
+        );
+    }
+
     /// A goal this machine does not reach yet (overload latency on 2 shared cores): recorded
     /// and printed as "goal missed", not asserted even when strict.
     fn goal(&mut self, ok: bool, what: String) {
@@ -1096,14 +1109,7 @@ async fn redis_cut_10s_fails_fast_and_settlement_goes_on() {
     o.readiness(&probes, from, to, "redis", 503);
     let (drained, inv) = drain_and_check(&cl, &template, &answers, back).await;
     o.recovery(&answers, to, drained);
-    o.bar(
-        inv.happened_but_failed.is_empty(),
-        format!(
-            "no claim that happened answered as a failure ({} were, e.g. {:?})",
-            inv.happened_but_failed.len(),
-            &inv.happened_but_failed[..inv.happened_but_failed.len().min(2)]
-        ),
-    );
+    o.no_happened_claim_failed(&inv);
     o.conclude(&inv);
 }
 
@@ -1136,14 +1142,7 @@ async fn redis_killed_and_restarted_on_its_append_only_file() {
     o.readiness(&probes, from, to, "redis", 503);
     let (drained, inv) = drain_and_check(&cl, &template, &answers, back).await;
     o.recovery(&answers, to, drained);
-    o.bar(
-        inv.happened_but_failed.is_empty(),
-        format!(
-            "no claim that happened answered as a failure ({} were, e.g. {:?})",
-            inv.happened_but_failed.len(),
-            &inv.happened_but_failed[..inv.happened_but_failed.len().min(2)]
-        ),
-    );
+    o.no_happened_claim_failed(&inv);
     o.conclude(&inv);
 }
 
@@ -1185,14 +1184,7 @@ async fn redis_connections_reset_mid_claim() {
     o.answers(&answers, from, to);
     let (drained, inv) = drain_and_check(&cl, &template, &answers, back).await;
     o.recovery(&answers, to, drained);
-    o.bar(
-        inv.happened_but_failed.is_empty(),
-        format!(
-            "no claim that happened answered as a failure ({} were, e.g. {:?})",
-            inv.happened_but_failed.len(),
-            &inv.happened_but_failed[..inv.happened_but_failed.len().min(2)]
-        ),
-    );
+    o.no_happened_claim_failed(&inv);
     o.conclude(&inv);
 }
 
