@@ -238,13 +238,19 @@ async fn redis_down_fails_claims_fast_keeps_settlement_and_recovers() {
 
     redis.kill();
 
-    // The first claims wait at most a deadline; every answer names redis.
+    // The first claims wait at most a deadline. One sent on the connection Redis just
+    // dropped may have left the node: OUTCOME_UNKNOWN; the rest are UNAVAILABLE naming redis.
     let mut user = 100;
     let mut fast = Vec::new();
-    for _ in 0..8 {
+    for i in 0..8 {
         user += 1;
         let (s, v, took) = claim(&app, &id, user).await;
         assert_eq!(s, 503, "{v}");
+        if v["code"] == "OUTCOME_UNKNOWN" && i < 3 {
+            assert!(took < Duration::from_secs(1), "claim took {took:?}");
+            fast.push(took);
+            continue;
+        }
         assert_eq!(v["code"], "UNAVAILABLE", "{v}");
         assert_eq!(v["dependency"], "redis", "{v}");
         assert!(took < Duration::from_secs(1), "claim took {took:?}");
