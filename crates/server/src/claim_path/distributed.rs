@@ -12,7 +12,6 @@ use futures::future::BoxFuture;
 use stampede_core::backoffice::TemplateObserver;
 use stampede_core::catalog::Catalog;
 use stampede_core::claim_ports::HotState;
-use stampede_core::claims::Claims;
 use stampede_hot_redis::{Invalidation, Persister, RedisHotState, RedisTemplateCache};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -44,17 +43,7 @@ pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::R
         s.coupons.clone(),
     ));
     let quote_cache = quote_cache(settings);
-    let claims = Arc::new(
-        Claims::new(
-            catalog.clone(),
-            hot.clone(),
-            s.coupons.clone(),
-            services.ids.clone(),
-            services.clock.clone(),
-            quote_cache.clone(),
-        )
-        .with_key_required(settings.engine.claim_key_required),
-    );
+    let claims = super::claims(settings, services, &catalog, &hot, &quote_cache);
     let observer: Arc<dyn TemplateObserver> = Arc::new(Broadcast {
         local: LocalSync {
             catalog: catalog.clone(),

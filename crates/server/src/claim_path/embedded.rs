@@ -9,7 +9,6 @@ use anyhow::Context;
 use stampede_core::backoffice::TemplateObserver;
 use stampede_core::catalog::Catalog;
 use stampede_core::claim_ports::HotState;
-use stampede_core::claims::Claims;
 use stampede_hot_memory::MemoryHotState;
 use std::sync::Arc;
 
@@ -28,17 +27,7 @@ pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::R
     ));
     let hot: Arc<dyn HotState> = memory.clone();
     let quote_cache = quote_cache(settings);
-    let claims = Arc::new(
-        Claims::new(
-            catalog.clone(),
-            hot.clone(),
-            s.coupons.clone(),
-            services.ids.clone(),
-            services.clock.clone(),
-            quote_cache.clone(),
-        )
-        .with_key_required(settings.engine.claim_key_required),
-    );
+    let claims = super::claims(settings, services, &catalog, &hot, &quote_cache);
     let observer: Arc<dyn TemplateObserver> = Arc::new(LocalSync {
         catalog: catalog.clone(),
         hot: hot.clone(),

@@ -56,6 +56,27 @@ fn catalog_config(settings: &Settings) -> CatalogConfig {
 }
 
 /// The per-node cache of users' coupons for quotes (see `stampede_core::coupon_cache`).
+/// The claim use case over either mode's hot state (same wiring in both modes).
+fn claims(
+    settings: &Settings,
+    services: &Services,
+    catalog: &Arc<Catalog>,
+    hot: &Arc<dyn HotState>,
+    quote_cache: &Arc<UserCouponCache>,
+) -> Arc<Claims> {
+    Arc::new(
+        Claims::new(
+            catalog.clone(),
+            hot.clone(),
+            services.stores.coupons.clone(),
+            services.ids.clone(),
+            services.clock.clone(),
+            quote_cache.clone(),
+        )
+        .with_key_required(settings.engine.claim_key_required),
+    )
+}
+
 fn quote_cache(settings: &Settings) -> Arc<UserCouponCache> {
     let s = &settings.settlement;
     Arc::new(UserCouponCache::new(
