@@ -1,4 +1,4 @@
--- One claim, atomically (SPEC §7 "Claim hot path"). All keys share the hash tag {tpl:<id>}.
+-- One claim, atomically: stock, the per-user count and the claim log move together or not at all. All keys share the hash tag {tpl:<id>}.
 --
 -- KEYS[1] meta   hash: status, claim_start_ms, claim_end_ms, per_user_limit, stock, shop_id
 -- KEYS[2] users  hash: user_id -> coupons of the template the user holds
