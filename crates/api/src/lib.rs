@@ -26,7 +26,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
-pub use state::{AppState, HealthCheck};
+pub use state::{AppState, HealthCheck, Shared};
 
 /// HTTP limits, from the server's configuration.
 #[derive(Debug, Clone)]

@@ -24,8 +24,25 @@ pub trait HealthCheck: Send + Sync + 'static {
     async fn check(&self) -> Result<(), String>;
 }
 
+/// Handed to every handler: one `Arc`, so a request clones a pointer, not the set.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub backoffice: Arc<BackOffice>,
     pub auth: Arc<AuthService>,
     pub claims: Arc<Claims>,

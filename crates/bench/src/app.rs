@@ -9,7 +9,9 @@ use crate::client::Target;
 use crate::lock_redeem::{self, LockRedeemSetup};
 use crate::quote::{self, QuoteSetup};
 use crate::workload::Workload;
-use crate::{distribution, healthz_mix, measure, overload, proc, redis_ceiling, reminders};
+use crate::{
+    bare_axum, distribution, healthz_mix, measure, overload, proc, redis_ceiling, reminders,
+};
 use anyhow::Context;
 use std::sync::Arc;
 
@@ -28,6 +30,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Distribution(a) => runtime(1)?.block_on(distribution_scenario(a)),
         Scenario::Reminders(a) => runtime(a.threads)?.block_on(reminders_scenario(a)),
         Scenario::Overload(a) => runtime(a.threads)?.block_on(overload_scenario(a)),
+        Scenario::BareAxum { listen } => bare_axum::serve(&listen),
         Scenario::Healthz { load } => {
             runtime(load.threads)?.block_on(load_scenario(load, Setup::Healthz))
         }
@@ -182,6 +185,22 @@ async fn load_scenario(args: LoadArgs, setup: Setup) -> anyhow::Result<()> {
             args.server_pid,
         );
         report = report.with_ceiling(ceiling.await?);
+    }
+    if args.compare_bare_axum {
+        let bare = bare_axum::Child::start()?;
+        let bare_target = Target::resolve(&bare.base).await?;
+        phase("bare axum");
+        let work = Arc::new(healthz_mix(&bare_target)?);
+        let ceiling = measure(
+            "bare-axum",
+            &bare_target,
+            work,
+            opts,
+            args.threads,
+            Some(bare.pid()),
+        )
+        .await?;
+        report = report.with_bare_axum(ceiling);
     }
     print_report(&report.to_table(), &report.to_json_line());
     Ok(())

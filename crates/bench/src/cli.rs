@@ -81,6 +81,13 @@ pub enum Scenario {
     /// redis-benchmark with a claim-like Lua (2x HINCRBY + XADD; an approximation of the
     /// claim script's cost). Skipped when redis-benchmark or Redis is missing.
     RedisCeiling(RedisOptions),
+    /// A bare axum hello-world serving GET /healthz (what `--compare-bare-axum` runs as a
+    /// child process); prints `listening on ADDR` once bound.
+    #[command(hide = true)]
+    BareAxum {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
 }
 
 /// The flags of the load scenarios (healthz, claim, quote, lock-redeem).
@@ -101,6 +108,10 @@ pub struct LoadArgs {
     /// Run the healthz ceiling right after with the same load and print both with the ratio.
     #[arg(long)]
     pub compare_healthz: bool,
+    /// Also run the same load against a bare axum hello-world (`GET /healthz`, started by
+    /// this tool as a child process with the server's runtime shape) and print the ratio.
+    #[arg(long)]
+    pub compare_bare_axum: bool,
     /// The server's JWT secret (claim, quote, lock-redeem).
     #[arg(long, env = "STAMPEDE_AUTH__JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,

@@ -20,6 +20,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod bare_axum;
 pub mod bulk_claim;
 pub mod claim;
 pub mod cli;

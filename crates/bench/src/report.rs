@@ -77,6 +77,13 @@ pub struct Report {
     /// `requests_per_s` of this run divided by the ceiling's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rps_ratio: Option<f64>,
+    /// A bare axum hello-world on `/healthz` (a child process of this tool), measured the
+    /// same way in the same run (`--compare-bare-axum`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bare_axum: Option<Box<Report>>,
+    /// `requests_per_s` of this run divided by the bare axum ceiling's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bare_axum_ratio: Option<f64>,
     /// HTTP requests per counted request when one "request" is a chain (`lock-redeem`: 2).
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub requests_per_op: u32,
@@ -146,6 +153,8 @@ impl Report {
             bench_cpu_cores: None,
             ceiling: None,
             rps_ratio: None,
+            bare_axum: None,
+            bare_axum_ratio: None,
             requests_per_op: 1,
             exhausted: false,
             shape,
@@ -159,6 +168,13 @@ impl Report {
         self
     }
 
+    /// Attaches the bare axum ceiling and the throughput ratio.
+    pub fn with_bare_axum(mut self, bare: Report) -> Self {
+        self.bare_axum_ratio = ratio(self.requests_per_s, bare.requests_per_s);
+        self.bare_axum = Some(Box::new(bare));
+        self
+    }
+
     /// The one-line JSON summary.
     pub fn to_json_line(&self) -> String {
         json_line(self)
@@ -169,6 +185,9 @@ impl Report {
         let mut runs = vec![self];
         if let Some(c) = &self.ceiling {
             runs.push(c);
+        }
+        if let Some(b) = &self.bare_axum {
+            runs.push(b);
         }
         let mut out = render_table(&runs);
         for r in &runs {
@@ -208,6 +227,16 @@ impl Report {
                 c.scenario,
                 self.requests_per_s,
                 c.requests_per_s
+            );
+        }
+        if let (Some(r), Some(b)) = (self.bare_axum_ratio, &self.bare_axum) {
+            let _ = writeln!(
+                out,
+                "{} reaches {:.1}% of a bare axum server ({:.1} / {:.1} requests/s)",
+                self.scenario,
+                r * 100.0,
+                self.requests_per_s,
+                b.requests_per_s
             );
         }
         out

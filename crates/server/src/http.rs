@@ -8,7 +8,7 @@ use crate::storage::{DatabaseCheck, RedisCheck};
 use crate::use_cases::UseCases;
 use stampede_api::flow::FlowControl;
 use stampede_api::routes::distributions::UploadConfig;
-use stampede_api::{AppState, HealthCheck, HttpLimits};
+use stampede_api::{AppState, HealthCheck, HttpLimits, Shared};
 use stampede_core::ports::Dependency;
 use std::sync::Arc;
 
@@ -35,7 +35,7 @@ pub fn router(
     if let Some(redis) = &services.redis {
         checks.push(Arc::new(RedisCheck(redis.clone())));
     }
-    let state = AppState {
+    let state = AppState::new(Shared {
         backoffice: services.backoffice.clone(),
         auth: services.auth.clone(),
         claims: claim_path.claims.clone(),
@@ -57,7 +57,7 @@ pub fn router(
                 render()
             })
         },
-    };
+    });
     stampede_api::router(
         state,
         &HttpLimits {

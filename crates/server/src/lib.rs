@@ -5,6 +5,7 @@
 //! (`telemetry`), and the `stampede` command line (`cli`, used by `main.rs`). This is the
 //! only crate that knows every adapter.
 
+mod access_log;
 pub mod app;
 pub mod background;
 pub mod claim_path;
@@ -14,6 +15,7 @@ pub mod datagen;
 pub mod flow;
 pub mod http;
 pub mod jobs;
+mod log_writer;
 pub mod node;
 pub mod notifiers;
 pub mod secrets;

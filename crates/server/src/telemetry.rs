@@ -1,27 +1,70 @@
-//! Structured logs: JSON lines by default (one object per event, with the request id on
-//! access lines), or human-readable with `log.format = "pretty"`.
+//! Logs and metrics. Logs go to stderr through a writer thread (`log_writer`): a request
+//! formats its line and queues it, never waiting on the terminal or a pipe; a full queue drops
+//! the line and counts it (`stampede_log_lines_dropped_total`) instead of slowing requests down. Lines
+//! are human-readable when stderr is a terminal and JSON (one object per event, with the
+//! request id on access lines) otherwise, unless `log.format` says which.
 
 use crate::config::{LogFormat, LogSettings};
+use crate::log_writer::{self, Guard, QueueWriter};
+use std::io::IsTerminal;
+use std::sync::{Mutex, OnceLock};
 use tracing_subscriber::EnvFilter;
+
+/// Writes out the queue when dropped; kept until [`flush`] (the end of `main`).
+static GUARD: Mutex<Option<Guard>> = Mutex::new(None);
+static WRITER: OnceLock<QueueWriter> = OnceLock::new();
 
 /// Installs the global subscriber once; later calls (tests) are no-ops.
 pub fn init(settings: &LogSettings) {
+    if WRITER.get().is_some() {
+        return;
+    }
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    let Ok((writer, guard)) = log_writer::spawn(settings.queue_bytes, std::io::stderr()) else {
+        eprintln!("warning: cannot start the log writer thread; logging stays off");
+        return;
+    };
+    let dropped = writer.clone();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _already_set = match settings.format {
-        LogFormat::Json => builder
+        .with_writer(writer);
+    let pretty = match settings.format {
+        LogFormat::Auto => std::io::stderr().is_terminal(),
+        LogFormat::Json => false,
+        LogFormat::Pretty => true,
+    };
+    let installed = if pretty {
+        builder.try_init()
+    } else {
+        builder
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .try_init(),
-        LogFormat::Pretty => builder.try_init(),
+            .event_format(crate::access_log::AccessOrJson {
+                json: tracing_subscriber::fmt::format()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false),
+            })
+            .try_init()
     };
+    if installed.is_ok() {
+        let _first = WRITER.set(dropped);
+        *GUARD.lock().unwrap_or_else(|p| p.into_inner()) = Some(guard);
+    }
 }
 
+/// Writes out every queued line (before the process exits).
+pub fn flush() {
+    drop(GUARD.lock().unwrap_or_else(|p| p.into_inner()).take());
+}
+
+/// Log lines dropped because the writer's queue was full.
+pub fn dropped_lines() -> u64 {
+    WRITER.get().map_or(0, QueueWriter::dropped)
+}
 static PROMETHEUS: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
     std::sync::OnceLock::new();
 
@@ -45,6 +88,7 @@ pub fn metrics_renderer(
     let memory = claim_path.memory.clone();
     std::sync::Arc::new(move || {
         metrics::gauge!("stampede_template_db_queries").set(catalog.db_queries() as f64);
+        metrics::counter!("stampede_log_lines_dropped_total").absolute(dropped_lines());
         if let Some(m) = &memory {
             let (batches, claims, failed) = m.writer_stats().snapshot();
             metrics::gauge!("stampede_group_commit_batches").set(batches as f64);

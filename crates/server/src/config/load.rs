@@ -92,6 +92,7 @@ impl Settings {
         self.storage.check()?;
         self.auth.check()?;
         self.http.check()?;
+        self.log.check()?;
         self.workers.check()?;
         self.reminder.check()?;
         self.settlement.check()?;

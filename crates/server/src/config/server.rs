@@ -55,6 +55,8 @@ impl HttpSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Human-readable when stderr is a terminal, JSON lines otherwise.
+    Auto,
     Json,
     Pretty,
 }
@@ -65,13 +67,27 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// An `EnvFilter` directive, e.g. `info` or `stampede=debug,sqlx=warn`. `RUST_LOG` wins.
     pub level: String,
+    /// Bytes of log lines waiting for the writer thread (it writes every 10 ms); beyond
+    /// this, lines are dropped and counted (`stampede_log_lines_dropped_total`) rather than
+    /// making a request wait.
+    pub queue_bytes: usize,
 }
 
 impl Default for LogSettings {
     fn default() -> Self {
         Self {
-            format: LogFormat::Json,
+            format: LogFormat::Auto,
             level: "info".into(),
+            queue_bytes: 8 << 20,
         }
+    }
+}
+
+impl LogSettings {
+    pub(super) fn check(&self) -> anyhow::Result<()> {
+        if self.queue_bytes < 4096 {
+            anyhow::bail!("log.queue_bytes must be at least 4096");
+        }
+        Ok(())
     }
 }

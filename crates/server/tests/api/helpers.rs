@@ -120,6 +120,7 @@ pub async fn spawn_app_from(
     stampede_server::telemetry::init(&stampede_server::config::LogSettings {
         format: stampede_server::config::LogFormat::Pretty,
         level: "warn".into(),
+        ..Default::default()
     });
     let config_file = dir.path().join("stampede.toml");
     write_config(&settings, &config_file);
