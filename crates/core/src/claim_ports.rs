@@ -1,6 +1,6 @@
 //! Ports of the claim engine: the coupon store (system of record for user coupons and the
 //! outbox), the claim-log store (distributed persisters' exactly-once bookkeeping) and the hot
-//! state (stock, per-user counts, claim idempotency keys on the request path).
+//! state (stock, per-user limits, claim idempotency keys on the request path).
 
 use crate::ports::StoreError;
 use async_trait::async_trait;
@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use stampede_domain::coupon::{ClaimRefusal, CouponStatus, UserCoupon};
 use stampede_domain::ids::{CouponId, DistributionId, TemplateId, UserId};
 use stampede_domain::template::Template;
+use std::collections::BTreeMap;
 
 /// A coupon to store, with the `Idempotency-Key` of the claim that made it (if any).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,10 +20,23 @@ pub struct ClaimRecord {
 /// A user's claim history of one template, to rebuild hot state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClaimState {
-    /// How many coupons of the template each user holds (any origin, any status).
-    pub user_counts: Vec<(UserId, u32)>,
+    /// Every coupon of the template (any origin, any status) as `(user, seq)`, one row per
+    /// coupon, in no order. Seqs, not counts: after a failed claim a user may hold `{1, 3}`,
+    /// and the next claim must take 2.
+    pub user_seqs: Vec<(UserId, u32)>,
     /// Coupons made by claims that carried an idempotency key.
     pub keyed: Vec<(String, UserCoupon)>,
+}
+
+impl ClaimState {
+    /// How many coupons each user holds, by user id.
+    pub fn user_counts(&self) -> Vec<(UserId, u32)> {
+        let mut counts: BTreeMap<UserId, u32> = BTreeMap::new();
+        for (user, _) in &self.user_seqs {
+            *counts.entry(*user).or_default() += 1;
+        }
+        counts.into_iter().collect()
+    }
 }
 
 #[derive(Debug, Clone)]

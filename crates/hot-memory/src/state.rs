@@ -1,4 +1,12 @@
 //! Per-template hot state and the claim decision.
+//!
+//! Per user the state keeps the set of seqs held (a seq is a coupon's rank among the user's
+//! coupons of the template, `1..=per_user_limit`), not a count: a failed claim gives back
+//! exactly the seq it took, so a later claim never takes a seq a neighbour still holds (the
+//! store's unique key on `(user, template, seq)` would refuse it). The set is a 128-bit mask
+//! stored as two `u64` (8-byte alignment keeps the entry small): 8 bytes of key + 16 of mask
+//! = 24 bytes per map slot, plus one control byte, at a load factor between 7/8 and 7/16
+//! after a resize, so about 30 to 60 bytes per user who ever claimed the template.
 
 use crate::writer::{self, Pending, WriterStats};
 use async_trait::async_trait;
@@ -9,7 +17,7 @@ use stampede_core::claim_ports::{
 use stampede_core::ports::{Dependency, StoreError, TemplateStore};
 use stampede_domain::coupon::{ClaimRefusal, UserCoupon, check_window};
 use stampede_domain::ids::{DistributionId, TemplateId, UserId};
-use stampede_domain::template::{Template, TemplateStatus};
+use stampede_domain::template::{MAX_PER_USER_LIMIT, Template, TemplateStatus};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -39,6 +47,69 @@ fn status_of(code: u8) -> TemplateStatus {
     }
 }
 
+/// The seqs a user holds of one template: bit `s - 1` set ⇔ seq `s` is taken.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Seqs([u64; 2]);
+
+const SEQ_BITS: u32 = 128;
+
+// Every seq a valid per-user limit allows must have its bit.
+const _: () = assert!(MAX_PER_USER_LIMIT <= SEQ_BITS as i64);
+
+impl Seqs {
+    fn len(self) -> u32 {
+        self.0[0].count_ones() + self.0[1].count_ones()
+    }
+
+    fn is_empty(self) -> bool {
+        self.0 == [0, 0]
+    }
+
+    fn contains(self, seq: u32) -> bool {
+        Self::bit(seq).is_some_and(|(w, m)| self.0[w] & m != 0)
+    }
+
+    /// Word and mask of `seq`'s bit; `None` outside `1..=128`.
+    fn bit(seq: u32) -> Option<(usize, u64)> {
+        let i = seq.checked_sub(1).filter(|&i| i < SEQ_BITS)?;
+        Some(((i / 64) as usize, 1u64 << (i % 64)))
+    }
+
+    fn insert(&mut self, seq: u32) -> bool {
+        match Self::bit(seq) {
+            Some((w, m)) => {
+                self.0[w] |= m;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn remove(&mut self, seq: u32) {
+        if let Some((w, m)) = Self::bit(seq) {
+            self.0[w] &= !m;
+        }
+    }
+
+    /// Takes the lowest free seq if fewer than `limit` are held.
+    fn take(&mut self, limit: u32) -> Option<u32> {
+        let limit = limit.min(SEQ_BITS);
+        if self.len() >= limit {
+            return None;
+        }
+        // Fewer than `limit` held, so one of `1..=limit` is free.
+        let lowest = match (!self.0[0]).trailing_zeros() {
+            64 => 64 + (!self.0[1]).trailing_zeros(),
+            n => n,
+        };
+        let seq = lowest + 1;
+        if seq > limit || !self.insert(seq) {
+            return None;
+        }
+        Some(seq)
+    }
+}
+
 enum KeySlot {
     /// A claim with this key is being decided; others with the same key wait for it.
     InFlight(Arc<Notify>),
@@ -55,7 +126,7 @@ struct Hot {
     /// seen both by a fresh load and by its change notification is counted once.
     stock_total: AtomicI64,
     status: AtomicU8,
-    users: Vec<Mutex<HashMap<UserId, u32>>>,
+    users: Vec<Mutex<HashMap<UserId, Seqs>>>,
     keys: Vec<Mutex<HashMap<(UserId, String), KeySlot>>>,
 }
 
@@ -72,13 +143,17 @@ fn shard(user: UserId) -> usize {
 }
 
 impl Hot {
-    fn new(t: &Template, counts: Vec<(UserId, u32)>, keyed: Vec<(String, UserCoupon)>) -> Self {
-        let users: Vec<Mutex<HashMap<UserId, u32>>> =
+    fn new(t: &Template, seqs: Vec<(UserId, u32)>, keyed: Vec<(String, UserCoupon)>) -> Self {
+        let users: Vec<Mutex<HashMap<UserId, Seqs>>> =
             (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
         let keys: Vec<Mutex<HashMap<(UserId, String), KeySlot>>> =
             (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
-        for (u, n) in counts {
-            lock(&users[shard(u)]).insert(u, n);
+        for (u, seq) in seqs {
+            if !lock(&users[shard(u)]).entry(u).or_default().insert(seq) {
+                // No valid limit hands out such a seq; the store's unique key still guards
+                // it, and the user's count here is one short.
+                tracing::warn!(template = %t.id, user = %u, seq, "a stored coupon's seq is out of range");
+            }
         }
         for (k, c) in keyed {
             lock(&keys[shard(c.user_id)]).insert((c.user_id, k), KeySlot::Done(c));
@@ -92,9 +167,27 @@ impl Hot {
         }
     }
 
-    fn undo_user(&self, user: UserId) {
-        if let Some(n) = lock(&self.users[shard(user)]).get_mut(&user) {
-            *n = n.saturating_sub(1);
+    /// Takes the user's lowest free seq, or `None` when the user holds `limit` already.
+    fn take_seq(&self, user: UserId, limit: u32) -> Option<u32> {
+        let mut users = lock(&self.users[shard(user)]);
+        let mut held = users.get(&user).copied().unwrap_or_default();
+        let seq = held.take(limit)?;
+        users.insert(user, held);
+        Some(seq)
+    }
+
+    /// Gives back the seq one claim or reservation took (and nothing else).
+    fn free_seq(&self, user: UserId, seq: u32) {
+        let mut users = lock(&self.users[shard(user)]);
+        if let Some(held) = users.get_mut(&user) {
+            debug_assert!(
+                held.contains(seq),
+                "freeing seq {seq} the user does not hold"
+            );
+            held.remove(seq);
+            if held.is_empty() {
+                users.remove(&user);
+            }
         }
     }
 
@@ -195,7 +288,7 @@ impl MemoryHotState {
             return Ok(None);
         };
         let state = self.coupons.claim_state(id).await?;
-        let hot = Arc::new(Hot::new(&t, state.user_counts, state.keyed));
+        let hot = Arc::new(Hot::new(&t, state.user_seqs, state.keyed));
         self.templates
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -272,7 +365,7 @@ impl HotState for MemoryHotState {
                         // The earlier attempt never landed: its reservation goes back and
                         // this claim is decided afresh.
                         hot.stock.fetch_add(1, Ordering::AcqRel);
-                        hot.undo_user(user);
+                        hot.free_seq(user, earlier.seq);
                     }
                     Err(e) => {
                         hot.unknown_key(user, k, &earlier);
@@ -298,22 +391,12 @@ impl HotState for MemoryHotState {
         ) {
             return refuse(r);
         }
-        let seq = {
-            let mut users = lock(&hot.users[shard(user)]);
-            let n = users.entry(user).or_insert(0);
-            if *n >= t.per_user_limit {
-                None
-            } else {
-                *n += 1;
-                Some(*n)
-            }
-        };
-        let Some(seq) = seq else {
+        let Some(seq) = hot.take_seq(user, t.per_user_limit) else {
             return refuse(ClaimRefusal::LimitReached);
         };
         if hot.stock.fetch_sub(1, Ordering::AcqRel) <= 0 {
             hot.stock.fetch_add(1, Ordering::AcqRel);
-            hot.undo_user(user);
+            hot.free_seq(user, seq);
             return refuse(ClaimRefusal::SoldOut);
         }
         coupon.seq = seq;
@@ -350,7 +433,7 @@ impl HotState for MemoryHotState {
                 Ok(None) => {
                     // Nothing was written: give the stock and the user's slot back.
                     hot.stock.fetch_add(1, Ordering::AcqRel);
-                    hot.undo_user(user);
+                    hot.free_seq(user, seq);
                     if let Some(k) = key {
                         hot.release_key(user, k);
                     }
@@ -451,18 +534,12 @@ impl HotState for MemoryHotState {
             .users
             .iter()
             .map(|&user| {
-                let seq = {
-                    let mut users = lock(&hot.users[shard(user)]);
-                    let n = users.entry(user).or_insert(0);
-                    if *n >= t.per_user_limit {
-                        return RowReservation::Refused(ClaimRefusal::LimitReached);
-                    }
-                    *n += 1;
-                    *n
+                let Some(seq) = hot.take_seq(user, t.per_user_limit) else {
+                    return RowReservation::Refused(ClaimRefusal::LimitReached);
                 };
                 if hot.stock.fetch_sub(1, Ordering::AcqRel) <= 0 {
                     hot.stock.fetch_add(1, Ordering::AcqRel);
-                    hot.undo_user(user);
+                    hot.free_seq(user, seq);
                     return RowReservation::Refused(ClaimRefusal::SoldOut);
                 }
                 RowReservation::Reserved { seq }
@@ -483,9 +560,9 @@ impl HotState for MemoryHotState {
             return Ok(());
         };
         for (user, a) in r.users.iter().zip(answer) {
-            if let RowReservation::Reserved { .. } = a {
+            if let RowReservation::Reserved { seq } = *a {
                 hot.stock.fetch_add(1, Ordering::AcqRel);
-                hot.undo_user(*user);
+                hot.free_seq(*user, seq);
             }
         }
         Ok(())
@@ -510,5 +587,34 @@ impl HotState for MemoryHotState {
                 .fetch_add(i64::try_from(n).unwrap_or(i64::MAX), Ordering::AcqRel);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Seqs;
+
+    #[test]
+    fn takes_the_lowest_free_seq_up_to_the_limit() {
+        let mut s = Seqs::default();
+        assert_eq!((s.take(2), s.take(2), s.take(2)), (Some(1), Some(2), None));
+        s.remove(1);
+        assert_eq!(s.take(2), Some(1));
+        let mut gap = Seqs::default();
+        assert!(gap.insert(1) && gap.insert(3));
+        assert_eq!((gap.take(3), gap.take(3)), (Some(2), None));
+    }
+
+    #[test]
+    fn covers_every_seq_up_to_128() {
+        let mut s = Seqs::default();
+        for want in 1..=128 {
+            assert_eq!(s.take(200), Some(want));
+        }
+        assert_eq!((s.len(), s.take(200)), (128, None));
+        s.remove(65);
+        assert!(!s.contains(65) && s.contains(64) && s.contains(66));
+        assert_eq!(s.take(128), Some(65));
+        assert!(!Seqs::default().insert(0) && !Seqs::default().insert(129));
     }
 }

@@ -11,13 +11,14 @@ use stampede_core::claim_ports::{
 };
 use stampede_core::ports::{CreateOutcome, Dependency, StoreError, TemplateStore};
 use stampede_domain::audit::AuditEntry;
-use stampede_domain::coupon::{Origin, UserCoupon, new_claimed_coupon};
+use stampede_domain::coupon::{ClaimRefusal, Origin, UserCoupon, new_claimed_coupon};
 use stampede_domain::ids::{CouponId, ShopId, TemplateId, UserId};
 use stampede_domain::template::{Kind, Template, TemplateDraft};
 use stampede_hot_memory::MemoryHotState;
 use stampede_store_sqlite::{SqliteOptions, SqliteStore};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use tokio::sync::Notify;
 
 /// What the next commit does besides committing.
 #[derive(Default)]
@@ -28,6 +29,11 @@ struct Faults {
     fail: AtomicBool,
     /// Reads of single coupons fail (the database cannot be read back).
     reads_fail: AtomicBool,
+    /// The next commit signals `held`, waits for `release`, then fails without committing:
+    /// a failing commit other claims can overlap.
+    hold_then_fail: AtomicBool,
+    held: Notify,
+    release: Notify,
 }
 
 struct Faulty {
@@ -42,6 +48,11 @@ fn io() -> StoreError {
 #[async_trait]
 impl CouponStore for Faulty {
     async fn commit_claims(&self, claims: &[ClaimRecord]) -> Result<(), StoreError> {
+        if self.faults.hold_then_fail.swap(false, Ordering::SeqCst) {
+            self.faults.held.notify_one();
+            self.faults.release.notified().await;
+            return Err(io());
+        }
         if self.faults.fail.load(Ordering::SeqCst) {
             return Err(io());
         }
@@ -90,7 +101,9 @@ fn coupon(t: &Template, user: i64) -> UserCoupon {
     )
 }
 
-async fn setup() -> (
+async fn setup(
+    per_user_limit: i64,
+) -> (
     tempfile::TempDir,
     Arc<SqliteStore>,
     Arc<Faults>,
@@ -111,7 +124,7 @@ async fn setup() -> (
         claim_start: Some(start()),
         claim_end: Some(start() + SignedDuration::from_hours(24)),
         validity_hours: Some(24),
-        per_user_limit: Some(3),
+        per_user_limit: Some(per_user_limit),
         ..TemplateDraft::default()
     }
     .validate(
@@ -140,7 +153,7 @@ fn now() -> Timestamp {
 
 #[tokio::test]
 async fn a_commit_that_reported_failure_but_landed_is_a_claim() {
-    let (_dir, store, faults, hot, t) = setup().await;
+    let (_dir, store, faults, hot, t) = setup(3).await;
     faults.commit_then_fail.store(true, Ordering::SeqCst);
     let c = coupon(&t, 1);
     let out = hot.claim(&t, c.clone(), Some("k"), now()).await.unwrap();
@@ -154,7 +167,7 @@ async fn a_commit_that_reported_failure_but_landed_is_a_claim() {
 
 #[tokio::test]
 async fn a_commit_that_failed_takes_nothing() {
-    let (_dir, _store, faults, hot, t) = setup().await;
+    let (_dir, _store, faults, hot, t) = setup(3).await;
     faults.fail.store(true, Ordering::SeqCst);
     let err = hot
         .claim(&t, coupon(&t, 1), Some("k"), now())
@@ -166,7 +179,7 @@ async fn a_commit_that_failed_takes_nothing() {
 
 #[tokio::test]
 async fn an_unreadable_outcome_is_unknown_until_the_retry_with_its_key() {
-    let (_dir, store, faults, hot, t) = setup().await;
+    let (_dir, store, faults, hot, t) = setup(3).await;
     faults.commit_then_fail.store(true, Ordering::SeqCst);
     faults.reads_fail.store(true, Ordering::SeqCst);
     let c = coupon(&t, 1);
@@ -215,12 +228,12 @@ async fn an_unreadable_outcome_is_unknown_until_the_retry_with_its_key() {
     );
     assert_eq!(hot.stock(&t).await.unwrap(), Some(9));
     let stored = store.claim_state(t.id).await.unwrap();
-    assert_eq!(stored.user_counts, vec![(c.user_id, 1)]);
+    assert_eq!(stored.user_seqs, vec![(c.user_id, 1)]);
 }
 
 #[tokio::test]
 async fn an_unknown_outcome_that_never_landed_is_decided_afresh_by_the_retry() {
-    let (_dir, _store, faults, hot, t) = setup().await;
+    let (_dir, _store, faults, hot, t) = setup(3).await;
     faults.fail.store(true, Ordering::SeqCst);
     faults.reads_fail.store(true, Ordering::SeqCst);
     let first = coupon(&t, 2);
@@ -245,4 +258,73 @@ async fn an_unknown_outcome_that_never_landed_is_decided_afresh_by_the_retry() {
         Some(9),
         "the first reservation went back"
     );
+}
+
+fn seq_of(out: &ClaimOutcome) -> Option<u32> {
+    match out {
+        ClaimOutcome::Claimed(c) => Some(c.seq),
+        _ => None,
+    }
+}
+
+/// A failed claim gives back exactly the seq it took, not "the last one": with A (seq 1)
+/// failing after B (seq 2) was reserved, the next claim must not take seq 2 again.
+#[tokio::test]
+async fn a_failed_claim_frees_its_own_seq_not_a_neighbours() {
+    let (_dir, _store, faults, hot, t) = setup(2).await;
+    let hot = Arc::new(hot);
+    faults.hold_then_fail.store(true, Ordering::SeqCst);
+
+    let a = {
+        let (hot, t, c) = (hot.clone(), t.clone(), coupon(&t, 3));
+        tokio::spawn(async move { hot.claim(&t, c, None, now()).await })
+    };
+    // A holds seq 1 and its commit is under way.
+    faults.held.notified().await;
+    let b = {
+        let (hot, t, c) = (hot.clone(), t.clone(), coupon(&t, 3));
+        tokio::spawn(async move { hot.claim(&t, c, None, now()).await })
+    };
+    // B has taken its seq (stock is taken after the seq) and waits for the writer.
+    while hot.stock(&t).await.unwrap() != Some(8) {
+        tokio::task::yield_now().await;
+    }
+    faults.release.notify_one();
+    let a = a.await.unwrap();
+    assert!(matches!(a, Err(StoreError::Backend(_))), "{a:?}");
+    let b = b.await.unwrap().unwrap();
+    let b_seq = seq_of(&b).expect("B claimed");
+
+    let c = hot.claim(&t, coupon(&t, 3), None, now()).await;
+    let c_seq = c.as_ref().ok().and_then(seq_of);
+    assert!(
+        c_seq.is_some() && c_seq != Some(b_seq),
+        "C must claim a seq other than B's ({b_seq}): {c:?}"
+    );
+    let d = hot.claim(&t, coupon(&t, 3), None, now()).await.unwrap();
+    assert_eq!(d, ClaimOutcome::Refused(ClaimRefusal::LimitReached));
+    assert_eq!(hot.stock(&t).await.unwrap(), Some(8));
+}
+
+/// Rebuilt from the store, the hot state knows which seqs a user holds, gaps included.
+#[tokio::test]
+async fn a_rebuilt_state_fills_the_gap_in_a_users_seqs() {
+    let (_dir, store, _faults, hot, t) = setup(3).await;
+    let held: Vec<ClaimRecord> = [1, 3]
+        .into_iter()
+        .map(|seq| {
+            let mut c = coupon(&t, 4);
+            c.seq = seq;
+            ClaimRecord {
+                coupon: c,
+                claim_key: None,
+            }
+        })
+        .collect();
+    store.commit_claims(&held).await.unwrap();
+
+    let out = hot.claim(&t, coupon(&t, 4), None, now()).await;
+    assert_eq!(out.as_ref().ok().and_then(seq_of), Some(2), "{out:?}");
+    let out = hot.claim(&t, coupon(&t, 4), None, now()).await.unwrap();
+    assert_eq!(out, ClaimOutcome::Refused(ClaimRefusal::LimitReached));
 }

@@ -314,7 +314,7 @@ impl RedisHotState {
             .map_err(backend)?;
         let state = self.coupons.claim_state(t.id).await?;
         let users: Vec<(i64, u32)> = state
-            .user_counts
+            .user_counts()
             .iter()
             .map(|(u, n)| (u.get(), *n))
             .collect();

@@ -22,7 +22,7 @@ use stampede_domain::coupon::UserCoupon;
 use stampede_domain::ids::{CouponId, TemplateId, UserId};
 use stampede_domain::time::to_ms;
 use stampede_store_sql::SqlRow;
-use stampede_store_sql::rows::{read_keyed, read_user_count};
+use stampede_store_sql::rows::{read_keyed, read_user_seq};
 use stampede_store_sql::text::{CouponStatusFilter, multi_insert};
 use stampede_store_sql::{Columns, db_err, refused};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -210,7 +210,7 @@ impl MysqlStore {
             .ok_or_else(|| refused(format!("unknown template {t}")))
     }
 
-    /// Per-user counts and keyed coupons of `template` in one database's tables.
+    /// Held seqs and keyed coupons of `template` in one database's tables.
     async fn claim_state_in(
         &self,
         database: usize,
@@ -218,9 +218,9 @@ impl MysqlStore {
     ) -> Result<ClaimState, StoreError> {
         let tables = self.router().tables_per_database();
         let shards = || (0..tables).map(move |table| Shard { database, table });
-        let counts_sql = union(shards().map(|s| {
+        let seqs_sql = union(shards().map(|s| {
             format!(
-                "SELECT user_id, COUNT(*) AS n FROM {} WHERE template_id = ? GROUP BY user_id",
+                "SELECT user_id, seq FROM {} WHERE template_id = ?",
                 s.coupons_table()
             )
         }));
@@ -231,20 +231,20 @@ impl MysqlStore {
                 s.coupons_table()
             )
         }));
-        let mut counts = sqlx::query(AssertSqlSafe(counts_sql));
+        let mut seqs = sqlx::query(AssertSqlSafe(seqs_sql));
         let mut keyed = sqlx::query(AssertSqlSafe(keyed_sql));
         for _ in 0..tables {
-            counts = counts.bind(template.get());
+            seqs = seqs.bind(template.get());
             keyed = keyed.bind(template.get());
         }
         let pool = self.pool(database);
-        let (counts, keyed) = try_join(counts.fetch_all(pool), keyed.fetch_all(pool))
+        let (seqs, keyed) = try_join(seqs.fetch_all(pool), keyed.fetch_all(pool))
             .await
             .map_err(db_err)?;
 
         let mut state = ClaimState::default();
-        for row in &counts {
-            state.user_counts.push(read_user_count(row)?);
+        for row in &seqs {
+            state.user_seqs.push(read_user_seq(row)?);
         }
         for row in &keyed {
             state.keyed.push(read_keyed(row)?);
@@ -378,10 +378,10 @@ impl CouponStore for MysqlStore {
         let parts =
             try_join_all((0..self.router().databases()).map(|d| self.claim_state_in(d, template)))
                 .await?;
-        // A user's coupons all live in one table, so per-table counts are already complete.
+        // One row per coupon: the databases' rows together are every coupon once.
         let mut state = ClaimState::default();
         for p in parts {
-            state.user_counts.extend(p.user_counts);
+            state.user_seqs.extend(p.user_seqs);
             state.keyed.extend(p.keyed);
         }
         Ok(state)

@@ -370,13 +370,12 @@ pub fn read_line(row: &impl Columns, order_id: &str) -> Result<SettlementLine, S
 }
 
 /// A `(user_id, n)` row: how many coupons of a template a user holds.
-pub fn read_user_count(row: &impl Columns) -> Result<(UserId, u32), StoreError> {
+pub fn read_user_seq(row: &impl Columns) -> Result<(UserId, u32), StoreError> {
     let user = row.int("user_id")?;
-    let n = row.int("n")?;
+    let seq = row.int("seq")?;
     Ok((
-        UserId::new(user)
-            .ok_or_else(|| corrupt(format!("coupon count of user {user}"), "user_id"))?,
-        u32::try_from(n).map_err(|_| corrupt(format!("coupon count of user {user}"), "n"))?,
+        UserId::new(user).ok_or_else(|| corrupt(format!("coupon of user {user}"), "user_id"))?,
+        u32::try_from(seq).map_err(|_| corrupt(format!("coupon of user {user}"), "seq"))?,
     ))
 }
 

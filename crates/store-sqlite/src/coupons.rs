@@ -18,7 +18,7 @@ use stampede_domain::coupon::UserCoupon;
 use stampede_domain::ids::{CouponId, TemplateId, UserId};
 use stampede_domain::time::to_ms;
 use stampede_store_sql::SqlRow;
-use stampede_store_sql::rows::{read_keyed, read_user_count};
+use stampede_store_sql::rows::{read_keyed, read_user_seq};
 use stampede_store_sql::text::{CouponStatusFilter, multi_insert};
 use stampede_store_sql::{db_err, refused};
 use std::collections::BTreeMap;
@@ -176,15 +176,13 @@ impl CouponStore for SqliteStore {
     }
 
     async fn claim_state(&self, template: TemplateId) -> Result<ClaimState, StoreError> {
-        // One read transaction: counts and keyed coupons come from the same snapshot.
+        // One read transaction: seqs and keyed coupons come from the same snapshot.
         let mut tx = self.reader.begin().await.map_err(db_err)?;
-        let counts = sqlx::query(
-            "SELECT user_id, COUNT(*) AS n FROM user_coupons WHERE template_id = ? GROUP BY user_id",
-        )
-        .bind(template.get())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_err)?;
+        let seqs = sqlx::query("SELECT user_id, seq FROM user_coupons WHERE template_id = ?")
+            .bind(template.get())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
         let keyed = sqlx::query(SELECT_KEYED.as_str())
             .bind(template.get())
             .fetch_all(&mut *tx)
@@ -193,8 +191,8 @@ impl CouponStore for SqliteStore {
         tx.rollback().await.map_err(db_err)?;
 
         let mut state = ClaimState::default();
-        for row in &counts {
-            state.user_counts.push(read_user_count(row)?);
+        for row in &seqs {
+            state.user_seqs.push(read_user_seq(row)?);
         }
         for row in &keyed {
             state.keyed.push(read_keyed(row)?);
