@@ -6,6 +6,7 @@
 use crate::claim::{self, ClaimSetup};
 use crate::cli::{Cli, DistributionArgs, LoadArgs, OverloadArgs, RemindersArgs, Scenario};
 use crate::client::Target;
+use crate::hot_rebuild;
 use crate::lock_redeem::{self, LockRedeemSetup};
 use crate::quote::{self, QuoteSetup};
 use crate::workload::Workload;
@@ -31,6 +32,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Reminders(a) => runtime(a.threads)?.block_on(reminders_scenario(a)),
         Scenario::Overload(a) => runtime(a.threads)?.block_on(overload_scenario(a)),
         Scenario::BareAxum { listen } => bare_axum::serve(&listen),
+        Scenario::HotRebuild(o) => runtime(2)?.block_on(async {
+            let report = hot_rebuild::run(&o).await?;
+            let json = serde_json::to_string(&report).context("encoding the summary")?;
+            print_report(&report.to_table(), &json);
+            Ok(())
+        }),
         Scenario::Healthz { load } => {
             runtime(load.threads)?.block_on(load_scenario(load, Setup::Healthz))
         }

@@ -7,6 +7,7 @@ use crate::auth;
 use crate::claim::ClaimSetup;
 use crate::client::Target;
 use crate::distribution::DistributionOptions;
+use crate::hot_rebuild::HotRebuildOptions;
 use crate::load::LoadOptions;
 use crate::lock_redeem::LockRedeemSetup;
 use crate::overload::OverloadOptions;
@@ -81,6 +82,9 @@ pub enum Scenario {
     /// redis-benchmark with a claim-like Lua (2x HINCRBY + XADD; an approximation of the
     /// claim script's cost). Skipped when redis-benchmark or Redis is missing.
     RedisCeiling(RedisOptions),
+    /// Hot state at scale: a template with millions of holders written into a fresh SQLite
+    /// store, then the embedded hot state rebuilt from it as after a restart (time, memory).
+    HotRebuild(HotRebuildOptions),
     /// A bare axum hello-world serving GET /healthz (what `--compare-bare-axum` runs as a
     /// child process); prints `listening on ADDR` once bound.
     #[command(hide = true)]
