@@ -4,7 +4,7 @@
 
 use crate::StoreFixture;
 use crate::fixtures::*;
-use stampede_core::claim_ports::{ClaimRecord, CouponQuery};
+use stampede_core::claim_ports::{ClaimIndex, ClaimRecord, CouponQuery};
 use stampede_core::events::claimed_event_payload;
 use stampede_core::ports::StoreError;
 use stampede_domain::coupon::{CouponStatus, Origin, UserCoupon};
@@ -25,6 +25,7 @@ macro_rules! coupon_store_suite {
                 a_failing_batch_writes_nothing,
                 claim_state_counts_users_and_returns_keyed_coupons,
                 claim_state_counts_coupons_of_every_origin,
+                claim_index_is_the_claim_state_without_coupons,
                 list_coupons_orders_pages_and_filters,
                 get_coupon_is_scoped_to_its_owner,
                 claimed_counts_per_template_match_stock,
@@ -217,6 +218,45 @@ pub async fn claim_state_counts_users_and_returns_keyed_coupons(f: &dyn StoreFix
         ]
     );
     let empty = store.claim_state(tid(404)).await.unwrap();
+    assert!(empty.user_seqs.is_empty() && empty.keyed.is_empty());
+}
+
+pub async fn claim_index_is_the_claim_state_without_coupons(f: &dyn StoreFixture) {
+    let s = f.store();
+    let store = &*s;
+    let a = stocked(store, 31, 7, 100).await;
+    let b = stocked(store, 32, 7, 100).await;
+    let mut distributed = keyed(claim(&a, 4, 7, 3, 0), "dist 9 7");
+    distributed.coupon.origin = Origin::Distribution;
+    store
+        .commit_claims(&[
+            keyed(claim(&a, 1, 5, 1, 0), "first"),
+            keyed(claim(&a, 2, 5, 2, 0), "second"),
+            claim(&a, 5, 5, 3, 0),
+            keyed(claim(&a, 3, 6, 1, 0), "first"),
+            distributed,
+            keyed(claim(&b, 6, 5, 1, 0), "other template"),
+        ])
+        .await
+        .unwrap();
+    let mut index = store.claim_index(a.id).await.unwrap();
+    index.user_seqs.sort();
+    index.keyed.sort();
+    let mut want = ClaimIndex::from(store.claim_state(a.id).await.unwrap());
+    want.user_seqs.sort();
+    want.keyed.sort();
+    assert_eq!(index, want);
+    // Only claims' keys: a distribution's row key is not a client's Idempotency-Key.
+    assert_eq!(
+        index.keyed,
+        [
+            (uid(5), "first".to_owned(), cid(1)),
+            (uid(5), "second".to_owned(), cid(2)),
+            (uid(6), "first".to_owned(), cid(3)),
+        ]
+    );
+    assert_eq!(index.user_seqs.len(), 5);
+    let empty = store.claim_index(tid(404)).await.unwrap();
     assert!(empty.user_seqs.is_empty() && empty.keyed.is_empty());
 }
 

@@ -39,6 +39,30 @@ impl ClaimState {
     }
 }
 
+/// The lean form of [`ClaimState`] the embedded hot state rebuilds from: the same coupons,
+/// each keyed claim as its key and coupon id only (a replay reads the coupon itself, so a
+/// template with millions of keyed holders does not keep millions of coupons in memory).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaimIndex {
+    /// As [`ClaimState::user_seqs`].
+    pub user_seqs: Vec<(UserId, u32)>,
+    /// `(user, key, coupon)` of every coupon made by a claim that carried a key.
+    pub keyed: Vec<(UserId, String, CouponId)>,
+}
+
+impl From<ClaimState> for ClaimIndex {
+    fn from(s: ClaimState) -> Self {
+        Self {
+            user_seqs: s.user_seqs,
+            keyed: s
+                .keyed
+                .into_iter()
+                .map(|(key, c)| (c.user_id, key, c.id))
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct CouponQuery {
     pub user_id: UserId,
@@ -71,6 +95,12 @@ pub trait CouponStore: Send + Sync + 'static {
     async fn commit_claims(&self, claims: &[ClaimRecord]) -> Result<(), StoreError>;
 
     async fn claim_state(&self, template: TemplateId) -> Result<ClaimState, StoreError>;
+
+    /// [`claim_state`](Self::claim_state) without the keyed coupons themselves; adapters
+    /// that can read it cheaper (one narrow pass over the rows) override this.
+    async fn claim_index(&self, template: TemplateId) -> Result<ClaimIndex, StoreError> {
+        Ok(self.claim_state(template).await?.into())
+    }
 
     async fn get_coupon(
         &self,

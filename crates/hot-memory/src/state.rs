@@ -7,6 +7,11 @@
 //! stored as two `u64` (8-byte alignment keeps the entry small): 8 bytes of key + 16 of mask
 //! = 24 bytes per map slot, plus one control byte, at a load factor between 7/8 and 7/16
 //! after a resize, so about 30 to 60 bytes per user who ever claimed the template.
+//!
+//! A claim that carried an `Idempotency-Key` keeps `(user, key) → coupon id` (a 32-byte key
+//! with the key's text on the heap, a 16-byte slot), not the coupon: a retry reads the coupon
+//! from the store. Rebuilt after a restart from the store's `claim_index` (four narrow
+//! columns, streamed).
 
 use crate::writer::{self, Pending, WriterStats};
 use async_trait::async_trait;
@@ -16,7 +21,7 @@ use stampede_core::claim_ports::{
 };
 use stampede_core::ports::{Dependency, StoreError, TemplateStore};
 use stampede_domain::coupon::{ClaimRefusal, UserCoupon, check_window};
-use stampede_domain::ids::{DistributionId, TemplateId, UserId};
+use stampede_domain::ids::{CouponId, DistributionId, TemplateId, UserId};
 use stampede_domain::template::{MAX_PER_USER_LIMIT, Template, TemplateStatus};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
@@ -110,14 +115,17 @@ impl Seqs {
     }
 }
 
+/// Kept small (16 bytes): a template can have millions of keyed holders.
 enum KeySlot {
     /// A claim with this key is being decided; others with the same key wait for it.
     InFlight(Arc<Notify>),
-    Done(UserCoupon),
+    /// Claimed: a replay reads the coupon from the store (a retry is rare; holding every
+    /// keyed coupon in memory is not).
+    Done(CouponId),
     /// The claim's commit failed and reading it back failed too: it may be on disk. Its stock
     /// and the user's slot stay taken (never oversell) until a retry with the key reads the
     /// outcome back.
-    Unknown(UserCoupon),
+    Unknown(Box<UserCoupon>),
 }
 
 struct Hot {
@@ -143,7 +151,7 @@ fn shard(user: UserId) -> usize {
 }
 
 impl Hot {
-    fn new(t: &Template, seqs: Vec<(UserId, u32)>, keyed: Vec<(String, UserCoupon)>) -> Self {
+    fn new(t: &Template, seqs: Vec<(UserId, u32)>, keyed: Vec<(UserId, String, CouponId)>) -> Self {
         let users: Vec<Mutex<HashMap<UserId, Seqs>>> =
             (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
         let keys: Vec<Mutex<HashMap<(UserId, String), KeySlot>>> =
@@ -155,8 +163,8 @@ impl Hot {
                 tracing::warn!(template = %t.id, user = %u, seq, "a stored coupon's seq is out of range");
             }
         }
-        for (k, c) in keyed {
-            lock(&keys[shard(c.user_id)]).insert((c.user_id, k), KeySlot::Done(c));
+        for (user, k, id) in keyed {
+            lock(&keys[shard(user)]).insert((user, k), KeySlot::Done(id));
         }
         Hot {
             stock: AtomicI64::new(t.stock),
@@ -202,16 +210,18 @@ impl Hot {
 
     /// Parks a key whose claim has an unknown outcome, waking whoever waits on it.
     fn unknown_key(&self, user: UserId, key: &str, coupon: &UserCoupon) {
-        let prev = lock(&self.keys[shard(user)])
-            .insert((user, key.to_owned()), KeySlot::Unknown(coupon.clone()));
+        let prev = lock(&self.keys[shard(user)]).insert(
+            (user, key.to_owned()),
+            KeySlot::Unknown(Box::new(coupon.clone())),
+        );
         if let Some(KeySlot::InFlight(n)) = prev {
             n.notify_waiters();
         }
     }
 
     fn finish_key(&self, user: UserId, key: &str, coupon: &UserCoupon) {
-        let prev = lock(&self.keys[shard(user)])
-            .insert((user, key.to_owned()), KeySlot::Done(coupon.clone()));
+        let prev =
+            lock(&self.keys[shard(user)]).insert((user, key.to_owned()), KeySlot::Done(coupon.id));
         if let Some(KeySlot::InFlight(n)) = prev {
             n.notify_waiters();
         }
@@ -221,7 +231,8 @@ impl Hot {
 /// What a keyed claim found in its key slot.
 enum KeyCheck {
     Owned,
-    Replay(UserCoupon),
+    /// Claimed earlier: this coupon.
+    Replay(CouponId),
     /// An earlier claim with this key has an unknown outcome; the slot is now owned by the
     /// caller, who must find out.
     Unknown(UserCoupon),
@@ -287,7 +298,7 @@ impl MemoryHotState {
         let Some(t) = self.template_store.get_template(id).await? else {
             return Ok(None);
         };
-        let state = self.coupons.claim_state(id).await?;
+        let state = self.coupons.claim_index(id).await?;
         let hot = Arc::new(Hot::new(&t, state.user_seqs, state.keyed));
         self.templates
             .write()
@@ -296,12 +307,23 @@ impl MemoryHotState {
         Ok(Some(hot))
     }
 
+    /// The coupon an earlier claim with the same key made.
+    async fn replay(&self, user: UserId, id: CouponId) -> Result<ClaimOutcome, StoreError> {
+        match self.coupons.get_coupon(user, id).await? {
+            Some(c) => Ok(ClaimOutcome::Replayed(c)),
+            // Only a committed claim's key is kept, and coupons are never deleted.
+            None => Err(StoreError::Corrupt(format!(
+                "coupon {id} of a replayed claim is not in the store"
+            ))),
+        }
+    }
+
     async fn check_key(hot: &Hot, user: UserId, key: &str) -> KeyCheck {
         loop {
             let notify = {
                 let mut keys = lock(&hot.keys[shard(user)]);
                 match keys.get(&(user, key.to_owned())) {
-                    Some(KeySlot::Done(c)) => return KeyCheck::Replay(c.clone()),
+                    Some(KeySlot::Done(id)) => return KeyCheck::Replay(*id),
                     Some(KeySlot::InFlight(n)) => n.clone(),
                     Some(KeySlot::Unknown(_)) => {
                         let prev = keys.insert(
@@ -309,7 +331,7 @@ impl MemoryHotState {
                             KeySlot::InFlight(Arc::new(Notify::new())),
                         );
                         if let Some(KeySlot::Unknown(c)) = prev {
-                            return KeyCheck::Unknown(c);
+                            return KeyCheck::Unknown(*c);
                         }
                         continue;
                     }
@@ -354,7 +376,7 @@ impl HotState for MemoryHotState {
         if let Some(k) = key {
             match Self::check_key(&hot, user, k).await {
                 KeyCheck::Owned => {}
-                KeyCheck::Replay(c) => return Ok(ClaimOutcome::Replayed(c)),
+                KeyCheck::Replay(id) => return self.replay(user, id).await,
                 KeyCheck::Unknown(earlier) => match self.coupons.get_coupon(user, earlier.id).await
                 {
                     Ok(Some(_)) => {
@@ -464,9 +486,13 @@ impl HotState for MemoryHotState {
             return Ok(None);
         };
         let slot = match lock(&hot.keys[shard(user)]).get(&(user, key.to_owned())) {
-            Some(KeySlot::Done(c)) => return Ok(Some(c.clone())),
-            Some(KeySlot::Unknown(c)) => c.clone(),
+            Some(KeySlot::Done(id)) => Ok(*id),
+            Some(KeySlot::Unknown(c)) => Err((**c).clone()),
             _ => return Ok(None),
+        };
+        let slot = match slot {
+            Ok(id) => return self.coupons.get_coupon(user, id).await,
+            Err(unknown) => unknown,
         };
         Ok(self.coupons.get_coupon(user, slot.id).await?.map(|_| slot))
     }

@@ -9,14 +9,18 @@
 
 use crate::SqliteStore;
 use async_trait::async_trait;
+use futures::TryStreamExt;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{AssertSqlSafe, Sqlite, SqliteConnection};
-use stampede_core::claim_ports::{ClaimRecord, ClaimState, CouponQuery, CouponStore, OutboxEvent};
+use stampede_core::claim_ports::{
+    ClaimIndex, ClaimRecord, ClaimState, CouponQuery, CouponStore, OutboxEvent,
+};
 use stampede_core::ports::StoreError;
 use stampede_core::records::CouponRecord;
 use stampede_domain::coupon::UserCoupon;
 use stampede_domain::ids::{CouponId, TemplateId, UserId};
 use stampede_domain::time::to_ms;
+use stampede_store_sql::Columns;
 use stampede_store_sql::SqlRow;
 use stampede_store_sql::rows::{read_keyed, read_user_seq};
 use stampede_store_sql::text::{CouponStatusFilter, multi_insert};
@@ -198,6 +202,29 @@ impl CouponStore for SqliteStore {
             state.keyed.push(read_keyed(row)?);
         }
         Ok(state)
+    }
+
+    async fn claim_index(&self, template: TemplateId) -> Result<ClaimIndex, StoreError> {
+        // One statement (one snapshot), four narrow columns, rows decoded as they stream
+        // rather than collected first: this is what a restart reads for millions of holders.
+        let mut rows = sqlx::query(
+            "SELECT user_id, seq, id, CASE WHEN origin = 'claim' THEN claim_key END AS claim_key \
+             FROM user_coupons WHERE template_id = ?",
+        )
+        .bind(template.get())
+        .fetch(&self.reader);
+        let mut index = ClaimIndex::default();
+        while let Some(row) = rows.try_next().await.map_err(db_err)? {
+            let (user, seq) = read_user_seq(&row)?;
+            index.user_seqs.push((user, seq));
+            if let Some(key) = row.opt_text("claim_key")? {
+                let id = row.int("id")?;
+                let id = CouponId::new(id)
+                    .ok_or_else(|| StoreError::Corrupt(format!("coupon id {id}")))?;
+                index.keyed.push((user, key, id));
+            }
+        }
+        Ok(index)
     }
 
     async fn get_coupon(
