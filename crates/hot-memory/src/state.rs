@@ -134,9 +134,15 @@ struct Hot {
     /// seen both by a fresh load and by its change notification is counted once.
     stock_total: AtomicI64,
     status: AtomicU8,
-    users: Vec<Mutex<HashMap<UserId, Seqs>>>,
-    keys: Vec<Mutex<HashMap<(UserId, String), KeySlot>>>,
+    users: Vec<Mutex<UserMap>>,
+    keys: Vec<Mutex<KeyMap>>,
 }
+
+/// A user's held seqs. User ids come from signed tokens, so a fast seeded hash is enough.
+type UserMap = HashMap<UserId, Seqs, foldhash::fast::RandomState>;
+/// Claim keys are the client's own text: a seeded hash of good quality, still far cheaper
+/// than the standard library's SipHash on millions of entries.
+type KeyMap = HashMap<(UserId, String), KeySlot, foldhash::quality::RandomState>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these short sections leaves consistent data (each
@@ -152,20 +158,35 @@ fn shard(user: UserId) -> usize {
 
 impl Hot {
     fn new(t: &Template, seqs: Vec<(UserId, u32)>, keyed: Vec<(UserId, String, CouponId)>) -> Self {
-        let users: Vec<Mutex<HashMap<UserId, Seqs>>> =
-            (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
-        let keys: Vec<Mutex<HashMap<(UserId, String), KeySlot>>> =
-            (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
+        // Built unlocked and sized up front: a rebuild inserts millions of entries.
+        let mut user_maps: Vec<UserMap> = (0..SHARDS).map(|_| UserMap::default()).collect();
+        let mut per_shard = [0usize; SHARDS];
+        for (u, _) in &seqs {
+            per_shard[shard(*u)] += 1;
+        }
+        for (m, n) in user_maps.iter_mut().zip(per_shard) {
+            m.reserve(n);
+        }
         for (u, seq) in seqs {
-            if !lock(&users[shard(u)]).entry(u).or_default().insert(seq) {
+            if !user_maps[shard(u)].entry(u).or_default().insert(seq) {
                 // No valid limit hands out such a seq; the store's unique key still guards
                 // it, and the user's count here is one short.
                 tracing::warn!(template = %t.id, user = %u, seq, "a stored coupon's seq is out of range");
             }
         }
-        for (user, k, id) in keyed {
-            lock(&keys[shard(user)]).insert((user, k), KeySlot::Done(id));
+        let mut key_maps: Vec<KeyMap> = (0..SHARDS).map(|_| KeyMap::default()).collect();
+        let mut per_shard = [0usize; SHARDS];
+        for (u, _, _) in &keyed {
+            per_shard[shard(*u)] += 1;
         }
+        for (m, n) in key_maps.iter_mut().zip(per_shard) {
+            m.reserve(n);
+        }
+        for (user, k, id) in keyed {
+            key_maps[shard(user)].insert((user, k), KeySlot::Done(id));
+        }
+        let users = user_maps.into_iter().map(Mutex::new).collect();
+        let keys = key_maps.into_iter().map(Mutex::new).collect();
         Hot {
             stock: AtomicI64::new(t.stock),
             stock_total: AtomicI64::new(t.stock_total),
