@@ -7,7 +7,7 @@
 //! own migrations; the server's coupon row layout) because claiming millions of coupons
 //! through HTTP would measure the claim path, not the rebuild.
 
-use crate::insert_ceiling::{bind_row, multi_insert, now_ms};
+use crate::insert_ceiling::{bind_row, multi_insert, now_ms, row};
 use crate::proc;
 use anyhow::{Context, bail};
 use clap::Args;
@@ -177,23 +177,14 @@ async fn fill(path: &std::path::Path, o: &HotRebuildOptions) -> anyhow::Result<u
         let mut tx = conn.begin().await?;
         let rows: Vec<CouponRecord> = (next..end)
             .map(|i| {
-                let n = i64::try_from(i).unwrap_or(i64::MAX - 2);
-                CouponRecord {
-                    id: (1_i64 << 40) + n,
-                    user_id: n + 1,
-                    template_id: TEMPLATE,
-                    shop_id: SHOP,
-                    seq: 1,
-                    origin: "claim".to_owned(),
-                    status: "unused".to_owned(),
-                    valid_from_ms: now,
-                    valid_until_ms: now + 86_400_000,
-                    claimed_at_ms: now,
-                    locked_order_id: None,
-                    used_at_ms: None,
-                    // A client's key: the bench's are short, real ones are often UUIDs.
-                    claim_key: (i < keyed_up_to).then(|| format!("k-{n:016x}")),
-                }
+                // The ceiling's row of user i + 1, made a keyed claim of this template.
+                let mut r = row(i, now);
+                r.template_id = TEMPLATE;
+                r.shop_id = SHOP;
+                r.origin = "claim".to_owned();
+                // A client's key: the bench's are short, real ones are often UUIDs.
+                r.claim_key = (i < keyed_up_to).then(|| format!("k-{i:016x}"));
+                r
             })
             .collect();
         for chunk in rows.chunks(CHUNK) {
