@@ -5,6 +5,7 @@
 # TEMPLATES templates with plenty of stock and a per-user limit of 100, then runs wrk.
 # Usage: scripts/wrk-claims.sh BASE_URL DATA_DIR [connections] [duration]
 set -euo pipefail
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 base=${1:?base URL, e.g. http://127.0.0.1:18200}; dir=${2:?the data dir of the server}
 conns=${3:-128}; dur=${4:-10s}; users=${USERS:-100000}; ntpl=${TEMPLATES_N:-10}
 bin=$(dirname "$0")/../target/release/stampede
