@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 pub const HEADER: &str = "x-request-id";
+/// The target access lines are logged under (the server formats these lines itself).
+pub const ACCESS_TARGET: &str = "stampede::access";
 
 tokio::task_local! {
     static REQUEST_ID: HeaderValue;
@@ -61,7 +63,7 @@ pub async fn request_context(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let mut resp = REQUEST_ID.scope(id.clone(), next.run(req)).await;
     tracing::info!(
-        target: "stampede::access",
+        target: ACCESS_TARGET,
         request_id = id.to_str().unwrap_or("-"),
         method = method.as_str(),
         route = route

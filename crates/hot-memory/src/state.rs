@@ -24,6 +24,7 @@ use stampede_domain::coupon::{ClaimRefusal, UserCoupon, check_window};
 use stampede_domain::ids::{CouponId, DistributionId, TemplateId, UserId};
 use stampede_domain::template::{MAX_PER_USER_LIMIT, Template, TemplateStatus};
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -156,17 +157,24 @@ fn shard(user: UserId) -> usize {
     (x >> 58) as usize % SHARDS
 }
 
+/// One empty map per shard, each with room for the entries of `users` that fall in it.
+fn sized_shards<K: Eq + Hash, V, S: BuildHasher + Default>(
+    users: impl Iterator<Item = UserId>,
+) -> Vec<HashMap<K, V, S>> {
+    let mut per_shard = [0usize; SHARDS];
+    for u in users {
+        per_shard[shard(u)] += 1;
+    }
+    per_shard
+        .iter()
+        .map(|&n| HashMap::with_capacity_and_hasher(n, S::default()))
+        .collect()
+}
+
 impl Hot {
     fn new(t: &Template, seqs: Vec<(UserId, u32)>, keyed: Vec<(UserId, String, CouponId)>) -> Self {
         // Built unlocked and sized up front: a rebuild inserts millions of entries.
-        let mut user_maps: Vec<UserMap> = (0..SHARDS).map(|_| UserMap::default()).collect();
-        let mut per_shard = [0usize; SHARDS];
-        for (u, _) in &seqs {
-            per_shard[shard(*u)] += 1;
-        }
-        for (m, n) in user_maps.iter_mut().zip(per_shard) {
-            m.reserve(n);
-        }
+        let mut user_maps: Vec<UserMap> = sized_shards(seqs.iter().map(|(u, _)| *u));
         for (u, seq) in seqs {
             if !user_maps[shard(u)].entry(u).or_default().insert(seq) {
                 // No valid limit hands out such a seq; the store's unique key still guards
@@ -174,14 +182,7 @@ impl Hot {
                 tracing::warn!(template = %t.id, user = %u, seq, "a stored coupon's seq is out of range");
             }
         }
-        let mut key_maps: Vec<KeyMap> = (0..SHARDS).map(|_| KeyMap::default()).collect();
-        let mut per_shard = [0usize; SHARDS];
-        for (u, _, _) in &keyed {
-            per_shard[shard(*u)] += 1;
-        }
-        for (m, n) in key_maps.iter_mut().zip(per_shard) {
-            m.reserve(n);
-        }
+        let mut key_maps: Vec<KeyMap> = sized_shards(keyed.iter().map(|(u, _, _)| *u));
         for (user, k, id) in keyed {
             key_maps[shard(user)].insert((user, k), KeySlot::Done(id));
         }
@@ -506,16 +507,17 @@ impl HotState for MemoryHotState {
         let Some(hot) = self.hot(t.id).await? else {
             return Ok(None);
         };
-        let slot = match lock(&hot.keys[shard(user)]).get(&(user, key.to_owned())) {
-            Some(KeySlot::Done(id)) => Ok(*id),
-            Some(KeySlot::Unknown(c)) => Err((**c).clone()),
+        // A claimed key reads its coupon; an unknown outcome is the parked coupon, if stored.
+        let (id, unknown) = match lock(&hot.keys[shard(user)]).get(&(user, key.to_owned())) {
+            Some(KeySlot::Done(id)) => (*id, None),
+            Some(KeySlot::Unknown(c)) => (c.id, Some((**c).clone())),
             _ => return Ok(None),
         };
-        let slot = match slot {
-            Ok(id) => return self.coupons.get_coupon(user, id).await,
-            Err(unknown) => unknown,
-        };
-        Ok(self.coupons.get_coupon(user, slot.id).await?.map(|_| slot))
+        let stored = self.coupons.get_coupon(user, id).await?;
+        Ok(match unknown {
+            None => stored,
+            Some(parked) => stored.map(|_| parked),
+        })
     }
 
     async fn stock(&self, t: &Template) -> Result<Option<i64>, StoreError> {

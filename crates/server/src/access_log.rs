@@ -13,8 +13,7 @@ use tracing_subscriber::fmt::format::{Format, Json, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-/// The target `stampede_api::request_id` logs access lines under.
-pub const TARGET: &str = "stampede::access";
+use stampede_api::request_id::ACCESS_TARGET as TARGET;
 
 pub struct AccessOrJson {
     pub json: Format<Json>,

@@ -4,7 +4,7 @@
 
 use crate::columns::{Binder, Columns};
 use crate::error::corrupt;
-use stampede_core::claim_ports::OutboxEvent;
+use stampede_core::claim_ports::{ClaimIndex, OutboxEvent};
 use stampede_core::ports::{Account, IdempotencyRecord, StoreError};
 use stampede_core::records::{
     AuditRecord, CouponRecord, DistributionRecord, ReminderRecord, TemplateRecord,
@@ -369,7 +369,7 @@ pub fn read_line(row: &impl Columns, order_id: &str) -> Result<SettlementLine, S
     })
 }
 
-/// A `(user_id, n)` row: how many coupons of a template a user holds.
+/// A `(user_id, seq)` row: one coupon of a template, as the user's seq.
 pub fn read_user_seq(row: &impl Columns) -> Result<(UserId, u32), StoreError> {
     let user = row.int("user_id")?;
     let seq = row.int("seq")?;
@@ -377,6 +377,19 @@ pub fn read_user_seq(row: &impl Columns) -> Result<(UserId, u32), StoreError> {
         UserId::new(user).ok_or_else(|| corrupt(format!("coupon of user {user}"), "user_id"))?,
         u32::try_from(seq).map_err(|_| corrupt(format!("coupon of user {user}"), "seq"))?,
     ))
+}
+
+/// Adds a `(user_id, seq, id, claim_key)` row to a claim index: the user's seq, and the key
+/// and coupon id when a keyed claim made it (`claim_key` is null otherwise).
+pub fn push_claim_index_row(index: &mut ClaimIndex, row: &impl Columns) -> Result<(), StoreError> {
+    let (user, seq) = read_user_seq(row)?;
+    index.user_seqs.push((user, seq));
+    if let Some(key) = row.opt_text("claim_key")? {
+        let id = row.int("id")?;
+        let id = CouponId::new(id).ok_or_else(|| corrupt(format!("coupon {id}"), "id"))?;
+        index.keyed.push((user, key, id));
+    }
+    Ok(())
 }
 
 /// A coupon row made by a keyed claim: its key and the coupon.

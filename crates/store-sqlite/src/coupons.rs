@@ -20,9 +20,8 @@ use stampede_core::records::CouponRecord;
 use stampede_domain::coupon::UserCoupon;
 use stampede_domain::ids::{CouponId, TemplateId, UserId};
 use stampede_domain::time::to_ms;
-use stampede_store_sql::Columns;
 use stampede_store_sql::SqlRow;
-use stampede_store_sql::rows::{read_keyed, read_user_seq};
+use stampede_store_sql::rows::{push_claim_index_row, read_keyed, read_user_seq};
 use stampede_store_sql::text::{CouponStatusFilter, multi_insert};
 use stampede_store_sql::{db_err, refused};
 use std::collections::BTreeMap;
@@ -215,14 +214,7 @@ impl CouponStore for SqliteStore {
         .fetch(&self.reader);
         let mut index = ClaimIndex::default();
         while let Some(row) = rows.try_next().await.map_err(db_err)? {
-            let (user, seq) = read_user_seq(&row)?;
-            index.user_seqs.push((user, seq));
-            if let Some(key) = row.opt_text("claim_key")? {
-                let id = row.int("id")?;
-                let id = CouponId::new(id)
-                    .ok_or_else(|| StoreError::Corrupt(format!("coupon id {id}")))?;
-                index.keyed.push((user, key, id));
-            }
+            push_claim_index_row(&mut index, &row)?;
         }
         Ok(index)
     }
