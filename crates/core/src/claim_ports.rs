@@ -116,6 +116,22 @@ pub trait CouponStore: Send + Sync + 'static {
     async fn outbox_events(&self, kind: &str, limit: u32) -> Result<Vec<OutboxEvent>, StoreError>;
 }
 
+/// Where the embedded claim journal applies the claims it acknowledged: the embedded system of
+/// record (SQLite). Only the embedded store implements it; distributed mode's claim log is
+/// Redis, applied through [`ClaimLogStore`].
+#[async_trait]
+pub trait ClaimJournalStore: Send + Sync + 'static {
+    /// Position (LSN) of the last journal record applied; 0 when none ever was.
+    async fn journal_applied(&self) -> Result<u64, StoreError>;
+
+    /// Stores `claims` as [`CouponStore::commit_claims`] does and records `through` (the LSN of
+    /// the last of them) as applied, in one transaction. A batch at or below the recorded
+    /// position was applied before (a replay after a crash): nothing is written and the answer
+    /// is `Ok`.
+    async fn apply_journaled(&self, claims: &[ClaimRecord], through: u64)
+    -> Result<(), StoreError>;
+}
+
 /// Exactly-once bookkeeping of the distributed claim log (one log per template).
 #[async_trait]
 pub trait ClaimLogStore: Send + Sync + 'static {

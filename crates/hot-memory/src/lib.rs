@@ -12,11 +12,13 @@
 //! in-process rate limiter of flow control).
 
 mod flow;
+mod journal;
 mod login;
 mod state;
 mod writer;
 
 pub use flow::MemoryRateLimiter;
+pub use journal::{ClaimJournal, JournalOptions, JournalStats};
 pub use login::MemoryLoginAttempts;
 pub use state::MemoryHotState;
 pub use writer::WriterStats;

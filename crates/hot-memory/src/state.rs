@@ -13,6 +13,7 @@
 //! from the store. Rebuilt after a restart from the store's `claim_index` (four narrow
 //! columns, streamed).
 
+use crate::journal::{AppendError, ClaimJournal, JournalStats};
 use crate::writer::{self, Pending, WriterStats};
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -145,13 +146,13 @@ type UserMap = HashMap<UserId, Seqs, foldhash::fast::RandomState>;
 /// than the standard library's SipHash on millions of entries.
 type KeyMap = HashMap<(UserId, String), KeySlot, foldhash::quality::RandomState>;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these short sections leaves consistent data (each
     // section is a single map operation), so a poisoned lock is still usable.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn shard(user: UserId) -> usize {
+pub(crate) fn shard(user: UserId) -> usize {
     // Users are often sequential: mix before taking the shard.
     let x = (user.get() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (x >> 58) as usize % SHARDS
@@ -260,13 +261,21 @@ enum KeyCheck {
     Unknown(UserCoupon),
 }
 
+/// How a claim that passed the checks becomes durable before it is answered.
+enum Ack {
+    /// Committed to SQLite by the group-commit writer.
+    Commit(mpsc::Sender<Pending>),
+    /// Appended to the claim journal; SQLite is applied behind it.
+    Journal(Arc<ClaimJournal>),
+}
+
 pub struct MemoryHotState {
     templates: RwLock<HashMap<TemplateId, Arc<Hot>>>,
     /// Serialises loads and change notifications (both rare), so they never interleave.
     loading: tokio::sync::Mutex<()>,
     template_store: Arc<dyn TemplateStore>,
     coupons: Arc<dyn CouponStore>,
-    writer: mpsc::Sender<Pending>,
+    ack: Ack,
     stats: Arc<WriterStats>,
     /// Batches `(task, first_row)` whose refused stock was given back, so it is given back
     /// once, also when the first return found the template not loaded. Only batches with a
@@ -284,19 +293,69 @@ impl MemoryHotState {
     ) -> Self {
         let stats = Arc::new(WriterStats::default());
         let writer = writer::spawn(coupons.clone(), max_batch.max(1), stats.clone());
+        Self::with_ack(template_store, coupons, Ack::Commit(writer), stats)
+    }
+
+    /// Acknowledges claims once they are in `journal` (opened, so already replayed);
+    /// SQLite is applied behind it.
+    pub fn with_journal(
+        template_store: Arc<dyn TemplateStore>,
+        coupons: Arc<dyn CouponStore>,
+        journal: Arc<ClaimJournal>,
+    ) -> Self {
+        let stats = Arc::new(WriterStats::default());
+        Self::with_ack(template_store, coupons, Ack::Journal(journal), stats)
+    }
+
+    fn with_ack(
+        template_store: Arc<dyn TemplateStore>,
+        coupons: Arc<dyn CouponStore>,
+        ack: Ack,
+        stats: Arc<WriterStats>,
+    ) -> Self {
         Self {
             templates: RwLock::new(HashMap::new()),
             loading: tokio::sync::Mutex::new(()),
             template_store,
             coupons,
-            writer,
+            ack,
             stats,
             returned: Mutex::new(HashSet::new()),
         }
     }
 
+    /// The group-commit writer's counters (all zero when claims go through the journal).
     pub fn writer_stats(&self) -> &WriterStats {
         &self.stats
+    }
+
+    /// The claim journal's counters, when claims go through it.
+    pub fn journal_stats(&self) -> Option<&Arc<JournalStats>> {
+        match &self.ack {
+            Ack::Journal(j) => Some(j.stats()),
+            Ack::Commit(_) => None,
+        }
+    }
+
+    fn journal(&self) -> Option<&ClaimJournal> {
+        match &self.ack {
+            Ack::Journal(j) => Some(j),
+            Ack::Commit(_) => None,
+        }
+    }
+
+    /// A coupon of `user`: acknowledged and still pending in the journal, or stored.
+    async fn find_coupon(
+        &self,
+        user: UserId,
+        id: CouponId,
+    ) -> Result<Option<UserCoupon>, StoreError> {
+        if let Some(j) = self.journal()
+            && let Some(c) = j.pending(user).into_iter().find(|c| c.id == id)
+        {
+            return Ok(Some(c));
+        }
+        self.coupons.get_coupon(user, id).await
     }
 
     fn loaded(&self, id: TemplateId) -> Option<Arc<Hot>> {
@@ -316,7 +375,10 @@ impl MemoryHotState {
             return Ok(Some(h));
         }
         // Fresh from the system of record: nothing claims this template until it is loaded,
-        // so its stored stock is exact now.
+        // so its stored stock is exact now (once the journal's backlog is in it).
+        if let Some(j) = self.journal() {
+            j.wait_applied().await;
+        }
         let Some(t) = self.template_store.get_template(id).await? else {
             return Ok(None);
         };
@@ -331,7 +393,7 @@ impl MemoryHotState {
 
     /// The coupon an earlier claim with the same key made.
     async fn replay(&self, user: UserId, id: CouponId) -> Result<ClaimOutcome, StoreError> {
-        match self.coupons.get_coupon(user, id).await? {
+        match self.find_coupon(user, id).await? {
             Some(c) => Ok(ClaimOutcome::Replayed(c)),
             // Only a committed claim's key is kept, and coupons are never deleted.
             None => Err(StoreError::Corrupt(format!(
@@ -399,11 +461,19 @@ impl HotState for MemoryHotState {
             match Self::check_key(&hot, user, k).await {
                 KeyCheck::Owned => {}
                 KeyCheck::Replay(id) => return self.replay(user, id).await,
-                KeyCheck::Unknown(earlier) => match self.coupons.get_coupon(user, earlier.id).await
-                {
+                KeyCheck::Unknown(earlier) => match self.find_coupon(user, earlier.id).await {
                     Ok(Some(_)) => {
                         hot.finish_key(user, k, &earlier);
                         return Ok(ClaimOutcome::Replayed(earlier));
+                    }
+                    Ok(None) if self.journal().is_some_and(ClaimJournal::poisoned) => {
+                        // A failed journal write may still be on disk: only the replay after a
+                        // restart can tell.
+                        hot.unknown_key(user, k, &earlier);
+                        return Err(StoreError::OutcomeUnknown {
+                            dependency: Dependency::Database,
+                            source: "the claim journal failed; restart the node".into(),
+                        });
                     }
                     Ok(None) => {
                         // The earlier attempt never landed: its reservation goes back and
@@ -444,12 +514,46 @@ impl HotState for MemoryHotState {
             return refuse(ClaimRefusal::SoldOut);
         }
         coupon.seq = seq;
-        let (done, committed) = oneshot::channel();
         let record = ClaimRecord {
             coupon: coupon.clone(),
             claim_key: key.map(str::to_owned),
         };
-        let sent = self.writer.send(Pending { record, done }).await.is_ok();
+        let writer = match &self.ack {
+            Ack::Commit(writer) => writer,
+            Ack::Journal(journal) => {
+                return match journal.append(record).await {
+                    Ok(()) => {
+                        if let Some(k) = key {
+                            hot.finish_key(user, k, &coupon);
+                        }
+                        Ok(ClaimOutcome::Claimed(coupon))
+                    }
+                    Err(AppendError::NotWritten(e)) => {
+                        hot.stock.fetch_add(1, Ordering::AcqRel);
+                        hot.free_seq(user, seq);
+                        if let Some(k) = key {
+                            hot.release_key(user, k);
+                        }
+                        Err(StoreError::Unavailable {
+                            dependency: Dependency::Database,
+                            source: e.into(),
+                        })
+                    }
+                    Err(AppendError::Unknown(e)) => {
+                        tracing::warn!(coupon = %coupon.id, error = %e, "a claim's journal write failed: its outcome is unknown");
+                        if let Some(k) = key {
+                            hot.unknown_key(user, k, &coupon);
+                        }
+                        Err(StoreError::OutcomeUnknown {
+                            dependency: Dependency::Database,
+                            source: e.into(),
+                        })
+                    }
+                };
+            }
+        };
+        let (done, committed) = oneshot::channel();
+        let sent = writer.send(Pending { record, done }).await.is_ok();
         let result = if sent {
             committed
                 .await
@@ -513,7 +617,7 @@ impl HotState for MemoryHotState {
             Some(KeySlot::Unknown(c)) => (c.id, Some((**c).clone())),
             _ => return Ok(None),
         };
-        let stored = self.coupons.get_coupon(user, id).await?;
+        let stored = self.find_coupon(user, id).await?;
         Ok(match unknown {
             None => stored,
             Some(parked) => stored.map(|_| parked),
@@ -548,9 +652,9 @@ impl HotState for MemoryHotState {
         Ok(())
     }
 
-    async fn pending_coupons(&self, _user: UserId) -> Result<Vec<UserCoupon>, StoreError> {
-        // Every acknowledged claim is already committed: nothing is ever pending here.
-        Ok(Vec::new())
+    async fn pending_coupons(&self, user: UserId) -> Result<Vec<UserCoupon>, StoreError> {
+        // With the group commit every acknowledged claim is committed: nothing is pending.
+        Ok(self.journal().map(|j| j.pending(user)).unwrap_or_default())
     }
 
     async fn reserve_batch(

@@ -7,7 +7,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use stampede_api::HealthCheck;
-use stampede_core::claim_ports::{ClaimLogStore, CouponStore};
+use stampede_core::claim_ports::{ClaimJournalStore, ClaimLogStore, CouponStore};
 use stampede_core::distribution_ports::DistributionStore;
 use stampede_core::flow::FlowRuleStore;
 use stampede_core::ports::Dependency;
@@ -31,6 +31,8 @@ pub struct Stores {
     pub flow_rules: Arc<dyn FlowRuleStore>,
     /// Distributed mode's claim-log bookkeeping (MySQL only).
     pub claim_log: Option<Arc<dyn ClaimLogStore>>,
+    /// Where the embedded claim journal applies claims (SQLite only).
+    pub claim_journal: Option<Arc<dyn ClaimJournalStore>>,
     /// The MySQL store itself, when that is the backend (tests drop its databases).
     pub mysql: Option<MysqlStore>,
 }
@@ -62,8 +64,9 @@ pub async fn open_with(settings: &Settings, breakers: &Breakers) -> anyhow::Resu
                 distributions: store.clone(),
                 settlements: store.clone(),
                 reminders: store.clone(),
-                flow_rules: store,
+                flow_rules: store.clone(),
                 claim_log: None,
+                claim_journal: Some(store),
                 mysql: None,
             })
         }
@@ -93,6 +96,7 @@ pub async fn open_with(settings: &Settings, breakers: &Breakers) -> anyhow::Resu
                 reminders: shared.clone(),
                 flow_rules: shared.clone(),
                 claim_log: Some(shared),
+                claim_journal: None,
                 mysql: Some(store),
             })
         }

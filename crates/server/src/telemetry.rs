@@ -94,6 +94,22 @@ pub fn metrics_renderer(
             metrics::gauge!("stampede_group_commit_batches").set(batches as f64);
             metrics::gauge!("stampede_group_commit_claims").set(claims as f64);
             metrics::gauge!("stampede_group_commit_failed_batches").set(failed as f64);
+            if let Some(j) = m.journal_stats() {
+                use std::sync::atomic::Ordering::Relaxed;
+                metrics::gauge!("stampede_claim_journal_backlog").set(j.backlog() as f64);
+                metrics::counter!("stampede_claim_journal_appended_total")
+                    .absolute(j.appended.load(Relaxed));
+                metrics::counter!("stampede_claim_journal_writes_total")
+                    .absolute(j.writes.load(Relaxed));
+                metrics::counter!("stampede_claim_journal_applied_total")
+                    .absolute(j.applied.load(Relaxed));
+                metrics::counter!("stampede_claim_journal_apply_batches_total")
+                    .absolute(j.apply_batches.load(Relaxed));
+                metrics::counter!("stampede_claim_journal_apply_failures_total")
+                    .absolute(j.apply_failures.load(Relaxed));
+                metrics::counter!("stampede_claim_journal_rejected_total")
+                    .absolute(j.rejected.load(Relaxed));
+            }
         }
         handle.as_ref().map(|h| h.render()).unwrap_or_default()
     })

@@ -13,7 +13,7 @@ use futures::TryStreamExt;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{AssertSqlSafe, Sqlite, SqliteConnection};
 use stampede_core::claim_ports::{
-    ClaimIndex, ClaimRecord, ClaimState, CouponQuery, CouponStore, OutboxEvent,
+    ClaimIndex, ClaimJournalStore, ClaimRecord, ClaimState, CouponQuery, CouponStore, OutboxEvent,
 };
 use stampede_core::ports::StoreError;
 use stampede_core::records::CouponRecord;
@@ -151,6 +151,55 @@ impl Batch {
             }
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl ClaimJournalStore for SqliteStore {
+    async fn journal_applied(&self) -> Result<u64, StoreError> {
+        let (lsn,): (i64,) = sqlx::query_as("SELECT applied_lsn FROM claim_journal WHERE id = 1")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(db_err)?;
+        u64::try_from(lsn).map_err(|_| StoreError::Corrupt(format!("journal position {lsn}")))
+    }
+
+    async fn apply_journaled(
+        &self,
+        claims: &[ClaimRecord],
+        through: u64,
+    ) -> Result<(), StoreError> {
+        let through = i64::try_from(through)
+            .map_err(|_| refused(format!("journal position {through} out of range")))?;
+        let batch = Batch::new(claims);
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
+        // The position moves first: when it does not, this batch is already stored.
+        let moved = sqlx::query(
+            "UPDATE claim_journal SET applied_lsn = ? WHERE id = 1 AND applied_lsn < ?",
+        )
+        .bind(through)
+        .bind(through)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?
+        .rows_affected();
+        if moved == 0 {
+            tx.rollback().await.map_err(db_err)?;
+            return Ok(());
+        }
+        match batch.write(&mut tx).await {
+            Ok(()) => tx.commit().await.map_err(db_err),
+            Err(e) => {
+                if let Err(r) = tx.rollback().await {
+                    tracing::warn!(error = %r, "rolling back a failed journal batch failed");
+                }
+                Err(e)
+            }
+        }
     }
 }
 

@@ -54,6 +54,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         description: "flow-control rules",
         sql: include_str!("../migrations/0007_flow_rules.sql"),
     },
+    Migration {
+        version: 8,
+        description: "claim journal position",
+        sql: include_str!("../migrations/0008_claim_journal.sql"),
+    },
 ];
 
 /// Applies every migration not yet recorded; returns how many it applied.

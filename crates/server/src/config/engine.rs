@@ -13,8 +13,18 @@ const SHARED_CACHE_TTL_FACTOR: u32 = 5;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineSettings {
-    /// Most claims one group commit puts in a transaction (embedded mode).
+    /// Most claims one group commit puts in a transaction (embedded mode), or one write of
+    /// the claim journal.
     pub group_commit_max_batch: usize,
+    /// Embedded mode acknowledges a claim once it is in the claim journal (an fsync'd
+    /// append-only file in `server.data_dir/claim-journal`) and applies it to SQLite behind;
+    /// `false` acknowledges after the SQLite commit itself (slower, no pending coupons).
+    pub claim_journal: bool,
+    /// Claims per SQLite transaction of the journal's applier.
+    pub journal_apply_batch: usize,
+    /// Acknowledged claims the journal may hold that are not yet in SQLite; claims wait for
+    /// room beyond it (memory: about 200 bytes each).
+    pub journal_max_backlog: usize,
     /// Templates in the local read cache.
     pub cache_capacity: u64,
     /// TTL of a cached template (plus up to 25 % jitter). Default 60 s.
@@ -42,6 +52,9 @@ impl Default for EngineSettings {
     fn default() -> Self {
         Self {
             group_commit_max_batch: 4_096,
+            claim_journal: true,
+            journal_apply_batch: 16_384,
+            journal_max_backlog: 1_000_000,
             cache_capacity: 100_000,
             cache_ttl: Duration::from_secs(60),
             negative_cache_ttl: Duration::from_millis(5_000),

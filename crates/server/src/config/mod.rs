@@ -57,6 +57,11 @@ impl Settings {
         self.server.data_dir.join("stampede.db")
     }
 
+    /// The embedded claim journal's segment files.
+    pub fn claim_journal_dir(&self) -> PathBuf {
+        self.server.data_dir.join("claim-journal")
+    }
+
     /// Where distribution files are uploaded to and cached while a task runs.
     pub fn distribution_dir(&self) -> PathBuf {
         self.server.data_dir.join("distributions")
