@@ -10,8 +10,8 @@
 //!
 //! A claim that carried an `Idempotency-Key` keeps `(user, key) → coupon id` (a 32-byte key
 //! with the key's text on the heap, a 16-byte slot), not the coupon: a retry reads the coupon
-//! from the store. Rebuilt after a restart from the store's `claim_index` (four narrow
-//! columns, streamed).
+//! from the journal's pending set or the store. Rebuilt after a restart from the store's
+//! `claim_index` (four narrow columns, streamed).
 
 use crate::journal::{AppendError, ClaimJournal, JournalStats};
 use crate::writer::{self, Pending, WriterStats};

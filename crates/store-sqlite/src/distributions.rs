@@ -67,35 +67,6 @@ async fn read_task(
         .transpose()
 }
 
-impl SqliteStore {
-    pub(crate) async fn in_write_tx<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        F: for<'c> FnOnce(
-                &'c mut SqliteConnection,
-            ) -> futures::future::BoxFuture<'c, Result<T, StoreError>>
-            + Send,
-        T: Send,
-    {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
-        match f(&mut tx).await {
-            Ok(v) => {
-                tx.commit().await.map_err(db_err)?;
-                Ok(v)
-            }
-            Err(e) => {
-                if let Err(r) = tx.rollback().await {
-                    tracing::warn!(error = %r, "rollback failed");
-                }
-                Err(e)
-            }
-        }
-    }
-}
-
 /// Everything a batch writes once the checkpoint check passed. Returns `(issued, rejected)`.
 async fn write_batch(
     conn: &mut SqliteConnection,
@@ -183,7 +154,7 @@ impl DistributionStore for SqliteStore {
         t: &DistributionTask,
     ) -> Result<CreateDistribution, StoreError> {
         let record = DistributionRecord::from_task(t);
-        self.in_write_tx(|conn| {
+        self.in_write_tx(move |conn| {
             Box::pin(async move {
                 if let Some(key) = record.idem_key.as_deref() {
                     let columns = DistributionRecord::COLUMNS;
@@ -324,7 +295,7 @@ impl DistributionStore for SqliteStore {
     ) -> Result<Option<DistributionTask>, StoreError> {
         let owner = owner.to_owned();
         let now = to_ms(now);
-        self.in_write_tx(|conn| {
+        self.in_write_tx(move |conn| {
             Box::pin(async move {
                 let done = sqlx::query(
                     "UPDATE distributions SET lease_owner = ?, lease_until_ms = ?, \
@@ -368,7 +339,7 @@ impl DistributionStore for SqliteStore {
     async fn commit_batch(&self, b: &BatchCommit) -> Result<BatchOutcome, StoreError> {
         b.check().map_err(refused)?;
         let b = b.clone();
-        self.in_write_tx(|conn| {
+        self.in_write_tx(move |conn| {
             Box::pin(async move {
                 let Some(task) = read_task(conn, b.task.get()).await? else {
                     return Ok(BatchOutcome::LeaseLost);
@@ -420,7 +391,7 @@ impl DistributionStore for SqliteStore {
         };
         let reason = reason.map(str::to_owned);
         let event = event.clone();
-        self.in_write_tx(|conn| {
+        self.in_write_tx(move |conn| {
             Box::pin(async move {
                 let mut q = sqlx::query(AssertSqlSafe(format!(
                     "UPDATE distributions SET status = ?, finished_at_ms = ?, failure_reason = ?, \

@@ -15,7 +15,8 @@
 //! - `settlements.rs`: `SettlementStore` (orders, settlement rows, coupon moves + events);
 //! - `reminders.rs`: `ReminderStore` (one row of reminder bits per user and template, the
 //!   delivery lease of its single partition);
-//! - `error.rs`: the single sqlx → `StoreError` mapping.
+//! - `write_queue.rs`: group commit of the write transactions (each body in a savepoint of one
+//!   shared transaction, one commit for all).
 //!
 //! SQLite allows one writer at a time, so every write goes through a pool of exactly one
 //! connection and opens its transaction with `BEGIN IMMEDIATE`: writers queue in the pool
@@ -31,12 +32,15 @@ mod migrate;
 mod reminders;
 mod settlements;
 mod templates;
+mod write_queue;
 
-use sqlx::SqlitePool;
+use futures::future::BoxFuture;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{SqliteConnection, SqlitePool};
 use stampede_core::ports::StoreError;
 use std::path::Path;
 use std::time::Duration;
+use write_queue::WriteQueue;
 
 use stampede_store_sql::db_err;
 
@@ -67,6 +71,8 @@ pub struct SqliteStore {
     /// cheaper and fairer than retrying on `SQLITE_BUSY`.
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Group commit of the write transactions that go through `in_write_tx`.
+    writes: WriteQueue,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -124,10 +130,27 @@ impl SqliteStore {
             .await
             .map_err(db_err)?;
 
-        let store = SqliteStore { writer, reader };
+        let writes = WriteQueue::spawn(writer.clone());
+        let store = SqliteStore {
+            writer,
+            reader,
+            writes,
+        };
         let applied = store.migrate().await?;
         tracing::info!(path = %path.display(), applied, "opened sqlite store");
         Ok(store)
+    }
+
+    /// Runs `f` in a write transaction, group-committed with the others queued meanwhile
+    /// (`write_queue.rs`); `f`'s error means nothing it wrote is stored.
+    pub(crate) async fn in_write_tx<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, StoreError>>
+            + Send
+            + 'static,
+        T: Send + 'static,
+    {
+        self.writes.write(f).await
     }
 
     /// Applies pending migrations (idempotent; `open` already calls it). Returns how many

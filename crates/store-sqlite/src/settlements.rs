@@ -128,7 +128,7 @@ impl SettlementStore for SqliteStore {
         let named: Vec<CouponId> = s.coupons.iter().map(|l| l.coupon_id).collect();
         let s = s.stored_form();
         let events = events.to_vec();
-        self.in_write_tx(|conn| {
+        self.in_write_tx(move |conn| {
             Box::pin(async move {
                 if let Some(existing) = read_settlement(conn, &s.order_id).await? {
                     return Ok(if existing.user_id == s.user_id {
@@ -220,7 +220,7 @@ impl SettlementStore for SqliteStore {
         let now = truncate_ms(now);
         let order_id = order_id.to_owned();
         let change = change.clone();
-        self.in_write_tx(|conn| {
+        self.in_write_tx(move |conn| {
             Box::pin(async move {
                 let Some(s) = read_settlement(conn, &order_id)
                     .await?
