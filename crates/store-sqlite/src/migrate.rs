@@ -59,6 +59,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         description: "claim journal position",
         sql: include_str!("../migrations/0008_claim_journal.sql"),
     },
+    Migration {
+        version: 9,
+        description: "user coupons: the claim guard serves per-template reads",
+        sql: include_str!("../migrations/0009_coupon_indexes.sql"),
+    },
 ];
 
 /// Applies every migration not yet recorded; returns how many it applied.
