@@ -28,11 +28,13 @@ use tokio::sync::{mpsc, oneshot};
 /// Most transaction bodies one commit carries.
 const MAX_BATCH: usize = 256;
 
+/// Answers a body's caller; called with the commit's error, if it failed.
+type Deliver = Box<dyn FnOnce(Option<&str>) + Send>;
+
 /// What a body left for its caller, delivered once the commit's fate is known.
 struct Finished {
     ok: bool,
-    /// Called with the commit's error, if it failed.
-    deliver: Box<dyn FnOnce(Option<&str>) + Send>,
+    deliver: Deliver,
 }
 
 /// A queued transaction body and its caller's answer channel, type-erased.
