@@ -109,6 +109,26 @@ async fn open(
     (hot, journal)
 }
 
+/// A claim that must succeed; its coupon.
+async fn claimed(hot: &MemoryHotState, t: &Template, user: i64, key: &str) -> UserCoupon {
+    match hot
+        .claim(t, coupon(t, user), Some(key), now())
+        .await
+        .unwrap()
+    {
+        ClaimOutcome::Claimed(c) => c,
+        other => panic!("user {user}, key {key}: {other:?}"),
+    }
+}
+
+/// The store, with the journal's applies held back while `hold` is set.
+fn held(store: &Arc<SqliteStore>, hold: bool) -> Arc<Held> {
+    Arc::new(Held {
+        inner: store.clone(),
+        hold: AtomicBool::new(hold),
+    })
+}
+
 async fn stored(store: &SqliteStore, user: i64) -> Vec<UserCoupon> {
     store
         .list_coupons(&CouponQuery {
@@ -136,17 +156,11 @@ fn segments(dir: &Path) -> usize {
 async fn an_acknowledged_claim_is_pending_until_applied_then_stored() {
     let dir = tempfile::tempdir().unwrap();
     let (store, t) = store_with_template(dir.path(), 10, 2).await;
-    let held = Arc::new(Held {
-        inner: store.clone(),
-        hold: AtomicBool::new(true),
-    });
+    let held = held(&store, true);
     let (hot, journal) = open(&store, held.clone(), options(dir.path())).await;
 
-    let c = coupon(&t, 1);
-    let out = hot.claim(&t, c.clone(), Some("k1"), now()).await.unwrap();
-    let ClaimOutcome::Claimed(got) = out else {
-        panic!("{out:?}")
-    };
+    let got = claimed(&hot, &t, 1, "k1").await;
+    let c = got.clone();
     // Acknowledged, not in SQLite yet: pending, found by its key, replayed by its key.
     assert!(stored(&store, 1).await.is_empty());
     assert_eq!(
@@ -185,34 +199,16 @@ async fn an_acknowledged_claim_is_pending_until_applied_then_stored() {
 async fn a_restart_replays_every_acknowledged_claim_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let (store, t) = store_with_template(dir.path(), 100, 2).await;
-    let held = Arc::new(Held {
-        inner: store.clone(),
-        hold: AtomicBool::new(false),
-    });
+    let held = held(&store, false);
     let (hot, journal) = open(&store, held.clone(), options(dir.path())).await;
     // Some applied before the "crash", the rest held back.
     let mut acked = Vec::new();
-    for user in 1..=10 {
-        let out = hot
-            .claim(&t, coupon(&t, user), Some(&format!("k{user}")), now())
-            .await
-            .unwrap();
-        let ClaimOutcome::Claimed(c) = out else {
-            panic!("{out:?}")
-        };
-        acked.push(c);
-    }
-    journal.wait_applied().await;
-    held.hold.store(true, Ordering::SeqCst);
-    for user in 11..=40 {
-        let out = hot
-            .claim(&t, coupon(&t, user), Some(&format!("k{user}")), now())
-            .await
-            .unwrap();
-        let ClaimOutcome::Claimed(c) = out else {
-            panic!("{out:?}")
-        };
-        acked.push(c);
+    for user in 1..=40 {
+        if user == 11 {
+            journal.wait_applied().await;
+            held.hold.store(true, Ordering::SeqCst);
+        }
+        acked.push(claimed(&hot, &t, user, &format!("k{user}")).await);
     }
     assert_eq!(journal.stats().backlog(), 30);
     assert!(segments(dir.path()) > 1, "the run spans several segments");
@@ -260,13 +256,7 @@ async fn a_restart_replays_every_acknowledged_claim_exactly_once() {
             "{again:?}"
         );
         if round == 0 {
-            let second = hot
-                .claim(&t, coupon(&t, 5), Some("k5-second"), now())
-                .await
-                .unwrap();
-            let ClaimOutcome::Claimed(second) = second else {
-                panic!("{second:?}")
-            };
+            let second = claimed(&hot, &t, 5, "k5-second").await;
             assert_eq!(second.seq, 2);
             acked.push(second);
             journal.wait_applied().await;
@@ -283,10 +273,7 @@ async fn a_restart_replays_every_acknowledged_claim_exactly_once() {
 async fn a_full_backlog_makes_claims_wait_until_the_applier_catches_up() {
     let dir = tempfile::tempdir().unwrap();
     let (store, t) = store_with_template(dir.path(), 10, 1).await;
-    let held = Arc::new(Held {
-        inner: store.clone(),
-        hold: AtomicBool::new(true),
-    });
+    let held = held(&store, true);
     let opts = JournalOptions {
         max_backlog: 2,
         ..options(dir.path())

@@ -171,31 +171,46 @@ impl ClaimJournalStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let through = i64::try_from(through)
             .map_err(|_| refused(format!("journal position {through} out of range")))?;
+        self.store_batch(claims, Some(through)).await
+    }
+}
+
+impl SqliteStore {
+    /// One transaction: the claims, their events and the stock moves; with `through`, also
+    /// the journal position, moved first, and nothing is written when it does not move (the
+    /// batch is already stored). All or nothing.
+    async fn store_batch(
+        &self,
+        claims: &[ClaimRecord],
+        through: Option<i64>,
+    ) -> Result<(), StoreError> {
         let batch = Batch::new(claims);
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_err)?;
-        // The position moves first: when it does not, this batch is already stored.
-        let moved = sqlx::query(
-            "UPDATE claim_journal SET applied_lsn = ? WHERE id = 1 AND applied_lsn < ?",
-        )
-        .bind(through)
-        .bind(through)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?
-        .rows_affected();
-        if moved == 0 {
-            tx.rollback().await.map_err(db_err)?;
-            return Ok(());
+        if let Some(through) = through {
+            let moved = sqlx::query(
+                "UPDATE claim_journal SET applied_lsn = ? WHERE id = 1 AND applied_lsn < ?",
+            )
+            .bind(through)
+            .bind(through)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+            if moved == 0 {
+                tx.rollback().await.map_err(db_err)?;
+                return Ok(());
+            }
         }
         match batch.write(&mut tx).await {
             Ok(()) => tx.commit().await.map_err(db_err),
             Err(e) => {
+                // The caller fails (or retries) every claim of the batch.
                 if let Err(r) = tx.rollback().await {
-                    tracing::warn!(error = %r, "rolling back a failed journal batch failed");
+                    tracing::warn!(error = %r, "rolling back a failed claim batch failed");
                 }
                 Err(e)
             }
@@ -209,22 +224,7 @@ impl CouponStore for SqliteStore {
         if claims.is_empty() {
             return Ok(());
         }
-        let batch = Batch::new(claims);
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_err)?;
-        match batch.write(&mut tx).await {
-            Ok(()) => tx.commit().await.map_err(db_err),
-            Err(e) => {
-                // All or nothing: the caller fails every request of the batch.
-                if let Err(r) = tx.rollback().await {
-                    tracing::warn!(error = %r, "rolling back a failed claim batch failed");
-                }
-                Err(e)
-            }
-        }
+        self.store_batch(claims, None).await
     }
 
     async fn claim_state(&self, template: TemplateId) -> Result<ClaimState, StoreError> {

@@ -17,3 +17,4 @@ mod reminders;
 mod settlement;
 mod shopper;
 mod templates;
+mod upgrade;
