@@ -4,6 +4,10 @@
 -- KEYS[2] users  hash: user_id -> coupons of the template the user holds
 -- KEYS[3] keys   hash: claim_key .. "\31" .. user_id -> encoded coupon
 -- KEYS[4] log    stream: the template's claim log
+-- KEYS[5] pending hash: the user's acknowledged coupons not yet in MySQL (coupon id -> encoded
+--                 coupon), written here so a claim is one round trip. It hashes to the
+--                 user's slot, not the template's: fine on one Redis; a Redis Cluster needs
+--                 this write moved out of the script.
 --
 -- ARGV[1]  now (epoch ms)
 -- ARGV[2]  user id
@@ -17,6 +21,7 @@
 -- ARGV[10] claimed_at (epoch ms)
 -- ARGV[11..15] refusal codes (ClaimRefusal::as_code): not started, ended, terminated,
 --              sold out, limit reached
+-- ARGV[16] TTL of the pending hash (ms), renewed by every claim of the user
 --
 -- Reply: {0} not loaded | {1, seq, stream id} claimed | {2, encoded coupon} replay |
 --        {3, refusal code} refused.
@@ -59,15 +64,17 @@ end
 
 local seq = redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
 redis.call('HINCRBY', KEYS[1], 'stock', -1)
+-- Same layout as the Rust codec (codec.rs): id,user,template,shop,seq,from,until,claimed,origin,status
+local encoded = table.concat({ARGV[5], ARGV[2], ARGV[6], ARGV[7], seq, ARGV[8], ARGV[9], ARGV[10], 'claim', 'unused'}, ',')
 local id
 if keyed then
   id = redis.call('XADD', KEYS[4], '*', 'c', ARGV[5], 'u', ARGV[2], 's', seq, 'sh', ARGV[7],
     'vf', ARGV[8], 'vu', ARGV[9], 'ca', ARGV[10], 'k', ARGV[4])
-  -- Same layout as the Rust codec (codec.rs): id,user,template,shop,seq,from,until,claimed,origin,status
-  local encoded = table.concat({ARGV[5], ARGV[2], ARGV[6], ARGV[7], seq, ARGV[8], ARGV[9], ARGV[10], 'claim', 'unused'}, ',')
   redis.call('HSET', KEYS[3], ARGV[3], encoded)
 else
   id = redis.call('XADD', KEYS[4], '*', 'c', ARGV[5], 'u', ARGV[2], 's', seq, 'sh', ARGV[7],
     'vf', ARGV[8], 'vu', ARGV[9], 'ca', ARGV[10])
 end
+redis.call('HSET', KEYS[5], ARGV[5], encoded)
+redis.call('PEXPIRE', KEYS[5], ARGV[16])
 return {1, seq, id}

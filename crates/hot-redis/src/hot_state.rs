@@ -20,10 +20,10 @@ use std::time::Duration;
 
 /// Pairs (user counts or keyed coupons) per `load.lua` call.
 const LOAD_CHUNK: usize = 1_000;
-/// How long a user's pending-coupons hash lives after its last write. Persisters remove
-/// entries as they persist them; the expiry only cleans up after a persister that removed an
-/// entry before the claimer wrote it (or after an outage longer than this, when "my coupons"
-/// shows the coupon only once it is persisted).
+/// How long a user's pending-coupons hash lives after its last write. `claim.lua` writes the
+/// entry with the claim; persisters remove entries as they persist them. The expiry only
+/// cleans up after a persister that removed an entry before `find_claim` wrote it back (or
+/// after an outage longer than this, when "my coupons" shows the coupon only once persisted).
 const PENDING_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How long the "changed while not loaded" marker lives: longer than any cached template.
 const CHANGED_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -247,6 +247,7 @@ impl RedisHotState {
             .key(&k.users)
             .key(&k.keys)
             .key(&k.log)
+            .key(keys::pending(&self.prefix, c.user_id))
             .arg(to_ms(now))
             .arg(c.user_id.get())
             .arg(&field)
@@ -266,6 +267,7 @@ impl RedisHotState {
         ] {
             inv.arg(r.as_code());
         }
+        inv.arg(PENDING_TTL.as_millis() as u64);
         let mut conn = self.conn.clone();
         let v: Value = inv.invoke_async(&mut conn).await.map_err(claim_error)?;
         parse_claim_reply(&v)
@@ -421,8 +423,8 @@ impl HotState for RedisHotState {
             ))),
             Reply::Claimed { seq, log_id } => {
                 coupon.seq = seq;
+                // claim.lua recorded it as pending too: one round trip per claim.
                 tracing::trace!(template = %t.id, coupon = %coupon.id, %log_id, "claimed");
-                self.remember_pending(&coupon).await;
                 Ok(ClaimOutcome::Claimed(coupon))
             }
             Reply::Replay(raw) => Ok(ClaimOutcome::Replayed(codec::decode(&raw)?)),
