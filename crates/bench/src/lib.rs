@@ -86,6 +86,15 @@ pub async fn measure(
     report.exhausted = result.exhausted;
     report.requests_per_op = requests_per_op;
     report.bench_cpu_cores = result.bench_cpu_cores.map(round2);
+    report.watched = result
+        .watched
+        .iter()
+        .map(|(w, cores)| report::WatchedUsage {
+            name: w.name.clone(),
+            pid: w.pid,
+            cpu_cores: cores.map(round2),
+        })
+        .collect();
     if let Some(pid) = server_pid {
         let (peak_rss_kb, rss_kb) = proc::memory_kb(pid)?;
         report.server = Some(ServerUsage {

@@ -61,6 +61,36 @@ pub struct LoadOptions {
     /// it fell behind instead).
     #[arg(skip)]
     pub from_send: bool,
+    /// Another process to report the CPU of, over the same window (e.g. `mariadb=1234`,
+    /// `redis=5678`: the dependencies sharing the machine). Repeatable.
+    #[arg(long = "watch-pid", value_name = "NAME=PID", value_parser = parse_watch)]
+    pub watch: Vec<Watch>,
+}
+
+/// A process whose CPU use a run reports next to the server's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watch {
+    pub name: String,
+    pub pid: u32,
+}
+
+fn parse_watch(s: &str) -> Result<Watch, String> {
+    let (name, pid) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=PID, got {s:?}"))?;
+    let pid: u32 = pid
+        .parse()
+        .map_err(|_| format!("not a process id: {pid:?}"))?;
+    if name.is_empty() {
+        return Err("the name before '=' is empty".into());
+    }
+    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(format!("no process {pid}"));
+    }
+    Ok(Watch {
+        name: name.to_owned(),
+        pid,
+    })
 }
 
 /// Stats of the window plus CPU use measured over it.
@@ -69,6 +99,8 @@ pub struct LoadResult {
     pub stats: Stats,
     pub server_cpu_cores: Option<f64>,
     pub bench_cpu_cores: Option<f64>,
+    /// CPU of each `--watch-pid` process over the window, in cores.
+    pub watched: Vec<(Watch, Option<f64>)>,
     /// The measurement window as it ran: `--duration`, or less when the workload ran out.
     pub window: Duration,
     /// The workload ran out before the end of the window.
@@ -168,7 +200,7 @@ pub async fn run(
             },
         }
     }
-    let before = CpuSample::take(server_pid);
+    let before = CpuSample::take(server_pid, &opts.watch);
     loop {
         tokio::select! {
             () = sleep_until(plan.end) => break,
@@ -178,7 +210,7 @@ pub async fn run(
             },
         }
     }
-    let after = CpuSample::take(server_pid);
+    let after = CpuSample::take(server_pid, &opts.watch);
     while let Some(joined) = workers.join_next().await {
         stats.merge(&joined.context("a load worker failed")??)?;
     }
@@ -189,6 +221,12 @@ pub async fn run(
         stats,
         server_cpu_cores: per_sec(before.server, after.server),
         bench_cpu_cores: per_sec(before.bench, after.bench),
+        watched: opts
+            .watch
+            .iter()
+            .zip(before.watched.iter().zip(&after.watched))
+            .map(|(w, (b, a))| (w.clone(), per_sec(*b, *a)))
+            .collect(),
         window,
         exhausted: plan.exhausted.load(Ordering::Relaxed),
     })
@@ -198,14 +236,19 @@ struct CpuSample {
     at: Instant,
     server: Option<f64>,
     bench: Option<f64>,
+    watched: Vec<Option<f64>>,
 }
 
 impl CpuSample {
-    fn take(server_pid: Option<u32>) -> Self {
+    fn take(server_pid: Option<u32>, watch: &[Watch]) -> Self {
         Self {
             at: Instant::now(),
             server: server_pid.and_then(|p| proc::cpu_seconds(Some(p))),
             bench: proc::cpu_seconds(None),
+            watched: watch
+                .iter()
+                .map(|w| proc::cpu_seconds(Some(w.pid)))
+                .collect(),
         }
     }
 }

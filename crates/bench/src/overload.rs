@@ -280,6 +280,7 @@ async fn phases(
             rate: None,
             timeout: opts.timeout,
             from_send: false,
+            watch: Vec::new(),
         },
         Some(server_pid),
     )
@@ -332,6 +333,7 @@ async fn phases(
         // node's capacity on schedule, and how far it fell behind is reported as the
         // achieved rate next to the offered one.
         from_send: true,
+        watch: Vec::new(),
     };
     let settle_opts = LoadOptions {
         connections: 4,

@@ -31,6 +31,14 @@ pub struct ServerUsage {
     pub cpu_cores: Option<f64>,
 }
 
+/// CPU of another process over the window (`--watch-pid NAME=PID`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatchedUsage {
+    pub name: String,
+    pub pid: u32,
+    pub cpu_cores: Option<f64>,
+}
+
 /// How the load was applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunShape {
@@ -71,6 +79,9 @@ pub struct Report {
     /// CPU used by this tool during the window (it competes with the server for the cores).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bench_cpu_cores: Option<f64>,
+    /// Other processes' CPU over the window (`--watch-pid`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watched: Vec<WatchedUsage>,
     /// The healthz ceiling run right after (`--compare-healthz`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ceiling: Option<Box<Report>>,
@@ -151,6 +162,7 @@ impl Report {
             transport,
             server: None,
             bench_cpu_cores: None,
+            watched: Vec::new(),
             ceiling: None,
             rps_ratio: None,
             bare_axum: None,
@@ -292,6 +304,24 @@ pub fn render_table(runs: &[&Report]) -> String {
     }
     if runs.iter().any(|r| r.bench_cpu_cores.is_some()) {
         row("bench CPU", &|r| cores(r.bench_cpu_cores));
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for r in runs {
+        for w in &r.watched {
+            if !names.contains(&w.name.as_str()) {
+                names.push(&w.name);
+            }
+        }
+    }
+    for name in names {
+        row(&format!("{name} CPU"), &|r| {
+            cores(
+                r.watched
+                    .iter()
+                    .find(|w| w.name == name)
+                    .and_then(|w| w.cpu_cores),
+            )
+        });
     }
     // Counts by key: a row for every key any run has (0 in the runs without it).
     type Counts = fn(&Report) -> &BTreeMap<String, u64>;

@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use stampede_bench::claim::{self, ClaimSetup};
 use stampede_bench::client::Target;
-use stampede_bench::load::LoadOptions;
-use stampede_bench::report::Report;
+use stampede_bench::load::{LoadOptions, Watch};
+use stampede_bench::report::{Report, render_table};
 use stampede_bench::{healthz_mix, measure};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,6 +113,7 @@ fn opts(rate: Option<f64>) -> LoadOptions {
         rate,
         timeout: Duration::from_secs(5),
         from_send: false,
+        watch: Vec::new(),
     }
 }
 
@@ -193,6 +194,33 @@ async fn healthz_open_loop_keeps_the_rate() -> anyhow::Result<()> {
     );
     let server = r.server.as_ref().map(|s| s.peak_rss_kb).unwrap_or(0);
     assert!(server > 0, "{r:?}");
+    Ok(())
+}
+
+/// `--watch-pid`: another process's CPU over the window, reported and rendered by name.
+#[tokio::test]
+async fn a_watched_process_gets_its_cpu_reported() -> anyhow::Result<()> {
+    let (base, _fake) = spawn_fake().await?;
+    let target = Target::resolve(&base).await?;
+    let mut o = opts(None);
+    o.watch = vec![Watch {
+        name: "mariadb".into(),
+        pid: std::process::id(),
+    }];
+    let r = measure(
+        "healthz",
+        &target,
+        Arc::new(healthz_mix(&target)?),
+        &o,
+        1,
+        None,
+    )
+    .await?;
+    assert_eq!(r.watched.len(), 1, "{r:?}");
+    assert_eq!(r.watched[0].name, "mariadb");
+    // This process ran the load (and the fake server) during the window.
+    assert!(r.watched[0].cpu_cores.is_some_and(|c| c > 0.0), "{r:?}");
+    assert!(render_table(&[&r]).contains("mariadb CPU"));
     Ok(())
 }
 

@@ -198,6 +198,7 @@ fn opts(warmup_ms: u64, duration_ms: u64) -> LoadOptions {
         rate: None,
         timeout: Duration::from_secs(5),
         from_send: false,
+        watch: Vec::new(),
     }
 }
 
