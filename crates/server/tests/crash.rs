@@ -269,6 +269,145 @@ async fn kill_9_mid_load_loses_no_acknowledged_claim() {
     clean_up(distributed, &dbs, tag);
 }
 
+/// Settlement steps are group-committed with their neighbours: every lock and redeem answered
+/// 200 before a `kill -9` is still there after the restart: a locked coupon is locked or used
+/// (its redeem may have landed unanswered), a redeemed one used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_lock_and_redeem_loses_no_acknowledged_step() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let tag: u64 = rand::random();
+    let (config, distributed, dbs) = write_config(dir.path(), tag, "");
+    let tokens = TokenService::new(SECRET.as_bytes(), Arc::new(SystemClock));
+    let client = common::http_client();
+    let (mut child, base) = start(&config);
+    let now = Timestamp::now();
+    let body = json!({
+        "name": "Crash checkout", "kind": "fixed", "amount_off": 100, "stock_total": 100000,
+        "per_user_limit": 1,
+        "claim_start": (now - SignedDuration::from_secs(1)).to_string(),
+        "claim_end": (now + SignedDuration::from_hours(1)).to_string(), "validity_hours": 24
+    });
+    let merchant = token(&tokens, Role::Merchant, "1", Some(7));
+    let id = create_template(&client, &base, &merchant, &body).await;
+    let items = json!([{ "goods_id": "1001", "shop_id": "7", "unit_price": 5000, "quantity": 1 }]);
+
+    // (user, coupon) of every lock and every redeem answered 200.
+    type Acked = Arc<Mutex<Vec<(u64, String)>>>;
+    let (locked, redeemed): (Acked, Acked) = Default::default();
+    let mut tasks = Vec::new();
+    for w in 0..32u64 {
+        let (client, base, id, items) = (client.clone(), base.clone(), id.clone(), items.clone());
+        let (locked, redeemed) = (locked.clone(), redeemed.clone());
+        let tokens = TokenService::new(SECRET.as_bytes(), Arc::new(SystemClock));
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10_000u64 {
+                let user = 500_000 + w + 32 * i;
+                let t = token(&tokens, Role::User, &user.to_string(), None);
+                let Ok(r) = client
+                    .post(format!("{base}/api/v1/templates/{id}/claim"))
+                    .bearer_auth(&t)
+                    .header("Idempotency-Key", format!("co-{user}"))
+                    .send()
+                    .await
+                else {
+                    return;
+                };
+                let Ok(v) = r.json::<Value>().await else {
+                    return;
+                };
+                let Some(coupon) = v["coupon"]["id"].as_str().map(str::to_owned) else {
+                    continue;
+                };
+                let order = format!("crash-{tag:x}-{user}");
+                let lock =
+                    json!({ "coupon_ids": [coupon], "items": items, "expected_discount": 100 });
+                // Distributed: the claim reaches MySQL a moment after its 201.
+                let mut status = 0;
+                for _ in 0..50 {
+                    let Ok(r) = client
+                        .post(format!("{base}/api/v1/orders/{order}/coupons/lock"))
+                        .bearer_auth(&t)
+                        .json(&lock)
+                        .send()
+                        .await
+                    else {
+                        return;
+                    };
+                    status = r.status().as_u16();
+                    if status != 409 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                if status != 200 {
+                    continue;
+                }
+                locked
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((user, coupon.clone()));
+                let Ok(r) = client
+                    .post(format!("{base}/api/v1/orders/{order}/coupons/redeem"))
+                    .bearer_auth(&t)
+                    .json(&json!({}))
+                    .send()
+                    .await
+                else {
+                    return;
+                };
+                if r.status() == 200 {
+                    redeemed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((user, coupon));
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    while redeemed.lock().unwrap_or_else(|p| p.into_inner()).len() < 300
+        && started.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child
+        .child
+        .kill()
+        .unwrap_or_else(|e| panic!("kill -9: {e}"));
+    let _ = child.child.wait();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let locked = locked.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let redeemed = redeemed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert!(
+        redeemed.len() >= 300,
+        "the load never got going: {} redeemed",
+        redeemed.len()
+    );
+
+    let (child, base) = start(&config);
+    let done: HashSet<&String> = redeemed.iter().map(|(_, c)| c).collect();
+    for (user, coupon) in &locked {
+        let t = token(&tokens, Role::User, &user.to_string(), None);
+        let v = get_json(&client, format!("{base}/api/v1/me/coupons/{coupon}"), &t).await;
+        let status = v["status"].as_str().unwrap_or_default();
+        if done.contains(coupon) {
+            assert_eq!(
+                status, "used",
+                "redeemed coupon {coupon} of user {user}: {v}"
+            );
+        } else {
+            assert!(
+                status == "locked" || status == "used",
+                "locked coupon {coupon} of user {user} is {status}: {v}"
+            );
+        }
+    }
+    drop(child);
+    clean_up(distributed, &dbs, tag);
+}
+
 async fn get_json(client: &reqwest::Client, url: String, token: &str) -> Value {
     client
         .get(url)
