@@ -124,10 +124,11 @@ pub trait ClaimJournalStore: Send + Sync + 'static {
     /// Position (LSN) of the last journal record applied; 0 when none ever was.
     async fn journal_applied(&self) -> Result<u64, StoreError>;
 
-    /// Stores `claims` as [`CouponStore::commit_claims`] does and records `through` (the LSN of
-    /// the last of them) as applied, in one transaction. A batch at or below the recorded
-    /// position was applied before (a replay after a crash): nothing is written and the answer
-    /// is `Ok`.
+    /// Stores `claims` as [`CouponStore::commit_claims`] does and records `through` as
+    /// applied, in one transaction. `claims` are the journal records with the consecutive
+    /// LSNs `through - len + 1 ..= through`; those at or below the recorded position were
+    /// applied before (a replay after a crash, possibly cut into other batches) and are
+    /// skipped, so nothing is stored twice.
     async fn apply_journaled(&self, claims: &[ClaimRecord], through: u64)
     -> Result<(), StoreError>;
 }

@@ -176,35 +176,42 @@ impl ClaimJournalStore for SqliteStore {
 }
 
 impl SqliteStore {
-    /// One transaction: the claims, their events and the stock moves; with `through`, also
-    /// the journal position, moved first, and nothing is written when it does not move (the
-    /// batch is already stored). All or nothing.
+    /// One transaction: the claims, their events and the stock moves; with `through` (the
+    /// claims being the journal records `through - len + 1 ..= through`), also the journal
+    /// position, and only the records after the stored position are written: a batch
+    /// applied before, whole or in part (a replay racing an applier that cut its batches
+    /// elsewhere), is not written twice. All or nothing.
     async fn store_batch(
         &self,
         claims: &[ClaimRecord],
         through: Option<i64>,
     ) -> Result<(), StoreError> {
-        let batch = Batch::new(claims);
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_err)?;
+        let mut fresh = claims;
         if let Some(through) = through {
-            let moved = sqlx::query(
-                "UPDATE claim_journal SET applied_lsn = ? WHERE id = 1 AND applied_lsn < ?",
-            )
-            .bind(through)
-            .bind(through)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?
-            .rows_affected();
-            if moved == 0 {
+            let (applied,): (i64,) =
+                sqlx::query_as("SELECT applied_lsn FROM claim_journal WHERE id = 1")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            if applied >= through {
                 tx.rollback().await.map_err(db_err)?;
                 return Ok(());
             }
+            let first = through - claims.len() as i64 + 1;
+            let done = usize::try_from(applied - first + 1).unwrap_or(0);
+            fresh = &claims[done.min(claims.len())..];
+            sqlx::query("UPDATE claim_journal SET applied_lsn = ? WHERE id = 1")
+                .bind(through)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
         }
+        let batch = Batch::new(fresh);
         match batch.write(&mut tx).await {
             Ok(()) => tx.commit().await.map_err(db_err),
             Err(e) => {

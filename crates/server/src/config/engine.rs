@@ -23,7 +23,7 @@ pub struct EngineSettings {
     /// Claims per SQLite transaction of the journal's applier.
     pub journal_apply_batch: usize,
     /// Acknowledged claims the journal may hold that are not yet in SQLite; claims wait for
-    /// room beyond it (memory: about 200 bytes each).
+    /// room beyond it (memory: about 570 bytes each, hot-state entries included).
     pub journal_max_backlog: usize,
     /// Templates in the local read cache.
     pub cache_capacity: u64,
@@ -54,7 +54,7 @@ impl Default for EngineSettings {
             group_commit_max_batch: 4_096,
             claim_journal: true,
             journal_apply_batch: 16_384,
-            journal_max_backlog: 1_000_000,
+            journal_max_backlog: 500_000,
             cache_capacity: 100_000,
             cache_ttl: Duration::from_secs(60),
             negative_cache_ttl: Duration::from_millis(5_000),
