@@ -93,6 +93,32 @@ fn write_config(
     (config, distributed, dbs)
 }
 
+/// What the load recorded as acknowledged: (user, coupon id).
+type Acked = Arc<Mutex<Vec<(u64, String)>>>;
+
+/// SIGKILLs the server once `acked` holds `n` entries (or after `wait`), then lets the load's
+/// tasks see it gone.
+async fn kill_9_once(
+    server: &mut common::Server,
+    acked: &Acked,
+    n: usize,
+    wait: Duration,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+) {
+    let started = Instant::now();
+    while acked.lock().unwrap_or_else(|p| p.into_inner()).len() < n && started.elapsed() < wait {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server
+        .child
+        .kill()
+        .unwrap_or_else(|e| panic!("kill -9: {e}"));
+    let _ = server.child.wait();
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
 /// Drops the test's MySQL databases and Redis keys.
 fn clean_up(distributed: bool, dbs: &[String], tag: u64) {
     if !distributed {
@@ -135,7 +161,7 @@ async fn kill_9_mid_load_loses_no_acknowledged_claim() {
     let id = create_template(&client, &base, &merchant, &body).await;
 
     // 64 clients claim for distinct users until the server dies under them.
-    let acked: Arc<Mutex<Vec<(u64, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    let acked: Acked = Arc::new(Mutex::new(Vec::new()));
     let attempted: Arc<Mutex<HashSet<u64>>> = Arc::new(Mutex::new(HashSet::new()));
     let mut tasks = Vec::new();
     for w in 0..64u64 {
@@ -177,20 +203,7 @@ async fn kill_9_mid_load_loses_no_acknowledged_claim() {
             }
         }));
     }
-    let started = Instant::now();
-    while acked.lock().unwrap_or_else(|p| p.into_inner()).len() < 800
-        && started.elapsed() < Duration::from_secs(30)
-    {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    child
-        .child
-        .kill()
-        .unwrap_or_else(|e| panic!("kill -9: {e}"));
-    let _ = child.child.wait();
-    for t in tasks {
-        let _ = t.await;
-    }
+    kill_9_once(&mut child, &acked, 800, Duration::from_secs(30), tasks).await;
     let acked = acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let attempted = attempted.lock().unwrap_or_else(|p| p.into_inner()).clone();
     assert!(
@@ -292,7 +305,6 @@ async fn kill_9_mid_lock_and_redeem_loses_no_acknowledged_step() {
     let items = json!([{ "goods_id": "1001", "shop_id": "7", "unit_price": 5000, "quantity": 1 }]);
 
     // (user, coupon) of every lock and every redeem answered 200.
-    type Acked = Arc<Mutex<Vec<(u64, String)>>>;
     let (locked, redeemed): (Acked, Acked) = Default::default();
     let mut tasks = Vec::new();
     for w in 0..32u64 {
@@ -364,20 +376,7 @@ async fn kill_9_mid_lock_and_redeem_loses_no_acknowledged_step() {
             }
         }));
     }
-    let started = Instant::now();
-    while redeemed.lock().unwrap_or_else(|p| p.into_inner()).len() < 300
-        && started.elapsed() < Duration::from_secs(60)
-    {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    child
-        .child
-        .kill()
-        .unwrap_or_else(|e| panic!("kill -9: {e}"));
-    let _ = child.child.wait();
-    for t in tasks {
-        let _ = t.await;
-    }
+    kill_9_once(&mut child, &redeemed, 300, Duration::from_secs(60), tasks).await;
     let locked = locked.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let redeemed = redeemed.lock().unwrap_or_else(|p| p.into_inner()).clone();
     assert!(
