@@ -6,7 +6,9 @@
 use crate::claim::{self, ClaimSetup};
 use crate::cli::{Cli, DistributionArgs, LoadArgs, OverloadArgs, RemindersArgs, Scenario};
 use crate::client::Target;
+use crate::find_rate;
 use crate::hot_rebuild;
+use crate::load::LoadOptions;
 use crate::lock_redeem::{self, LockRedeemSetup};
 use crate::quote::{self, QuoteSetup};
 use crate::workload::Workload;
@@ -131,6 +133,60 @@ async fn overload_scenario(a: OverloadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--find-rate`: open-loop runs of the same workload until the highest rate that keeps p99
+/// within `bound_ms` is known (`find_rate.rs`).
+async fn find_highest_rate(
+    args: &LoadArgs,
+    name: &str,
+    target: &Target,
+    work: Arc<dyn Workload>,
+    bound_ms: f64,
+) -> anyhow::Result<()> {
+    if bound_ms.is_nan() || bound_ms <= 0.0 {
+        anyhow::bail!("--find-rate must be a positive number of milliseconds");
+    }
+    let start = args.load.rate.unwrap_or(1_000.0);
+    let (tries, best) = find_rate::search(start, |rate| {
+        let opts = LoadOptions {
+            rate: Some(rate),
+            ..args.load.clone()
+        };
+        let work = work.clone();
+        async move {
+            eprintln!("{name}: open loop at {rate:.0}/s for {:?}", opts.duration);
+            let r = measure(name, target, work, &opts, args.threads, args.server_pid).await?;
+            let t = find_rate::Try::new(
+                rate,
+                r.successes_per_s,
+                r.latency_ms.p99,
+                r.errors,
+                bound_ms,
+            );
+            eprintln!(
+                "  served {:.1}/s, p99 {:.3} ms, {} errors: {}",
+                t.served_per_s,
+                t.p99_ms,
+                t.errors,
+                if t.held { "held" } else { "missed" }
+            );
+            Ok(t)
+        }
+    })
+    .await?;
+    let json = serde_json::json!({
+        "scenario": name,
+        "find_rate_p99_ms": bound_ms,
+        "connections": args.load.connections,
+        "highest_rate_per_s": best,
+        "tries": tries,
+    });
+    print_report(
+        &find_rate::render(&tries, best, bound_ms),
+        &json.to_string(),
+    );
+    Ok(())
+}
+
 async fn load_scenario(args: LoadArgs, setup: Setup) -> anyhow::Result<()> {
     let target = Target::resolve(&args.base).await?;
     if let Some(pid) = args.server_pid {
@@ -178,6 +234,9 @@ async fn load_scenario(args: LoadArgs, setup: Setup) -> anyhow::Result<()> {
             opts.duration
         );
     };
+    if let Some(bound) = args.find_rate {
+        return find_highest_rate(&args, name, &target, work, bound).await;
+    }
     phase(name);
     let mut report = measure(name, &target, work, opts, args.threads, args.server_pid).await?;
     if args.compare_healthz {

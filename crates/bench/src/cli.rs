@@ -112,6 +112,11 @@ pub struct LoadArgs {
     /// Run the healthz ceiling right after with the same load and print both with the ratio.
     #[arg(long)]
     pub compare_healthz: bool,
+    /// Find the highest open-loop rate whose p99 stays within this many milliseconds (no
+    /// errors, schedule kept): doubles from `--rate` (default 1000) until a run misses, then
+    /// bisects to within 5 %; each run lasts `--duration` after `--warmup`.
+    #[arg(long, value_name = "P99_MS", conflicts_with_all = ["compare_healthz", "compare_bare_axum"])]
+    pub find_rate: Option<f64>,
     /// Also run the same load against a bare axum hello-world (`GET /healthz`, started by
     /// this tool as a child process with the server's runtime shape) and print the ratio.
     #[arg(long)]

@@ -26,6 +26,7 @@ pub mod claim;
 pub mod cli;
 pub mod client;
 pub mod distribution;
+pub mod find_rate;
 pub mod hot_rebuild;
 pub mod insert_ceiling;
 pub mod load;
