@@ -121,7 +121,8 @@ struct Entry {
 struct Acked {
     lsn: u64,
     record: ClaimRecord,
-    _permit: OwnedSemaphorePermit,
+    /// Held until the record is applied: the backlog's bound.
+    permit: OwnedSemaphorePermit,
 }
 
 type PendingMap = HashMap<UserId, Vec<UserCoupon>, foldhash::fast::RandomState>;
@@ -347,7 +348,7 @@ impl Writer {
                 let _ = self.acked.send(Acked {
                     lsn: first + i as u64,
                     record: e.record,
-                    _permit: e.permit,
+                    permit: e.permit,
                 });
             }
             if self.len >= self.opts.segment_bytes
@@ -399,32 +400,38 @@ async fn apply_loop(
     max: usize,
 ) {
     let mut batch: Vec<Acked> = Vec::with_capacity(max);
+    let mut records: Vec<ClaimRecord> = Vec::with_capacity(max);
+    let mut permits: Vec<OwnedSemaphorePermit> = Vec::with_capacity(max);
     while rx.recv_many(&mut batch, max).await > 0 {
-        let records: Vec<ClaimRecord> = batch.iter().map(|a| a.record.clone()).collect();
-        let lsns: Vec<u64> = batch.iter().map(|a| a.lsn).collect();
-        apply(&*store, &records, &lsns, &shared).await;
-        let through = lsns.last().copied().unwrap_or(0);
+        // The writer sends records in LSN order, one after another: the batch ends at the last.
+        let through = batch.last().map_or(0, |a| a.lsn);
         for a in batch.drain(..) {
-            shared.remove_pending(a.record.coupon.user_id, a.record.coupon.id);
-            // The permit drops here: room for one more acknowledged claim.
+            records.push(a.record);
+            permits.push(a.permit);
         }
+        apply(&*store, &records, through, &shared).await;
+        for r in records.drain(..) {
+            shared.remove_pending(r.coupon.user_id, r.coupon.id);
+        }
+        // Room for as many more acknowledged claims.
+        permits.clear();
         shared.stats.applied_lsn.store(through, Ordering::Release);
         shared.applied.send_replace(through);
         shared.trim(through);
     }
 }
 
-/// Stores `records` (LSNs `lsns`) and returns only once they are: a transient failure is
-/// retried with backoff (the backlog fills and claims wait meanwhile), a batch the store
-/// refuses is retried claim by claim, and a claim refused as a duplicate is set aside.
+/// Stores `records` (the consecutive LSNs ending at `through`) and returns only once they
+/// are: a transient failure is retried with backoff (the backlog fills and claims wait
+/// meanwhile), a batch the store refuses is retried claim by claim, and a claim refused as a
+/// duplicate is set aside (the retry then only moves the position past it).
 async fn apply(
     store: &dyn ClaimJournalStore,
-    records: &[ClaimRecord],
-    lsns: &[u64],
+    mut records: &[ClaimRecord],
+    through: u64,
     shared: &Shared,
 ) {
     let stats = &shared.stats;
-    let through = lsns.last().copied().unwrap_or(0);
     let mut delay = Duration::from_millis(10);
     loop {
         match store.apply_journaled(records, through).await {
@@ -438,15 +445,17 @@ async fn apply(
             Err(e) if records.len() > 1 => {
                 stats.apply_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, size = records.len(), "applying journaled claims failed; applying them one by one");
-                for (r, &lsn) in records.iter().zip(lsns) {
-                    Box::pin(apply(store, std::slice::from_ref(r), &[lsn], shared)).await;
+                let first = through + 1 - records.len() as u64;
+                for (i, r) in records.iter().enumerate() {
+                    let one = std::slice::from_ref(r);
+                    Box::pin(apply(store, one, first + i as u64, shared)).await;
                 }
                 return;
             }
-            Err(StoreError::Duplicate(what)) => {
+            Err(StoreError::Duplicate(what)) if records.len() == 1 => {
                 stats.apply_failures.fetch_add(1, Ordering::Relaxed);
-                set_aside(store, &records[0], through, &what, shared).await;
-                return;
+                set_aside(&records[0], through, &what, shared);
+                records = &[];
             }
             Err(e) => {
                 stats.apply_failures.fetch_add(1, Ordering::Relaxed);
@@ -459,14 +468,8 @@ async fn apply(
 }
 
 /// A claim SQLite refuses as a duplicate (its coupon's slot is taken: a bug, never expected)
-/// is kept in `rejected.log` for an operator, logged, counted, and skipped.
-async fn set_aside(
-    store: &dyn ClaimJournalStore,
-    record: &ClaimRecord,
-    lsn: u64,
-    why: &str,
-    shared: &Shared,
-) {
+/// is kept in `rejected.log` for an operator, logged and counted.
+fn set_aside(record: &ClaimRecord, lsn: u64, why: &str, shared: &Shared) {
     let mut frame = Vec::new();
     encode(&mut frame, lsn, record);
     let path = shared.dir.join("rejected.log");
@@ -477,13 +480,6 @@ async fn set_aside(
         .and_then(|mut f| f.write_all(&frame).and_then(|()| f.sync_data()));
     tracing::error!(coupon = %record.coupon.id, user = %record.coupon.user_id, template = %record.coupon.template_id, lsn, why, kept = kept.is_ok(), "an acknowledged claim was refused by SQLite; kept in rejected.log");
     shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
-    let mut delay = Duration::from_millis(10);
-    // Move the position past it (no rows), retrying like any other apply.
-    while let Err(e) = store.apply_journaled(&[], lsn).await {
-        tracing::warn!(error = %e, lsn, "moving the journal position failed; retrying");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(1));
-    }
 }
 
 /// Applies every segment's records after `applied`, in LSN order; returns the last LSN seen

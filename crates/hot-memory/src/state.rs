@@ -208,6 +208,12 @@ impl Hot {
     }
 
     /// Gives back the seq one claim or reservation took (and nothing else).
+    /// A reservation that never became a coupon: its stock and the user's seq go back.
+    fn give_back(&self, user: UserId, seq: u32) {
+        self.stock.fetch_add(1, Ordering::AcqRel);
+        self.free_seq(user, seq);
+    }
+
     fn free_seq(&self, user: UserId, seq: u32) {
         let mut users = lock(&self.users[shard(user)]);
         if let Some(held) = users.get_mut(&user) {
@@ -331,10 +337,7 @@ impl MemoryHotState {
 
     /// The claim journal's counters, when claims go through it.
     pub fn journal_stats(&self) -> Option<&Arc<JournalStats>> {
-        match &self.ack {
-            Ack::Journal(j) => Some(j.stats()),
-            Ack::Commit(_) => None,
-        }
+        self.journal().map(ClaimJournal::stats)
     }
 
     fn journal(&self) -> Option<&ClaimJournal> {
@@ -478,8 +481,7 @@ impl HotState for MemoryHotState {
                     Ok(None) => {
                         // The earlier attempt never landed: its reservation goes back and
                         // this claim is decided afresh.
-                        hot.stock.fetch_add(1, Ordering::AcqRel);
-                        hot.free_seq(user, earlier.seq);
+                        hot.give_back(user, earlier.seq);
                     }
                     Err(e) => {
                         hot.unknown_key(user, k, &earlier);
@@ -509,8 +511,7 @@ impl HotState for MemoryHotState {
             return refuse(ClaimRefusal::LimitReached);
         };
         if hot.stock.fetch_sub(1, Ordering::AcqRel) <= 0 {
-            hot.stock.fetch_add(1, Ordering::AcqRel);
-            hot.free_seq(user, seq);
+            hot.give_back(user, seq);
             return refuse(ClaimRefusal::SoldOut);
         }
         coupon.seq = seq;
@@ -529,8 +530,7 @@ impl HotState for MemoryHotState {
                         Ok(ClaimOutcome::Claimed(coupon))
                     }
                     Err(AppendError::NotWritten(e)) => {
-                        hot.stock.fetch_add(1, Ordering::AcqRel);
-                        hot.free_seq(user, seq);
+                        hot.give_back(user, seq);
                         if let Some(k) = key {
                             hot.release_key(user, k);
                         }
@@ -580,8 +580,7 @@ impl HotState for MemoryHotState {
                 }
                 Ok(None) => {
                     // Nothing was written: give the stock and the user's slot back.
-                    hot.stock.fetch_add(1, Ordering::AcqRel);
-                    hot.free_seq(user, seq);
+                    hot.give_back(user, seq);
                     if let Some(k) = key {
                         hot.release_key(user, k);
                     }
@@ -691,8 +690,7 @@ impl HotState for MemoryHotState {
                     return RowReservation::Refused(ClaimRefusal::LimitReached);
                 };
                 if hot.stock.fetch_sub(1, Ordering::AcqRel) <= 0 {
-                    hot.stock.fetch_add(1, Ordering::AcqRel);
-                    hot.free_seq(user, seq);
+                    hot.give_back(user, seq);
                     return RowReservation::Refused(ClaimRefusal::SoldOut);
                 }
                 RowReservation::Reserved { seq }
@@ -714,8 +712,7 @@ impl HotState for MemoryHotState {
         };
         for (user, a) in r.users.iter().zip(answer) {
             if let RowReservation::Reserved { seq } = *a {
-                hot.stock.fetch_add(1, Ordering::AcqRel);
-                hot.free_seq(*user, seq);
+                hot.give_back(*user, seq);
             }
         }
         Ok(())
