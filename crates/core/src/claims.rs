@@ -369,7 +369,7 @@ impl Claims {
         self.quote_cache
             .get(user)
             .await
-            .map(|set| set.iter().map(|(c, _)| c.clone()).collect())
+            .map(|set| set.items.iter().map(|c| c.coupon.clone()).collect())
             .unwrap_or_default()
     }
 

@@ -66,7 +66,8 @@ mod stacking;
 pub use cart::{Cart, CartItem, CartItemDraft, MAX_CART_ITEMS, MAX_QUANTITY, ShopSubtotal};
 pub use eligibility::{Evaluation, ReasonCode, Refusal, evaluate, format_money};
 pub use quote::{
-    Available, CouponDiscount, Priced, Quote, SelectionError, Unavailable, price_selection, quote,
+    Available, CouponDiscount, Priced, Quote, QuotePlan, SelectionError, Unavailable, plan,
+    price_selection, quote, quote_fragment, quote_from_plan, render_quote,
 };
 pub use stacking::{Best, best};
 

@@ -89,24 +89,33 @@ impl Invalidation {
     {
         let client = redis::Client::open(url).map_err(backend)?;
         let channel = keys::invalidation_channel(prefix);
+        let on_payload = move |payload: &[u8]| {
+            let payload = String::from_utf8_lossy(payload);
+            match TemplateId::parse(&payload) {
+                Some(t) => on_invalidate(t),
+                None => {
+                    tracing::warn!(%payload, "ignoring an invalidation that is not a template id")
+                }
+            }
+        };
         Ok(run_subscriber(
             client,
             channel,
-            on_invalidate,
+            on_payload,
             on_subscribed,
             token,
         ))
     }
 }
 
-async fn run_subscriber<F, G>(
+pub(crate) async fn run_subscriber<F, G>(
     client: redis::Client,
     channel: String,
-    on_invalidate: F,
+    on_payload: F,
     on_subscribed: G,
     token: CancellationToken,
 ) where
-    F: Fn(TemplateId) + Send + Sync + 'static,
+    F: Fn(&[u8]) + Send + Sync + 'static,
     G: Fn() + Send + Sync + 'static,
 {
     let mut backoff = BACKOFF_MIN;
@@ -116,17 +125,11 @@ async fn run_subscriber<F, G>(
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             subscribed = true;
-            tracing::debug!(%channel, "subscribed to template invalidations");
+            tracing::debug!(%channel, "subscribed to invalidations");
             on_subscribed();
             let mut messages = pubsub.on_message();
             while let Some(msg) = messages.next().await {
-                let payload = String::from_utf8_lossy(msg.get_payload_bytes());
-                match TemplateId::parse(&payload) {
-                    Some(t) => on_invalidate(t),
-                    None => {
-                        tracing::warn!(%payload, %channel, "ignoring an invalidation that is not a template id")
-                    }
-                }
+                on_payload(msg.get_payload_bytes());
             }
             Ok::<(), redis::RedisError>(())
         };
@@ -136,10 +139,10 @@ async fn run_subscriber<F, G>(
         };
         match outcome {
             Ok(()) => {
-                tracing::warn!(%channel, "template invalidation subscription lost; reconnecting")
+                tracing::warn!(%channel, "invalidation subscription lost; reconnecting")
             }
             Err(e) => {
-                tracing::warn!(error = %e, %channel, "template invalidation subscription failed; reconnecting")
+                tracing::warn!(error = %e, %channel, "invalidation subscription failed; reconnecting")
             }
         }
         if subscribed {

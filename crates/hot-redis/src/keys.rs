@@ -69,6 +69,11 @@ pub fn invalidation_channel(prefix: &str) -> String {
     format!("{prefix}:tpl-invalidate")
 }
 
+/// Pub/sub channel of users whose coupons changed (quote caches on other nodes drop them).
+pub fn user_invalidation_channel(prefix: &str) -> String {
+    format!("{prefix}:user-invalidate")
+}
+
 /// The field of a keyed claim in the `:keys` hash.
 pub fn claim_key_field(key: &str, user: UserId) -> String {
     format!("{key}{KEY_SEPARATOR}{user}")

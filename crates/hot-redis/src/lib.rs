@@ -89,6 +89,7 @@ mod login;
 mod persister;
 mod scripts;
 mod template_cache;
+mod user_invalidation;
 mod worker_lease;
 
 pub use connection::{Connection, is_unavailable};
@@ -98,6 +99,7 @@ pub use invalidation::Invalidation;
 pub use login::RedisLoginAttempts;
 pub use persister::{LogBatch, Persister};
 pub use template_cache::RedisTemplateCache;
+pub use user_invalidation::UserInvalidation;
 pub use worker_lease::{lease_worker_id, renew_worker_id};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};

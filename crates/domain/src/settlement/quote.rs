@@ -57,52 +57,177 @@ pub struct Quote {
 /// Quotes `cart` against `coupons` (each with its template) at `now`. Coupon ids are
 /// expected unique; a repeated id is counted once.
 pub fn quote(coupons: &[(UserCoupon, Template)], cart: &Cart, now: Timestamp) -> Quote {
-    let mut order: Vec<&(UserCoupon, Template)> = coupons.iter().collect();
-    order.sort_by_key(|(c, _)| c.id);
-    order.dedup_by_key(|(c, _)| c.id);
+    let p = plan(coupons, |(c, t)| (c, t), cart, now);
+    quote_from_plan(p, |i| (&coupons[i].0, &coupons[i].1))
+}
+
+/// The [`Quote`] `p` stands for; `item(i)` is the coupon at position `i` and its template.
+pub fn quote_from_plan<'a>(
+    p: QuotePlan,
+    item: impl Fn(usize) -> (&'a UserCoupon, &'a Template),
+) -> Quote {
+    Quote {
+        subtotal: p.subtotal,
+        available: p
+            .available
+            .iter()
+            .map(|&(i, discount)| {
+                let (c, t) = item(i);
+                Available {
+                    coupon_id: c.id,
+                    template_id: t.id,
+                    name: t.name.clone(),
+                    kind: t.kind,
+                    discount,
+                }
+            })
+            .collect(),
+        unavailable: p
+            .unavailable
+            .into_iter()
+            .map(|(i, r)| {
+                let (c, t) = item(i);
+                Unavailable {
+                    coupon_id: c.id,
+                    template_id: t.id,
+                    name: t.name.clone(),
+                    reason_code: r.reason_code,
+                    reason: r.reason,
+                    missing: r.missing,
+                }
+            })
+            .collect(),
+        best: p.best,
+    }
+}
+
+/// A [`Quote`] as positions in the caller's coupon list: everything computed, nothing of a
+/// coupon copied. A caller holding each coupon's JSON pre-rendered ([`quote_fragment`])
+/// writes the answer from it with [`render_quote`] instead of building and serialising a
+/// [`Quote`] (the per-coupon ids and names are most of a quote's bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotePlan {
+    pub subtotal: Money,
+    /// (position, standalone discount), in [`Quote::available`]'s order.
+    pub available: Vec<(usize, Money)>,
+    /// (position, refusal), in [`Quote::unavailable`]'s order.
+    pub unavailable: Vec<(usize, Refusal)>,
+    pub best: Best,
+}
+
+/// [`quote`] over any list whose items `pair` turns into a coupon and its template.
+pub fn plan<'a, T>(
+    items: &'a [T],
+    pair: impl Fn(&'a T) -> (&'a UserCoupon, &'a Template),
+    cart: &Cart,
+    now: Timestamp,
+) -> QuotePlan {
+    let mut order: Vec<(usize, &UserCoupon, &Template)> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let (c, t) = pair(item);
+            (i, c, t)
+        })
+        .collect();
+    order.sort_by_key(|(_, c, _)| c.id);
+    order.dedup_by_key(|(_, c, _)| c.id);
 
     let mut candidates = Vec::with_capacity(order.len());
     let mut available = Vec::new();
     let mut unavailable = Vec::new();
-    for (c, t) in order {
+    for (i, c, t) in order {
         match assess(c, t, cart, now) {
             Ok(cand) => {
-                available.push((
-                    c.valid_until,
-                    Available {
-                        coupon_id: c.id,
-                        template_id: t.id,
-                        name: t.name.clone(),
-                        kind: t.kind,
-                        discount: money(cand.discount),
-                    },
-                ));
+                available.push((c.valid_until, c.id, i, money(cand.discount)));
                 candidates.push(cand);
             }
-            Err(r) => unavailable.push(Unavailable {
-                coupon_id: c.id,
-                template_id: t.id,
-                name: t.name.clone(),
-                reason_code: r.reason_code,
-                reason: r.reason,
-                missing: r.missing,
-            }),
+            Err(r) => unavailable.push((c.id, i, r)),
         }
     }
-    available.sort_by_key(|(until, a)| (Reverse(a.discount), *until, a.coupon_id));
-    unavailable.sort_by_key(|u| {
+    available.sort_by_key(|&(until, id, _, discount)| (Reverse(discount), until, id));
+    unavailable.sort_by_key(|(id, _, r)| {
         (
-            Reverse(u.reason_code),
-            u.missing.map_or(i64::MAX, Money::cents),
-            u.coupon_id,
+            Reverse(r.reason_code),
+            r.missing.map_or(i64::MAX, Money::cents),
+            *id,
         )
     });
-    Quote {
+    QuotePlan {
         subtotal: cart.subtotal(),
-        available: available.into_iter().map(|(_, a)| a).collect(),
-        unavailable,
+        available: available.into_iter().map(|(_, _, i, d)| (i, d)).collect(),
+        unavailable: unavailable.into_iter().map(|(_, i, r)| (i, r)).collect(),
         best: best_of(&candidates, cart),
     }
+}
+
+/// The members a coupon's entry in a quote always starts with, as JSON without the braces:
+/// `"coupon_id":"…","template_id":"…","name":"…"`. Fixed for the coupon's life (names do
+/// not change), so it can be rendered once and cached.
+pub fn quote_fragment(c: &UserCoupon, t: &Template) -> String {
+    #[derive(Serialize)]
+    struct Head<'a> {
+        coupon_id: CouponId,
+        template_id: TemplateId,
+        name: &'a str,
+    }
+    let head = Head {
+        coupon_id: c.id,
+        template_id: t.id,
+        name: &t.name,
+    };
+    // Serialising ids and a string into a Vec cannot fail.
+    let mut s = serde_json::to_string(&head).unwrap_or_default();
+    s.pop();
+    s.remove(0);
+    s
+}
+
+/// Writes `p` as the JSON of the [`Quote`] it stands for, byte for byte what serialising
+/// that `Quote` gives; `item(i)` is the fragment ([`quote_fragment`]) and kind of the
+/// coupon at position `i`.
+pub fn render_quote<'a>(
+    p: &QuotePlan,
+    item: impl Fn(usize) -> (&'a str, Kind),
+) -> Result<Vec<u8>, serde_json::Error> {
+    use std::io::Write as _;
+    let mut out = Vec::with_capacity(128 + 120 * (p.available.len() + p.unavailable.len()));
+    write!(out, "{{\"subtotal\":{},\"available\":[", p.subtotal.cents()).map_err(io)?;
+    for (n, &(i, discount)) in p.available.iter().enumerate() {
+        let (head, kind) = item(i);
+        if n > 0 {
+            out.push(b',');
+        }
+        out.push(b'{');
+        out.extend_from_slice(head.as_bytes());
+        out.extend_from_slice(b",\"kind\":");
+        serde_json::to_writer(&mut out, &kind)?;
+        write!(out, ",\"discount\":{}}}", discount.cents()).map_err(io)?;
+    }
+    out.extend_from_slice(b"],\"unavailable\":[");
+    for (n, (i, r)) in p.unavailable.iter().enumerate() {
+        let (head, _) = item(*i);
+        if n > 0 {
+            out.push(b',');
+        }
+        out.push(b'{');
+        out.extend_from_slice(head.as_bytes());
+        out.extend_from_slice(b",\"reason_code\":");
+        serde_json::to_writer(&mut out, &r.reason_code)?;
+        out.extend_from_slice(b",\"reason\":");
+        serde_json::to_writer(&mut out, &r.reason)?;
+        out.extend_from_slice(b",\"missing\":");
+        serde_json::to_writer(&mut out, &r.missing)?;
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"],\"best\":");
+    serde_json::to_writer(&mut out, &p.best)?;
+    out.push(b'}');
+    Ok(out)
+}
+
+fn io(e: std::io::Error) -> serde_json::Error {
+    serde_json::Error::io(e)
 }
 
 /// One coupon's share of a priced selection.

@@ -12,7 +12,10 @@ use futures::future::BoxFuture;
 use stampede_core::backoffice::TemplateObserver;
 use stampede_core::catalog::Catalog;
 use stampede_core::claim_ports::HotState;
-use stampede_hot_redis::{Invalidation, Persister, RedisHotState, RedisTemplateCache};
+use stampede_core::coupon_cache::UserCouponCache;
+use stampede_hot_redis::{
+    Invalidation, Persister, RedisHotState, RedisTemplateCache, UserInvalidation,
+};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -42,7 +45,14 @@ pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::R
         &r.prefix,
         s.coupons.clone(),
     ));
-    let quote_cache = quote_cache(settings);
+    // Every user change this node commits is broadcast to the other nodes' quote caches.
+    let (user_tx, user_rx) = tokio::sync::mpsc::channel(USER_BROADCAST_QUEUE);
+    let node_tag: u64 = rand::random();
+    let quote_cache = Arc::new(
+        Arc::into_inner(quote_cache(settings))
+            .context("a fresh quote cache is not shared")?
+            .with_broadcast(user_tx),
+    );
     let claims = super::claims(settings, services, &catalog, &hot, &quote_cache);
     let observer: Arc<dyn TemplateObserver> = Arc::new(Broadcast {
         local: LocalSync {
@@ -66,15 +76,61 @@ pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::R
         observer,
         memory: None,
         persister: Some(Arc::new(persister)),
-        quote_cache,
+        quote_cache: quote_cache.clone(),
         background: vec![
             invalidation_subscriber(settings, catalog),
+            user_broadcast(conn.clone(), &r.prefix, node_tag, user_rx),
+            user_subscriber(settings, node_tag, quote_cache.clone()),
             crate::storage::database_watch(
                 s.mysql.clone().context("distributed mode without MySQL")?,
                 settings.resilience.probe_interval,
                 settings.resilience.database_read,
             ),
         ],
+    })
+}
+
+/// User ids waiting to be broadcast; beyond it they are dropped (and counted), and the
+/// other nodes' entries for those users expire by TTL.
+const USER_BROADCAST_QUEUE: usize = 65_536;
+
+/// Publishes the users whose coupons this node changed.
+fn user_broadcast(
+    conn: stampede_hot_redis::Connection,
+    prefix: &str,
+    node_tag: u64,
+    rx: tokio::sync::mpsc::Receiver<stampede_domain::ids::UserId>,
+) -> Background {
+    let prefix = prefix.to_owned();
+    Box::new(move |token: CancellationToken| -> BoxFuture<'static, ()> {
+        Box::pin(UserInvalidation::publisher(
+            conn, &prefix, node_tag, rx, token,
+        ))
+    })
+}
+
+/// Drops from this node's quote cache the users other nodes changed; after a gap in the
+/// subscription, everything (changes may have been missed).
+fn user_subscriber(settings: &Settings, node_tag: u64, cache: Arc<UserCouponCache>) -> Background {
+    let (url, prefix) = (settings.redis.url.clone(), settings.redis.prefix.clone());
+    Box::new(move |token: CancellationToken| -> BoxFuture<'static, ()> {
+        let c = cache.clone();
+        let on_users = move |users: Vec<stampede_domain::ids::UserId>| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                for u in users {
+                    c.invalidate_local(u).await;
+                }
+            });
+        };
+        let on_subscribed = move || cache.invalidate_all();
+        match UserInvalidation::subscribe(&url, &prefix, node_tag, on_users, on_subscribed, token) {
+            Ok(fut) => Box::pin(fut),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot subscribe to user invalidations");
+                Box::pin(async {})
+            }
+        }
     })
 }
 

@@ -148,7 +148,7 @@ mod tests {
         );
         assert_eq!(
             s.settlement.quote_cache_ttl(Backend::Mysql),
-            Duration::from_secs(1)
+            Duration::from_secs(10)
         );
     }
 }

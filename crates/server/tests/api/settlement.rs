@@ -798,3 +798,95 @@ async fn lock_expiry_racing_redeem_ends_in_one_consistent_state() {
         app.advance(SignedDuration::from_mins(-step));
     }
 }
+
+/// Coupon ids a quote lists, usable or not (nodes' manual clocks differ, so a coupon claimed
+/// on another node may not be valid yet by this node's clock).
+async fn quotable(app: &TestApp, user: u64) -> Vec<String> {
+    let (s, q) = post(
+        app,
+        "/api/v1/checkout/quote",
+        &app.user_n(user),
+        json!({"items": cart()}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{q}");
+    ["available", "unavailable"]
+        .iter()
+        .filter_map(|k| q[*k].as_array())
+        .flatten()
+        .filter_map(|c| c["coupon_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Distributed mode: each node caches users' coupons for quotes; a claim or a lock on
+/// another node reaches that cache through the user broadcast, long before its TTL (an hour
+/// here, so nothing else could explain a fresh answer).
+#[tokio::test]
+async fn quotes_see_claims_and_locks_made_on_another_node_at_once() {
+    if backend() == TestBackend::Sqlite {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let (mut settings, urls) = test_settings(dir.path(), true);
+    settings.settlement.quote_cache_ttl = Some(std::time::Duration::from_secs(3_600));
+    let a = spawn_app_from(dir, settings, urls).await;
+    let b = spawn_sibling(&a).await;
+    let f = fixture(&a).await;
+    let mut first = quotable(&a, USER).await;
+    first.sort();
+    let mut expected = vec![f.c7.clone(), f.c8.clone(), f.cp.clone()];
+    expected.sort();
+    assert_eq!(
+        first, expected,
+        "node A now caches the user's three coupons"
+    );
+
+    // Node B learns of the template through the template broadcast; then claims there.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let claimed = loop {
+        let (s, v) = read(
+            b.post(
+                &format!("/api/v1/templates/{}/claim", f.shop8),
+                &b.user_n(USER),
+                &json!({}),
+            )
+            .await,
+        )
+        .await;
+        if s == StatusCode::CREATED {
+            break v["coupon"]["id"].as_str().unwrap_or_default().to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "claim on node B: {s} {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let seen = wait_for(&a, |ids| ids.contains(&claimed)).await;
+    assert!(seen, "node A's quote shows the claim made on node B");
+
+    // A lock on node B takes the coupon out of node A's quotes.
+    let lock = json!({"coupon_ids": [f.c7], "items": cart()});
+    let (s, l) = post(
+        &b,
+        "/api/v1/orders/ord-x/coupons/lock",
+        &b.user_n(USER),
+        lock,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{l}");
+    let gone = wait_for(&a, |ids| !ids.contains(&f.c7)).await;
+    assert!(gone, "node A's quote drops the coupon locked on node B");
+}
+
+/// Polls node `app`'s quote for [`USER`] for up to 5 s until `done` holds.
+async fn wait_for(app: &TestApp, done: impl Fn(&[String]) -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if done(&quotable(app, USER).await) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}

@@ -388,6 +388,23 @@ proptest! {
     }
 
     #[test]
+    fn a_rendered_plan_is_the_serialised_quote(
+        lines in lines(),
+        (specs, ids) in specs(),
+    ) {
+        let c = cart_of(&lines);
+        let coupons = build(&specs, &ids);
+        let p = plan(&coupons, |(c, t)| (c, t), &c, now());
+        let heads: Vec<String> = coupons.iter().map(|(c, t)| quote_fragment(c, t)).collect();
+        let rendered = render_quote(&p, |i| (heads[i].as_str(), coupons[i].1.kind));
+        let expected = serde_json::to_vec(&quote(&coupons, &c, now()));
+        match (rendered, expected) {
+            (Ok(r), Ok(e)) => prop_assert_eq!(String::from_utf8_lossy(&r), String::from_utf8_lossy(&e)),
+            (r, e) => prop_assert!(false, "rendering failed: {:?} / {:?}", r.err(), e.err()),
+        }
+    }
+
+    #[test]
     fn percent_is_floor_then_cap(
         eligible in 1i64..=1_000_000_000_000,
         percent in 1u8..=99,
