@@ -2,9 +2,9 @@
 //! step one `BEGIN IMMEDIATE` transaction (the single writer is the row lock).
 
 use crate::SqliteStore;
-use crate::coupons::{INSERT_EVENTS, decode_coupon};
+use crate::coupons::{Query, decode_coupon};
 use async_trait::async_trait;
-use sqlx::{AssertSqlSafe, Row, SqliteConnection};
+use sqlx::{AssertSqlSafe, SqliteConnection};
 use stampede_core::claim_ports::OutboxEvent;
 use stampede_core::ports::StoreError;
 use stampede_core::records::CouponRecord;
@@ -15,12 +15,13 @@ use stampede_domain::coupon::CouponStatus;
 use stampede_domain::ids::{CouponId, UserId};
 use stampede_domain::order::{Applied, CouponMove, OrderChange, Settlement};
 use stampede_domain::time::{from_ms, to_ms, truncate_ms};
-use stampede_store_sql::SqlRow;
 use stampede_store_sql::rows::{
     LINE_COLUMNS, ORDER_COLUMNS, bind_line, bind_order, read_line, read_order, read_order_owner,
 };
-use stampede_store_sql::text::placeholders;
+use stampede_store_sql::text::{multi_insert, placeholders};
+use stampede_store_sql::{Binder, Columns, Prefixed, SqlRow};
 use stampede_store_sql::{db_err, refused};
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 static INSERT_ORDER: LazyLock<String> = LazyLock::new(|| {
@@ -29,44 +30,57 @@ static INSERT_ORDER: LazyLock<String> = LazyLock::new(|| {
         placeholders(ORDER_COLUMNS)
     )
 });
-static INSERT_LINE: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "INSERT INTO settlements ({LINE_COLUMNS}) VALUES ({})",
-        placeholders(LINE_COLUMNS)
-    )
-});
-static SELECT_ORDER: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = ?"));
-static SELECT_LINES: LazyLock<String> = LazyLock::new(|| {
-    format!("SELECT {LINE_COLUMNS} FROM settlements WHERE order_id = ? ORDER BY coupon_id")
+/// An order with its lines, one row per line (an order without lines joins one row of
+/// NULLs): one statement, so one hop to SQLite's thread instead of two.
+static SELECT_SETTLEMENT: LazyLock<String> = LazyLock::new(|| {
+    "SELECT o.order_id, o.user_id, o.status, o.subtotal, o.discount, o.payable, \
+     o.lock_expires_at_ms, o.created_at_ms, o.updated_at_ms, \
+     l.coupon_id AS line_coupon_id, l.template_id AS line_template_id, \
+     l.discount AS line_discount, l.status AS line_status, \
+     l.valid_until_ms AS line_valid_until_ms \
+     FROM orders o LEFT JOIN settlements l ON l.order_id = o.order_id \
+     WHERE o.order_id = ? ORDER BY l.coupon_id"
+        .to_owned()
 });
 
 async fn read_settlement(
     conn: &mut SqliteConnection,
     order_id: &str,
 ) -> Result<Option<Settlement>, StoreError> {
-    let Some(o) = sqlx::query(SELECT_ORDER.as_str())
-        .bind(order_id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_err)?
-    else {
-        return Ok(None);
-    };
-    let lines = sqlx::query(SELECT_LINES.as_str())
+    let rows = sqlx::query(SELECT_SETTLEMENT.as_str())
         .bind(order_id)
         .fetch_all(&mut *conn)
         .await
         .map_err(db_err)?;
-    let mut s = read_order(&o)?;
-    s.coupons = lines
-        .iter()
-        .map(|l| read_line(l, order_id))
-        .collect::<Result<_, _>>()?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let mut s = read_order(first)?;
+    for row in &rows {
+        if row.opt_int("line_coupon_id")?.is_some() {
+            s.coupons
+                .push(read_line(&Prefixed::new(row, "line_"), order_id)?);
+        }
+    }
     Ok(Some(s))
 }
 
-/// Writes a decided change: order row, line statuses, coupon moves and their events.
+fn marks(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+/// Appends `rows` as one multi-row INSERT into `table` to the statement group `sql`.
+fn push_insert(sql: &mut String, table: &str, columns: &str, rows: usize) {
+    if rows > 0 {
+        sql.push_str(&multi_insert("INSERT", table, columns, rows));
+        sql.push(';');
+    }
+}
+
+/// Writes a decided change: order row, line statuses, coupon moves and their events, as ONE
+/// group of statements (SQLite runs a multi-statement query with its placeholders bound in
+/// order): each statement sent to SQLite's thread separately was a thread hand-off, and
+/// those hand-offs, not SQLite, bounded lock → redeem.
 async fn write_change(
     conn: &mut SqliteConnection,
     kind: &str,
@@ -74,36 +88,8 @@ async fn write_change(
     moves: &[CouponMove],
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE orders SET status = ?, updated_at_ms = ? WHERE order_id = ?")
-        .bind(after.status.as_str())
-        .bind(now_ms)
-        .bind(after.order_id.as_str())
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    for l in &after.coupons {
-        sqlx::query("UPDATE settlements SET status = ? WHERE order_id = ? AND coupon_id = ?")
-            .bind(l.status.as_str())
-            .bind(after.order_id.as_str())
-            .bind(l.coupon_id.get())
-            .execute(&mut *conn)
-            .await
-            .map_err(db_err)?;
-    }
     let mut events = Vec::with_capacity(moves.len());
     for m in moves {
-        sqlx::query(
-            "UPDATE user_coupons SET status = ?, locked_order_id = ?, used_at_ms = ? \
-             WHERE id = ? AND user_id = ?",
-        )
-        .bind(m.to.as_str())
-        .bind(m.locked_order.as_deref())
-        .bind(m.used_at.map(to_ms))
-        .bind(m.coupon_id.get())
-        .bind(after.user_id.get())
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
         events.push(
             coupon_move_event(kind, after, m, from_ms(now_ms)).ok_or_else(|| {
                 refused(format!(
@@ -113,8 +99,75 @@ async fn write_change(
             })?,
         );
     }
-    INSERT_EVENTS.insert(conn, &events).await?;
+    let mut sql = String::with_capacity(512);
+    sql.push_str("UPDATE orders SET status = ?, updated_at_ms = ? WHERE order_id = ?;");
+    for _ in &after.coupons {
+        sql.push_str("UPDATE settlements SET status = ? WHERE order_id = ? AND coupon_id = ?;");
+    }
+    for _ in moves {
+        sql.push_str(
+            "UPDATE user_coupons SET status = ?, locked_order_id = ?, used_at_ms = ? \
+             WHERE id = ? AND user_id = ?;",
+        );
+    }
+    push_insert(&mut sql, "outbox", OutboxEvent::COLUMNS, events.len());
+    let mut q: Query = sqlx::query(AssertSqlSafe(sql))
+        .text(after.status.as_str())
+        .int(now_ms)
+        .text(&after.order_id);
+    for l in &after.coupons {
+        q = q
+            .text(l.status.as_str())
+            .text(&after.order_id)
+            .int(l.coupon_id.get());
+    }
+    for m in moves {
+        q = q
+            .text(m.to.as_str())
+            .opt_text(m.locked_order.as_deref())
+            .opt_int(m.used_at.map(to_ms))
+            .int(m.coupon_id.get())
+            .int(after.user_id.get());
+    }
+    for e in &events {
+        q = e.bind(q);
+    }
+    q.execute(&mut *conn).await.map_err(db_err)?;
     Ok(())
+}
+
+/// The lock's reads in one statement: whether `order_id` exists (and whose it is), and the
+/// state of each named coupon of `user`. Always one row at least (the order side is NULL when
+/// there is no such order, the coupon side when no coupon matched).
+async fn lock_reads(
+    conn: &mut SqliteConnection,
+    order_id: &str,
+    user: UserId,
+    named: &[CouponId],
+) -> Result<(Option<i64>, HashMap<i64, (String, Option<String>)>), StoreError> {
+    let sql = format!(
+        "SELECT o.user_id AS order_user, c.id, c.status, c.locked_order_id \
+         FROM (SELECT 1) AS one \
+         LEFT JOIN orders o ON o.order_id = ? \
+         LEFT JOIN user_coupons c ON c.user_id = ? AND c.id IN ({})",
+        marks(named.len())
+    );
+    let mut q: Query = sqlx::query(AssertSqlSafe(sql))
+        .text(order_id)
+        .int(user.get());
+    for id in named {
+        q = q.int(id.get());
+    }
+    let rows = q.fetch_all(&mut *conn).await.map_err(db_err)?;
+    let mut order_user = None;
+    let mut found = HashMap::with_capacity(named.len());
+    for r in &rows {
+        order_user = order_user.or(r.opt_int("order_user")?);
+        if let Some(id) = r.opt_int("id")? {
+            found.insert(id, (r.text("status")?, r.opt_text("locked_order_id")?));
+        }
+    }
+    Ok((order_user, found))
 }
 
 #[async_trait]
@@ -130,7 +183,10 @@ impl SettlementStore for SqliteStore {
         let events = events.to_vec();
         self.in_write_tx(move |conn| {
             Box::pin(async move {
-                if let Some(existing) = read_settlement(conn, &s.order_id).await? {
+                let (order_user, found) = lock_reads(conn, &s.order_id, s.user_id, &named).await?;
+                if order_user.is_some()
+                    && let Some(existing) = read_settlement(conn, &s.order_id).await?
+                {
                     return Ok(if existing.user_id == s.user_id {
                         LockOutcome::Exists(existing)
                     } else {
@@ -138,29 +194,16 @@ impl SettlementStore for SqliteStore {
                     });
                 }
                 for &coupon_id in &named {
-                    let row = sqlx::query(
-                        "SELECT status, locked_order_id FROM user_coupons WHERE id = ? AND user_id = ?",
-                    )
-                    .bind(coupon_id.get())
-                    .bind(s.user_id.get())
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(db_err)?;
-                    let found = row
-                        .map(|r| -> Result<_, StoreError> {
-                            let st: String = r.try_get("status").map_err(db_err)?;
-                            let by: Option<String> = r.try_get("locked_order_id").map_err(db_err)?;
-                            Ok((CouponStatus::parse(&st), by))
-                        })
-                        .transpose()?;
-                    match found {
-                        Some((Some(CouponStatus::Unused), _)) => {}
-                        Some((status, locked_by)) => {
-                            return Ok(LockOutcome::NotUsable {
-                                coupon_id,
-                                status,
-                                locked_by,
-                            });
+                    match found.get(&coupon_id.get()) {
+                        Some((st, by)) => {
+                            let status = CouponStatus::parse(st);
+                            if status != Some(CouponStatus::Unused) {
+                                return Ok(LockOutcome::NotUsable {
+                                    coupon_id,
+                                    status,
+                                    locked_by: by.clone(),
+                                });
+                            }
                         }
                         None => {
                             return Ok(LockOutcome::NotUsable {
@@ -171,28 +214,29 @@ impl SettlementStore for SqliteStore {
                         }
                     }
                 }
-                // The order row first: settlement rows reference it.
-                bind_order(sqlx::query(INSERT_ORDER.as_str()), &s)
-                .execute(&mut *conn)
-                .await
-                .map_err(db_err)?;
+                // One statement group: the order row first (settlement rows reference it),
+                // the coupons, the lines, the events.
+                let mut sql = format!(
+                    "{};UPDATE user_coupons SET status = 'locked', locked_order_id = ? \
+                     WHERE user_id = ? AND id IN ({});",
+                    INSERT_ORDER.as_str(),
+                    marks(s.coupons.len())
+                );
+                push_insert(&mut sql, "settlements", LINE_COLUMNS, s.coupons.len());
+                push_insert(&mut sql, "outbox", OutboxEvent::COLUMNS, events.len());
+                let mut q: Query = bind_order(sqlx::query(AssertSqlSafe(sql)), &s)
+                    .text(&s.order_id)
+                    .int(s.user_id.get());
                 for l in &s.coupons {
-                    sqlx::query(
-                        "UPDATE user_coupons SET status = 'locked', locked_order_id = ? \
-                         WHERE id = ? AND user_id = ?",
-                    )
-                    .bind(s.order_id.as_str())
-                    .bind(l.coupon_id.get())
-                    .bind(s.user_id.get())
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db_err)?;
-                    bind_line(sqlx::query(INSERT_LINE.as_str()), &s, l)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db_err)?;
+                    q = q.int(l.coupon_id.get());
                 }
-                INSERT_EVENTS.insert(conn, &events).await?;
+                for l in &s.coupons {
+                    q = bind_line(q, &s, l);
+                }
+                for e in &events {
+                    q = e.bind(q);
+                }
+                q.execute(&mut *conn).await.map_err(db_err)?;
                 Ok(LockOutcome::Locked(s))
             })
         })

@@ -147,7 +147,11 @@ async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> Result<(), Stri
 }
 
 async fn run_batch(conn: &mut SqliteConnection, jobs: &mut Vec<Box<dyn Job>>) {
-    if let Err(why) = exec(conn, "BEGIN IMMEDIATE").await {
+    // Statements around the bodies travel together (one hop to SQLite's thread each): the
+    // transaction and the first savepoint; a body's release and the next one's savepoint.
+    if let Err(why) = exec(conn, "BEGIN IMMEDIATE; SAVEPOINT body").await {
+        // A failed BEGIN leaves no transaction; a failed SAVEPOINT after it leaves one open.
+        let _ = exec(conn, "ROLLBACK").await;
         for job in jobs.drain(..) {
             job.fail(&why);
         }
@@ -156,26 +160,36 @@ async fn run_batch(conn: &mut SqliteConnection, jobs: &mut Vec<Box<dyn Job>>) {
     let mut finished: Vec<Finished> = Vec::with_capacity(jobs.len());
     // Set once the transaction can no longer be trusted: the rest fail unrun.
     let mut broken: Option<String> = None;
-    for job in jobs.drain(..) {
+    let n = jobs.len();
+    for (i, job) in jobs.drain(..).enumerate() {
         if let Some(why) = &broken {
             job.fail(why);
             continue;
         }
-        if let Err(why) = exec(conn, "SAVEPOINT body").await {
-            job.fail(&why);
-            broken = Some(why);
-            continue;
-        }
+        let last = i + 1 == n;
         let done = job.run(conn).await;
         let end = if done.ok {
-            exec(conn, "RELEASE body").await
+            exec(
+                conn,
+                if last {
+                    "RELEASE body"
+                } else {
+                    "RELEASE body; SAVEPOINT body"
+                },
+            )
+            .await
         } else {
             // Undo this body alone. When SQLite already rolled the whole transaction back
             // (an I/O error, a full disk), this fails and the batch is lost.
-            match exec(conn, "ROLLBACK TO body").await {
-                Ok(()) => exec(conn, "RELEASE body").await,
-                Err(e) => Err(e),
-            }
+            exec(
+                conn,
+                if last {
+                    "ROLLBACK TO body; RELEASE body"
+                } else {
+                    "ROLLBACK TO body; RELEASE body; SAVEPOINT body"
+                },
+            )
+            .await
         };
         if let Err(why) = end {
             broken = Some(why);
