@@ -170,7 +170,7 @@ impl SqliteStore {
             .await
             .map_err(db_err)?;
 
-        let writes = WriteQueue::spawn(writer.clone());
+        let writes = WriteQueue::spawn(writer.clone())?;
         let store = SqliteStore {
             writer,
             reader,

@@ -95,12 +95,32 @@ pub(crate) struct WriteQueue {
 }
 
 impl WriteQueue {
-    /// Starts the writer task on the current tokio runtime; it ends once every clone of the
-    /// queue is dropped and the queue is empty.
-    pub(crate) fn spawn(pool: SqlitePool) -> Self {
+    /// Starts the writer task on a thread of its own (a single-threaded runtime); it ends
+    /// once every clone of the queue is dropped and the queue is empty.
+    ///
+    /// Why a thread: a batch is a chain of awaits on SQLite's connection thread, one after
+    /// another. On the shared runtime each of those wake-ups queued behind every HTTP task
+    /// ready at that moment, so under load the chain, not SQLite, set the pace of every
+    /// settlement step. Here nothing else runs. (Without a runtime of its own, the task
+    /// shares the current one, as before.)
+    pub(crate) fn spawn(pool: SqlitePool) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>(MAX_BATCH * 4);
-        tokio::spawn(run(pool, rx));
-        WriteQueue { tx }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        match runtime {
+            Ok(rt) => {
+                std::thread::Builder::new()
+                    .name("sqlite-writes".into())
+                    .spawn(move || rt.block_on(run(pool, rx)))
+                    .map_err(|e| StoreError::Backend(Box::new(e)))?;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no runtime for the SQLite write thread; sharing the main one");
+                tokio::spawn(run(pool, rx));
+            }
+        }
+        Ok(WriteQueue { tx })
     }
 
     /// Runs `f` in a write transaction (grouped with others) and returns its result once the
