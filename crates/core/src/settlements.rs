@@ -95,7 +95,7 @@ impl Settlements {
     async fn with_templates(
         &self,
         coupons: Vec<UserCoupon>,
-    ) -> Result<Vec<(UserCoupon, Template)>, AppError> {
+    ) -> Result<Vec<(UserCoupon, Arc<Template>)>, AppError> {
         let mut templates: HashMap<_, Arc<Template>> = HashMap::new();
         let mut out = Vec::with_capacity(coupons.len());
         for c in coupons {
@@ -109,7 +109,7 @@ impl Settlements {
                     None => continue,
                 },
             };
-            out.push((c, (*t).clone()));
+            out.push((c, t));
         }
         Ok(out)
     }
@@ -147,7 +147,7 @@ impl Settlements {
                     .filter(|c| c.status == CouponStatus::Unused && !known.contains(&c.id)),
             );
         }
-        let set: CouponSet = Arc::new(self.cached(coupons).await?);
+        let set: CouponSet = Arc::new(UserCoupons::new(self.with_templates(coupons).await?));
         // With the hot store down, acknowledged claims may be missing: answer, do not keep.
         if hot_up {
             self.cache
@@ -155,26 +155,6 @@ impl Settlements {
                 .await;
         }
         Ok(set)
-    }
-
-    /// `coupons` ready for the cache; coupons whose template is gone are left out.
-    async fn cached(&self, coupons: Vec<UserCoupon>) -> Result<UserCoupons, AppError> {
-        let mut templates: HashMap<_, Arc<Template>> = HashMap::new();
-        let mut out = Vec::with_capacity(coupons.len());
-        for c in coupons {
-            let t = match templates.get(&c.template_id) {
-                Some(t) => t.clone(),
-                None => match self.catalog.get(c.template_id).await? {
-                    Some(t) => {
-                        templates.insert(c.template_id, t.clone());
-                        t
-                    }
-                    None => continue,
-                },
-            };
-            out.push((c, t));
-        }
-        Ok(UserCoupons::new(out))
     }
 
     /// Distributed mode acknowledges a claim once it is in the claim log; the coupon reaches
@@ -312,7 +292,12 @@ impl Settlements {
                 }
             }
         }
-        let chosen = self.with_templates(found).await?;
+        let chosen: Vec<(UserCoupon, Template)> = self
+            .with_templates(found)
+            .await?
+            .into_iter()
+            .map(|(c, t)| (c, (*t).clone()))
+            .collect();
         if chosen.len() != ids.len() {
             return Err(conflict(
                 ErrorCode::CouponNotUsable,

@@ -40,13 +40,13 @@ use stampede_domain::order::{
     valid_order_id,
 };
 use stampede_domain::time::{to_ms, truncate_ms};
+use stampede_store_sql::SqlRow;
 use stampede_store_sql::error::is_unique_violation;
 use stampede_store_sql::rows::{
-    LINE_COLUMNS, ORDER_COLUMNS, bind_line, bind_order, read_line, read_order, read_order_owner,
+    LINE_COLUMNS, ORDER_COLUMNS, bind_line, bind_order, read_joined_settlement, read_order_owner,
 };
 use stampede_store_sql::text::placeholders;
 use stampede_store_sql::{Columns, db_err, refused};
-use stampede_store_sql::{Prefixed, SqlRow};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// What `lock_coupons` must be given: a valid order id, 1..=`MAX_ORDER_COUPONS` distinct
@@ -101,18 +101,7 @@ async fn select_settlement(
         q = q.bind(u.get());
     }
     let rows = q.fetch_all(conn).await.map_err(db_err)?;
-    let Some(first) = rows.first() else {
-        return Ok(None);
-    };
-    let mut s = read_order(first)?;
-    for row in &rows {
-        // An order without lines joins one row of NULLs.
-        if row.opt_int("line_coupon_id")?.is_some() {
-            s.coupons
-                .push(read_line(&Prefixed::new(row, "line_"), order_id)?);
-        }
-    }
-    Ok(Some(s))
+    read_joined_settlement(&rows, order_id)
 }
 
 /// What an order id found stored means to a lock by `user`.

@@ -369,6 +369,27 @@ pub fn read_line(row: &impl Columns, order_id: &str) -> Result<SettlementLine, S
     })
 }
 
+/// A settlement from the rows of `orders o LEFT JOIN settlements l`, the line columns
+/// selected as `line_<column>` (both dialects read an order and its lines in one statement);
+/// `None` when there is no row.
+pub fn read_joined_settlement<R: Columns>(
+    rows: &[R],
+    order_id: &str,
+) -> Result<Option<Settlement>, StoreError> {
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let mut s = read_order(first)?;
+    for row in rows {
+        // An order without lines joins one row of NULLs.
+        if row.opt_int("line_coupon_id")?.is_some() {
+            s.coupons
+                .push(read_line(&crate::Prefixed::new(row, "line_"), order_id)?);
+        }
+    }
+    Ok(Some(s))
+}
+
 /// A `(user_id, seq)` row: one coupon of a template, as the user's seq.
 pub fn read_user_seq(row: &impl Columns) -> Result<(UserId, u32), StoreError> {
     let user = row.int("user_id")?;

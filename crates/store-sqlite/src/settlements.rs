@@ -16,10 +16,10 @@ use stampede_domain::ids::{CouponId, UserId};
 use stampede_domain::order::{Applied, CouponMove, OrderChange, Settlement};
 use stampede_domain::time::{from_ms, to_ms, truncate_ms};
 use stampede_store_sql::rows::{
-    LINE_COLUMNS, ORDER_COLUMNS, bind_line, bind_order, read_line, read_order, read_order_owner,
+    LINE_COLUMNS, ORDER_COLUMNS, bind_line, bind_order, read_joined_settlement, read_order_owner,
 };
 use stampede_store_sql::text::{multi_insert, placeholders};
-use stampede_store_sql::{Binder, Columns, Prefixed, SqlRow};
+use stampede_store_sql::{Binder, Columns, SqlRow};
 use stampede_store_sql::{db_err, refused};
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -52,17 +52,7 @@ async fn read_settlement(
         .fetch_all(&mut *conn)
         .await
         .map_err(db_err)?;
-    let Some(first) = rows.first() else {
-        return Ok(None);
-    };
-    let mut s = read_order(first)?;
-    for row in &rows {
-        if row.opt_int("line_coupon_id")?.is_some() {
-            s.coupons
-                .push(read_line(&Prefixed::new(row, "line_"), order_id)?);
-        }
-    }
-    Ok(Some(s))
+    read_joined_settlement(&rows, order_id)
 }
 
 fn marks(n: usize) -> String {
