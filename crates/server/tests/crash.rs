@@ -96,6 +96,11 @@ fn write_config(
 /// What the load recorded as acknowledged: (user, coupon id).
 type Acked = Arc<Mutex<Vec<(u64, String)>>>;
 
+/// The list behind `m`, even if a load task panicked while holding it (its entries still count).
+fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// SIGKILLs the server once `acked` holds `n` entries (or after `wait`), then lets the load's
 /// tasks see it gone.
 async fn kill_9_once(
@@ -106,7 +111,7 @@ async fn kill_9_once(
     tasks: Vec<tokio::task::JoinHandle<()>>,
 ) {
     let started = Instant::now();
-    while acked.lock().unwrap_or_else(|p| p.into_inner()).len() < n && started.elapsed() < wait {
+    while guard(acked).len() < n && started.elapsed() < wait {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     server
@@ -176,10 +181,7 @@ async fn kill_9_mid_load_loses_no_acknowledged_claim() {
         tasks.push(tokio::spawn(async move {
             for i in 0..10_000u64 {
                 let user = 1 + w + 64 * i;
-                attempted
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(user);
+                guard(&attempted).insert(user);
                 let t = token(&tokens, Role::User, &user.to_string(), None);
                 let Ok(r) = client
                     .post(format!("{base}/api/v1/templates/{id}/claim"))
@@ -195,17 +197,14 @@ async fn kill_9_mid_load_loses_no_acknowledged_claim() {
                         return;
                     };
                     let cid = v["coupon"]["id"].as_str().unwrap_or_default().to_owned();
-                    acked
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((user, cid));
+                    guard(&acked).push((user, cid));
                 }
             }
         }));
     }
     kill_9_once(&mut child, &acked, 800, Duration::from_secs(30), tasks).await;
-    let acked = acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let attempted = attempted.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let acked = guard(&acked).clone();
+    let attempted = guard(&attempted).clone();
     assert!(
         acked.len() >= 800,
         "the load never got going: {} acknowledged",
@@ -354,10 +353,7 @@ async fn kill_9_mid_lock_and_redeem_loses_no_acknowledged_step() {
                 if status != 200 {
                     continue;
                 }
-                locked
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((user, coupon.clone()));
+                guard(&locked).push((user, coupon.clone()));
                 let Ok(r) = client
                     .post(format!("{base}/api/v1/orders/{order}/coupons/redeem"))
                     .bearer_auth(&t)
@@ -368,17 +364,14 @@ async fn kill_9_mid_lock_and_redeem_loses_no_acknowledged_step() {
                     return;
                 };
                 if r.status() == 200 {
-                    redeemed
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((user, coupon));
+                    guard(&redeemed).push((user, coupon));
                 }
             }
         }));
     }
     kill_9_once(&mut child, &redeemed, 300, Duration::from_secs(60), tasks).await;
-    let locked = locked.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let redeemed = redeemed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let locked = guard(&locked).clone();
+    let redeemed = guard(&redeemed).clone();
     assert!(
         redeemed.len() >= 300,
         "the load never got going: {} redeemed",
