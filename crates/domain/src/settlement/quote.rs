@@ -176,11 +176,12 @@ pub fn quote_fragment(c: &UserCoupon, t: &Template) -> String {
         template_id: t.id,
         name: &t.name,
     };
-    // Serialising ids and a string into a Vec cannot fail.
-    let mut s = serde_json::to_string(&head).unwrap_or_default();
-    s.pop();
-    s.remove(0);
-    s
+    // Serialising ids and a string cannot fail; the object's braces are dropped.
+    let s = serde_json::to_string(&head).unwrap_or_default();
+    s.strip_prefix('{')
+        .and_then(|inner| inner.strip_suffix('}'))
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Writes `p` as the JSON of the [`Quote`] it stands for, byte for byte what serialising
