@@ -14,6 +14,7 @@
 pub mod audit;
 pub mod auth;
 pub mod coupon;
+pub mod discovery;
 pub mod distribution;
 pub mod error;
 pub mod flow;
