@@ -37,7 +37,9 @@ pub struct HttpLimits {
 
 /// The routes and their OpenAPI document.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    use routes::{auth, distributions, flow_rules, ops, reminders, settlement, shopper, templates};
+    use routes::{
+        auth, discovery, distributions, flow_rules, ops, reminders, settlement, shopper, templates,
+    };
     use utoipa_axum::router::UtoipaMethodRouterExt;
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(ops::healthz))
@@ -76,6 +78,9 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(shopper::claim))
         .routes(routes!(shopper::my_coupons))
         .routes(routes!(shopper::my_coupon))
+        .routes(routes!(discovery::shop_templates))
+        .routes(routes!(discovery::goods_templates))
+        .routes(routes!(discovery::claimable))
         .routes(routes!(reminders::set_reminder, reminders::delete_reminder))
         .routes(routes!(reminders::my_reminders))
         .split_for_parts()

@@ -20,6 +20,7 @@ use utoipa::{Modify, OpenApi};
         (name = "back-office", description = "Coupon templates for merchants (own shop) and admins (any shop)"),
         (name = "distribution", description = "Bulk push of a template's coupons to the users of an uploaded file"),
         (name = "engine", description = "Shoppers: template view, claims, my coupons"),
+        (name = "discovery", description = "Shoppers: claimable coupons of a shop, a product and a cart"),
         (name = "settlement", description = "Checkout quote and the order lifecycle of coupons: lock, redeem, release, refund"),
         (name = "operations", description = "Health, readiness, metrics"),
     )

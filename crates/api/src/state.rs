@@ -46,6 +46,7 @@ pub struct Shared {
     pub backoffice: Arc<BackOffice>,
     pub auth: Arc<AuthService>,
     pub claims: Arc<Claims>,
+    pub discovery: Arc<stampede_core::discovery::Discovery>,
     pub distributions: Arc<Distributions>,
     pub settlements: Arc<Settlements>,
     pub reminders: Arc<Reminders>,

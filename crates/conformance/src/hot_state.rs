@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 use stampede_core::claim_ports::{
     ClaimOutcome, ClaimRecord, ClaimState, CouponQuery, CouponStore, HotState, OutboxEvent,
-    Reservation, RowReservation,
+    Reservation, RowReservation, Standing,
 };
 use stampede_core::distribution_ports::row_key;
 use stampede_core::ports::{ChangeOutcome, StoreError};
@@ -54,6 +54,7 @@ macro_rules! hot_state_suite {
                 a_full_size_batch_in_one_call,
                 batches_and_claims_racing_never_oversell,
                 batches_and_claims_racing_never_break_the_limit,
+                standing_is_stock_and_the_users_count,
             );
         }
     };
@@ -347,6 +348,65 @@ pub async fn loads_on_first_claim_with_counts_and_keys_from_the_system_of_record
     assert_eq!(stock(&*hot, &t).await, Some(7));
     assert_eq!(f.loads(), 1, "loaded once");
     assert_durable(f, &t, vec![record(&c, None)]).await;
+}
+
+/// What discovery reads: stock and a user's count, loading a template only for a user.
+pub async fn standing_is_stock_and_the_users_count(f: &dyn HotFixture) {
+    let hot = f.hot();
+    let t = limited(f, 40, 10, 3).await;
+    let u = limited(f, 41, 5, 1).await;
+    f.store()
+        .commit_claims(&[
+            prior(&t, 5, 1, Origin::Claim, None),
+            prior(&t, 5, 2, Origin::Distribution, None),
+        ])
+        .await
+        .unwrap();
+    let t = reread(f, &t).await;
+    let none = Standing::default();
+    assert_eq!(
+        hot.standing(&[&t, &u], None).await.unwrap(),
+        vec![none, none],
+        "nothing loaded for an anonymous read"
+    );
+    assert_eq!(f.loads(), 0);
+    let got = hot.standing(&[&t, &u], Some(uid(5))).await.unwrap();
+    assert_eq!(
+        got,
+        vec![
+            Standing {
+                stock: Some(8),
+                held: Some(2)
+            },
+            Standing {
+                stock: Some(5),
+                held: Some(0)
+            },
+        ]
+    );
+    claimed(claim(&*hot, &t, 5, open()).await);
+    claimed(claim(&*hot, &t, 6, open()).await);
+    assert_eq!(
+        hot.standing(&[&t], Some(uid(5))).await.unwrap(),
+        vec![Standing {
+            stock: Some(6),
+            held: Some(3)
+        }]
+    );
+    assert_eq!(
+        hot.standing(&[&t, &u], None).await.unwrap(),
+        vec![
+            Standing {
+                stock: Some(6),
+                held: None
+            },
+            Standing {
+                stock: Some(5),
+                held: None
+            },
+        ]
+    );
+    assert_eq!(hot.standing(&[], Some(uid(5))).await.unwrap(), vec![]);
 }
 
 pub async fn a_large_claim_history_loads_whole(f: &dyn HotFixture) {

@@ -186,6 +186,14 @@ pub enum RowReservation {
     Refused(ClaimRefusal),
 }
 
+/// One template's standing on the claim path (see [`HotState::standing`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Standing {
+    pub stock: Option<i64>,
+    /// `None` when no user was asked about.
+    pub held: Option<u32>,
+}
+
 #[async_trait]
 pub trait HotState: Send + Sync + 'static {
     /// Claims one coupon of `t` for `coupon.user_id`, deciding status, window, stock, the
@@ -214,6 +222,17 @@ pub trait HotState: Send + Sync + 'static {
 
     /// Remaining stock as the hot path sees it; `None` when the template is not loaded.
     async fn stock(&self, t: &Template) -> Result<Option<i64>, StoreError>;
+
+    /// For each of `ts`, in order: its remaining stock and how many of its coupons `user`
+    /// holds (what the per-user limit counts), as the claim path sees them. With a `user`, a
+    /// template not yet in the hot state is loaded first so the count is exact; without one,
+    /// such a template answers `stock: None` (the stored stock is then exact: nothing has
+    /// claimed it through this hot state).
+    async fn standing(
+        &self,
+        ts: &[&Template],
+        user: Option<UserId>,
+    ) -> Result<Vec<Standing>, StoreError>;
 
     /// The back-office changed `t` (restocked, terminated, ended); `t` is the template after
     /// the change. Stock is reconciled by `stock_total` (the hot stock moves by the difference

@@ -68,6 +68,34 @@ pub struct PublicTemplate {
     pub status: TemplateStatus,
 }
 
+impl PublicTemplate {
+    /// The view of `t` at `now` with `remaining` coupons left.
+    pub fn of(t: &Template, remaining: i64, now: Timestamp) -> Self {
+        PublicTemplate {
+            id: t.id,
+            shop_id: t.shop_id,
+            name: t.name.clone(),
+            instructions: t.instructions.clone(),
+            source: t.source,
+            scope: t.scope,
+            goods_ids: t.goods_ids.clone(),
+            kind: t.kind,
+            amount_off: t.amount_off,
+            threshold: t.threshold,
+            percent_off: t.percent_off,
+            max_off: t.max_off,
+            claim_start: t.claim_start,
+            claim_end: t.claim_end,
+            valid_from: t.valid_from,
+            valid_until: t.valid_until,
+            validity_hours: t.validity_hours,
+            per_user_limit: t.per_user_limit,
+            remaining_stock: remaining.max(0),
+            status: t.effective_status(now),
+        }
+    }
+}
+
 /// One page of "my coupons".
 #[derive(Debug, Clone)]
 pub struct CouponList {
@@ -171,30 +199,7 @@ impl Claims {
             .ok_or_else(|| AppError::not_found("template"))?;
         let now = self.clock.now();
         let remaining = self.hot.stock(&t).await?.unwrap_or(t.stock);
-        let t = (*t).clone().as_of(now);
-        let view = PublicTemplate {
-            id: t.id,
-            shop_id: t.shop_id,
-            name: t.name,
-            instructions: t.instructions,
-            source: t.source,
-            scope: t.scope,
-            goods_ids: t.goods_ids,
-            kind: t.kind,
-            amount_off: t.amount_off,
-            threshold: t.threshold,
-            percent_off: t.percent_off,
-            max_off: t.max_off,
-            claim_start: t.claim_start,
-            claim_end: t.claim_end,
-            valid_from: t.valid_from,
-            valid_until: t.valid_until,
-            validity_hours: t.validity_hours,
-            per_user_limit: t.per_user_limit,
-            remaining_stock: remaining.max(0),
-            status: t.status,
-        };
-        Ok((view, age))
+        Ok((PublicTemplate::of(&t, remaining, now), age))
     }
 
     /// Claims one coupon; `Ok((coupon, replayed))`.

@@ -12,7 +12,8 @@
 //!   (`RateLimiter`, `FlowRuleStore`).
 //! - `records`: the stored forms (flat records every adapter writes, no SQL); `events`: the
 //!   outbox events written with the changes they record; `ids`: the snowflake generator;
-//!   `coupon_cache`: the per-node cache of users' unused coupons for quotes.
+//!   `coupon_cache`: the per-node cache of users' unused coupons for quotes; `discovery`: the
+//!   claimable templates of a shop, a product or a cart, from per-shop listings in memory.
 //!
 //! Error policy: adapters return `StoreError`; use cases return `AppError`, whose variants
 //! map one-to-one onto the API's stable codes (`AppError::code`). Internal details stay in
@@ -25,6 +26,7 @@ pub mod claim_ports;
 pub mod claims;
 pub mod clock;
 pub mod coupon_cache;
+pub mod discovery;
 pub mod distribution_ports;
 pub mod distributions;
 pub mod error;

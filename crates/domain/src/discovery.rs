@@ -54,8 +54,14 @@ pub fn stock_level(remaining: i64, total: i64) -> StockLevel {
 /// Where the listing is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Place {
-    Shop { shop: ShopId, include_platform: bool },
-    Goods { shop: ShopId, goods: GoodsId },
+    Shop {
+        shop: ShopId,
+        include_platform: bool,
+    },
+    Goods {
+        shop: ShopId,
+        goods: GoodsId,
+    },
 }
 
 /// Whether `t` is shown at `place` (its status, window and stock aside).

@@ -18,7 +18,7 @@ use crate::writer::{self, Pending, WriterStats};
 use async_trait::async_trait;
 use jiff::Timestamp;
 use stampede_core::claim_ports::{
-    ClaimOutcome, ClaimRecord, CouponStore, HotState, Reservation, RowReservation,
+    ClaimOutcome, ClaimRecord, CouponStore, HotState, Reservation, RowReservation, Standing,
 };
 use stampede_core::ports::{Dependency, StoreError, TemplateStore};
 use stampede_domain::coupon::{ClaimRefusal, UserCoupon, check_window};
@@ -627,6 +627,28 @@ impl HotState for MemoryHotState {
         Ok(self
             .loaded(t.id)
             .map(|h| h.stock.load(Ordering::Acquire).max(0)))
+    }
+
+    async fn standing(
+        &self,
+        ts: &[&Template],
+        user: Option<UserId>,
+    ) -> Result<Vec<Standing>, StoreError> {
+        let mut out = Vec::with_capacity(ts.len());
+        for t in ts {
+            let hot = match user {
+                Some(_) => self.hot(t.id).await?,
+                None => self.loaded(t.id),
+            };
+            out.push(match hot {
+                None => Standing::default(),
+                Some(h) => Standing {
+                    stock: Some(h.stock.load(Ordering::Acquire).max(0)),
+                    held: user.map(|u| lock(&h.users[shard(u)]).get(&u).map_or(0, |s| s.len())),
+                },
+            });
+        }
+        Ok(out)
     }
 
     async fn template_changed(&self, t: &Template) -> Result<(), StoreError> {

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use redis::Value;
 use stampede_core::claim_ports::{
-    ClaimOutcome, CouponStore, HotState, Reservation, RowReservation,
+    ClaimOutcome, CouponStore, HotState, Reservation, RowReservation, Standing,
 };
 use stampede_core::ports::{Dependency, StoreError};
 use stampede_domain::coupon::{ClaimRefusal, UserCoupon};
@@ -376,6 +376,40 @@ impl RedisHotState {
         Ok(())
     }
 
+    /// Stock and the user's count of each template in one round trip.
+    async fn read_standing(
+        &self,
+        ts: &[&Template],
+        user: Option<UserId>,
+    ) -> Result<Vec<Standing>, StoreError> {
+        if ts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for t in ts {
+            let k = TemplateKeys::new(&self.prefix, t.id);
+            pipe.cmd("HGET").arg(&k.meta).arg("stock");
+            if let Some(u) = user {
+                pipe.cmd("HGET").arg(&k.users).arg(u.get());
+            }
+        }
+        let mut conn = self.conn.clone();
+        let values: Vec<Option<i64>> = pipe.query_async(&mut conn).await.map_err(backend)?;
+        let per = if user.is_some() { 2 } else { 1 };
+        Ok(values
+            .chunks(per)
+            .map(|v| {
+                let stock = v.first().copied().flatten();
+                Standing {
+                    stock: stock.map(|s| s.max(0)),
+                    held: user
+                        .map(|_| v.get(1).copied().flatten().unwrap_or(0))
+                        .map(|n| u32::try_from(n.max(0)).unwrap_or(u32::MAX)),
+                }
+            })
+            .collect())
+    }
+
     /// Read-your-writes copy of an acknowledged coupon. Its failure does not fail the claim,
     /// which is already durable in the claim log.
     async fn remember_pending(&self, c: &UserCoupon) {
@@ -470,6 +504,27 @@ impl HotState for RedisHotState {
             .query_async(&mut conn)
             .await
             .map_err(backend)
+    }
+
+    async fn standing(
+        &self,
+        ts: &[&Template],
+        user: Option<UserId>,
+    ) -> Result<Vec<Standing>, StoreError> {
+        let mut out = self.read_standing(ts, user).await?;
+        let Some(u) = user else {
+            return Ok(out);
+        };
+        // Not loaded yet: load (what a claim would do) so the user's count is exact.
+        for (t, st) in ts.iter().zip(out.iter_mut()) {
+            if st.stock.is_none() {
+                self.load(&TemplateKeys::new(&self.prefix, t.id), t).await?;
+                if let Some(fresh) = self.read_standing(&[t], Some(u)).await?.pop() {
+                    *st = fresh;
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn template_changed(&self, t: &Template) -> Result<(), StoreError> {

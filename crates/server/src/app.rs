@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 
 pub struct Application {
     catalog: Arc<Catalog>,
+    discovery: Arc<stampede_core::discovery::Discovery>,
     background: Vec<Background>,
     listener: TcpListener,
     router: axum::Router,
@@ -79,6 +80,7 @@ impl Application {
         }
         Ok(Application {
             catalog: claim_path.catalog,
+            discovery: claim_path.discovery,
             background,
             listener,
             router,
@@ -109,6 +111,11 @@ impl Application {
     /// The template read path (tests check its database query count).
     pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog.clone()
+    }
+
+    /// Discovery's listings (tests count their store queries).
+    pub fn discovery(&self) -> Arc<stampede_core::discovery::Discovery> {
+        self.discovery.clone()
     }
 
     /// Serves until `shutdown` is cancelled, then drains with the configured deadline.

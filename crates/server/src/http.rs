@@ -39,6 +39,7 @@ pub fn router(
         backoffice: services.backoffice.clone(),
         auth: services.auth.clone(),
         claims: claim_path.claims.clone(),
+        discovery: claim_path.discovery.clone(),
         distributions: use_cases.distributions.clone(),
         settlements: use_cases.settlements.clone(),
         reminders: use_cases.reminders.clone(),

@@ -86,8 +86,10 @@ pub fn metrics_renderer(
     let handle = prometheus();
     let catalog = claim_path.catalog.clone();
     let memory = claim_path.memory.clone();
+    let discovery = claim_path.discovery.clone();
     std::sync::Arc::new(move || {
         metrics::gauge!("stampede_template_db_queries").set(catalog.db_queries() as f64);
+        metrics::counter!("stampede_discovery_db_queries_total").absolute(discovery.db_queries());
         metrics::counter!("stampede_log_lines_dropped_total").absolute(dropped_lines());
         if let Some(m) = &memory {
             let (batches, claims, failed) = m.writer_stats().snapshot();

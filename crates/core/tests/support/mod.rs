@@ -8,7 +8,7 @@ use jiff::{SignedDuration, Timestamp};
 use stampede_core::catalog::{Catalog, CatalogConfig};
 use stampede_core::claim_ports::{
     ClaimOutcome, ClaimRecord, ClaimState, CouponQuery, CouponStore, HotState, OutboxEvent,
-    Reservation, RowReservation,
+    Reservation, RowReservation, Standing,
 };
 use stampede_core::claims::Claims;
 use stampede_core::clock::ManualClock;
@@ -327,6 +327,25 @@ impl HotState for LossyHot {
 
     async fn stock(&self, t: &Template) -> Result<Option<i64>, StoreError> {
         Ok(Some(t.stock - self.made.lock().unwrap().len() as i64))
+    }
+
+    async fn standing(
+        &self,
+        ts: &[&Template],
+        user: Option<UserId>,
+    ) -> Result<Vec<Standing>, StoreError> {
+        let made = self.made.lock().unwrap();
+        Ok(ts
+            .iter()
+            .map(|t| Standing {
+                stock: Some(t.stock - made.iter().filter(|c| c.template_id == t.id).count() as i64),
+                held: user.map(|u| {
+                    made.iter()
+                        .filter(|c| c.template_id == t.id && c.user_id == u)
+                        .count() as u32
+                }),
+            })
+            .collect())
     }
 
     async fn template_changed(&self, _t: &Template) -> Result<(), StoreError> {

@@ -135,10 +135,26 @@ fn places() {
 #[test]
 fn listed_follows_status_window_and_horizon() {
     let h = SignedDuration::from_hours(24);
-    assert!(listed(&template(1, 7, &[], Rule::Fixed(1), -1, 1), now(), h));
-    assert!(listed(&template(1, 7, &[], Rule::Fixed(1), 24, 48), now(), h));
-    assert!(!listed(&template(1, 7, &[], Rule::Fixed(1), 25, 48), now(), h));
-    assert!(!listed(&template(1, 7, &[], Rule::Fixed(1), -2, 0), now(), h));
+    assert!(listed(
+        &template(1, 7, &[], Rule::Fixed(1), -1, 1),
+        now(),
+        h
+    ));
+    assert!(listed(
+        &template(1, 7, &[], Rule::Fixed(1), 24, 48),
+        now(),
+        h
+    ));
+    assert!(!listed(
+        &template(1, 7, &[], Rule::Fixed(1), 25, 48),
+        now(),
+        h
+    ));
+    assert!(!listed(
+        &template(1, 7, &[], Rule::Fixed(1), -2, 0),
+        now(),
+        h
+    ));
     let mut ended = template(1, 7, &[], Rule::Fixed(1), -1, 1);
     ended.status = TemplateStatus::Terminated;
     assert!(!listed(&ended, now(), h));
@@ -171,8 +187,14 @@ fn cart_discount_uses_the_settlement_rules() {
     assert_eq!(c(template(1, 7, &[], Rule::Fixed(500), -1, 1)), Some(500));
     assert_eq!(c(template(2, 7, &[6], Rule::Fixed(500), -1, 1)), None);
     assert_eq!(c(template(3, 8, &[], Rule::Fixed(500), -1, 1)), None);
-    assert_eq!(c(template(4, 0, &[], Rule::Percent(10, 0, None), -1, 1)), Some(600));
-    assert_eq!(c(template(5, 7, &[], Rule::Threshold(1_000, 6_001), -1, 1)), None);
+    assert_eq!(
+        c(template(4, 0, &[], Rule::Percent(10, 0, None), -1, 1)),
+        Some(600)
+    );
+    assert_eq!(
+        c(template(5, 7, &[], Rule::Threshold(1_000, 6_001), -1, 1)),
+        None
+    );
     // Opening later still says what it would be worth.
     assert_eq!(c(template(6, 7, &[5], Rule::Fixed(700), 2, 5)), Some(700));
 }

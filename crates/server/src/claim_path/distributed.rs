@@ -13,6 +13,7 @@ use stampede_core::backoffice::TemplateObserver;
 use stampede_core::catalog::Catalog;
 use stampede_core::claim_ports::HotState;
 use stampede_core::coupon_cache::UserCouponCache;
+use stampede_core::discovery::Discovery;
 use stampede_hot_redis::{
     Invalidation, Persister, RedisHotState, RedisTemplateCache, UserInvalidation,
 };
@@ -54,10 +55,12 @@ pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::R
             .with_broadcast(user_tx),
     );
     let claims = super::claims(settings, services, &catalog, &hot, &quote_cache);
+    let discovery = super::discovery(settings, services, &hot);
     let observer: Arc<dyn TemplateObserver> = Arc::new(Broadcast {
         local: LocalSync {
             catalog: catalog.clone(),
             hot: hot.clone(),
+            discovery: discovery.clone(),
         },
         invalidation: Invalidation::new(conn.clone(), &r.prefix),
     });
@@ -76,9 +79,10 @@ pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::R
         observer,
         memory: None,
         persister: Some(Arc::new(persister)),
+        discovery: discovery.clone(),
         quote_cache: quote_cache.clone(),
         background: vec![
-            invalidation_subscriber(settings, catalog),
+            invalidation_subscriber(settings, catalog, discovery),
             user_broadcast(conn.clone(), &r.prefix, node_tag, user_rx),
             user_subscriber(settings, node_tag, quote_cache.clone()),
             crate::storage::database_watch(
@@ -135,18 +139,28 @@ fn user_subscriber(settings: &Settings, node_tag: u64, cache: Arc<UserCouponCach
 }
 
 /// Listens for other nodes' template changes and reloads them into this node's catalog.
-fn invalidation_subscriber(settings: &Settings, catalog: Arc<Catalog>) -> Background {
+fn invalidation_subscriber(
+    settings: &Settings,
+    catalog: Arc<Catalog>,
+    discovery: Arc<Discovery>,
+) -> Background {
     let (url, prefix) = (settings.redis.url.clone(), settings.redis.prefix.clone());
     Box::new(move |token: CancellationToken| -> BoxFuture<'static, ()> {
         let cat = catalog.clone();
+        let disc = discovery.clone();
         let on_invalidate = move |id| {
-            let cat = cat.clone();
-            tokio::spawn(async move { cat.created(id).await });
+            let (cat, disc) = (cat.clone(), disc.clone());
+            tokio::spawn(async move {
+                cat.created(id).await;
+                disc.changed_elsewhere(id).await;
+            });
         };
         // Templates created elsewhere between the start-up bloom load (or a lost
         // subscription) and this subscription were never announced to this node: reload the
         // ids each time the subscription is (re)established, or claims on them would be 404.
+        let discovery = discovery.clone();
         let on_subscribed = move || {
+            discovery.forget_all();
             let cat = catalog.clone();
             tokio::spawn(async move {
                 if let Err(e) = cat.rebuild_bloom().await {

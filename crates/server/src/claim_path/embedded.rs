@@ -49,9 +49,11 @@ pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::R
     let hot: Arc<dyn HotState> = memory.clone();
     let quote_cache = quote_cache(settings);
     let claims = super::claims(settings, services, &catalog, &hot, &quote_cache);
+    let discovery = super::discovery(settings, services, &hot);
     let observer: Arc<dyn TemplateObserver> = Arc::new(LocalSync {
         catalog: catalog.clone(),
         hot: hot.clone(),
+        discovery: discovery.clone(),
     });
     Ok(ClaimPath {
         catalog,
@@ -60,6 +62,7 @@ pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::R
         observer,
         memory: Some(memory),
         persister: None,
+        discovery,
         quote_cache,
         background: Vec::new(),
     })

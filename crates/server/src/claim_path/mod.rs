@@ -1,6 +1,6 @@
 //! The claim path for the configured mode: the catalog (template read path), the hot state
 //! (`embedded`: in-process + group commit to SQLite; `distributed`: Redis + claim logs), the
-//! claim use case, the quote cache, and the observer that keeps caches and hot state in step
+//! claim use case, the quote cache, discovery's listings, and the observer that keeps caches and hot state in step
 //! with back-office changes (`observers`).
 
 mod distributed;
@@ -15,6 +15,7 @@ use stampede_core::catalog::{Catalog, CatalogConfig};
 use stampede_core::claim_ports::HotState;
 use stampede_core::claims::Claims;
 use stampede_core::coupon_cache::UserCouponCache;
+use stampede_core::discovery::{Discovery, DiscoveryConfig};
 use stampede_hot_memory::MemoryHotState;
 use stampede_hot_redis::Persister;
 use std::sync::Arc;
@@ -28,6 +29,8 @@ pub struct ClaimPath {
     pub memory: Option<Arc<MemoryHotState>>,
     /// Distributed mode: drains claim logs into MySQL (run as a job on every node).
     pub persister: Option<Arc<Persister>>,
+    /// Shop, product and cart listings of claimable templates (per-shop, in memory).
+    pub discovery: Arc<Discovery>,
     /// Each user's unused coupons for quotes; every change this node makes invalidates.
     pub quote_cache: Arc<UserCouponCache>,
     /// Long-running tasks (distributed: the invalidation subscriber).
@@ -75,6 +78,21 @@ fn claims(
         )
         .with_key_required(settings.engine.claim_key_required),
     )
+}
+
+fn discovery(settings: &Settings, services: &Services, hot: &Arc<dyn HotState>) -> Arc<Discovery> {
+    let d = &settings.discovery;
+    Arc::new(Discovery::new(
+        services.stores.templates.clone(),
+        hot.clone(),
+        services.clock.clone(),
+        DiscoveryConfig {
+            horizon: jiff::SignedDuration::from_hours(i64::from(d.horizon_hours)),
+            capacity: d.shops_cached,
+            ttl: d.listing_ttl,
+            max_per_shop: d.max_templates_per_shop.max(1),
+        },
+    ))
 }
 
 fn quote_cache(settings: &Settings) -> Arc<UserCouponCache> {

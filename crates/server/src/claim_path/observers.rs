@@ -1,11 +1,12 @@
 //! How back-office changes reach the claim path after their transaction committed:
-//! `LocalSync` updates this node's catalog and hot state; `Broadcast` also tells the other
+//! `LocalSync` updates this node's catalog, discovery listings and hot state; `Broadcast` also tells the other
 //! nodes (distributed mode).
 
 use async_trait::async_trait;
 use stampede_core::backoffice::TemplateObserver;
 use stampede_core::catalog::Catalog;
 use stampede_core::claim_ports::HotState;
+use stampede_core::discovery::Discovery;
 use stampede_domain::template::Template;
 use stampede_hot_redis::Invalidation;
 use std::sync::Arc;
@@ -14,16 +15,19 @@ use std::sync::Arc;
 pub(super) struct LocalSync {
     pub catalog: Arc<Catalog>,
     pub hot: Arc<dyn HotState>,
+    pub discovery: Arc<Discovery>,
 }
 
 #[async_trait]
 impl TemplateObserver for LocalSync {
     async fn created(&self, t: &Template) {
         self.catalog.created(t.id).await;
+        self.discovery.changed(t.shop_id);
     }
 
     async fn changed(&self, t: &Template) {
         self.catalog.changed(t.id).await;
+        self.discovery.changed(t.shop_id);
         if let Err(e) = self.hot.template_changed(t).await {
             // The hot state reloads from the system of record on its next load; an active
             // one keeps its old stock/status until then, so say so loudly.

@@ -5,6 +5,7 @@
 //! configured, Stampede runs embedded (SQLite in `./stampede-data/`, on 127.0.0.1:8080).
 
 mod auth;
+mod discovery;
 mod distribution;
 mod engine;
 mod flow;
@@ -18,6 +19,7 @@ pub mod units;
 mod workers;
 
 pub use auth::{AuthSettings, IdSettings, Secret};
+pub use discovery::DiscoverySettings;
 pub use distribution::DistributionSettings;
 pub use engine::{EngineSettings, RedisSettings};
 pub use flow::FlowSettings;
@@ -49,6 +51,7 @@ pub struct Settings {
     pub reminder: ReminderSettings,
     pub resilience: ResilienceSettings,
     pub flow: FlowSettings,
+    pub discovery: DiscoverySettings,
 }
 
 impl Settings {

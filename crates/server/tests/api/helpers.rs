@@ -26,6 +26,7 @@ pub struct TestApp {
     pub config_file: std::path::PathBuf,
     tokens: TokenService,
     pub catalog: Arc<stampede_core::catalog::Catalog>,
+    pub discovery: Arc<stampede_core::discovery::Discovery>,
     pub coupons: Arc<dyn stampede_core::claim_ports::CouponStore>,
     runner: Runner,
     shutdown: CancellationToken,
@@ -131,6 +132,7 @@ pub async fn spawn_app_from(
     let base = format!("http://127.0.0.1:{}", app.port());
     let runner = app.runner();
     let catalog = app.catalog();
+    let discovery = app.discovery();
     let coupons = app.stores().coupons.clone();
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
@@ -139,6 +141,7 @@ pub async fn spawn_app_from(
         client: crate::common::http_client(),
         tokens: TokenService::new(SECRET.as_bytes(), clock.clone()),
         catalog,
+        discovery,
         coupons,
         clock,
         settings,

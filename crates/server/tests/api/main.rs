@@ -7,6 +7,7 @@ mod bad_input;
 mod cli;
 #[path = "../common/mod.rs"]
 mod common;
+mod discovery;
 mod distribution;
 mod flow;
 mod helpers;

@@ -23,7 +23,7 @@ pub struct CartLine {
 }
 
 /// Reads `items` into cart lines, reporting type errors as `items[i].field`.
-pub(super) fn read_items(
+pub(crate) fn read_items(
     f: &mut Fields,
     errs: &mut ValidationErrors,
 ) -> Option<Vec<CartItemDraft>> {
@@ -55,7 +55,7 @@ pub(super) fn read_items(
 }
 
 /// The cart, with every error of the body and of the cart at once.
-pub(super) fn cart_of(
+pub(crate) fn cart_of(
     drafts: Option<Vec<CartItemDraft>>,
     mut errs: ValidationErrors,
 ) -> ApiResult<Cart> {

@@ -6,7 +6,7 @@
 //! release, refund) and reading the order's settlement. `cart` reads the cart lines that
 //! quote and lock share.
 
-mod cart;
+pub(crate) mod cart;
 mod lock;
 mod order;
 mod quote;

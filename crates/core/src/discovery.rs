@@ -1,0 +1,478 @@
+//! Coupon discovery's read path: the claimable templates of a shop page, a product page and
+//! a cart, answered from this node's memory.
+//!
+//! Per shop (the platform is shop `0`) the node caches the shop's active, not yet closed
+//! templates: one store query on a miss, none on a hit. Stock and the user's count come from
+//! the hot state, never from the database. Which templates show, and in what order, is
+//! `stampede_domain::discovery`.
+//!
+//! Coherence: every template creation or change bumps a generation counter of the shop's
+//! stripe (this node's changes through the back-office observer, other nodes' through the
+//! invalidation channel); a cached listing whose generation is behind is loaded again, so a
+//! terminated template leaves every listing on the next request. A listing loaded while a
+//! change committed carries the generation read before its query, so it is reloaded at once.
+//! Ends need no signal (the claim window is checked on every request) and neither does
+//! selling out (stock is read live). A lost broadcast is bounded by the listing's TTL.
+
+use crate::claim_ports::{HotState, Standing};
+use crate::claims::PublicTemplate;
+use crate::clock::Clock;
+use crate::error::AppError;
+use crate::ports::{StoreError, TemplateQuery, TemplateStore};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jiff::{SignedDuration, Timestamp};
+use moka::future::Cache;
+use serde::Serialize;
+use stampede_domain::ValidationErrors;
+use stampede_domain::auth::{Principal, Role};
+use stampede_domain::discovery::{
+    self as rules, Candidate, Listing, Place, SortKey, StockLevel, stock_level,
+};
+use stampede_domain::ids::{GoodsId, ShopId, TemplateId, UserId};
+use stampede_domain::money::Money;
+use stampede_domain::settlement::Cart;
+use stampede_domain::template::{Template, TemplateStatus};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Generation stripes: a change reloads the listings of its stripe's shops only.
+const STRIPES: usize = 4_096;
+
+#[derive(Debug, Clone)]
+pub struct DiscoveryConfig {
+    /// Templates opening within this much of now are listed (upcoming sales).
+    pub horizon: SignedDuration,
+    /// Shops whose listing this node keeps.
+    pub capacity: u64,
+    /// How long a listing lives without any change signal (bounds a lost broadcast).
+    pub ttl: Duration,
+    /// Most active templates one shop's listing holds (newest first).
+    pub max_per_shop: u32,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            horizon: SignedDuration::from_hours(24),
+            capacity: 100_000,
+            ttl: Duration::from_secs(60),
+            max_per_shop: 1_000,
+        }
+    }
+}
+
+struct ShopListing {
+    generation: u64,
+    templates: Vec<Arc<Template>>,
+}
+
+/// One template in a discovery answer.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DiscoveredTemplate {
+    #[serde(flatten)]
+    pub template: PublicTemplate,
+    /// `plenty`, `few` (at most 10 % of the total or at most 10 left) or `sold_out`.
+    pub stock_level: StockLevel,
+    /// What it takes off: on the reference `price` (listings) or on the cart (claimable).
+    #[cfg_attr(feature = "openapi", schema(value_type = i64, minimum = 0))]
+    pub discount: Money,
+    /// User callers only: coupons of it the user holds (what the limit counts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_claimed: Option<u32>,
+    /// User callers only: the template's per-user limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_limit: Option<u32>,
+    /// User callers only: whether a claim now would pass (window open, stock left, under
+    /// the limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub can_claim: Option<bool>,
+}
+
+/// One page of a discovery answer.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DiscoveryPage {
+    /// Most useful first: larger discount, then the claim window closing sooner, then id.
+    pub items: Vec<DiscoveredTemplate>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// Present (`true`) only when the hot state could not be read: stock is the stored one
+    /// and per-user fields are left out.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
+}
+
+/// Paging and display options every discovery read takes (as the edge read them).
+#[derive(Debug, Clone, Default)]
+pub struct PageParams {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+    pub include_sold_out: bool,
+}
+
+pub struct Discovery {
+    store: Arc<dyn TemplateStore>,
+    hot: Arc<dyn HotState>,
+    clock: Arc<dyn Clock>,
+    cfg: DiscoveryConfig,
+    listings: Cache<ShopId, Arc<ShopListing>>,
+    generations: Box<[AtomicU64]>,
+    db_queries: AtomicU64,
+}
+
+impl Discovery {
+    pub fn new(
+        store: Arc<dyn TemplateStore>,
+        hot: Arc<dyn HotState>,
+        clock: Arc<dyn Clock>,
+        cfg: DiscoveryConfig,
+    ) -> Self {
+        let listings = Cache::builder()
+            .max_capacity(cfg.capacity)
+            .time_to_live(cfg.ttl)
+            .build();
+        Self {
+            store,
+            hot,
+            clock,
+            cfg,
+            listings,
+            generations: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            db_queries: AtomicU64::new(0),
+        }
+    }
+
+    /// Store queries made to fill listings (for metrics and tests): flat in steady state.
+    pub fn db_queries(&self) -> u64 {
+        self.db_queries.load(Ordering::Relaxed)
+    }
+
+    /// A template of `shop` was created or changed (after its commit).
+    pub fn changed(&self, shop: ShopId) {
+        self.stripe(shop).fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Another node created or changed template `id`: find its shop (one read; the change
+    /// is rare, the listing hot) and reload that shop's listing. If the shop cannot be
+    /// learned, every listing is reloaded.
+    pub async fn changed_elsewhere(&self, id: TemplateId) {
+        self.db_queries.fetch_add(1, Ordering::Relaxed);
+        match self.store.get_template(id).await {
+            Ok(Some(t)) => self.changed(t.shop_id),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(template = %id, error = %e, "could not learn a changed template's shop; reloading every listing");
+                self.forget_all();
+            }
+        }
+    }
+
+    /// Changes may have been missed (a broadcast subscription was re-established).
+    pub fn forget_all(&self) {
+        for g in self.generations.iter() {
+            g.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn stripe(&self, shop: ShopId) -> &AtomicU64 {
+        let x = (shop.get() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        &self.generations[(x >> 52) as usize % STRIPES]
+    }
+
+    /// The active, not yet closed templates of `shop`, from cache when current.
+    async fn listing(&self, shop: ShopId) -> Result<Arc<ShopListing>, StoreError> {
+        let generation = self.stripe(shop).load(Ordering::Acquire);
+        if let Some(l) = self.listings.get(&shop).await
+            && l.generation == generation
+        {
+            metrics::counter!("stampede_discovery_listing_hits_total").increment(1);
+            return Ok(l);
+        }
+        metrics::counter!("stampede_discovery_listing_loads_total").increment(1);
+        self.db_queries.fetch_add(1, Ordering::Relaxed);
+        let page = self
+            .store
+            .list_templates(&TemplateQuery {
+                shop_id: Some(shop),
+                status: Some(TemplateStatus::Active),
+                kind: None,
+                name: None,
+                page: 1,
+                page_size: self.cfg.max_per_shop,
+                now: self.clock.now(),
+            })
+            .await?;
+        let l = Arc::new(ShopListing {
+            generation,
+            templates: page.items.into_iter().map(Arc::new).collect(),
+        });
+        self.listings.insert(shop, l.clone()).await;
+        Ok(l)
+    }
+
+    /// The templates of `shops` that apply to `place` and are listed at `now`.
+    async fn candidates(
+        &self,
+        shops: &[ShopId],
+        place: Option<Place>,
+        now: Timestamp,
+    ) -> Result<Vec<Arc<Template>>, AppError> {
+        let mut out = Vec::new();
+        for &shop in shops {
+            let l = self.listing(shop).await?;
+            out.extend(
+                l.templates
+                    .iter()
+                    .filter(|t| place.is_none_or(|p| rules::applies(t, p)))
+                    .filter(|t| rules::listed(t, now, self.cfg.horizon))
+                    .cloned(),
+            );
+        }
+        Ok(out)
+    }
+
+    /// The hot state's view of `ts`; when it cannot be read, the stored stock and no
+    /// per-user fields (`partial`).
+    async fn standing(&self, ts: &[Arc<Template>], user: Option<UserId>) -> (Vec<Standing>, bool) {
+        let refs: Vec<&Template> = ts.iter().map(|t| t.as_ref()).collect();
+        match self.hot.standing(&refs, user).await {
+            Ok(s) if s.len() == ts.len() => (s, false),
+            Ok(_) => {
+                tracing::error!("the hot state answered for another number of templates");
+                (vec![Standing::default(); ts.len()], true)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "discovery answers without the hot state");
+                metrics::counter!("stampede_discovery_partial_total").increment(1);
+                (vec![Standing::default(); ts.len()], true)
+            }
+        }
+    }
+
+    /// Templates of a shop page.
+    pub async fn shop(
+        &self,
+        who: &Principal,
+        shop: ShopId,
+        include_platform: bool,
+        price: Option<i64>,
+        page: PageParams,
+    ) -> Result<DiscoveryPage, AppError> {
+        let place = Place::Shop {
+            shop,
+            include_platform,
+        };
+        let mut shops = vec![shop];
+        if include_platform && !shop.is_platform() {
+            shops.push(ShopId::PLATFORM);
+        }
+        self.listed_page(who, &shops, place, price, page).await
+    }
+
+    /// Templates that apply to one product of `shop`.
+    pub async fn goods(
+        &self,
+        who: &Principal,
+        shop: ShopId,
+        goods: GoodsId,
+        price: Option<i64>,
+        page: PageParams,
+    ) -> Result<DiscoveryPage, AppError> {
+        let place = Place::Goods { shop, goods };
+        let shops: &[ShopId] = if shop.is_platform() {
+            &[ShopId::PLATFORM]
+        } else {
+            &[shop, ShopId::PLATFORM]
+        };
+        self.listed_page(who, shops, place, price, page).await
+    }
+
+    async fn listed_page(
+        &self,
+        who: &Principal,
+        shops: &[ShopId],
+        place: Place,
+        price: Option<i64>,
+        page: PageParams,
+    ) -> Result<DiscoveryPage, AppError> {
+        let mut errs = ValidationErrors::new();
+        let price = match Money::parse(price.unwrap_or(rules::DEFAULT_REFERENCE_PRICE)) {
+            Ok(m) => m,
+            Err(e) => {
+                errs.add("price", e.to_string());
+                Money::ZERO
+            }
+        };
+        let listing = self.listing_params(&page, &mut errs);
+        errs.finish(()).map_err(AppError::Validation)?;
+        let user = user_of(who);
+        let now = listing.now;
+        let ts = self.candidates(shops, Some(place), now).await?;
+        let (standing, partial) = self.standing(&ts, user).await;
+        Ok(render(
+            &ts,
+            &standing,
+            partial,
+            &listing,
+            |t| Some(rules::reference_discount(t, price)),
+            now,
+        ))
+    }
+
+    /// The templates `who` (a user) could still claim that would lower `cart`'s price, with
+    /// what each takes off this cart on its own.
+    pub async fn claimable(
+        &self,
+        who: &Principal,
+        cart: &Cart,
+        page: PageParams,
+    ) -> Result<DiscoveryPage, AppError> {
+        let user = crate::claims::user_of(who)?;
+        let mut errs = ValidationErrors::new();
+        let listing = self.listing_params(&page, &mut errs);
+        errs.finish(()).map_err(AppError::Validation)?;
+        let now = listing.now;
+        let mut shops: Vec<ShopId> = cart.shops().iter().map(|s| s.shop_id).collect();
+        shops.push(ShopId::PLATFORM);
+        let ts: Vec<Arc<Template>> = self
+            .candidates(&shops, None, now)
+            .await?
+            .into_iter()
+            .filter(|t| t.claim_start <= now)
+            .collect();
+        let (standing, partial) = self.standing(&ts, Some(user)).await;
+        // Only what a claim now would get: open, in stock, under the limit.
+        let keep: Vec<bool> = ts
+            .iter()
+            .zip(&standing)
+            .map(|(t, s)| {
+                let c = Candidate {
+                    template: t,
+                    remaining: s.stock.unwrap_or(t.stock),
+                    held: s.held,
+                };
+                c.can_claim(now).unwrap_or(partial)
+            })
+            .collect();
+        let (ts, standing): (Vec<_>, Vec<_>) = ts
+            .into_iter()
+            .zip(standing)
+            .zip(keep)
+            .filter_map(|(pair, k)| k.then_some(pair))
+            .unzip();
+        Ok(render(
+            &ts,
+            &standing,
+            partial,
+            &Listing {
+                include_sold_out: false,
+                ..listing
+            },
+            |t| rules::cart_discount(t, user, cart, now),
+            now,
+        ))
+    }
+
+    /// Adds to `errs` what is wrong with `price` and `page`, so the edge can report them
+    /// with its own errors at once (the reads check them again).
+    pub fn check(&self, price: Option<i64>, page: &PageParams, errs: &mut ValidationErrors) {
+        if let Some(p) = price
+            && let Err(e) = Money::parse(p)
+        {
+            errs.add("price", e.to_string());
+        }
+        self.listing_params(page, errs);
+    }
+
+    fn listing_params(&self, page: &PageParams, errs: &mut ValidationErrors) -> Listing {
+        let limit = match page.limit {
+            None => rules::DEFAULT_PAGE_SIZE,
+            Some(n) if (1..=rules::MAX_PAGE_SIZE).contains(&n) => n,
+            Some(_) => {
+                errs.add(
+                    "limit",
+                    format!("must be between 1 and {}", rules::MAX_PAGE_SIZE),
+                );
+                rules::DEFAULT_PAGE_SIZE
+            }
+        };
+        let after = match page.cursor.as_deref() {
+            None | Some("") => None,
+            Some(c) => {
+                let k = decode_cursor(c);
+                if k.is_none() {
+                    errs.add("cursor", "is not a cursor this API returned");
+                }
+                k
+            }
+        };
+        Listing {
+            now: self.clock.now(),
+            horizon: self.cfg.horizon,
+            include_sold_out: page.include_sold_out,
+            limit,
+            after,
+        }
+    }
+}
+
+fn user_of(who: &Principal) -> Option<UserId> {
+    (who.role == Role::User)
+        .then(|| UserId::parse(&who.subject))
+        .flatten()
+}
+
+fn render(
+    ts: &[Arc<Template>],
+    standing: &[Standing],
+    partial: bool,
+    listing: &Listing,
+    discount: impl Fn(&Template) -> Option<Money>,
+    now: Timestamp,
+) -> DiscoveryPage {
+    let candidates = ts.iter().zip(standing).map(|(t, s)| Candidate {
+        template: t,
+        remaining: s.stock.unwrap_or(t.stock).max(0),
+        held: s.held,
+    });
+    let page = rules::rank(candidates, listing, discount);
+    DiscoveryPage {
+        items: page
+            .items
+            .iter()
+            .map(|r| {
+                let c = r.candidate;
+                let t = c.template;
+                DiscoveredTemplate {
+                    template: PublicTemplate::of(t, c.remaining, now),
+                    stock_level: stock_level(c.remaining, t.stock_total),
+                    discount: r.discount,
+                    user_claimed: c.held,
+                    user_limit: c.held.map(|_| t.per_user_limit),
+                    can_claim: c.can_claim(now),
+                }
+            })
+            .collect(),
+        next_cursor: page.next.map(encode_cursor),
+        partial,
+    }
+}
+
+/// Cursors are opaque to clients: the last item's sort key inside.
+fn encode_cursor(k: SortKey) -> String {
+    URL_SAFE_NO_PAD.encode(k.to_text())
+}
+
+fn decode_cursor(s: &str) -> Option<SortKey> {
+    let raw = URL_SAFE_NO_PAD.decode(s).ok()?;
+    SortKey::from_text(std::str::from_utf8(&raw).ok()?)
+}
+
+/// A shop id from the path: 404 when it is not one (as for any unknown resource).
+pub fn parse_shop(s: &str) -> Result<ShopId, AppError> {
+    ShopId::parse(s).ok_or_else(|| AppError::not_found("shop"))
+}
