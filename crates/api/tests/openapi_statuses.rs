@@ -77,9 +77,21 @@ const DOCUMENTED: &[(&str, &str, &[u16])] = &[
         &[200, 401, 403, 404, 422],
     ),
     ("post", "/api/v1/checkout/quote", &[200, 400, 401, 403, 422]),
-    ("post", "/api/v1/checkout/claimable", &[200, 400, 401, 403, 422]),
-    ("get", "/api/v1/shops/{shop_id}/templates", &[200, 401, 404, 422]),
-    ("get", "/api/v1/goods/{goods_id}/templates", &[200, 401, 404, 422]),
+    (
+        "post",
+        "/api/v1/checkout/claimable",
+        &[200, 400, 401, 403, 422],
+    ),
+    (
+        "get",
+        "/api/v1/shops/{shop_id}/templates",
+        &[200, 401, 404, 422],
+    ),
+    (
+        "get",
+        "/api/v1/goods/{goods_id}/templates",
+        &[200, 401, 404, 422],
+    ),
     (
         "post",
         "/api/v1/orders/{order_id}/coupons/lock",

@@ -6,6 +6,7 @@
 use crate::claim::{self, ClaimSetup};
 use crate::cli::{Cli, DistributionArgs, LoadArgs, OverloadArgs, RemindersArgs, Scenario};
 use crate::client::Target;
+use crate::discovery::{self, DiscoverySetup};
 use crate::find_rate;
 use crate::hot_rebuild;
 use crate::load::LoadOptions;
@@ -49,6 +50,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Quote { load, quote } => {
             runtime(load.threads)?.block_on(load_scenario(load, Setup::Quote(quote)))
         }
+        Scenario::Discovery { load, discovery } => {
+            runtime(load.threads)?.block_on(load_scenario(load, Setup::Discovery(discovery)))
+        }
         Scenario::LockRedeem { load, lock_redeem } => {
             runtime(load.threads)?.block_on(load_scenario(load, Setup::LockRedeem(lock_redeem)))
         }
@@ -60,6 +64,7 @@ enum Setup {
     Healthz,
     Claim(ClaimSetup),
     Quote(QuoteSetup),
+    Discovery(DiscoverySetup),
     LockRedeem(LockRedeemSetup),
 }
 
@@ -211,6 +216,15 @@ async fn load_scenario(args: LoadArgs, setup: Setup) -> anyhow::Result<()> {
             );
             ("quote", Arc::new(quote::setup(&target, &secret, &q).await?))
         }
+        Setup::Discovery(d) => {
+            let secret = args.secret()?;
+            eprintln!(
+                "setup: {} shops x {} templates, {} goods, {} users",
+                d.shops, d.per_shop, d.goods, d.users
+            );
+            let work = discovery::setup(&target, &secret, &d).await?;
+            ("discovery", Arc::new(work))
+        }
         Setup::LockRedeem(l) => {
             let secret = args.secret()?;
             eprintln!(
@@ -238,7 +252,18 @@ async fn load_scenario(args: LoadArgs, setup: Setup) -> anyhow::Result<()> {
         return find_highest_rate(&args, name, &target, work, bound).await;
     }
     phase(name);
+    let queries_before = match name {
+        "discovery" => Some(discovery::db_queries(&target).await?),
+        _ => None,
+    };
     let mut report = measure(name, &target, work, opts, args.threads, args.server_pid).await?;
+    if let Some(before) = queries_before {
+        let after = discovery::db_queries(&target).await?;
+        eprintln!(
+            "discovery database queries during the run (warm-up and window): {}",
+            after.saturating_sub(before)
+        );
+    }
     if args.compare_healthz {
         phase("healthz");
         let work = Arc::new(healthz_mix(&target)?);

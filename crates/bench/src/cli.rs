@@ -6,6 +6,7 @@
 use crate::auth;
 use crate::claim::ClaimSetup;
 use crate::client::Target;
+use crate::discovery::DiscoverySetup;
 use crate::distribution::DistributionOptions;
 use crate::hot_rebuild::HotRebuildOptions;
 use crate::load::LoadOptions;
@@ -60,6 +61,15 @@ pub enum Scenario {
         load: LoadArgs,
         #[command(flatten)]
         quote: QuoteSetup,
+    },
+    /// Product pages: GET /api/v1/goods/{id}/templates?shop_id= for random users and
+    /// products over many shops (10,000 × 20 templates by default), with the server's
+    /// discovery database queries counted over the window.
+    Discovery {
+        #[command(flatten)]
+        load: LoadArgs,
+        #[command(flatten)]
+        discovery: DiscoverySetup,
     },
     /// Lock one coupon for a fresh order, then redeem it: one pair per request, timed
     /// together. Stops early when the setup's coupons are all spent.

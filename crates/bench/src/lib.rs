@@ -25,6 +25,7 @@ pub mod bulk_claim;
 pub mod claim;
 pub mod cli;
 pub mod client;
+pub mod discovery;
 pub mod distribution;
 pub mod find_rate;
 pub mod hot_rebuild;

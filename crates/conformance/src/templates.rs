@@ -24,6 +24,7 @@ macro_rules! template_store_suite {
                 list_filters_paginates_and_counts,
                 list_pages_newest_first_across_shops,
                 list_filters_match_exactly,
+                list_filters_by_goods_and_claim_window,
                 changes_apply_refuse_and_audit_in_order,
                 change_rules_in_every_state,
                 audit_is_oldest_first,
@@ -47,6 +48,9 @@ fn query(shop_id: Option<ShopId>, page: u32, page_size: u32) -> TemplateQuery {
         page,
         page_size,
         now: now(),
+        goods_id: None,
+        claim_from: None,
+        claim_to: None,
     }
 }
 
@@ -493,6 +497,79 @@ pub async fn list_filters_match_exactly(f: &dyn StoreFixture) {
         ..named("sale")
     };
     assert_eq!(list(combined).await, (vec![2], 1));
+}
+
+/// The goods filter reads the goods index; the window filter keeps templates whose claim
+/// window overlaps the asked one. Both combine with the others, with and without a shop.
+pub async fn list_filters_by_goods_and_claim_window(f: &dyn StoreFixture) {
+    let s = f.store();
+    let store = &*s;
+    let scoped = |id: i64, shop_id: i64, goods: &[i64], start_h: i64, end_h: i64| {
+        let mut d = TemplateDraft {
+            claim_start: Some(now() + hours(start_h)),
+            claim_end: Some(now() + hours(end_h)),
+            ..draft(&format!("t{id}"))
+        };
+        if !goods.is_empty() {
+            d.scope = Some(Scope::Goods);
+            d.goods_ids = Some(goods.iter().map(|&g| GoodsId::new(g).unwrap()).collect());
+        }
+        build(d, id, shop_id)
+    };
+    // Shops 1..3 (spread over shards), goods 11 listed by 1, 2 and 4 (two shops), a goods id
+    // past 2^53 by 5; 3 is shop-wide.
+    for t in [
+        scoped(1, 1, &[11, 12], 0, 10),
+        scoped(2, 1, &[11], 20, 30),
+        scoped(3, 1, &[], 0, 10),
+        scoped(4, 2, &[13, 11], 5, 15),
+        scoped(5, 3, &[9_007_199_254_740_993], 0, 10),
+    ] {
+        create(store, &t).await;
+    }
+    let list = async |q: TemplateQuery| -> (Vec<i64>, u64) {
+        let p = store.list_templates(&q).await.unwrap();
+        let mut ids = ids(&p.items);
+        ids.sort_unstable();
+        (ids, p.total)
+    };
+    let goods = |g: i64| TemplateQuery {
+        goods_id: GoodsId::new(g),
+        ..query(None, 1, 50)
+    };
+    assert_eq!(list(goods(11)).await, (vec![1, 2, 4], 3));
+    assert_eq!(list(goods(12)).await, (vec![1], 1));
+    assert_eq!(list(goods(9_007_199_254_740_993)).await, (vec![5], 1));
+    assert_eq!(list(goods(14)).await, (vec![], 0));
+    assert_eq!(
+        list(TemplateQuery {
+            shop_id: Some(shop(1)),
+            ..goods(11)
+        })
+        .await,
+        (vec![1, 2], 2)
+    );
+    let window = |from: Option<i64>, to: Option<i64>| TemplateQuery {
+        claim_from: from.map(|h| now() + hours(h)),
+        claim_to: to.map(|h| now() + hours(h)),
+        ..query(None, 1, 50)
+    };
+    // [10, 20): template 1 ends at 10 and 2 starts at 20, so only 4 overlaps.
+    assert_eq!(list(window(Some(10), Some(20))).await, (vec![4], 1));
+    assert_eq!(
+        list(window(Some(9), Some(21))).await,
+        (vec![1, 2, 3, 4, 5], 5)
+    );
+    assert_eq!(list(window(Some(15), None)).await, (vec![2], 1));
+    assert_eq!(list(window(None, Some(5))).await, (vec![1, 3, 5], 3));
+    assert_eq!(
+        list(TemplateQuery {
+            goods_id: GoodsId::new(11),
+            ..window(Some(12), None)
+        })
+        .await,
+        (vec![2, 4], 2)
+    );
 }
 
 pub async fn changes_apply_refuse_and_audit_in_order(f: &dyn StoreFixture) {

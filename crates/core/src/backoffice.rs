@@ -11,7 +11,7 @@ use crate::ports::{
 };
 use stampede_domain::audit::AuditEntry;
 use stampede_domain::auth::{Principal, Role};
-use stampede_domain::ids::{ShopId, TemplateId};
+use stampede_domain::ids::{GoodsId, ShopId, TemplateId};
 use stampede_domain::template::{
     ChangeError, Kind, MAX_STOCK, Source, Template, TemplateChange, TemplateDraft, TemplateStatus,
 };
@@ -72,6 +72,9 @@ pub struct ListFilter {
     pub status: Option<TemplateStatus>,
     pub kind: Option<Kind>,
     pub name: Option<String>,
+    pub goods_id: Option<GoodsId>,
+    pub claim_from: Option<jiff::Timestamp>,
+    pub claim_to: Option<jiff::Timestamp>,
     pub page: Option<u32>,
     pub page_size: Option<u32>,
 }
@@ -289,6 +292,11 @@ impl BackOffice {
         if f.name.as_ref().is_some_and(|n| n.chars().count() > 100) {
             errs.add("name", "must be at most 100 characters");
         }
+        if let (Some(from), Some(to)) = (f.claim_from, f.claim_to)
+            && from >= to
+        {
+            errs.add("claim_to", "must be after claim_from");
+        }
         errs.finish(())?;
         let now = self.clock.now();
         let q = TemplateQuery {
@@ -299,6 +307,9 @@ impl BackOffice {
             page,
             page_size,
             now,
+            goods_id: f.goods_id,
+            claim_from: f.claim_from,
+            claim_to: f.claim_to,
         };
         let mut result = self.store.list_templates(&q).await?;
         result.items = result.items.into_iter().map(|t| t.as_of(now)).collect();

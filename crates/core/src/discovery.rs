@@ -65,7 +65,84 @@ impl Default for DiscoveryConfig {
 
 struct ShopListing {
     generation: u64,
-    templates: Vec<Arc<Template>>,
+    templates: Vec<Arc<Listed>>,
+}
+
+/// A listed template with the JSON of its unchanging fields rendered once (everything of
+/// the public view but stock and status), so an answer copies bytes instead of formatting
+/// twenty templates' names, ids and timestamps per request.
+struct Listed {
+    template: Template,
+    /// `"id":…,…,"per_user_limit":…` (no braces).
+    fragment: Box<str>,
+}
+
+impl Listed {
+    fn new(template: Template) -> Self {
+        let fragment = static_fragment(&template).into_boxed_str();
+        Self { template, fragment }
+    }
+}
+
+/// The public view's fields that do not change while a template is listed, in the view's
+/// order (`PublicTemplate`: these, then `remaining_stock` and `status`).
+#[derive(Serialize)]
+struct StaticFields<'a> {
+    id: TemplateId,
+    shop_id: ShopId,
+    name: &'a str,
+    instructions: &'a str,
+    source: stampede_domain::template::Source,
+    scope: stampede_domain::template::Scope,
+    goods_ids: &'a [GoodsId],
+    kind: stampede_domain::template::Kind,
+    amount_off: Option<Money>,
+    threshold: Option<Money>,
+    percent_off: Option<u8>,
+    max_off: Option<Money>,
+    claim_start: Timestamp,
+    claim_end: Timestamp,
+    valid_from: Option<Timestamp>,
+    valid_until: Option<Timestamp>,
+    validity_hours: Option<u32>,
+    per_user_limit: u32,
+}
+
+fn static_fragment(t: &Template) -> String {
+    let fields = StaticFields {
+        id: t.id,
+        shop_id: t.shop_id,
+        name: &t.name,
+        instructions: &t.instructions,
+        source: t.source,
+        scope: t.scope,
+        goods_ids: &t.goods_ids,
+        kind: t.kind,
+        amount_off: t.amount_off,
+        threshold: t.threshold,
+        percent_off: t.percent_off,
+        max_off: t.max_off,
+        claim_start: t.claim_start,
+        claim_end: t.claim_end,
+        valid_from: t.valid_from,
+        valid_until: t.valid_until,
+        validity_hours: t.validity_hours,
+        per_user_limit: t.per_user_limit,
+    };
+    // Serialising plain fields cannot fail; an empty fragment would still be valid JSON
+    // once the dynamic fields follow, but it is never expected.
+    let json = serde_json::to_string(&fields).unwrap_or_default();
+    json.strip_prefix('{')
+        .and_then(|j| j.strip_suffix('}'))
+        .map(str::to_owned)
+        .unwrap_or_default()
+}
+
+/// A rendered discovery answer: the JSON of a [`DiscoveryPage`] and whether it is partial.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub body: String,
+    pub partial: bool,
 }
 
 /// One template in a discovery answer.
@@ -204,11 +281,18 @@ impl Discovery {
                 page: 1,
                 page_size: self.cfg.max_per_shop,
                 now: self.clock.now(),
+                goods_id: None,
+                claim_from: None,
+                claim_to: None,
             })
             .await?;
         let l = Arc::new(ShopListing {
             generation,
-            templates: page.items.into_iter().map(Arc::new).collect(),
+            templates: page
+                .items
+                .into_iter()
+                .map(|t| Arc::new(Listed::new(t)))
+                .collect(),
         });
         self.listings.insert(shop, l.clone()).await;
         Ok(l)
@@ -220,15 +304,15 @@ impl Discovery {
         shops: &[ShopId],
         place: Option<Place>,
         now: Timestamp,
-    ) -> Result<Vec<Arc<Template>>, AppError> {
+    ) -> Result<Vec<Arc<Listed>>, AppError> {
         let mut out = Vec::new();
         for &shop in shops {
             let l = self.listing(shop).await?;
             out.extend(
                 l.templates
                     .iter()
-                    .filter(|t| place.is_none_or(|p| rules::applies(t, p)))
-                    .filter(|t| rules::listed(t, now, self.cfg.horizon))
+                    .filter(|l| place.is_none_or(|p| rules::applies(&l.template, p)))
+                    .filter(|l| rules::listed(&l.template, now, self.cfg.horizon))
                     .cloned(),
             );
         }
@@ -237,8 +321,8 @@ impl Discovery {
 
     /// The hot state's view of `ts`; when it cannot be read, the stored stock and no
     /// per-user fields (`partial`).
-    async fn standing(&self, ts: &[Arc<Template>], user: Option<UserId>) -> (Vec<Standing>, bool) {
-        let refs: Vec<&Template> = ts.iter().map(|t| t.as_ref()).collect();
+    async fn standing(&self, ts: &[Arc<Listed>], user: Option<UserId>) -> (Vec<Standing>, bool) {
+        let refs: Vec<&Template> = ts.iter().map(|l| &l.template).collect();
         match self.hot.standing(&refs, user).await {
             Ok(s) if s.len() == ts.len() => (s, false),
             Ok(_) => {
@@ -261,7 +345,7 @@ impl Discovery {
         include_platform: bool,
         price: Option<i64>,
         page: PageParams,
-    ) -> Result<DiscoveryPage, AppError> {
+    ) -> Result<Rendered, AppError> {
         let place = Place::Shop {
             shop,
             include_platform,
@@ -281,7 +365,7 @@ impl Discovery {
         goods: GoodsId,
         price: Option<i64>,
         page: PageParams,
-    ) -> Result<DiscoveryPage, AppError> {
+    ) -> Result<Rendered, AppError> {
         let place = Place::Goods { shop, goods };
         let shops: &[ShopId] = if shop.is_platform() {
             &[ShopId::PLATFORM]
@@ -298,7 +382,7 @@ impl Discovery {
         place: Place,
         price: Option<i64>,
         page: PageParams,
-    ) -> Result<DiscoveryPage, AppError> {
+    ) -> Result<Rendered, AppError> {
         let mut errs = ValidationErrors::new();
         let price = match Money::parse(price.unwrap_or(rules::DEFAULT_REFERENCE_PRICE)) {
             Ok(m) => m,
@@ -330,7 +414,7 @@ impl Discovery {
         who: &Principal,
         cart: &Cart,
         page: PageParams,
-    ) -> Result<DiscoveryPage, AppError> {
+    ) -> Result<Rendered, AppError> {
         let user = crate::claims::user_of(who)?;
         let mut errs = ValidationErrors::new();
         let listing = self.listing_params(&page, &mut errs);
@@ -338,21 +422,21 @@ impl Discovery {
         let now = listing.now;
         let mut shops: Vec<ShopId> = cart.shops().iter().map(|s| s.shop_id).collect();
         shops.push(ShopId::PLATFORM);
-        let ts: Vec<Arc<Template>> = self
+        let ts: Vec<Arc<Listed>> = self
             .candidates(&shops, None, now)
             .await?
             .into_iter()
-            .filter(|t| t.claim_start <= now)
+            .filter(|l| l.template.claim_start <= now)
             .collect();
         let (standing, partial) = self.standing(&ts, Some(user)).await;
         // Only what a claim now would get: open, in stock, under the limit.
         let keep: Vec<bool> = ts
             .iter()
             .zip(&standing)
-            .map(|(t, s)| {
+            .map(|(l, s)| {
                 let c = Candidate {
-                    template: t,
-                    remaining: s.stock.unwrap_or(t.stock),
+                    template: &l.template,
+                    remaining: s.stock.unwrap_or(l.template.stock),
                     held: s.held,
                 };
                 c.can_claim(now).unwrap_or(partial)
@@ -426,20 +510,94 @@ fn user_of(who: &Principal) -> Option<UserId> {
         .flatten()
 }
 
+/// Ranks `ts` and writes the page's JSON from the pre-rendered fragments: byte for byte
+/// what serialising the [`DiscoveryPage`] of [`page_of`] gives (a test checks it).
 fn render(
-    ts: &[Arc<Template>],
+    ts: &[Arc<Listed>],
+    standing: &[Standing],
+    partial: bool,
+    listing: &Listing,
+    discount: impl Fn(&Template) -> Option<Money>,
+    now: Timestamp,
+) -> Rendered {
+    use std::fmt::Write as _;
+    let (page, fragments) = ranked(ts, standing, listing, discount);
+    let mut body = String::with_capacity(64 + page.items.len() * 640);
+    body.push_str("{\"items\":[");
+    for (i, (r, fragment)) in page.items.iter().zip(fragments).enumerate() {
+        let c = r.candidate;
+        let t = c.template;
+        if i > 0 {
+            body.push(',');
+        }
+        body.push('{');
+        body.push_str(fragment);
+        // Writing to a String cannot fail.
+        let _ = write!(
+            body,
+            ",\"remaining_stock\":{},\"status\":\"{}\",\"stock_level\":\"{}\",\"discount\":{}",
+            c.remaining.max(0),
+            t.effective_status(now).as_str(),
+            stock_level(c.remaining, t.stock_total).as_str(),
+            r.discount.cents()
+        );
+        if let Some(held) = c.held {
+            let _ = write!(
+                body,
+                ",\"user_claimed\":{held},\"user_limit\":{},\"can_claim\":{}",
+                t.per_user_limit,
+                c.can_claim(now).unwrap_or(false)
+            );
+        }
+        body.push('}');
+    }
+    body.push(']');
+    if let Some(k) = page.next {
+        let _ = write!(body, ",\"next_cursor\":\"{}\"", encode_cursor(k));
+    }
+    if partial {
+        body.push_str(",\"partial\":true");
+    }
+    body.push('}');
+    Rendered { body, partial }
+}
+
+/// The ranked page and, per item, its template's fragment.
+fn ranked<'a>(
+    ts: &'a [Arc<Listed>],
+    standing: &[Standing],
+    listing: &Listing,
+    discount: impl Fn(&Template) -> Option<Money>,
+) -> (rules::Page<'a>, Vec<&'a str>) {
+    let candidates = ts.iter().zip(standing).map(|(l, s)| Candidate {
+        template: &l.template,
+        remaining: s.stock.unwrap_or(l.template.stock).max(0),
+        held: s.held,
+    });
+    let page = rules::rank(candidates, listing, discount);
+    let fragments = page
+        .items
+        .iter()
+        .map(|r| {
+            ts.iter()
+                .find(|l| std::ptr::eq(&l.template, r.candidate.template))
+                .map_or("", |l| &l.fragment)
+        })
+        .collect();
+    (page, fragments)
+}
+
+/// The page [`render`] writes, as a value (what the OpenAPI document describes).
+#[cfg(test)]
+fn page_of(
+    ts: &[Arc<Listed>],
     standing: &[Standing],
     partial: bool,
     listing: &Listing,
     discount: impl Fn(&Template) -> Option<Money>,
     now: Timestamp,
 ) -> DiscoveryPage {
-    let candidates = ts.iter().zip(standing).map(|(t, s)| Candidate {
-        template: t,
-        remaining: s.stock.unwrap_or(t.stock).max(0),
-        held: s.held,
-    });
-    let page = rules::rank(candidates, listing, discount);
+    let (page, _) = ranked(ts, standing, listing, discount);
     DiscoveryPage {
         items: page
             .items
@@ -476,3 +634,6 @@ fn decode_cursor(s: &str) -> Option<SortKey> {
 pub fn parse_shop(s: &str) -> Result<ShopId, AppError> {
     ShopId::parse(s).ok_or_else(|| AppError::not_found("shop"))
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use stampede_domain::audit::AuditEntry;
 use stampede_domain::auth::Role;
-use stampede_domain::ids::{ShopId, TemplateId};
+use stampede_domain::ids::{GoodsId, ShopId, TemplateId};
 use stampede_domain::template::{ChangeError, Kind, Template, TemplateChange, TemplateStatus};
 
 /// A dependency a node talks to; named in `/readyz`, in metrics and in the `dependency` member
@@ -97,6 +97,12 @@ pub struct TemplateQuery {
     pub kind: Option<Kind>,
     /// Case-insensitive substring of the name.
     pub name: Option<String>,
+    /// Templates listing this goods id (goods-scoped ones).
+    pub goods_id: Option<GoodsId>,
+    /// Templates whose claim window `[claim_start, claim_end)` overlaps
+    /// `[claim_from, claim_to)`; either end may be open.
+    pub claim_from: Option<Timestamp>,
+    pub claim_to: Option<Timestamp>,
     /// 1-based.
     pub page: u32,
     pub page_size: u32,

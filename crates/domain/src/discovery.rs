@@ -41,6 +41,17 @@ pub enum StockLevel {
     SoldOut,
 }
 
+impl StockLevel {
+    /// The wire form (what `Serialize` writes, without quotes).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StockLevel::Plenty => "plenty",
+            StockLevel::Few => "few",
+            StockLevel::SoldOut => "sold_out",
+        }
+    }
+}
+
 pub fn stock_level(remaining: i64, total: i64) -> StockLevel {
     if remaining <= 0 {
         StockLevel::SoldOut

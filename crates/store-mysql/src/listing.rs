@@ -34,7 +34,7 @@ impl MysqlStore {
         let filter = TemplateFilter::new(q, Some(shop), NAME_LIKE);
         let (offset, _) = page_window(q.page, q.page_size);
         let table = shard.templates_table();
-        let where_clause = filter.where_clause();
+        let where_clause = filter.where_clause(&shard.template_goods_table());
         let columns = TemplateRecord::COLUMNS;
         let items_sql = format!(
             "SELECT {columns} FROM {table}{where_clause} ORDER BY id DESC LIMIT ? OFFSET ?"
@@ -97,18 +97,19 @@ impl MysqlStore {
         let shards: Vec<Shard> = (0..self.router().tables_per_database())
             .map(|table| Shard { database, table })
             .collect();
-        let where_clause = filter.where_clause();
         let columns = TemplateRecord::COLUMNS;
         let items_sql = union(shards.iter().map(|s| {
             format!(
-                "(SELECT {columns} FROM {}{where_clause} ORDER BY id DESC LIMIT ?)",
-                s.templates_table()
+                "(SELECT {columns} FROM {}{} ORDER BY id DESC LIMIT ?)",
+                s.templates_table(),
+                filter.where_clause(&s.template_goods_table())
             )
         })) + " ORDER BY id DESC LIMIT ?";
         let count_sql = union(shards.iter().map(|s| {
             format!(
-                "SELECT COUNT(*) AS n FROM {}{where_clause}",
-                s.templates_table()
+                "SELECT COUNT(*) AS n FROM {}{}",
+                s.templates_table(),
+                filter.where_clause(&s.template_goods_table())
             )
         }));
 

@@ -67,6 +67,12 @@ const MIGRATIONS: &[Migration] = &[
         sharded: "",
         global: include_str!("../migrations/0006_flow_rules.global.sql"),
     },
+    Migration {
+        version: 7,
+        description: "template goods index",
+        sharded: include_str!("../migrations/0007_template_goods.sharded.sql"),
+        global: "",
+    },
 ];
 
 /// "Duplicate column name": a column addition that already happened (MySQL, unlike MariaDB,

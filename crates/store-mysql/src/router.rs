@@ -32,6 +32,11 @@ impl Shard {
         format!("templates_{}", self.table)
     }
 
+    /// Goods → templates of the shard's templates table.
+    pub fn template_goods_table(&self) -> String {
+        format!("template_goods_{}", self.table)
+    }
+
     pub fn audit_table(&self) -> String {
         format!("template_audit_{}", self.table)
     }

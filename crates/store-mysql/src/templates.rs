@@ -18,7 +18,7 @@ use stampede_domain::template::{Template, TemplateChange};
 use stampede_domain::time::to_ms;
 use stampede_store_sql::SqlRow;
 use stampede_store_sql::error::is_unique_violation;
-use stampede_store_sql::text::placeholders;
+use stampede_store_sql::text::{multi_insert, placeholders};
 use stampede_store_sql::{db_err, refused};
 
 /// Attempts at binding an idempotency key: a key purged between our failed insert and our
@@ -49,9 +49,23 @@ async fn insert_template(
     );
     TemplateRecord::from_template(t)
         .bind(sqlx::query(AssertSqlSafe(sql)))
-        .execute(conn)
+        .execute(&mut *conn)
         .await
         .map_err(db_err)?;
+    // The goods index, on the same shard in the same transaction (at most `MAX_GOODS` rows).
+    if !t.goods_ids.is_empty() {
+        let sql = multi_insert(
+            "INSERT",
+            &shard.template_goods_table(),
+            "goods_id, template_id",
+            t.goods_ids.len(),
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for g in &t.goods_ids {
+            q = q.bind(g.get()).bind(t.id.get());
+        }
+        q.execute(conn).await.map_err(db_err)?;
+    }
     Ok(())
 }
 

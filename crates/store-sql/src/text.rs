@@ -89,15 +89,30 @@ impl TemplateFilter {
             f.conditions.push(name_like);
             f.args.push(Arg::Text(like_pattern(name)));
         }
+        if let Some(goods) = q.goods_id {
+            f.conditions
+                .push("id IN (SELECT template_id FROM {goods} WHERE goods_id = ?)");
+            f.args.push(Arg::Int(goods.get()));
+        }
+        // Claim windows `[claim_start, claim_end)` overlapping `[claim_from, claim_to)`.
+        if let Some(from) = q.claim_from {
+            f.conditions.push("claim_end_ms > ?");
+            f.args.push(Arg::Int(to_ms(from)));
+        }
+        if let Some(to) = q.claim_to {
+            f.conditions.push("claim_start_ms < ?");
+            f.args.push(Arg::Int(to_ms(to)));
+        }
         f
     }
 
-    /// ` WHERE …`, or nothing when no filter applies.
-    pub fn where_clause(&self) -> String {
+    /// ` WHERE …`, or nothing when no filter applies; `goods_table` is the goods index of
+    /// the templates table the clause is for.
+    pub fn where_clause(&self, goods_table: &str) -> String {
         if self.conditions.is_empty() {
             String::new()
         } else {
-            format!(" WHERE {}", self.conditions.join(" AND "))
+            format!(" WHERE {}", self.conditions.join(" AND ")).replace("{goods}", goods_table)
         }
     }
 
@@ -174,10 +189,22 @@ mod tests {
             page: 1,
             page_size: 10,
             now: jiff::Timestamp::UNIX_EPOCH,
+            goods_id: stampede_domain::ids::GoodsId::new(11),
+            claim_from: Some(jiff::Timestamp::UNIX_EPOCH),
+            claim_to: Some(jiff::Timestamp::MAX),
         };
         let f = TemplateFilter::new(&q, ShopId::new(7), "name LIKE ?");
-        let clause = f.where_clause();
+        let clause = f.where_clause("template_goods_3");
+        assert_eq!(f.args.len(), 7);
         assert_eq!(clause.matches('?').count(), f.args.len());
+        assert!(
+            clause.contains("FROM template_goods_3 WHERE goods_id = ?"),
+            "{clause}"
+        );
+        assert!(
+            !clause.contains("{goods}") && !clause.contains("11"),
+            "{clause}"
+        );
         assert!(clause.starts_with(" WHERE shop_id = ? AND (status = 'active'"));
         assert!(!clause.contains("50"));
         let none = TemplateQuery {
@@ -186,7 +213,7 @@ mod tests {
             name: None,
             ..q
         };
-        assert_eq!(TemplateFilter::new(&none, None, "").where_clause(), "");
+        assert_eq!(TemplateFilter::new(&none, None, "").where_clause("g"), "");
     }
 
     #[test]

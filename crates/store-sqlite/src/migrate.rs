@@ -64,6 +64,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         description: "user coupons: the claim guard serves per-template reads",
         sql: include_str!("../migrations/0009_coupon_indexes.sql"),
     },
+    Migration {
+        version: 10,
+        description: "template goods index",
+        sql: include_str!("../migrations/0010_template_goods.sql"),
+    },
 ];
 
 /// Applies every migration not yet recorded; returns how many it applied.

@@ -13,7 +13,7 @@ use stampede_domain::audit::AuditEntry;
 use stampede_domain::ids::{ShopId, TemplateId};
 use stampede_domain::template::{Template, TemplateChange};
 use stampede_domain::time::to_ms;
-use stampede_store_sql::text::{TemplateFilter, placeholders};
+use stampede_store_sql::text::{TemplateFilter, multi_insert, placeholders};
 use stampede_store_sql::{SqlRow, db_err};
 use std::sync::LazyLock;
 
@@ -77,9 +77,23 @@ async fn fetch_template(
 async fn insert_template(conn: &mut SqliteConnection, t: &Template) -> Result<(), StoreError> {
     TemplateRecord::from_template(t)
         .bind(sqlx::query(INSERT_TEMPLATE.as_str()))
-        .execute(conn)
+        .execute(&mut *conn)
         .await
         .map_err(db_err)?;
+    // The goods index, in the same transaction (at most `MAX_GOODS` rows).
+    if !t.goods_ids.is_empty() {
+        let sql = multi_insert(
+            "INSERT",
+            "template_goods",
+            "goods_id, template_id",
+            t.goods_ids.len(),
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for g in &t.goods_ids {
+            q = q.bind(g.get()).bind(t.id.get());
+        }
+        q.execute(conn).await.map_err(db_err)?;
+    }
     Ok(())
 }
 
@@ -208,7 +222,7 @@ impl TemplateStore for SqliteStore {
         // SQLite's LIKE is case-insensitive for ASCII letters.
         let filter = TemplateFilter::new(q, q.shop_id, "name LIKE ? ESCAPE '\\'");
         let columns = TemplateRecord::COLUMNS;
-        let where_clause = filter.where_clause();
+        let where_clause = filter.where_clause("template_goods");
 
         let page_size = i64::from(q.page_size);
         let offset = i64::from(q.page.saturating_sub(1)) * page_size;

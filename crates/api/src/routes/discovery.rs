@@ -8,11 +8,10 @@ use crate::error::{ApiError, ApiResult, PROBLEM_JSON, Problem};
 use crate::extract::{AnyRole, Caller, Fields, JsonObject, UserOnly};
 use crate::responses::{BearerErrors, ClaimErrors, MalformedBody, NotFound};
 use crate::state::AppState;
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue};
-use stampede_core::discovery::{DiscoveryPage, PageParams};
+use axum::http::{HeaderMap, HeaderValue, header};
+use stampede_core::discovery::{DiscoveryPage, PageParams, Rendered};
 use stampede_domain::ids::{GoodsId, ShopId};
 use stampede_domain::{ErrorCode, ValidationErrors};
 use std::collections::HashMap;
@@ -61,12 +60,17 @@ fn page_params(q: &HashMap<String, String>, errs: &mut ValidationErrors) -> Page
     }
 }
 
-fn answer(page: DiscoveryPage) -> (HeaderMap, Json<DiscoveryPage>) {
+/// The page's JSON (written from pre-rendered fragments, see `core::discovery`).
+fn answer(page: Rendered) -> (HeaderMap, String) {
     let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if page.partial {
         headers.insert(PARTIAL, HeaderValue::from_static("true"));
     }
-    (headers, Json(page))
+    (headers, page.body)
 }
 
 #[derive(IntoParams)]
@@ -109,7 +113,7 @@ pub async fn shop_templates(
     caller: Caller<AnyRole>,
     Path(shop): Path<String>,
     q: RawQuery,
-) -> ApiResult<(HeaderMap, Json<DiscoveryPage>)> {
+) -> ApiResult<(HeaderMap, String)> {
     let shop = ShopId::parse(&shop).ok_or_else(ApiError::not_found)?;
     let q = query(q)?;
     let mut errs = ValidationErrors::new();
@@ -162,7 +166,7 @@ pub async fn goods_templates(
     caller: Caller<AnyRole>,
     Path(goods): Path<String>,
     q: RawQuery,
-) -> ApiResult<(HeaderMap, Json<DiscoveryPage>)> {
+) -> ApiResult<(HeaderMap, String)> {
     let goods = GoodsId::parse(&goods).ok_or_else(ApiError::not_found)?;
     let q = query(q)?;
     let mut errs = ValidationErrors::new();
@@ -231,7 +235,7 @@ pub async fn claimable(
     caller: Caller<UserOnly>,
     q: RawQuery,
     JsonObject(body): JsonObject,
-) -> ApiResult<(HeaderMap, Json<DiscoveryPage>)> {
+) -> ApiResult<(HeaderMap, String)> {
     let q = query(q)?;
     let mut errs = ValidationErrors::new();
     let page = PageParams {

@@ -101,6 +101,16 @@ fn stock_levels() {
 }
 
 #[test]
+fn stock_levels_write_their_wire_form() {
+    for l in [StockLevel::Plenty, StockLevel::Few, StockLevel::SoldOut] {
+        assert_eq!(
+            serde_json::to_string(&l).unwrap_or_default(),
+            format!("\"{}\"", l.as_str())
+        );
+    }
+}
+
+#[test]
 fn places() {
     let shop_wide = template(1, 7, &[], Rule::Fixed(100), -1, 1);
     let scoped = template(2, 7, &[5, 6], Rule::Fixed(100), -1, 1);

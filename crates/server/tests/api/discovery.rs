@@ -540,3 +540,90 @@ async fn a_change_on_one_node_leaves_the_other_nodes_listings() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+fn page_ids(page: &Value) -> Vec<String> {
+    let mut v = ids(page);
+    v.sort();
+    v
+}
+
+fn sorted(ids: &[&String]) -> Vec<String> {
+    let mut v: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn the_back_office_searches_by_goods_and_claim_window() {
+    let app = spawn_app().await;
+    let f = shop7(&app).await;
+    let m8_goods = make(
+        &app,
+        &app.merchant(8),
+        &body(
+            &app,
+            "Shop 8 on 11",
+            json!({"kind": "fixed", "amount_off": 100}),
+            0,
+            &["11"],
+        ),
+    )
+    .await;
+    let list = "/api/v1/merchant/templates";
+    let m7 = app.merchant(7);
+    let admin = app.admin();
+
+    let page = get(&app, &format!("{list}?goods_id=11"), &m7).await;
+    assert_eq!(page_ids(&page), sorted(&[&f.percent]), "{page}");
+    assert_eq!(page["total"], 1);
+    // Admins search every shop (one query per database).
+    let page = get(&app, &format!("{list}?goods_id=11"), &admin).await;
+    assert_eq!(page_ids(&page), sorted(&[&f.percent, &m8_goods]), "{page}");
+    let page = get(&app, &format!("{list}?goods_id=11&shop_id=8"), &admin).await;
+    assert_eq!(page_ids(&page), sorted(&[&m8_goods]), "{page}");
+
+    // Windows: shop 7's open ones run [-1 min, +24 h), the percent one [+2 h, +26 h), the
+    // later one [+48 h, +72 h).
+    let at = |h: i64| (app.now() + SignedDuration::from_hours(h)).to_string();
+    let page = get(
+        &app,
+        &format!("{list}?claim_from={}&claim_to={}", at(30), at(50)),
+        &m7,
+    )
+    .await;
+    assert_eq!(page_ids(&page), sorted(&[&f.later]), "{page}");
+    let page = get(&app, &format!("{list}?claim_from={}", at(25)), &m7).await;
+    assert_eq!(page_ids(&page), sorted(&[&f.percent, &f.later]), "{page}");
+    let page = get(
+        &app,
+        &format!("{list}?claim_to={}&kind=fixed&name=five", at(1)),
+        &m7,
+    )
+    .await;
+    assert_eq!(page_ids(&page), sorted(&[&f.fixed]), "{page}");
+
+    let v = expect_problem(
+        app.get(
+            &format!("{list}?goods_id=x&claim_from=yesterday&claim_to={}", at(1)),
+            &m7,
+        )
+        .await,
+        422,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    let mut fields = error_fields(&v);
+    fields.sort();
+    assert_eq!(fields, ["claim_from", "goods_id"], "{v}");
+    let v = expect_problem(
+        app.get(
+            &format!("{list}?claim_from={}&claim_to={}", at(5), at(5)),
+            &m7,
+        )
+        .await,
+        422,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(error_fields(&v), ["claim_to"], "{v}");
+}

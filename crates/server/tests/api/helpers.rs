@@ -55,7 +55,7 @@ pub fn backend() -> TestBackend {
     }
 }
 
-fn mysql_base() -> String {
+pub fn mysql_base() -> String {
     std::env::var("STAMPEDE_TEST_MYSQL_URL")
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
 }

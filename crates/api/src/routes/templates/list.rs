@@ -8,9 +8,10 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use jiff::Timestamp;
 use serde::Serialize;
 use stampede_core::backoffice::ListFilter;
-use stampede_domain::ids::ShopId;
+use stampede_domain::ids::{GoodsId, ShopId};
 use stampede_domain::template::{Kind, Template, TemplateStatus};
 use stampede_domain::{ErrorCode, ValidationErrors};
 use std::collections::HashMap;
@@ -28,6 +29,14 @@ pub struct ListParams {
     name: Option<String>,
     /// Admins only: one shop (platform templates: `0`).
     shop_id: Option<String>,
+    /// Goods-scoped templates listing this goods id.
+    goods_id: Option<String>,
+    /// Templates whose claim window `[claim_start, claim_end)` overlaps
+    /// `[claim_from, claim_to)`; either bound may be left out. RFC 3339.
+    #[param(format = DateTime)]
+    claim_from: Option<String>,
+    #[param(format = DateTime)]
+    claim_to: Option<String>,
     /// 1-based, default 1.
     page: Option<u32>,
     /// 1–100, default 20.
@@ -80,19 +89,36 @@ fn parse_list_query(q: &HashMap<String, String>) -> Result<ListFilter, ApiError>
             errs.add("shop_id", "must be a shop id");
         }
     }
+    if let Some(g) = q.get("goods_id").filter(|s| !s.is_empty()) {
+        filter.goods_id = GoodsId::parse(g);
+        if filter.goods_id.is_none() {
+            errs.add("goods_id", "must be a goods id (a positive integer)");
+        }
+    }
+    let mut time = |k: &str| -> Option<Timestamp> {
+        let v = q.get(k).filter(|s| !s.is_empty())?;
+        let t = v.parse::<Timestamp>().ok();
+        if t.is_none() {
+            errs.add(k, "must be an RFC 3339 date-time");
+        }
+        t
+    };
+    filter.claim_from = time("claim_from");
+    filter.claim_to = time("claim_to");
     filter.name = q.get("name").cloned();
     errs.finish(filter).map_err(ApiError::validation)
 }
 
 /// List templates, newest first. Merchants see their shop; admins every shop (or one with
-/// `shop_id`).
+/// `shop_id`: one query per database for all shops). Filters combine: status, kind, name
+/// substring, goods id, claim-window overlap.
 #[utoipa::path(get, path = "/api/v1/merchant/templates", tag = "back-office",
     params(ListParams),
     security(("bearer" = [])),
     responses(
         (status = 200, body = TemplatePage),
         BackOfficeErrors,
-        (status = 422, body = Problem, content_type = PROBLEM_JSON, description = "VALIDATION_FAILED: a bad filter or page"),
+        (status = 422, body = Problem, content_type = PROBLEM_JSON, description = "VALIDATION_FAILED: a bad filter or page, or claim_from not before claim_to"),
     ))]
 pub async fn list_templates(
     State(state): State<AppState>,
