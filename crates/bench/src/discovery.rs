@@ -59,6 +59,13 @@ pub struct DiscoverySetup {
         default_value_t = 32
     )]
     pub in_flight: usize,
+    /// `limit` of each product page request (the server's default, 20, when unset).
+    #[arg(long = "page-limit")]
+    pub page_limit: Option<u32>,
+    /// The templates exist already (a previous run with the same flags against this
+    /// server): only warm the listings and measure.
+    #[arg(long = "skip-create")]
+    pub skip_create: bool,
 }
 
 impl DiscoverySetup {
@@ -141,7 +148,10 @@ pub async fn setup(
     // 1. Templates: the platform's, then every shop's.
     let admin = tokens.admin()?;
     let mut conn = target.connect().await?;
-    for k in 0..PLATFORM {
+    let n = usize::try_from(cfg.shops).context("--shops")? * cfg.per_shop;
+    let (first, per_shop) = (cfg.first_shop, cfg.per_shop);
+    let platform = if cfg.skip_create { 0 } else { PLATFORM };
+    for k in 0..platform {
         let mut t = with(
             json!({"kind": "fixed", "amount_off": 100 + 100 * k as i64}),
             format!("bench discovery platform #{k}"),
@@ -153,8 +163,6 @@ pub async fn setup(
             .await
             .with_context(|| format!("creating platform template #{k}"))?;
     }
-    let n = usize::try_from(cfg.shops).context("--shops")? * cfg.per_shop;
-    let (first, per_shop) = (cfg.first_shop, cfg.per_shop);
     let bodies: Arc<Vec<(u64, Value)>> = Arc::new(
         (0..n)
             .map(|i| {
@@ -165,7 +173,7 @@ pub async fn setup(
             })
             .collect(),
     );
-    {
+    if !cfg.skip_create {
         let (t, tokens, bodies) = (target.clone(), tokens.clone(), bodies.clone());
         in_parallel(
             target,
@@ -187,10 +195,12 @@ pub async fn setup(
         )
         .await?;
     }
-    eprintln!(
-        "created {n} templates ({per_shop} in each of {} shops, {PLATFORM} platform)",
-        cfg.shops
-    );
+    if !cfg.skip_create {
+        eprintln!(
+            "created {n} templates ({per_shop} in each of {} shops, {PLATFORM} platform)",
+            cfg.shops
+        );
+    }
 
     // 2. Every listing read once by a user; one product page checked.
     let auths: Arc<[HeaderValue]> = tokens.users(cfg.first_user, cfg.users)?.into();
@@ -236,8 +246,11 @@ pub async fn setup(
     let mut pages = Vec::with_capacity(n);
     for s in first..first + cfg.shops {
         for g in shop_goods(s) {
+            let limit = cfg
+                .page_limit
+                .map_or_else(String::new, |l| format!("&limit={l}"));
             pages.push(target.uri(&format!(
-                "/api/v1/goods/{g}/templates?shop_id={s}&price={}",
+                "/api/v1/goods/{g}/templates?shop_id={s}&price={}{limit}",
                 price(g)
             ))?);
         }

@@ -8,7 +8,7 @@
 //!
 //! Coherence: every template creation or change bumps a generation counter of the shop's
 //! stripe (this node's changes through the back-office observer, other nodes' through the
-//! invalidation channel); a cached listing whose generation is behind is loaded again, so a
+//! shop invalidation channel); a cached listing whose generation is behind is loaded again, so a
 //! terminated template leaves every listing on the next request. A listing loaded while a
 //! change committed carries the generation read before its query, so it is reloaded at once.
 //! Ends need no signal (the claim window is checked on every request) and neither does
@@ -233,21 +233,6 @@ impl Discovery {
         self.stripe(shop).fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Another node created or changed template `id`: find its shop (one read; the change
-    /// is rare, the listing hot) and reload that shop's listing. If the shop cannot be
-    /// learned, every listing is reloaded.
-    pub async fn changed_elsewhere(&self, id: TemplateId) {
-        self.db_queries.fetch_add(1, Ordering::Relaxed);
-        match self.store.get_template(id).await {
-            Ok(Some(t)) => self.changed(t.shop_id),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(template = %id, error = %e, "could not learn a changed template's shop; reloading every listing");
-                self.forget_all();
-            }
-        }
-    }
-
     /// Changes may have been missed (a broadcast subscription was re-established).
     pub fn forget_all(&self) {
         for g in self.generations.iter() {
@@ -305,14 +290,15 @@ impl Discovery {
         place: Option<Place>,
         now: Timestamp,
     ) -> Result<Vec<Arc<Listed>>, AppError> {
-        let mut out = Vec::new();
+        let opens_by = rules::opens_by(now, self.cfg.horizon);
+        let mut out = Vec::with_capacity(32);
         for &shop in shops {
             let l = self.listing(shop).await?;
             out.extend(
                 l.templates
                     .iter()
+                    .filter(|l| rules::listed_by(&l.template, now, opens_by))
                     .filter(|l| place.is_none_or(|p| rules::applies(&l.template, p)))
-                    .filter(|l| rules::listed(&l.template, now, self.cfg.horizon))
                     .cloned(),
             );
         }
@@ -522,7 +508,8 @@ fn render(
 ) -> Rendered {
     use std::fmt::Write as _;
     let (page, fragments) = ranked(ts, standing, listing, discount);
-    let mut body = String::with_capacity(64 + page.items.len() * 640);
+    let size: usize = fragments.iter().map(|f| f.len() + 200).sum();
+    let mut body = String::with_capacity(64 + size);
     body.push_str("{\"items\":[");
     for (i, (r, fragment)) in page.items.iter().zip(fragments).enumerate() {
         let c = r.candidate;

@@ -91,7 +91,16 @@ pub fn applies(t: &Template, place: Place) -> bool {
 
 /// Whether `t` is active, not closed and opening within `horizon` of `now`.
 pub fn listed(t: &Template, now: Timestamp, horizon: SignedDuration) -> bool {
-    let opens_by = now.checked_add(horizon).unwrap_or(Timestamp::MAX);
+    listed_by(t, now, opens_by(now, horizon))
+}
+
+/// The latest `claim_start` listed at `now`.
+pub fn opens_by(now: Timestamp, horizon: SignedDuration) -> Timestamp {
+    now.checked_add(horizon).unwrap_or(Timestamp::MAX)
+}
+
+/// [`listed`] with its bound computed once for a whole listing ([`opens_by`]).
+pub fn listed_by(t: &Template, now: Timestamp, opens_by: Timestamp) -> bool {
     t.status == TemplateStatus::Active && now < t.claim_end && t.claim_start <= opens_by
 }
 
@@ -235,9 +244,10 @@ pub fn rank<'a>(
     l: &Listing,
     discount: impl Fn(&Template) -> Option<Money>,
 ) -> Page<'a> {
+    let opens_by = opens_by(l.now, l.horizon);
     let mut ranked: Vec<Ranked<'a>> = candidates
         .into_iter()
-        .filter(|c| listed(c.template, l.now, l.horizon))
+        .filter(|c| listed_by(c.template, l.now, opens_by))
         .filter(|c| l.include_sold_out || c.remaining > 0)
         .filter_map(|c| {
             let d = discount(c.template)?;

@@ -27,7 +27,7 @@ use stampede_domain::template::{MAX_PER_USER_LIMIT, Template, TemplateStatus};
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 /// Shards of the per-user maps: enough that thousands of concurrent claimers rarely meet on
@@ -136,8 +136,11 @@ struct Hot {
     /// seen both by a fresh load and by its change notification is counted once.
     stock_total: AtomicI64,
     status: AtomicU8,
-    users: Vec<Mutex<UserMap>>,
-    keys: Vec<Mutex<KeyMap>>,
+    /// Per-user held seqs and claim keys, sharded; allocated on first use. A template that
+    /// is only looked at (discovery loads it to count a user's coupons) and never claimed
+    /// keeps none: 128 empty sharded maps are ~6 KB, a listing of 200,000 templates 1.2 GB.
+    users: OnceLock<Box<[Mutex<UserMap>]>>,
+    keys: OnceLock<Box<[Mutex<KeyMap>]>>,
 }
 
 /// A user's held seqs. User ids come from signed tokens, so a fast seeded hash is enough.
@@ -156,6 +159,22 @@ pub(crate) fn shard(user: UserId) -> usize {
     // Users are often sequential: mix before taking the shard.
     let x = (user.get() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (x >> 58) as usize % SHARDS
+}
+
+/// `SHARDS` empty maps behind their locks.
+fn empty_shards<K, V, S: Default>() -> Box<[Mutex<HashMap<K, V, S>>]> {
+    (0..SHARDS)
+        .map(|_| Mutex::new(HashMap::with_hasher(S::default())))
+        .collect()
+}
+
+/// The maps behind their locks, or nothing yet when they are all empty.
+fn shards_if_any<K, V, S>(maps: Vec<HashMap<K, V, S>>) -> OnceLock<Box<[Mutex<HashMap<K, V, S>>]>> {
+    let cell = OnceLock::new();
+    if maps.iter().any(|m| !m.is_empty()) {
+        let _ = cell.set(maps.into_iter().map(Mutex::new).collect());
+    }
+    cell
 }
 
 /// One empty map per shard, each with room for the entries of `users` that fall in it.
@@ -187,8 +206,8 @@ impl Hot {
         for (user, k, id) in keyed {
             key_maps[shard(user)].insert((user, k), KeySlot::Done(id));
         }
-        let users = user_maps.into_iter().map(Mutex::new).collect();
-        let keys = key_maps.into_iter().map(Mutex::new).collect();
+        let users = shards_if_any(user_maps);
+        let keys = shards_if_any(key_maps);
         Hot {
             stock: AtomicI64::new(t.stock),
             stock_total: AtomicI64::new(t.stock_total),
@@ -198,9 +217,24 @@ impl Hot {
         }
     }
 
+    fn users(&self) -> &[Mutex<UserMap>] {
+        self.users.get_or_init(|| empty_shards())
+    }
+
+    fn keys(&self) -> &[Mutex<KeyMap>] {
+        self.keys.get_or_init(|| empty_shards())
+    }
+
+    /// Coupons of this template `user` holds (without allocating the maps).
+    fn held(&self, user: UserId) -> u32 {
+        self.users.get().map_or(0, |shards| {
+            lock(&shards[shard(user)]).get(&user).map_or(0, |s| s.len())
+        })
+    }
+
     /// Takes the user's lowest free seq, or `None` when the user holds `limit` already.
     fn take_seq(&self, user: UserId, limit: u32) -> Option<u32> {
-        let mut users = lock(&self.users[shard(user)]);
+        let mut users = lock(&self.users()[shard(user)]);
         let mut held = users.get(&user).copied().unwrap_or_default();
         let seq = held.take(limit)?;
         users.insert(user, held);
@@ -215,7 +249,7 @@ impl Hot {
     }
 
     fn free_seq(&self, user: UserId, seq: u32) {
-        let mut users = lock(&self.users[shard(user)]);
+        let mut users = lock(&self.users()[shard(user)]);
         if let Some(held) = users.get_mut(&user) {
             debug_assert!(
                 held.contains(seq),
@@ -231,7 +265,7 @@ impl Hot {
     /// Frees a key slot this claim owned and wakes whoever waits on it.
     fn release_key(&self, user: UserId, key: &str) {
         if let Some(KeySlot::InFlight(n)) =
-            lock(&self.keys[shard(user)]).remove(&(user, key.to_owned()))
+            lock(&self.keys()[shard(user)]).remove(&(user, key.to_owned()))
         {
             n.notify_waiters();
         }
@@ -239,7 +273,7 @@ impl Hot {
 
     /// Parks a key whose claim has an unknown outcome, waking whoever waits on it.
     fn unknown_key(&self, user: UserId, key: &str, coupon: &UserCoupon) {
-        let prev = lock(&self.keys[shard(user)]).insert(
+        let prev = lock(&self.keys()[shard(user)]).insert(
             (user, key.to_owned()),
             KeySlot::Unknown(Box::new(coupon.clone())),
         );
@@ -249,8 +283,8 @@ impl Hot {
     }
 
     fn finish_key(&self, user: UserId, key: &str, coupon: &UserCoupon) {
-        let prev =
-            lock(&self.keys[shard(user)]).insert((user, key.to_owned()), KeySlot::Done(coupon.id));
+        let prev = lock(&self.keys()[shard(user)])
+            .insert((user, key.to_owned()), KeySlot::Done(coupon.id));
         if let Some(KeySlot::InFlight(n)) = prev {
             n.notify_waiters();
         }
@@ -276,7 +310,9 @@ enum Ack {
 }
 
 pub struct MemoryHotState {
-    templates: RwLock<HashMap<TemplateId, Arc<Hot>>>,
+    /// Loaded templates. Ids are inserted only for templates that exist (generated by this
+    /// system), so a fast seeded hash is safe; every claim and discovery read looks here.
+    templates: RwLock<HashMap<TemplateId, Arc<Hot>, foldhash::fast::RandomState>>,
     /// Serialises loads and change notifications (both rare), so they never interleave.
     loading: tokio::sync::Mutex<()>,
     template_store: Arc<dyn TemplateStore>,
@@ -320,7 +356,7 @@ impl MemoryHotState {
         stats: Arc<WriterStats>,
     ) -> Self {
         Self {
-            templates: RwLock::new(HashMap::new()),
+            templates: RwLock::new(HashMap::default()),
             loading: tokio::sync::Mutex::new(()),
             template_store,
             coupons,
@@ -408,7 +444,7 @@ impl MemoryHotState {
     async fn check_key(hot: &Hot, user: UserId, key: &str) -> KeyCheck {
         loop {
             let notify = {
-                let mut keys = lock(&hot.keys[shard(user)]);
+                let mut keys = lock(&hot.keys()[shard(user)]);
                 match keys.get(&(user, key.to_owned())) {
                     Some(KeySlot::Done(id)) => return KeyCheck::Replay(*id),
                     Some(KeySlot::InFlight(n)) => n.clone(),
@@ -437,7 +473,7 @@ impl MemoryHotState {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let still_in_flight = matches!(
-                lock(&hot.keys[shard(user)]).get(&(user, key.to_owned())),
+                lock(&hot.keys()[shard(user)]).get(&(user, key.to_owned())),
                 Some(KeySlot::InFlight(_))
             );
             if still_in_flight {
@@ -611,7 +647,7 @@ impl HotState for MemoryHotState {
             return Ok(None);
         };
         // A claimed key reads its coupon; an unknown outcome is the parked coupon, if stored.
-        let (id, unknown) = match lock(&hot.keys[shard(user)]).get(&(user, key.to_owned())) {
+        let (id, unknown) = match lock(&hot.keys()[shard(user)]).get(&(user, key.to_owned())) {
             Some(KeySlot::Done(id)) => (*id, None),
             Some(KeySlot::Unknown(c)) => (c.id, Some((**c).clone())),
             _ => return Ok(None),
@@ -634,21 +670,25 @@ impl HotState for MemoryHotState {
         ts: &[&Template],
         user: Option<UserId>,
     ) -> Result<Vec<Standing>, StoreError> {
-        let mut out = Vec::with_capacity(ts.len());
-        for t in ts {
-            let hot = match user {
-                Some(_) => self.hot(t.id).await?,
-                None => self.loaded(t.id),
-            };
-            out.push(match hot {
-                None => Standing::default(),
-                Some(h) => Standing {
-                    stock: Some(h.stock.load(Ordering::Acquire).max(0)),
-                    held: user.map(|u| lock(&h.users[shard(u)]).get(&u).map_or(0, |s| s.len())),
-                },
-            });
+        let of = |h: &Hot| Standing {
+            stock: Some(h.stock.load(Ordering::Acquire).max(0)),
+            held: user.map(|u| h.held(u)),
+        };
+        // One read lock for the whole listing; templates not loaded are filled in after.
+        let mut out: Vec<Option<Standing>> = {
+            let loaded = self.templates.read().unwrap_or_else(|p| p.into_inner());
+            ts.iter()
+                .map(|t| loaded.get(&t.id).map(|h| of(h)))
+                .collect()
+        };
+        if user.is_some() {
+            for (t, st) in ts.iter().zip(out.iter_mut()) {
+                if st.is_none() {
+                    *st = self.hot(t.id).await?.map(|h| of(&h));
+                }
+            }
         }
-        Ok(out)
+        Ok(out.into_iter().map(Option::unwrap_or_default).collect())
     }
 
     async fn template_changed(&self, t: &Template) -> Result<(), StoreError> {

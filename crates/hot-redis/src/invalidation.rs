@@ -1,6 +1,9 @@
 //! [`Invalidation`]: template changes broadcast to every node (pub/sub on
 //! `P:tpl-invalidate`, payload: the template id in decimal), so termination and stock changes
-//! reach every node's local cache at once.
+//! reach every node's local cache at once; and the changed template's shop on
+//! `P:shop-invalidate` (payload: the shop id, `0` for the platform), so every node reloads
+//! that shop's discovery listing without a query to learn the shop. A separate channel keeps
+//! the template channel's payload as it was for nodes of an earlier release.
 //!
 //! Pub/sub is fire-and-forget: a node that is disconnected when a message is published misses
 //! it. Subscribers therefore keep their cache TTLs short enough to bound staleness after a
@@ -11,7 +14,7 @@ use crate::Connection;
 use crate::{backend, keys};
 use futures::StreamExt;
 use stampede_core::ports::StoreError;
-use stampede_domain::ids::TemplateId;
+use stampede_domain::ids::{ShopId, TemplateId};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +26,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub struct Invalidation {
     conn: Connection,
     channel: String,
+    shop_channel: String,
 }
 
 impl std::fmt::Debug for Invalidation {
@@ -38,6 +42,7 @@ impl Invalidation {
         Self {
             conn: conn.into(),
             channel: keys::invalidation_channel(prefix),
+            shop_channel: keys::shop_invalidation_channel(prefix),
         }
     }
 
@@ -55,6 +60,51 @@ impl Invalidation {
             .query_async(&mut conn)
             .await
             .map_err(backend)
+    }
+
+    /// Tells every subscribed node that a template of `shop` changed.
+    pub async fn publish_shop(&self, shop: ShopId) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PUBLISH")
+            .arg(&self.shop_channel)
+            .arg(shop.get())
+            .query_async(&mut conn)
+            .await
+            .map_err(backend)
+    }
+
+    /// The shop channel's subscriber: `on_shop` for every shop published, `on_subscribed`
+    /// each time a subscription is in place (what was published meanwhile is lost);
+    /// reconnects like [`Self::subscribe`].
+    pub fn subscribe_shops<F, G>(
+        url: &str,
+        prefix: &str,
+        on_shop: F,
+        on_subscribed: G,
+        token: CancellationToken,
+    ) -> Result<impl Future<Output = ()> + Send + 'static, StoreError>
+    where
+        F: Fn(ShopId) + Send + Sync + 'static,
+        G: Fn() + Send + Sync + 'static,
+    {
+        let client = redis::Client::open(url).map_err(backend)?;
+        let channel = keys::shop_invalidation_channel(prefix);
+        let on_payload = move |payload: &[u8]| {
+            let payload = String::from_utf8_lossy(payload);
+            match payload.parse::<i64>().ok().and_then(ShopId::from_stored) {
+                Some(s) => on_shop(s),
+                None => {
+                    tracing::warn!(%payload, "ignoring a shop invalidation that is not a shop id")
+                }
+            }
+        };
+        Ok(run_subscriber(
+            client,
+            channel,
+            on_payload,
+            on_subscribed,
+            token,
+        ))
     }
 
     /// The subscriber: a future (to spawn) that calls `on_invalidate` for every template id

@@ -70,6 +70,12 @@ pub fn invalidation_channel(prefix: &str) -> String {
 }
 
 /// Pub/sub channel of users whose coupons changed (quote caches on other nodes drop them).
+/// Pub/sub channel of shops whose templates changed (discovery's listings); payload: the
+/// shop id in decimal, `0` for the platform.
+pub fn shop_invalidation_channel(prefix: &str) -> String {
+    format!("{prefix}:shop-invalidate")
+}
+
 pub fn user_invalidation_channel(prefix: &str) -> String {
     format!("{prefix}:user-invalidate")
 }

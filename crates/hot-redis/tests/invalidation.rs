@@ -210,3 +210,71 @@ async fn the_catch_up_hook_runs_when_the_subscription_is_in_place() {
     token.cancel();
     subscriber.await.unwrap();
 }
+
+/// Shops travel on their own channel (the platform's `0` included), not on the templates'.
+#[tokio::test]
+async fn shop_invalidations_are_delivered_on_their_own_channel() {
+    let prefix = TestPrefix::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tpl_tx, mut tpl_rx) = tokio::sync::mpsc::unbounded_channel();
+    let subscribed = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let token = CancellationToken::new();
+    let seen = subscribed.clone();
+    tokio::spawn(
+        Invalidation::subscribe_shops(
+            &redis_url(),
+            &prefix.0,
+            move |s| {
+                let _ = tx.send(s);
+            },
+            move || {
+                seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            },
+            token.clone(),
+        )
+        .expect("a Redis URL"),
+    );
+    tokio::spawn(
+        Invalidation::subscribe(
+            &redis_url(),
+            &prefix.0,
+            move |t| {
+                let _ = tpl_tx.send(t);
+            },
+            token.clone(),
+        )
+        .expect("a Redis URL"),
+    );
+    let publisher = Invalidation::connect(&redis_url(), &prefix.0)
+        .await
+        .unwrap();
+    let shop = |n: i64| stampede_domain::ids::ShopId::from_stored(n).unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            publisher.publish_shop(shop(7)).await.unwrap();
+            tokio::select! {
+                Some(s) = rx.recv() => return s,
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    })
+    .await
+    .expect("a shop invalidation arrives");
+    assert_eq!(got, shop(7));
+    assert!(subscribed.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    publisher.publish_shop(shop(0)).await.unwrap();
+    let platform = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match rx.recv().await {
+                Some(s) if s == shop(7) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(platform, Some(shop(0)));
+    // Nothing reached the template channel's subscriber.
+    assert!(tpl_rx.try_recv().is_err());
+    token.cancel();
+}

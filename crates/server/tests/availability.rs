@@ -235,6 +235,10 @@ async fn redis_down_fails_claims_fast_keeps_settlement_and_recovers() {
     assert_eq!(s, 200, "{v}");
     let (s, v, _) = readyz(&app).await;
     assert_eq!((s, v["status"].as_str()), (200, Some("ready")), "{v}");
+    let (s, v) = read(app.get("/api/v1/shops/7/templates", &app.user_n(1)).await).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["items"][0]["user_claimed"], 1, "{v}");
+    assert!(v.get("partial").is_none(), "{v}");
 
     redis.kill();
 
@@ -268,6 +272,27 @@ async fn redis_down_fails_claims_fast_keeps_settlement_and_recovers() {
     // Settlement does not need Redis.
     let (s, v) = quote(&app, 1).await;
     assert_eq!(s, 200, "quote with redis down: {v}");
+
+    // Discovery still lists (cached listing, stored stock), marked partial, without the
+    // per-user fields it cannot know.
+    let started = Instant::now();
+    let r = app.get("/api/v1/shops/7/templates", &app.user_n(1)).await;
+    let partial = r
+        .headers()
+        .get("x-partial")
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
+    let (s, v) = read(r).await;
+    assert_eq!(s, 200, "discovery with redis down: {v}");
+    assert_eq!(partial.as_deref(), Some("true"), "{v}");
+    assert_eq!(v["partial"], true, "{v}");
+    assert_eq!(v["items"][0]["id"], id, "{v}");
+    assert!(v["items"][0].get("user_claimed").is_none(), "{v}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
 
     // Readiness: 503, redis down by name, the database up, within a second.
     let (s, v, took) = readyz(&app).await;

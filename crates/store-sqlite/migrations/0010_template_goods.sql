@@ -1,3 +1,9 @@
+-- A shop's active templates (discovery's listing: shop, status, window) by an index that
+-- leads with the shop. Without statistics SQLite otherwise picks (status, claim_end_ms) and
+-- scans every active template of every shop for one shop's listing (measured: 200,000
+-- templates, 44 ms per listing instead of well under 1 ms).
+CREATE INDEX IF NOT EXISTS templates_shop_status ON templates (shop_id, status, claim_end_ms);
+
 -- Which templates list which goods: the back-office "templates of this product" filter reads
 -- it instead of scanning every template's comma-separated `goods_ids`. Goods never change
 -- after creation, so rows are written with the template and never updated. Existing

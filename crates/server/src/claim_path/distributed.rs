@@ -82,7 +82,8 @@ pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::R
         discovery: discovery.clone(),
         quote_cache: quote_cache.clone(),
         background: vec![
-            invalidation_subscriber(settings, catalog, discovery),
+            invalidation_subscriber(settings, catalog),
+            shop_subscriber(settings, discovery.clone()),
             user_broadcast(conn.clone(), &r.prefix, node_tag, user_rx),
             user_subscriber(settings, node_tag, quote_cache.clone()),
             crate::storage::database_watch(
@@ -138,29 +139,39 @@ fn user_subscriber(settings: &Settings, node_tag: u64, cache: Arc<UserCouponCach
     })
 }
 
+/// Reloads the discovery listings of shops whose templates changed on any node (this
+/// node's own changes arrive too: reloading once more is harmless); after a gap in the
+/// subscription, every listing.
+fn shop_subscriber(settings: &Settings, discovery: Arc<Discovery>) -> Background {
+    let (url, prefix) = (settings.redis.url.clone(), settings.redis.prefix.clone());
+    Box::new(move |token: CancellationToken| -> BoxFuture<'static, ()> {
+        let d = discovery.clone();
+        let on_shop = move |shop| d.changed(shop);
+        let d = discovery.clone();
+        let on_subscribed = move || d.forget_all();
+        match Invalidation::subscribe_shops(&url, &prefix, on_shop, on_subscribed, token) {
+            Ok(fut) => Box::pin(fut),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot subscribe to shop invalidations");
+                Box::pin(async {})
+            }
+        }
+    })
+}
+
 /// Listens for other nodes' template changes and reloads them into this node's catalog.
-fn invalidation_subscriber(
-    settings: &Settings,
-    catalog: Arc<Catalog>,
-    discovery: Arc<Discovery>,
-) -> Background {
+fn invalidation_subscriber(settings: &Settings, catalog: Arc<Catalog>) -> Background {
     let (url, prefix) = (settings.redis.url.clone(), settings.redis.prefix.clone());
     Box::new(move |token: CancellationToken| -> BoxFuture<'static, ()> {
         let cat = catalog.clone();
-        let disc = discovery.clone();
         let on_invalidate = move |id| {
-            let (cat, disc) = (cat.clone(), disc.clone());
-            tokio::spawn(async move {
-                cat.created(id).await;
-                disc.changed_elsewhere(id).await;
-            });
+            let cat = cat.clone();
+            tokio::spawn(async move { cat.created(id).await });
         };
         // Templates created elsewhere between the start-up bloom load (or a lost
         // subscription) and this subscription were never announced to this node: reload the
         // ids each time the subscription is (re)established, or claims on them would be 404.
-        let discovery = discovery.clone();
         let on_subscribed = move || {
-            discovery.forget_all();
             let cat = catalog.clone();
             tokio::spawn(async move {
                 if let Err(e) = cat.rebuild_bloom().await {

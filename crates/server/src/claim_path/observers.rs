@@ -49,12 +49,22 @@ impl TemplateObserver for Broadcast {
         if let Err(e) = self.invalidation.publish(t.id).await {
             tracing::warn!(template = %t.id, error = %e, "could not broadcast a new template; other nodes see it when their bloom filter is rebuilt");
         }
+        self.publish_shop(t).await;
     }
 
     async fn changed(&self, t: &Template) {
         self.local.changed(t).await;
         if let Err(e) = self.invalidation.publish(t.id).await {
             tracing::warn!(template = %t.id, error = %e, "could not broadcast a template change; other nodes see it when their cache entry expires");
+        }
+        self.publish_shop(t).await;
+    }
+}
+
+impl Broadcast {
+    async fn publish_shop(&self, t: &Template) {
+        if let Err(e) = self.invalidation.publish_shop(t.shop_id).await {
+            tracing::warn!(shop = %t.shop_id, error = %e, "could not broadcast a shop's change; other nodes' listings of it follow within discovery.listing_ttl_secs");
         }
     }
 }
