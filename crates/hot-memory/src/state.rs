@@ -161,15 +161,18 @@ pub(crate) fn shard(user: UserId) -> usize {
     (x >> 58) as usize % SHARDS
 }
 
+/// A template's per-user maps, sharded, each behind its lock.
+type Shards<K, V, S> = Box<[Mutex<HashMap<K, V, S>>]>;
+
 /// `SHARDS` empty maps behind their locks.
-fn empty_shards<K, V, S: Default>() -> Box<[Mutex<HashMap<K, V, S>>]> {
+fn empty_shards<K, V, S: Default>() -> Shards<K, V, S> {
     (0..SHARDS)
         .map(|_| Mutex::new(HashMap::with_hasher(S::default())))
         .collect()
 }
 
 /// The maps behind their locks, or nothing yet when they are all empty.
-fn shards_if_any<K, V, S>(maps: Vec<HashMap<K, V, S>>) -> OnceLock<Box<[Mutex<HashMap<K, V, S>>]>> {
+fn shards_if_any<K, V, S>(maps: Vec<HashMap<K, V, S>>) -> OnceLock<Shards<K, V, S>> {
     let cell = OnceLock::new();
     if maps.iter().any(|m| !m.is_empty()) {
         let _ = cell.set(maps.into_iter().map(Mutex::new).collect());
@@ -218,11 +221,11 @@ impl Hot {
     }
 
     fn users(&self) -> &[Mutex<UserMap>] {
-        self.users.get_or_init(|| empty_shards())
+        self.users.get_or_init(empty_shards)
     }
 
     fn keys(&self) -> &[Mutex<KeyMap>] {
-        self.keys.get_or_init(|| empty_shards())
+        self.keys.get_or_init(empty_shards)
     }
 
     /// Coupons of this template `user` holds (without allocating the maps).
