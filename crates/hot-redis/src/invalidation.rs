@@ -87,24 +87,15 @@ impl Invalidation {
         F: Fn(ShopId) + Send + Sync + 'static,
         G: Fn() + Send + Sync + 'static,
     {
-        let client = redis::Client::open(url).map_err(backend)?;
-        let channel = keys::shop_invalidation_channel(prefix);
-        let on_payload = move |payload: &[u8]| {
-            let payload = String::from_utf8_lossy(payload);
-            match payload.parse::<i64>().ok().and_then(ShopId::from_stored) {
-                Some(s) => on_shop(s),
-                None => {
-                    tracing::warn!(%payload, "ignoring a shop invalidation that is not a shop id")
-                }
-            }
-        };
-        Ok(run_subscriber(
-            client,
-            channel,
-            on_payload,
+        subscribe_parsed(
+            url,
+            keys::shop_invalidation_channel(prefix),
+            |p| p.parse::<i64>().ok().and_then(ShopId::from_stored),
+            "a shop id",
+            on_shop,
             on_subscribed,
             token,
-        ))
+        )
     }
 
     /// The subscriber: a future (to spawn) that calls `on_invalidate` for every template id
@@ -137,25 +128,50 @@ impl Invalidation {
         F: Fn(TemplateId) + Send + Sync + 'static,
         G: Fn() + Send + Sync + 'static,
     {
-        let client = redis::Client::open(url).map_err(backend)?;
-        let channel = keys::invalidation_channel(prefix);
-        let on_payload = move |payload: &[u8]| {
-            let payload = String::from_utf8_lossy(payload);
-            match TemplateId::parse(&payload) {
-                Some(t) => on_invalidate(t),
-                None => {
-                    tracing::warn!(%payload, "ignoring an invalidation that is not a template id")
-                }
-            }
-        };
-        Ok(run_subscriber(
-            client,
-            channel,
-            on_payload,
+        subscribe_parsed(
+            url,
+            keys::invalidation_channel(prefix),
+            TemplateId::parse,
+            "a template id",
+            on_invalidate,
             on_subscribed,
             token,
-        ))
+        )
     }
+}
+
+/// Subscribes to `channel`, calling `on` with every payload `parse` reads (others are
+/// logged and skipped, `what` naming what was expected).
+fn subscribe_parsed<T: 'static, F, G>(
+    url: &str,
+    channel: String,
+    parse: fn(&str) -> Option<T>,
+    what: &'static str,
+    on: F,
+    on_subscribed: G,
+    token: CancellationToken,
+) -> Result<impl Future<Output = ()> + Send + 'static, StoreError>
+where
+    F: Fn(T) + Send + Sync + 'static,
+    G: Fn() + Send + Sync + 'static,
+{
+    let client = redis::Client::open(url).map_err(backend)?;
+    let on_payload = move |payload: &[u8]| {
+        let payload = String::from_utf8_lossy(payload);
+        match parse(&payload) {
+            Some(v) => on(v),
+            None => {
+                tracing::warn!(%payload, expected = what, "ignoring an invalidation that cannot be read")
+            }
+        }
+    };
+    Ok(run_subscriber(
+        client,
+        channel,
+        on_payload,
+        on_subscribed,
+        token,
+    ))
 }
 
 pub(crate) async fn run_subscriber<F, G>(

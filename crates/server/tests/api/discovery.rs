@@ -499,7 +499,8 @@ async fn a_cart_lists_what_the_user_could_still_claim_for_it() {
 }
 
 /// Distributed mode: a change made on one node leaves the other node's listings within a
-/// second (the invalidation broadcast), long before the listing's TTL (an hour here).
+/// second, long before the listing's TTL (an hour here): a termination (the shop broadcast),
+/// a sell-out (stock read from the shared hot state) and an end (the window, per request).
 #[tokio::test]
 async fn a_change_on_one_node_leaves_the_other_nodes_listings() {
     if backend() == TestBackend::Sqlite {
@@ -539,6 +540,49 @@ async fn a_change_on_one_node_leaves_the_other_nodes_listings() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+
+    // Sold out on node A: node B stops listing it at once.
+    let one = make(&a, &a.merchant(7), &{
+        let mut body = body(
+            &a,
+            "Last one",
+            json!({"kind": "fixed", "amount_off": 50}),
+            0,
+            &[],
+        );
+        body["stock_total"] = json!(1);
+        body
+    })
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !ids(&get(&b, path, &user).await).contains(&one) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node B never listed the new template"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let r = a
+        .post(
+            &format!("/api/v1/templates/{one}/claim"),
+            &a.user_n(5),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let t0 = std::time::Instant::now();
+    while ids(&get(&b, path, &user).await).contains(&one) {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(1),
+            "node B still lists a sold-out template after a second"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // Ended: node B's clock passes the window's end; nothing needs telling.
+    assert!(ids(&get(&b, path, &user).await).contains(&f.fixed));
+    b.advance(SignedDuration::from_hours(25));
+    assert!(!ids(&get(&b, path, &user).await).contains(&f.fixed));
 }
 
 fn page_ids(page: &Value) -> Vec<String> {
