@@ -247,6 +247,8 @@ mod tests {
                 assert!(
                     s.contains("IF NOT EXISTS")
                         || s.contains("IF EXISTS")
+                        // A backfill whose rows have a unique key: a rerun adds nothing.
+                        || s.starts_with("INSERT IGNORE INTO ")
                         || adds_a_column(s)
                         || modifies_a_column(s),
                     "not idempotent: {s}"

@@ -211,6 +211,9 @@ mod tests {
             status: None,
             kind: None,
             name: None,
+            goods_id: None,
+            claim_from: None,
+            claim_to: None,
             ..q
         };
         assert_eq!(TemplateFilter::new(&none, None, "").where_clause("g"), "");

@@ -32,7 +32,7 @@ async fn migrating_again_is_a_noop(ctx: Ctx) {
                 .fetch_all(&pool)
                 .await
                 .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
         pool.close().await;
     }
 }
@@ -65,6 +65,7 @@ async fn schema_matches_the_shared_records(ctx: Ctx) {
     let settlement_columns = names(LINE_COLUMNS);
     let reminder_columns = names(ReminderRecord::COLUMNS);
     let lease_columns = vec!["part", "owner", "token", "until_ms"];
+    let goods_columns = vec!["goods_id", "template_id"];
     for (i, url) in ctx.cfg.databases.iter().enumerate() {
         let pool = MySqlPool::connect(url).await.unwrap();
         let mut expected: Vec<String> =
@@ -82,6 +83,7 @@ async fn schema_matches_the_shared_records(ctx: Ctx) {
                 format!("orders_{t}"),
                 format!("settlements_{t}"),
                 format!("reminders_{t}"),
+                format!("template_goods_{t}"),
             ]);
             for (table, want) in [
                 (format!("templates_{t}"), &expected_columns),
@@ -90,6 +92,7 @@ async fn schema_matches_the_shared_records(ctx: Ctx) {
                 (format!("orders_{t}"), &order_columns),
                 (format!("settlements_{t}"), &settlement_columns),
                 (format!("reminders_{t}"), &reminder_columns),
+                (format!("template_goods_{t}"), &goods_columns),
                 ("reminder_leases".to_owned(), &lease_columns),
             ] {
                 let columns: Vec<String> = sqlx::query_scalar(
@@ -162,7 +165,7 @@ async fn a_database_from_before_distributions_is_upgraded(ctx: Ctx) {
                 .fetch_all(&pool)
                 .await
                 .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
         let names = table_names(&pool).await;
         assert!(names.contains(&"distributions_0".to_owned()), "{names:?}");
         pool.close().await;
