@@ -333,6 +333,10 @@ impl Claims {
             after,
             now,
         };
+        // Pending first: a claim leaves the pending set only once it is stored, so one that
+        // moves between the two reads is in the stored page. (Stored first would miss it:
+        // not yet stored when the page was read, gone from pending by the second read.)
+        let pending = self.hot.pending_coupons(user).await?;
         let (mut items, partial) = match self.coupons.list_coupons(&q).await {
             Ok(items) => (items, false),
             Err(e) if cannot_read(&e) => {
@@ -346,7 +350,7 @@ impl Claims {
             }
             Err(e) => return Err(e.into()),
         };
-        for p in self.hot.pending_coupons(user).await? {
+        for p in pending {
             if matches(&p, status, now)
                 && after.is_none_or(|a| sort_key(&p) > a)
                 && !items.iter().any(|c| c.id == p.id)

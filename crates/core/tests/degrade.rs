@@ -99,6 +99,30 @@ async fn my_coupons_serves_pending_claims_marked_partial_when_the_database_is_do
     );
 }
 
+/// A claim leaves the pending set only after it is stored. "My coupons" reads the pending
+/// set first, so a coupon applied between its two reads is in the second (the other order
+/// missed it: gone from pending, not yet in the stored page).
+#[tokio::test]
+async fn my_coupons_keeps_a_claim_applied_between_its_two_reads() {
+    let w = world(true).await;
+    let (c, _) = w
+        .claims
+        .claim(&user(5), w.template.id, Some("a"))
+        .await
+        .unwrap();
+    *w.hot.apply_before_pending_read.lock().unwrap() = Some(w.store.clone());
+    let page = w
+        .claims
+        .my_coupons(&user(5), None, None, None)
+        .await
+        .unwrap();
+    assert_eq!(page.items.iter().map(|c| c.id).collect::<Vec<_>>(), [c.id]);
+    assert!(
+        w.hot.made.lock().unwrap().is_empty(),
+        "the coupon was applied"
+    );
+}
+
 #[tokio::test]
 async fn a_write_that_needs_the_database_is_unavailable_naming_it() {
     use stampede_core::backoffice::{BackOffice, CreateTemplate};

@@ -235,6 +235,9 @@ pub struct LossyHot {
     /// Every coupon made (pending: not persisted by these doubles).
     pub made: Mutex<Vec<UserCoupon>>,
     lookup_down: AtomicBool,
+    /// When set, reading pending coupons first stores them all there and forgets them, as an
+    /// applier finishing just before the read would.
+    pub apply_before_pending_read: Mutex<Option<Arc<Store>>>,
 }
 
 impl Default for LossyHot {
@@ -244,6 +247,7 @@ impl Default for LossyHot {
             keys: Mutex::default(),
             made: Mutex::default(),
             lookup_down: AtomicBool::new(false),
+            apply_before_pending_read: Mutex::default(),
         }
     }
 }
@@ -353,6 +357,10 @@ impl HotState for LossyHot {
     }
 
     async fn pending_coupons(&self, user: UserId) -> Result<Vec<UserCoupon>, StoreError> {
+        if let Some(store) = self.apply_before_pending_read.lock().unwrap().as_ref() {
+            let applied: Vec<UserCoupon> = self.made.lock().unwrap().drain(..).collect();
+            store.coupons.lock().unwrap().extend(applied);
+        }
         Ok(self
             .made
             .lock()
