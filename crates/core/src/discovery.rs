@@ -25,7 +25,7 @@ use jiff::{SignedDuration, Timestamp};
 use moka::future::Cache;
 use serde::Serialize;
 use stampede_domain::ValidationErrors;
-use stampede_domain::auth::{Principal, Role};
+use stampede_domain::auth::Principal;
 use stampede_domain::discovery::{
     self as rules, Candidate, Listing, Place, SortKey, StockLevel, stock_level,
 };
@@ -379,7 +379,8 @@ impl Discovery {
         };
         let listing = self.listing_params(&page, &mut errs);
         errs.finish(()).map_err(AppError::Validation)?;
-        let user = user_of(who);
+        // Per-user fields only for a user token (others get the listing alone).
+        let user = crate::claims::user_of(who).ok();
         let now = listing.now;
         let ts = self.candidates(shops, Some(place), now).await?;
         let (standing, partial) = self.standing(&ts, user).await;
@@ -488,12 +489,6 @@ impl Discovery {
             after,
         }
     }
-}
-
-fn user_of(who: &Principal) -> Option<UserId> {
-    (who.role == Role::User)
-        .then(|| UserId::parse(&who.subject))
-        .flatten()
 }
 
 /// Ranks `ts` and writes the page's JSON from the pre-rendered fragments: byte for byte
@@ -615,11 +610,6 @@ fn encode_cursor(k: SortKey) -> String {
 fn decode_cursor(s: &str) -> Option<SortKey> {
     let raw = URL_SAFE_NO_PAD.decode(s).ok()?;
     SortKey::from_text(std::str::from_utf8(&raw).ok()?)
-}
-
-/// A shop id from the path: 404 when it is not one (as for any unknown resource).
-pub fn parse_shop(s: &str) -> Result<ShopId, AppError> {
-    ShopId::parse(s).ok_or_else(|| AppError::not_found("shop"))
 }
 
 #[cfg(test)]
