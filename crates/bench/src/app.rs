@@ -34,7 +34,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Distribution(a) => runtime(1)?.block_on(distribution_scenario(a)),
         Scenario::Reminders(a) => runtime(a.threads)?.block_on(reminders_scenario(a)),
         Scenario::Overload(a) => runtime(a.threads)?.block_on(overload_scenario(a)),
-        Scenario::BareAxum { listen } => bare_axum::serve(&listen),
+        Scenario::BareAxum { listen, page_bytes } => bare_axum::serve(&listen, page_bytes),
         Scenario::HotRebuild(o) => runtime(2)?.block_on(async {
             let report = hot_rebuild::run(&o).await?;
             let json = serde_json::to_string(&report).context("encoding the summary")?;
@@ -256,7 +256,15 @@ async fn load_scenario(args: LoadArgs, setup: Setup) -> anyhow::Result<()> {
         "discovery" => Some(discovery::db_queries(&target).await?),
         _ => None,
     };
-    let mut report = measure(name, &target, work, opts, args.threads, args.server_pid).await?;
+    let mut report = measure(
+        name,
+        &target,
+        work.clone(),
+        opts,
+        args.threads,
+        args.server_pid,
+    )
+    .await?;
     if let Some(before) = queries_before {
         let after = discovery::db_queries(&target).await?;
         eprintln!(
@@ -278,7 +286,7 @@ async fn load_scenario(args: LoadArgs, setup: Setup) -> anyhow::Result<()> {
         report = report.with_ceiling(ceiling.await?);
     }
     if args.compare_bare_axum {
-        let bare = bare_axum::Child::start()?;
+        let bare = bare_axum::Child::start(None)?;
         let bare_target = Target::resolve(&bare.base).await?;
         phase("bare axum");
         let work = Arc::new(healthz_mix(&bare_target)?);
@@ -292,6 +300,30 @@ async fn load_scenario(args: LoadArgs, setup: Setup) -> anyhow::Result<()> {
         )
         .await?;
         report = report.with_bare_axum(ceiling);
+    }
+    if let Some(bytes) = args.compare_bare_page {
+        let bare = bare_axum::Child::start(Some(bytes))?;
+        let bare_target = Target::resolve(&bare.base).await?;
+        phase(&format!("bare page ({bytes} bytes)"));
+        let page = measure(
+            "bare-page",
+            &bare_target,
+            work,
+            opts,
+            args.threads,
+            Some(bare.pid()),
+        )
+        .await?;
+        if let Some(c) = &report.ceiling {
+            eprintln!(
+                "a bare server answering {bytes} bytes reaches {:.1}% of the healthz ceiling \
+                 ({:.1} / {:.1} requests/s)",
+                page.requests_per_s / c.requests_per_s.max(f64::MIN_POSITIVE) * 100.0,
+                page.requests_per_s,
+                c.requests_per_s
+            );
+        }
+        report = report.with_bare_axum(page);
     }
     print_report(&report.to_table(), &report.to_json_line());
     Ok(())

@@ -13,8 +13,10 @@ struct Health {
     status: &'static str,
 }
 
-/// Serves until killed (the hidden `bare-axum` subcommand).
-pub fn serve(listen: &str) -> anyhow::Result<()> {
+/// Serves until killed (the hidden `bare-axum` subcommand). With `page_bytes`, every other
+/// GET is answered with a fixed JSON body of that size (`{"items":"xxx…"}`): the ceiling
+/// of answers that size, whatever the server computes to write them.
+pub fn serve(listen: &str, page_bytes: Option<usize>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -25,12 +27,30 @@ pub fn serve(listen: &str) -> anyhow::Result<()> {
             .with_context(|| format!("binding {listen}"))?;
         let addr = listener.local_addr().context("reading the bound address")?;
         println!("listening on {addr}");
-        let app = axum::Router::new().route(
+        let mut app = axum::Router::new().route(
             "/healthz",
             get(|| async { axum::Json(Health { status: "ok" }) }),
         );
+        if let Some(n) = page_bytes {
+            let page = axum::body::Bytes::from(fixed_page(n));
+            app = app.fallback(get(move || {
+                let page = page.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        page,
+                    )
+                }
+            }));
+        }
         axum::serve(listener, app).await.context("serving")
     })
+}
+
+/// Valid JSON of exactly `n` bytes (or the 12 of `{"items":""}` when `n` is smaller).
+fn fixed_page(n: usize) -> String {
+    let pad = n.saturating_sub(r#"{"items":""}"#.len());
+    format!(r#"{{"items":"{}"}}"#, "x".repeat(pad))
 }
 
 /// A running bare axum server; killed when dropped.
@@ -43,10 +63,18 @@ pub struct Child {
 impl Child {
     /// Starts this executable's `bare-axum` subcommand on a free port and waits until it
     /// listens.
-    pub fn start() -> anyhow::Result<Self> {
+    pub fn start(page_bytes: Option<usize>) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("locating this executable")?;
+        let mut args = vec![
+            "bare-axum".to_owned(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ];
+        if let Some(n) = page_bytes {
+            args.extend(["--page-bytes".to_owned(), n.to_string()]);
+        }
         let mut child = Command::new(exe)
-            .args(["bare-axum", "--listen", "127.0.0.1:0"])
+            .args(&args)
             .stdout(Stdio::piped())
             .stdin(Stdio::null())
             .spawn()
@@ -74,5 +102,19 @@ impl Drop for Child {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixed_page;
+
+    #[test]
+    fn a_fixed_page_is_json_of_the_size_asked() {
+        for n in [0, 12, 13, 9_912] {
+            let page = fixed_page(n);
+            assert_eq!(page.len(), n.max(12));
+            assert!(serde_json::from_str::<serde_json::Value>(&page).is_ok());
+        }
     }
 }

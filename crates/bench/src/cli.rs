@@ -101,6 +101,9 @@ pub enum Scenario {
     BareAxum {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
+        /// Also answer every other GET with a fixed JSON body of this many bytes.
+        #[arg(long)]
+        page_bytes: Option<usize>,
     },
 }
 
@@ -131,6 +134,11 @@ pub struct LoadArgs {
     /// this tool as a child process with the server's runtime shape) and print the ratio.
     #[arg(long)]
     pub compare_bare_axum: bool,
+    /// Also run the same requests against a bare axum server that answers every one with
+    /// a fixed JSON body of this many bytes and does nothing else: what any server can
+    /// reach for answers of that size on this machine (e.g. 9912 for a product page).
+    #[arg(long, value_name = "BYTES", conflicts_with_all = ["compare_bare_axum", "find_rate"])]
+    pub compare_bare_page: Option<usize>,
     /// The server's JWT secret (claim, quote, lock-redeem).
     #[arg(long, env = "STAMPEDE_AUTH__JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,

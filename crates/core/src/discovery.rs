@@ -22,7 +22,7 @@ use crate::ports::{StoreError, TemplateQuery, TemplateStore};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jiff::{SignedDuration, Timestamp};
-use moka::future::Cache;
+use quick_cache::sync::Cache;
 use serde::Serialize;
 use stampede_domain::ValidationErrors;
 use stampede_domain::auth::Principal;
@@ -35,7 +35,7 @@ use stampede_domain::settlement::Cart;
 use stampede_domain::template::{Template, TemplateStatus};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Generation stripes: a change reloads the listings of its stripe's shops only.
 const STRIPES: usize = 4_096;
@@ -63,24 +63,60 @@ impl Default for DiscoveryConfig {
     }
 }
 
+/// One shop's listed templates and their pre-rendered JSON, each side by side in one block:
+/// a page walks a shop's templates in order, so keeping them contiguous (rather than one
+/// allocation per template, scattered over a heap of 200,000 templates) spares a cache
+/// miss per template and lets the copy of the fragments stream.
 struct ShopListing {
     generation: u64,
-    templates: Vec<Arc<Listed>>,
+    /// When it was read from the store (a listing older than the TTL is read again).
+    loaded: Instant,
+    templates: Vec<Template>,
+    /// The templates' fragments (everything of the public view but stock and status, see
+    /// [`static_fragment`]) back to back; template `i`'s ends at `ends[i]`.
+    fragments: String,
+    ends: Vec<usize>,
 }
 
-/// A listed template with the JSON of its unchanging fields rendered once (everything of
-/// the public view but stock and status), so an answer copies bytes instead of formatting
-/// twenty templates' names, ids and timestamps per request.
-struct Listed {
-    template: Template,
-    /// `"id":…,…,"per_user_limit":…` (no braces).
-    fragment: Box<str>,
+impl ShopListing {
+    fn new(generation: u64, templates: Vec<Template>) -> Self {
+        let mut fragments = String::with_capacity(templates.len() * 512);
+        let mut ends = Vec::with_capacity(templates.len());
+        for t in &templates {
+            fragments.push_str(&static_fragment(t));
+            ends.push(fragments.len());
+        }
+        Self {
+            generation,
+            loaded: Instant::now(),
+            templates,
+            fragments,
+            ends,
+        }
+    }
+
+    fn fragment(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.fragments[start..self.ends[i]]
+    }
+
+    /// Template `i` and its fragment.
+    fn entry(&self, i: usize) -> (&Template, &str) {
+        (&self.templates[i], self.fragment(i))
+    }
 }
 
-impl Listed {
-    fn new(template: Template) -> Self {
-        let fragment = static_fragment(&template).into_boxed_str();
-        Self { template, fragment }
+/// The templates a page considers, each with its fragment (borrowed from the listings).
+#[derive(Default)]
+struct Picked<'a> {
+    templates: Vec<&'a Template>,
+    fragments: Vec<&'a str>,
+}
+
+impl<'a> Picked<'a> {
+    fn push(&mut self, (t, f): (&'a Template, &'a str)) {
+        self.templates.push(t);
+        self.fragments.push(f);
     }
 }
 
@@ -208,10 +244,10 @@ impl Discovery {
         clock: Arc<dyn Clock>,
         cfg: DiscoveryConfig,
     ) -> Self {
-        let listings = Cache::builder()
-            .max_capacity(cfg.capacity)
-            .time_to_live(cfg.ttl)
-            .build();
+        // quick_cache rather than moka here: this lookup runs on every product page, and
+        // moka's per-read bookkeeping was a visible share of one; the TTL is checked on the
+        // listing itself.
+        let listings = Cache::new(usize::try_from(cfg.capacity).unwrap_or(usize::MAX));
         Self {
             store,
             hot,
@@ -248,8 +284,9 @@ impl Discovery {
     /// The active, not yet closed templates of `shop`, from cache when current.
     async fn listing(&self, shop: ShopId) -> Result<Arc<ShopListing>, StoreError> {
         let generation = self.stripe(shop).load(Ordering::Acquire);
-        if let Some(l) = self.listings.get(&shop).await
+        if let Some(l) = self.listings.get(&shop)
             && l.generation == generation
+            && l.loaded.elapsed() < self.cfg.ttl
         {
             metrics::counter!("stampede_discovery_listing_hits_total").increment(1);
             return Ok(l);
@@ -271,45 +308,44 @@ impl Discovery {
                 claim_to: None,
             })
             .await?;
-        let l = Arc::new(ShopListing {
-            generation,
-            templates: page
-                .items
-                .into_iter()
-                .map(|t| Arc::new(Listed::new(t)))
-                .collect(),
-        });
-        self.listings.insert(shop, l.clone()).await;
+        let l = Arc::new(ShopListing::new(generation, page.items));
+        self.listings.insert(shop, l.clone());
         Ok(l)
     }
 
-    /// The templates of `shops` that apply to `place` and are listed at `now`.
-    async fn candidates(
-        &self,
-        shops: &[ShopId],
-        place: Option<Place>,
-        now: Timestamp,
-    ) -> Result<Vec<Arc<Listed>>, AppError> {
-        let opens_by = rules::opens_by(now, self.cfg.horizon);
-        let mut out = Vec::with_capacity(32);
+    /// The listings of `shops` (kept by the caller while it borrows from them).
+    async fn listings(&self, shops: &[ShopId]) -> Result<Vec<Arc<ShopListing>>, AppError> {
+        let mut out = Vec::with_capacity(shops.len());
         for &shop in shops {
-            let l = self.listing(shop).await?;
-            out.extend(
-                l.templates
-                    .iter()
-                    .filter(|l| rules::listed_by(&l.template, now, opens_by))
-                    .filter(|l| place.is_none_or(|p| rules::applies(&l.template, p)))
-                    .cloned(),
-            );
+            out.push(self.listing(shop).await?);
         }
         Ok(out)
     }
 
+    /// The templates of `listings` that apply to `place` and are listed at `now`.
+    fn pick<'a>(
+        &self,
+        listings: &'a [Arc<ShopListing>],
+        place: Option<Place>,
+        now: Timestamp,
+    ) -> Picked<'a> {
+        let opens_by = rules::opens_by(now, self.cfg.horizon);
+        let mut out = Picked::default();
+        for l in listings {
+            for (i, t) in l.templates.iter().enumerate() {
+                if rules::listed_by(t, now, opens_by) && place.is_none_or(|p| rules::applies(t, p))
+                {
+                    out.push(l.entry(i));
+                }
+            }
+        }
+        out
+    }
+
     /// The hot state's view of `ts`; when it cannot be read, the stored stock and no
     /// per-user fields (`partial`).
-    async fn standing(&self, ts: &[Arc<Listed>], user: Option<UserId>) -> (Vec<Standing>, bool) {
-        let refs: Vec<&Template> = ts.iter().map(|l| &l.template).collect();
-        match self.hot.standing(&refs, user).await {
+    async fn standing(&self, ts: &[&Template], user: Option<UserId>) -> (Vec<Standing>, bool) {
+        match self.hot.standing(ts, user).await {
             Ok(s) if s.len() == ts.len() => (s, false),
             Ok(_) => {
                 tracing::error!("the hot state answered for another number of templates");
@@ -382,10 +418,11 @@ impl Discovery {
         // Per-user fields only for a user token (others get the listing alone).
         let user = crate::claims::user_of(who).ok();
         let now = listing.now;
-        let ts = self.candidates(shops, Some(place), now).await?;
-        let (standing, partial) = self.standing(&ts, user).await;
+        let listings = self.listings(shops).await?;
+        let picked = self.pick(&listings, Some(place), now);
+        let (standing, partial) = self.standing(&picked.templates, user).await;
         Ok(render(
-            &ts,
+            &picked,
             &standing,
             partial,
             &listing,
@@ -409,35 +446,32 @@ impl Discovery {
         let now = listing.now;
         let mut shops: Vec<ShopId> = cart.shops().iter().map(|s| s.shop_id).collect();
         shops.push(ShopId::PLATFORM);
-        let ts: Vec<Arc<Listed>> = self
-            .candidates(&shops, None, now)
-            .await?
-            .into_iter()
-            .filter(|l| l.template.claim_start <= now)
-            .collect();
-        let (standing, partial) = self.standing(&ts, Some(user)).await;
+        let listings = self.listings(&shops).await?;
+        let all = self.pick(&listings, None, now);
+        let mut open = Picked::default();
+        for (&t, &f) in all.templates.iter().zip(&all.fragments) {
+            if t.claim_start <= now {
+                open.push((t, f));
+            }
+        }
+        let (standing, partial) = self.standing(&open.templates, Some(user)).await;
         // Only what a claim now would get: open, in stock, under the limit.
-        let keep: Vec<bool> = ts
-            .iter()
-            .zip(&standing)
-            .map(|(l, s)| {
-                let c = Candidate {
-                    template: &l.template,
-                    remaining: s.stock.unwrap_or(l.template.stock),
-                    held: s.held,
-                };
-                c.can_claim(now).unwrap_or(partial)
-            })
-            .collect();
-        let (ts, standing): (Vec<_>, Vec<_>) = ts
-            .into_iter()
-            .zip(standing)
-            .zip(keep)
-            .filter_map(|(pair, k)| k.then_some(pair))
-            .unzip();
+        let mut picked = Picked::default();
+        let mut kept = Vec::with_capacity(standing.len());
+        for ((&t, &f), s) in open.templates.iter().zip(&open.fragments).zip(standing) {
+            let c = Candidate {
+                template: t,
+                remaining: s.stock.unwrap_or(t.stock),
+                held: s.held,
+            };
+            if c.can_claim(now).unwrap_or(partial) {
+                picked.push((t, f));
+                kept.push(s);
+            }
+        }
         Ok(render(
-            &ts,
-            &standing,
+            &picked,
+            &kept,
             partial,
             &Listing {
                 include_sold_out: false,
@@ -494,14 +528,13 @@ impl Discovery {
 /// Ranks `ts` and writes the page's JSON from the pre-rendered fragments: byte for byte
 /// what serialising the [`DiscoveryPage`] of [`page_of`] gives (a test checks it).
 fn render(
-    ts: &[Arc<Listed>],
+    ts: &Picked<'_>,
     standing: &[Standing],
     partial: bool,
     listing: &Listing,
     discount: impl Fn(&Template) -> Option<Money>,
     now: Timestamp,
 ) -> Rendered {
-    use std::fmt::Write as _;
     let (page, fragments) = ranked(ts, standing, listing, discount);
     let size: usize = fragments.iter().map(|f| f.len() + 200).sum();
     let mut body = String::with_capacity(64 + size);
@@ -514,28 +547,35 @@ fn render(
         }
         body.push('{');
         body.push_str(fragment);
-        // Writing to a String cannot fail.
-        let _ = write!(
-            body,
-            ",\"remaining_stock\":{},\"status\":\"{}\",\"stock_level\":\"{}\",\"discount\":{}",
-            c.remaining.max(0),
-            t.effective_status(now).as_str(),
-            stock_level(c.remaining, t.stock_total).as_str(),
-            r.discount.cents()
-        );
+        // itoa rather than `write!`: the formatting machinery was a visible share of a page.
+        let mut n = itoa::Buffer::new();
+        body.push_str(",\"remaining_stock\":");
+        body.push_str(n.format(c.remaining.max(0)));
+        body.push_str(",\"status\":\"");
+        body.push_str(t.effective_status(now).as_str());
+        body.push_str("\",\"stock_level\":\"");
+        body.push_str(stock_level(c.remaining, t.stock_total).as_str());
+        body.push_str("\",\"discount\":");
+        body.push_str(n.format(r.discount.cents()));
         if let Some(held) = c.held {
-            let _ = write!(
-                body,
-                ",\"user_claimed\":{held},\"user_limit\":{},\"can_claim\":{}",
-                t.per_user_limit,
-                c.can_claim(now).unwrap_or(false)
-            );
+            body.push_str(",\"user_claimed\":");
+            body.push_str(n.format(held));
+            body.push_str(",\"user_limit\":");
+            body.push_str(n.format(t.per_user_limit));
+            body.push_str(",\"can_claim\":");
+            body.push_str(if c.can_claim(now).unwrap_or(false) {
+                "true"
+            } else {
+                "false"
+            });
         }
         body.push('}');
     }
     body.push(']');
     if let Some(k) = page.next {
-        let _ = write!(body, ",\"next_cursor\":\"{}\"", encode_cursor(k));
+        body.push_str(",\"next_cursor\":\"");
+        body.push_str(&encode_cursor(k));
+        body.push('"');
     }
     if partial {
         body.push_str(",\"partial\":true");
@@ -546,14 +586,14 @@ fn render(
 
 /// The ranked page and, per item, its template's fragment.
 fn ranked<'a>(
-    ts: &'a [Arc<Listed>],
+    ts: &Picked<'a>,
     standing: &[Standing],
     listing: &Listing,
     discount: impl Fn(&Template) -> Option<Money>,
 ) -> (rules::Page<'a>, Vec<&'a str>) {
-    let candidates = ts.iter().zip(standing).map(|(l, s)| Candidate {
-        template: &l.template,
-        remaining: s.stock.unwrap_or(l.template.stock).max(0),
+    let candidates = ts.templates.iter().zip(standing).map(|(&t, s)| Candidate {
+        template: t,
+        remaining: s.stock.unwrap_or(t.stock).max(0),
         held: s.held,
     });
     let page = rules::rank(candidates, listing, discount);
@@ -561,9 +601,11 @@ fn ranked<'a>(
         .items
         .iter()
         .map(|r| {
-            ts.iter()
-                .find(|l| std::ptr::eq(&l.template, r.candidate.template))
-                .map_or("", |l| &l.fragment)
+            ts.templates
+                .iter()
+                .position(|&t| std::ptr::eq(t, r.candidate.template))
+                .and_then(|i| ts.fragments.get(i).copied())
+                .unwrap_or("")
         })
         .collect();
     (page, fragments)
@@ -572,7 +614,7 @@ fn ranked<'a>(
 /// The page [`render`] writes, as a value (what the OpenAPI document describes).
 #[cfg(test)]
 fn page_of(
-    ts: &[Arc<Listed>],
+    ts: &Picked<'_>,
     standing: &[Standing],
     partial: bool,
     listing: &Listing,

@@ -141,11 +141,25 @@ proptest! {
     ) {
         shapes.sort_by_key(|s| s.id);
         shapes.dedup_by_key(|s| s.id);
-        let ts: Vec<Arc<Listed>> = shapes.iter().map(|s| Arc::new(Listed::new(template(s)))).collect();
-        let standing: Vec<Standing> = shapes
+        // Two shops' listings, as a goods page with platform templates reads them.
+        let (platform, shop): (Vec<Template>, Vec<Template>) =
+            shapes.iter().map(template).partition(|t| t.shop_id.is_platform());
+        let listings = [Arc::new(ShopListing::new(0, shop)), Arc::new(ShopListing::new(0, platform))];
+        let mut ts = Picked::default();
+        for l in &listings {
+            for i in 0..l.templates.len() {
+                ts.push(l.entry(i));
+            }
+        }
+        // Standing goes with the picked order, so look each template's shape up by id.
+        let shape_of = |t: &Template| shapes.iter().find(|s| s.id == t.id.get());
+        let standing: Vec<Standing> = ts
+            .templates
             .iter()
+            .filter_map(|&t| shape_of(t))
             .map(|s| Standing { stock: s.stock, held: if user { s.held.or(Some(0)) } else { None } })
             .collect();
+        prop_assert_eq!(standing.len(), ts.templates.len());
         let listing = Listing {
             now: now(),
             horizon: SignedDuration::from_hours(24),

@@ -89,7 +89,7 @@ fn discovery(settings: &Settings, services: &Services, hot: &Arc<dyn HotState>) 
         DiscoveryConfig {
             horizon: jiff::SignedDuration::from_hours(i64::from(d.horizon_hours)),
             capacity: d.shops_cached,
-            ttl: d.listing_ttl,
+            ttl: d.listing_ttl(settings.storage.backend),
             max_per_shop: d.max_templates_per_shop.max(1),
         },
     ))

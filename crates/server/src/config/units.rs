@@ -40,6 +40,22 @@ pub mod opt_millis {
     }
 }
 
+/// Optional whole seconds (`…_secs` whose absence means "pick a default by mode").
+pub mod opt_secs {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_secs))
+    }
+}
+
 /// Whole seconds (`…_secs`).
 pub mod secs {
     use super::*;

@@ -508,7 +508,7 @@ async fn a_change_on_one_node_leaves_the_other_nodes_listings() {
     }
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let (mut settings, urls) = test_settings(dir.path(), false);
-    settings.discovery.listing_ttl = std::time::Duration::from_secs(3_600);
+    settings.discovery.listing_ttl = Some(std::time::Duration::from_secs(3_600));
     let a = spawn_app_from(dir, settings, urls).await;
     let b = spawn_sibling(&a).await;
     let f = shop7(&a).await;
