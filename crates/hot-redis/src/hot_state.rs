@@ -3,6 +3,7 @@
 
 use crate::Connection;
 use crate::keys::{self, TemplateKeys};
+use crate::persister::ClaimLogHints;
 use crate::{backend, backend_msg, codec, scripts};
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -39,6 +40,8 @@ pub struct RedisHotState {
     conn: Connection,
     prefix: String,
     coupons: Arc<dyn CouponStore>,
+    /// Where claims tell this node's persister which logs they wrote to.
+    hints: Option<Arc<ClaimLogHints>>,
 }
 
 impl std::fmt::Debug for RedisHotState {
@@ -220,7 +223,15 @@ impl RedisHotState {
             conn: conn.into(),
             prefix: prefix.to_owned(),
             coupons,
+            hints: None,
         }
+    }
+
+    /// Marks in `hints` every template a claim is tried on (see
+    /// [`crate::Persister::with_hints`]).
+    pub fn with_hints(mut self, hints: Arc<ClaimLogHints>) -> Self {
+        self.hints = Some(hints);
+        self
     }
 
     pub fn connection(&self) -> Connection {
@@ -445,11 +456,26 @@ impl HotState for RedisHotState {
         let k = TemplateKeys::new(&self.prefix, t.id);
         let mut coupon = codec::normalize(coupon);
         coupon.template_id = t.id;
-        let mut reply = self.run_claim(&k, t, &coupon, key, now).await?;
-        if reply == Reply::NotLoaded {
-            self.load(&k, t).await?;
-            reply = self.run_claim(&k, t, &coupon, key, now).await?;
+        // Marked before the script (a claim whose answer is lost may still have been
+        // logged) and again after it (a pass that took the first mark may have read the log
+        // before this entry was in it).
+        let mark = || {
+            if let Some(h) = &self.hints {
+                h.mark(t.id);
+            }
+        };
+        mark();
+        let reply = async {
+            let mut reply = self.run_claim(&k, t, &coupon, key, now).await?;
+            if reply == Reply::NotLoaded {
+                self.load(&k, t).await?;
+                reply = self.run_claim(&k, t, &coupon, key, now).await?;
+            }
+            Ok::<_, StoreError>(reply)
         }
+        .await;
+        mark();
+        let reply = reply?;
         match reply {
             Reply::NotLoaded => Err(backend_msg(format!(
                 "template {} is not loaded in Redis after loading it",

@@ -97,7 +97,7 @@ pub use flow::RedisRateLimiter;
 pub use hot_state::RedisHotState;
 pub use invalidation::Invalidation;
 pub use login::RedisLoginAttempts;
-pub use persister::{LogBatch, Persister};
+pub use persister::{ClaimLogHints, LogBatch, Persister};
 pub use template_cache::RedisTemplateCache;
 pub use user_invalidation::UserInvalidation;
 pub use worker_lease::{lease_worker_id, renew_worker_id};

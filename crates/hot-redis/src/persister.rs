@@ -18,6 +18,16 @@
 //!
 //! and finally releases the lease if it is still ours (compare-and-delete script).
 //!
+//! # Which logs a pass visits
+//!
+//! A full sweep checks every registered log's length (pipelined, [`SWEEP_CHUNK`] per round
+//! trip). With hints ([`Persister::with_hints`]), the passes in between visit only the logs
+//! this node claimed into since the last pass ([`ClaimLogHints`], marked by the hot state
+//! before each claim script runs, so a claim whose outcome is unknown is visited too); the
+//! full sweep, every `sweep` interval, takes over other nodes' logs (a node that died with
+//! entries left). Without hints every pass is a full sweep: at 200,000 templates that was
+//! 200,000 `XLEN` round trips per pass, half a Redis core on an idle node.
+//!
 //! # Why a crash anywhere replays safely
 //!
 //! The invariant: **entries leave the log only at or below the applied position**, so the
@@ -57,6 +67,37 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// Log lengths asked per round trip of a full sweep.
+pub const SWEEP_CHUNK: usize = 1_000;
+
+/// Templates this node's claims wrote to since the persister's last pass.
+#[derive(Debug, Default)]
+pub struct ClaimLogHints(std::sync::Mutex<std::collections::HashSet<TemplateId>>);
+
+impl ClaimLogHints {
+    pub fn mark(&self, t: TemplateId) {
+        self.lock().insert(t);
+    }
+
+    fn take(&self) -> Vec<TemplateId> {
+        let mut ts: Vec<TemplateId> = self.lock().drain().collect();
+        ts.sort_unstable();
+        ts
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<TemplateId>> {
+        // A panic while holding it leaves a plain set behind: keep using it.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Hinted passes and when the last full sweep ran.
+struct Hinted {
+    hints: Arc<ClaimLogHints>,
+    sweep: Duration,
+    last_sweep: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
 /// Default lease on one template's log.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
@@ -84,6 +125,7 @@ pub struct Persister {
     node_id: String,
     batch: usize,
     lease: Duration,
+    hinted: Option<Hinted>,
 }
 
 impl std::fmt::Debug for Persister {
@@ -137,6 +179,18 @@ fn record_of(
     })
 }
 
+impl Hinted {
+    fn sweep_due(&self) -> bool {
+        let last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
+        last.is_none_or(|at| at.elapsed() >= self.sweep)
+    }
+
+    fn swept(&self) {
+        *self.last_sweep.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(std::time::Instant::now());
+    }
+}
+
 impl Persister {
     /// `batch`: log entries per transaction (at least 1).
     pub fn new(
@@ -153,7 +207,19 @@ impl Persister {
             node_id: node_id.into(),
             batch: batch.max(1),
             lease: DEFAULT_LEASE,
+            hinted: None,
         }
+    }
+
+    /// Between full sweeps (one every `sweep`), visits only the logs in `hints`: give the
+    /// same hints to this node's hot state ([`crate::RedisHotState::with_hints`]).
+    pub fn with_hints(mut self, hints: Arc<ClaimLogHints>, sweep: Duration) -> Self {
+        self.hinted = Some(Hinted {
+            hints,
+            sweep,
+            last_sweep: std::sync::Mutex::new(None),
+        });
+        self
     }
 
     /// [`Persister::new`] on a new connection to `url`.
@@ -204,16 +270,44 @@ impl Persister {
         }
     }
 
-    /// One pass over every claim log; the number of entries this node persisted. A template
-    /// that fails does not stop the others; the first error is returned at the end.
+    /// One pass (see "Which logs a pass visits"); the number of entries this node
+    /// persisted. A template that fails does not stop the others (and stays hinted); the
+    /// first error is returned at the end.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
+        let candidates = match &self.hinted {
+            Some(h) if !h.sweep_due() => h.hints.take(),
+            Some(h) => {
+                // Hints taken before the sweep reads the set: a claim marked after this is
+                // kept for the next pass.
+                let hinted = h.hints.take();
+                let logs = self.non_empty(self.templates().await?).await;
+                let mut logs = match logs {
+                    Ok(l) => l,
+                    Err(e) => {
+                        for t in hinted {
+                            h.hints.mark(t);
+                        }
+                        return Err(e);
+                    }
+                };
+                h.swept();
+                logs.extend(hinted);
+                logs.sort_unstable();
+                logs.dedup();
+                logs
+            }
+            None => self.non_empty(self.templates().await?).await?,
+        };
         let mut total = 0;
         let mut first_err = None;
-        for t in self.templates().await? {
+        for t in candidates {
             match self.drain(t).await {
                 Ok(n) => total += n,
                 Err(e) => {
                     tracing::warn!(error = %e, template = %t, "persisting a claim log failed");
+                    if let Some(h) = &self.hinted {
+                        h.hints.mark(t);
+                    }
                     first_err.get_or_insert(e);
                 }
             }
@@ -262,6 +356,26 @@ impl Persister {
         }
         out.sort_unstable();
         out.dedup();
+        Ok(out)
+    }
+
+    /// The templates of `ts` whose log has entries, [`SWEEP_CHUNK`] lengths per round trip.
+    async fn non_empty(&self, ts: Vec<TemplateId>) -> Result<Vec<TemplateId>, StoreError> {
+        let mut out = Vec::new();
+        let mut conn = self.conn.clone();
+        for chunk in ts.chunks(SWEEP_CHUNK) {
+            let mut pipe = redis::pipe();
+            for &t in chunk {
+                pipe.cmd("XLEN").arg(TemplateKeys::new(&self.prefix, t).log);
+            }
+            let lens: Vec<u64> = pipe.query_async(&mut conn).await.map_err(backend)?;
+            out.extend(
+                chunk
+                    .iter()
+                    .zip(lens)
+                    .filter_map(|(&t, n)| (n > 0).then_some(t)),
+            );
+        }
         Ok(out)
     }
 

@@ -8,7 +8,7 @@ use common::*;
 use stampede_core::claim_ports::{ClaimLogStore, ClaimOutcome, HotState};
 use stampede_domain::coupon::UserCoupon;
 use stampede_domain::template::Template;
-use stampede_hot_redis::{Persister, RedisHotState};
+use stampede_hot_redis::{ClaimLogHints, Persister, RedisHotState};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -277,4 +277,79 @@ async fn pending_coupons_show_a_claim_until_it_is_persisted() {
     assert_eq!(f.persister("node-a", 10).run_once().await.unwrap(), 3);
     assert_eq!(f.hot.pending_coupons(uid(1)).await.unwrap(), vec![]);
     assert_eq!(f.hot.pending_coupons(uid(2)).await.unwrap(), vec![]);
+}
+
+#[tokio::test]
+async fn with_hints_a_pass_visits_the_logs_this_node_claimed_into_and_a_sweep_the_rest() {
+    let f = fixture().await;
+    let hints = Arc::new(ClaimLogHints::default());
+    let hinted =
+        RedisHotState::connect(&redis_url(), &f.prefix.0, Arc::new(FakeCoupons::default()))
+            .await
+            .unwrap()
+            .with_hints(hints.clone());
+    let mine = template(31, 50, 3);
+    let theirs = template(32, 50, 3);
+    // Before this node starts: another node's log with entries left.
+    f.claim(&theirs, 1, None).await;
+    let p = f
+        .persister("node-a", 100)
+        .with_hints(hints.clone(), Duration::from_secs(3_600));
+    assert_eq!(
+        p.run_once().await.unwrap(),
+        1,
+        "the first pass is a full sweep"
+    );
+    assert_eq!(f.xlen(&theirs).await, 0);
+
+    // This node's claims: drained by the next (hinted) pass.
+    let now = open_time();
+    for user in 1..=3 {
+        let out = hinted
+            .claim(&mine, coupon(&mine, user, now), None, now)
+            .await
+            .unwrap();
+        assert!(matches!(out, ClaimOutcome::Claimed(_)), "{out:?}");
+    }
+    // Another node's new entry: not hinted here, so left for its own persister or the sweep.
+    f.claim(&theirs, 2, None).await;
+    assert_eq!(p.run_once().await.unwrap(), 3);
+    assert_eq!(f.xlen(&mine).await, 0);
+    assert_eq!(
+        f.xlen(&theirs).await,
+        1,
+        "a hinted pass does not visit other logs"
+    );
+    assert_eq!(p.run_once().await.unwrap(), 0, "the hints were taken");
+
+    // A sweep (due at once here) takes it over.
+    let sweeping = f
+        .persister("node-b", 100)
+        .with_hints(Arc::new(ClaimLogHints::default()), Duration::ZERO);
+    assert_eq!(sweeping.run_once().await.unwrap(), 1);
+    assert_eq!(f.xlen(&theirs).await, 0);
+    assert_eq!(f.log.taken(mine.id), 3);
+    assert_eq!(f.log.taken(theirs.id), 2);
+}
+
+#[tokio::test]
+async fn a_full_sweep_finds_non_empty_logs_among_many_in_chunks() {
+    let f = fixture().await;
+    // More logs than one pipelined round trip asks about; a few of them with entries.
+    let ts: Vec<Template> = (0..2_500).map(|i| template(10_000 + i, 5, 1)).collect();
+    for t in &ts {
+        f.hot
+            .standing(&[t], Some(stampede_domain::ids::UserId::new(1).unwrap()))
+            .await
+            .unwrap();
+    }
+    let with_entries = [&ts[0], &ts[999], &ts[1_000], &ts[2_499]];
+    for (i, t) in with_entries.iter().enumerate() {
+        f.claim(t, i as i64 + 1, None).await;
+    }
+    assert_eq!(f.persister("node-a", 100).run_once().await.unwrap(), 4);
+    for t in with_entries {
+        assert_eq!(f.xlen(t).await, 0);
+        assert_eq!(f.log.taken(t.id), 1);
+    }
 }

@@ -15,7 +15,7 @@ use stampede_core::claim_ports::HotState;
 use stampede_core::coupon_cache::UserCouponCache;
 use stampede_core::discovery::Discovery;
 use stampede_hot_redis::{
-    Invalidation, Persister, RedisHotState, RedisTemplateCache, UserInvalidation,
+    ClaimLogHints, Invalidation, Persister, RedisHotState, RedisTemplateCache, UserInvalidation,
 };
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -41,11 +41,12 @@ pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::R
         .await
         .context("loading template ids")?;
     tracing::info!(templates = n, "bloom filter of template ids built");
-    let hot: Arc<dyn HotState> = Arc::new(RedisHotState::from_manager(
-        conn.clone(),
-        &r.prefix,
-        s.coupons.clone(),
-    ));
+    // Claims tell this node's persister which logs to drain between its full sweeps.
+    let hints = Arc::new(ClaimLogHints::default());
+    let hot: Arc<dyn HotState> = Arc::new(
+        RedisHotState::from_manager(conn.clone(), &r.prefix, s.coupons.clone())
+            .with_hints(hints.clone()),
+    );
     // Every user change this node commits is broadcast to the other nodes' quote caches.
     let (user_tx, user_rx) = tokio::sync::mpsc::channel(USER_BROADCAST_QUEUE);
     let node_tag: u64 = rand::random();
@@ -71,7 +72,8 @@ pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::R
         claim_log,
         services.node.to_string(),
         r.persister_batch,
-    );
+    )
+    .with_hints(hints, r.persister_sweep);
     Ok(ClaimPath {
         catalog: catalog.clone(),
         hot,

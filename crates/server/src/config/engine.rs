@@ -86,6 +86,11 @@ pub struct RedisSettings {
     /// Pause of a persister whose claim logs are drained. Default 20 ms.
     #[serde(rename = "persister_interval_ms", with = "units::millis")]
     pub persister_interval: Duration,
+    /// How often a persister checks every template's claim log, not only those this node
+    /// claimed into: how soon a dead node's logs are taken over (after their 10 s lease).
+    /// Default 5 s.
+    #[serde(rename = "persister_sweep_ms", with = "units::millis")]
+    pub persister_sweep: Duration,
 }
 
 impl Default for RedisSettings {
@@ -95,6 +100,7 @@ impl Default for RedisSettings {
             prefix: "stampede".into(),
             persister_batch: 2_000,
             persister_interval: Duration::from_millis(20),
+            persister_sweep: Duration::from_secs(5),
         }
     }
 }
