@@ -3,8 +3,16 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// The published pattern of ids: a positive 64-bit integer in decimal.
+pub const ID_PATTERN: &str = "^[1-9][0-9]{0,18}$";
+/// The published pattern of shop ids in answers: also `0`, the platform.
+pub const SHOP_ID_PATTERN: &str = "^(0|[1-9][0-9]{0,18})$";
+
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
+        id_type!($(#[$doc])* $name, ID_PATTERN);
+    };
+    ($(#[$doc:meta])* $name:ident, $pattern:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(i64);
@@ -52,7 +60,7 @@ macro_rules! id_type {
             fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
                 utoipa::openapi::ObjectBuilder::new()
                     .schema_type(utoipa::openapi::schema::Type::String)
-                    .pattern(Some("^[1-9][0-9]{0,18}$"))
+                    .pattern(Some($pattern))
                     .examples([serde_json::json!("7243001234567890")])
                     .into()
             }
@@ -68,8 +76,10 @@ id_type!(
     TemplateId
 );
 id_type!(
-    /// A shop. Platform templates belong to `ShopId::PLATFORM`.
-    ShopId
+    /// A shop. Platform templates belong to `ShopId::PLATFORM` (`"0"` in answers; requests
+    /// name positive shops only).
+    ShopId,
+    SHOP_ID_PATTERN
 );
 id_type!(
     /// An account (snowflake) or an end user of the shop's own user system.

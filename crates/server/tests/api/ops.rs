@@ -1,4 +1,5 @@
 use crate::helpers::*;
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn healthz_answers_with_a_request_id() {
@@ -188,4 +189,105 @@ async fn metrics_show_the_database_breaker() {
         text.contains("stampede_dependency_up{dependency=\"database\"} 1"),
         "{text}"
     );
+}
+
+/// Follows `$ref`s (and the one-of-null wrapping of optional fields) to a schema object.
+fn resolve<'a>(doc: &'a Value, mut s: &'a Value) -> &'a Value {
+    for _ in 0..8 {
+        if let Some(r) = s["$ref"].as_str() {
+            let name = r.rsplit('/').next().unwrap_or_default();
+            s = &doc["components"]["schemas"][name];
+        } else if let Some(inner) = ["oneOf", "allOf", "anyOf"]
+            .iter()
+            .filter_map(|k| s[*k].as_array())
+            .flatten()
+            .find(|v| {
+                v.get("$ref").is_some() || v.get("enum").is_some() || v.get("pattern").is_some()
+            })
+        {
+            s = inner;
+        } else {
+            break;
+        }
+    }
+    s
+}
+
+/// Checks each field of `answer` that `schema` describes with an `enum` or a `pattern`.
+fn check_fields(doc: &Value, schema: &str, answer: &Value) -> usize {
+    let props = doc["components"]["schemas"][schema]["properties"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    assert!(!props.is_empty(), "schema {schema} has no properties");
+    let mut checked = 0;
+    for (field, s) in &props {
+        let Some(value) = answer.get(field).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        let s = resolve(doc, s);
+        if let Some(allowed) = s["enum"].as_array() {
+            assert!(
+                allowed.contains(value),
+                "{schema}.{field} = {value} is not in the published enum {allowed:?}"
+            );
+            checked += 1;
+        }
+        if let (Some(p), Some(text)) = (s["pattern"].as_str(), value.as_str()) {
+            let re = regex::Regex::new(p).unwrap_or_else(|e| panic!("{schema}.{field}: {e}"));
+            assert!(
+                re.is_match(text),
+                "{schema}.{field} = {text:?} does not match the published pattern {p}"
+            );
+            checked += 1;
+        }
+    }
+    checked
+}
+
+#[tokio::test]
+async fn published_enums_and_id_patterns_are_what_the_server_sends() {
+    let app = spawn_app().await;
+    let (s, doc) = read(
+        app.client
+            .get(app.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await;
+    assert_eq!(s, 200);
+    // Enums are published with their wire names, not the Rust variants'.
+    for (name, wire) in [
+        ("Kind", stampede_domain::template::Kind::ALL),
+        ("Scope", stampede_domain::template::Scope::ALL),
+        ("Source", stampede_domain::template::Source::ALL),
+        (
+            "TemplateStatus",
+            stampede_domain::template::TemplateStatus::ALL,
+        ),
+    ] {
+        let published: Vec<&str> = doc["components"]["schemas"][name]["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name} has no enum"))
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(published, wire, "{name}");
+    }
+    // A shop's template and a platform one (shop "0") as the server answers them.
+    let shop = app
+        .create(&app.merchant(7), &app.template_body("Shop"))
+        .await;
+    let mut body = app.template_body("Platform");
+    body["source"] = json!("platform");
+    body["kind"] = json!("percent");
+    body["percent_off"] = json!(10);
+    body.as_object_mut().map(|o| o.remove("amount_off"));
+    let platform = app.create(&app.admin(), &body).await;
+    assert_eq!(platform["shop_id"], "0");
+    for t in [&shop, &platform] {
+        // id, shop_id, source, scope, kind, status at least.
+        assert!(check_fields(&doc, "Template", t) >= 6, "{t}");
+    }
 }
