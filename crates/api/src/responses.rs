@@ -77,16 +77,12 @@ pub enum NotFound {
 pub enum JsonBodyErrors {
     #[response(status = 400, content_type = PROBLEM_JSON, description = MALFORMED_JSON)]
     Malformed(Problem),
+    /// PAYLOAD_TOO_LARGE: the body is over `server.max_body_bytes` (64 KiB by default)
+    #[response(status = 413, content_type = PROBLEM_JSON)]
+    PayloadTooLarge(Problem),
     /// UNSUPPORTED_MEDIA_TYPE: the body is not sent as `application/json`
     #[response(status = 415, content_type = PROBLEM_JSON)]
     UnsupportedMediaType(Problem),
-}
-
-/// The body-syntax refusal alone, for routes that document no other body refusal.
-#[derive(IntoResponses)]
-pub enum MalformedBody {
-    #[response(status = 400, content_type = PROBLEM_JSON, description = MALFORMED_JSON)]
-    Malformed(Problem),
 }
 
 /// Routes whose only 422 is the field check.

@@ -12,8 +12,8 @@ use stampede_domain::{ErrorCode, ValidationErrors};
 
 pub struct JsonObject(pub Map<String, Value>);
 
-/// Like `JsonObject`, but an empty body is accepted as "no fields" (for actions whose body
-/// is optional, such as logout or terminate).
+/// Like `JsonObject`, but an empty body or `null` is accepted as "no fields" (for actions
+/// whose body is optional, such as logout or terminate).
 pub struct OptionalJsonObject(pub Map<String, Value>);
 
 fn is_json(req: &Request) -> bool {
@@ -66,6 +66,8 @@ async fn read(req: Request, optional: bool) -> Result<Map<String, Value>, ApiErr
     })?;
     match value {
         Value::Object(map) => Ok(map),
+        // An optional body may also be sent as `null` (what its published schema allows).
+        Value::Null if optional => Ok(Map::new()),
         _ => Err(ApiError::validation(ValidationErrors::single(
             "body",
             "must be a JSON object",

@@ -101,7 +101,7 @@ pub struct RefreshBody {
 /// again revokes the whole session.
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshBody, responses(
     (status = 200, body = TokenResponse),
-    ValidationFailed,
+    JsonBodyErrors, ValidationFailed,
     (status = 401, body = Problem, content_type = PROBLEM_JSON, description = "UNAUTHENTICATED: the refresh token is invalid, expired, rotated or revoked"),
 ))]
 pub async fn refresh(
@@ -128,7 +128,7 @@ pub struct LogoutBody {
 /// End the caller's session: its refresh tokens stop working. Idempotent.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", request_body(content = Option<LogoutBody>), security(("bearer" = [])), responses(
     (status = 204, description = "logged out"),
-    BearerErrors,
+    BearerErrors, JsonBodyErrors, ValidationFailed,
 ))]
 pub async fn logout(
     State(state): State<AppState>,
@@ -170,7 +170,7 @@ pub struct AccountView {
 /// Create an account (admins only).
 #[utoipa::path(post, path = "/api/v1/admin/accounts", tag = "auth", request_body = CreateAccountBody, security(("bearer" = [])), responses(
     (status = 201, body = AccountView),
-    AdminErrors, ValidationFailed,
+    JsonBodyErrors, AdminErrors, ValidationFailed,
     (status = 409, body = Problem, content_type = PROBLEM_JSON, description = "CONFLICT: username taken"),
 ))]
 pub async fn create_account(

@@ -6,7 +6,7 @@
 use super::settlement::cart::{CartLine, cart_of, read_items};
 use crate::error::{ApiError, ApiResult, PROBLEM_JSON, Problem};
 use crate::extract::{AnyRole, Caller, Fields, JsonObject, UserOnly};
-use crate::responses::{BearerErrors, ClaimErrors, MalformedBody, NotFound};
+use crate::responses::{BearerErrors, ClaimErrors, JsonBodyErrors, NotFound};
 use crate::state::AppState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -227,7 +227,7 @@ pub struct ClaimableParams {
         (status = 200, body = DiscoveryPage, headers(
             ("X-Partial" = Option<bool>, description = "`true` when the hot state could not be read: stored stock, no per-user fields"),
         )),
-        ClaimErrors, MalformedBody,
+        ClaimErrors, JsonBodyErrors,
         (status = 422, body = Problem, content_type = PROBLEM_JSON, description = "VALIDATION_FAILED: every bad cart line or field at once, or a bad limit or cursor"),
     ))]
 pub async fn claimable(

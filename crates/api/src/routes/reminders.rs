@@ -3,7 +3,7 @@
 
 use crate::error::{ApiError, ApiResult, PROBLEM_JSON, Problem};
 use crate::extract::{Caller, Fields, JsonObject, UserOnly};
-use crate::responses::{ClaimErrors, MalformedBody, NotFound};
+use crate::responses::{ClaimErrors, JsonBodyErrors, NotFound};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -55,7 +55,7 @@ fn template_id(raw: &str) -> ApiResult<TemplateId> {
     security(("bearer" = [])),
     responses(
         (status = 200, body = ReminderView),
-        ClaimErrors, NotFound, MalformedBody,
+        ClaimErrors, NotFound, JsonBodyErrors,
         (status = 409, body = Problem, content_type = PROBLEM_JSON, description = "TEMPLATE_TERMINATED, CLAIM_ENDED, CLAIM_STARTED (the sale has begun) or REMINDER_TOO_LATE (it would be due in the past)"),
         (status = 422, body = Problem, content_type = PROBLEM_JSON, description = "VALIDATION_FAILED: channel or minutes_before missing, wrong, or a channel this deployment does not deliver"),
     ))]

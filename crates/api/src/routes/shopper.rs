@@ -3,7 +3,7 @@
 use crate::error::{ApiError, ApiResult, PROBLEM_JSON, Problem};
 use crate::extract::{AnyRole, Caller, Fields, OptionalJsonObject, UserOnly, idempotency_key};
 use crate::flow::ClientIp;
-use crate::responses::{BearerErrors, ClaimErrors, NotFound};
+use crate::responses::{BearerErrors, ClaimErrors, JsonBodyErrors, NotFound};
 use crate::state::AppState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -78,7 +78,7 @@ pub struct ClaimResponse {
         (status = 201, body = ClaimResponse, description = "claimed"),
         (status = 200, body = ClaimResponse, description = "replay of an earlier claim with the same Idempotency-Key"),
         (status = 400, body = Problem, content_type = PROBLEM_JSON, description = "IDEMPOTENCY_KEY_REQUIRED: the claim carries no Idempotency-Key"),
-        ClaimErrors, NotFound,
+        JsonBodyErrors, ClaimErrors, NotFound,
         (status = 409, body = Problem, content_type = PROBLEM_JSON, description = "SOLD_OUT, LIMIT_REACHED, CLAIM_NOT_STARTED, CLAIM_ENDED or TEMPLATE_TERMINATED"),
         (status = 422, body = Problem, content_type = PROBLEM_JSON, description = "VALIDATION_FAILED: a bad Idempotency-Key or body"),
         (status = 429, body = Problem, content_type = PROBLEM_JSON, description = "RATE_LIMITED: over a flow-control rule (claim route, user, IP or template); see Retry-After"),

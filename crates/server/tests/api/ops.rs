@@ -291,3 +291,44 @@ async fn published_enums_and_id_patterns_are_what_the_server_sends() {
         assert!(check_fields(&doc, "Template", t) >= 6, "{t}");
     }
 }
+
+#[tokio::test]
+async fn every_operation_with_a_body_documents_what_the_body_reader_refuses() {
+    let app = spawn_app().await;
+    let (_, doc) = read(
+        app.client
+            .get(app.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await;
+    let mut bodies = 0;
+    for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+        for (method, op) in item.as_object().into_iter().flatten() {
+            if op.get("requestBody").is_none() {
+                continue;
+            }
+            bodies += 1;
+            for status in ["400", "413", "415", "422"] {
+                assert!(
+                    op["responses"].get(status).is_some(),
+                    "{method} {path} lacks {status}"
+                );
+            }
+        }
+    }
+    assert!(bodies >= 15, "only {bodies} operations with a body");
+    // An optional body may be `null`, as its schema allows.
+    let tok = app.merchant(7);
+    let r = app
+        .client
+        .post(app.url("/api/v1/auth/logout"))
+        .header("authorization", format!("Bearer {tok}"))
+        .header("content-type", "application/json")
+        .body("null")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 204);
+}

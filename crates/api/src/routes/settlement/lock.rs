@@ -4,7 +4,7 @@
 use super::cart::{CartLine, cart_of, read_items};
 use crate::error::{ApiResult, PROBLEM_JSON, Problem};
 use crate::extract::{Caller, Fields, JsonObject, SettlementRoles};
-use crate::responses::{SettlementErrors, ValidationFailed};
+use crate::responses::{JsonBodyErrors, SettlementErrors, ValidationFailed};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -34,7 +34,7 @@ pub struct LockBody {
     security(("bearer" = [])),
     responses(
         (status = 200, body = Settlement),
-        SettlementErrors, ValidationFailed,
+        JsonBodyErrors, SettlementErrors, ValidationFailed,
         (status = 409, body = Problem, content_type = PROBLEM_JSON, description = "COUPON_NOT_USABLE (not the user's, not unused, locked by another order, not usable for this cart, two of one shop) or CONFLICT (discount changed; the order id holds other coupons or is another user's)"),
     ))]
 pub async fn lock(

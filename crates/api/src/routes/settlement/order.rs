@@ -2,7 +2,7 @@
 
 use crate::error::{ApiError, ApiResult, PROBLEM_JSON, Problem};
 use crate::extract::{Caller, Fields, OptionalJsonObject, SettlementRoles};
-use crate::responses::{NotFound, SettlementErrors};
+use crate::responses::{JsonBodyErrors, NotFound, SettlementErrors, ValidationFailed};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -56,8 +56,9 @@ async fn change(
     security(("bearer" = [])),
     responses(
         (status = 200, body = Settlement),
-        SettlementErrors, NotFound,
+        JsonBodyErrors, SettlementErrors, NotFound,
         (status = 409, body = Problem, content_type = PROBLEM_JSON, description = "CONFLICT: released, or the lock expired"),
+        ValidationFailed,
     ))]
 pub async fn redeem(
     State(state): State<AppState>,
@@ -76,8 +77,9 @@ pub async fn redeem(
     security(("bearer" = [])),
     responses(
         (status = 200, body = Settlement),
-        SettlementErrors, NotFound,
+        JsonBodyErrors, SettlementErrors, NotFound,
         (status = 409, body = Problem, content_type = PROBLEM_JSON, description = "CONFLICT: already redeemed"),
+        ValidationFailed,
     ))]
 pub async fn release(
     State(state): State<AppState>,
@@ -97,7 +99,7 @@ pub async fn release(
     security(("bearer" = [])),
     responses(
         (status = 200, body = Settlement),
-        SettlementErrors, NotFound,
+        JsonBodyErrors, SettlementErrors, NotFound,
         (status = 409, body = Problem, content_type = PROBLEM_JSON, description = "CONFLICT: not redeemed"),
         (status = 422, body = Problem, content_type = PROBLEM_JSON, description = "VALIDATION_FAILED: a coupon not in the order"),
     ))]

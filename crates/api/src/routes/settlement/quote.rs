@@ -3,7 +3,7 @@
 use super::cart::{CartLine, cart_of, read_items};
 use crate::error::ApiResult;
 use crate::extract::{Caller, Fields, JsonObject, SettlementRoles};
-use crate::responses::{MalformedBody, SettlementErrors, ValidationFailed};
+use crate::responses::{JsonBodyErrors, SettlementErrors, ValidationFailed};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::response::IntoResponse;
@@ -29,7 +29,7 @@ pub struct QuoteBody {
     security(("bearer" = [])),
     responses(
         (status = 200, body = Quote),
-        SettlementErrors, MalformedBody, ValidationFailed,
+        SettlementErrors, JsonBodyErrors, ValidationFailed,
     ))]
 pub async fn quote(
     State(state): State<AppState>,

@@ -3,7 +3,7 @@
 use super::template_id;
 use crate::error::{ApiError, ApiResult, PROBLEM_JSON, Problem};
 use crate::extract::{BackOfficeRoles, Caller, Fields, OptionalJsonObject};
-use crate::responses::{BackOfficeErrors, NotFound};
+use crate::responses::{BackOfficeErrors, JsonBodyErrors, NotFound};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -16,7 +16,7 @@ use stampede_domain::template::Template;
     security(("bearer" = [])),
     responses(
         (status = 200, body = Template),
-        BackOfficeErrors, NotFound,
+        JsonBodyErrors, BackOfficeErrors, NotFound,
         (status = 409, body = Problem, content_type = PROBLEM_JSON, description = "CLAIM_ENDED"),
         (status = 422, body = Problem, content_type = PROBLEM_JSON, description = "VALIDATION_FAILED: the body, if any, must be an empty object"),
     ))]
