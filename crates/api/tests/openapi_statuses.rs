@@ -14,16 +14,28 @@ const DOCUMENTED: &[(&str, &str, &[u16])] = &[
     (
         "post",
         "/api/v1/auth/login",
-        &[200, 400, 401, 415, 422, 429, 503],
+        &[200, 400, 401, 413, 415, 422, 429, 503],
     ),
-    ("post", "/api/v1/auth/refresh", &[200, 401, 422]),
-    ("post", "/api/v1/auth/logout", &[204, 401]),
-    ("post", "/api/v1/admin/accounts", &[201, 401, 403, 409, 422]),
+    (
+        "post",
+        "/api/v1/auth/refresh",
+        &[200, 400, 401, 413, 415, 422],
+    ),
+    (
+        "post",
+        "/api/v1/auth/logout",
+        &[204, 400, 401, 413, 415, 422],
+    ),
+    (
+        "post",
+        "/api/v1/admin/accounts",
+        &[201, 400, 401, 403, 409, 413, 415, 422],
+    ),
     ("get", "/api/v1/admin/flow-rules", &[200, 401, 403]),
     (
         "put",
         "/api/v1/admin/flow-rules",
-        &[200, 400, 401, 403, 415, 422, 503],
+        &[200, 400, 401, 403, 413, 415, 422, 503],
     ),
     (
         "post",
@@ -39,12 +51,12 @@ const DOCUMENTED: &[(&str, &str, &[u16])] = &[
     (
         "post",
         "/api/v1/merchant/templates/{id}/stock",
-        &[200, 400, 401, 403, 404, 409, 415, 422],
+        &[200, 400, 401, 403, 404, 409, 413, 415, 422],
     ),
     (
         "post",
         "/api/v1/merchant/templates/{id}/terminate",
-        &[200, 401, 403, 404, 409, 422],
+        &[200, 400, 401, 403, 404, 409, 413, 415, 422],
     ),
     (
         "get",
@@ -76,11 +88,15 @@ const DOCUMENTED: &[(&str, &str, &[u16])] = &[
         "/api/v1/merchant/distributions/{id}/failures",
         &[200, 401, 403, 404, 422],
     ),
-    ("post", "/api/v1/checkout/quote", &[200, 400, 401, 403, 422]),
+    (
+        "post",
+        "/api/v1/checkout/quote",
+        &[200, 400, 401, 403, 413, 415, 422],
+    ),
     (
         "post",
         "/api/v1/checkout/claimable",
-        &[200, 400, 401, 403, 422],
+        &[200, 400, 401, 403, 413, 415, 422],
     ),
     (
         "get",
@@ -95,22 +111,22 @@ const DOCUMENTED: &[(&str, &str, &[u16])] = &[
     (
         "post",
         "/api/v1/orders/{order_id}/coupons/lock",
-        &[200, 401, 403, 409, 422],
+        &[200, 400, 401, 403, 409, 413, 415, 422],
     ),
     (
         "post",
         "/api/v1/orders/{order_id}/coupons/redeem",
-        &[200, 401, 403, 404, 409],
+        &[200, 400, 401, 403, 404, 409, 413, 415, 422],
     ),
     (
         "post",
         "/api/v1/orders/{order_id}/coupons/release",
-        &[200, 401, 403, 404, 409],
+        &[200, 400, 401, 403, 404, 409, 413, 415, 422],
     ),
     (
         "post",
         "/api/v1/orders/{order_id}/coupons/refund",
-        &[200, 401, 403, 404, 409, 422],
+        &[200, 400, 401, 403, 404, 409, 413, 415, 422],
     ),
     (
         "get",
@@ -121,14 +137,14 @@ const DOCUMENTED: &[(&str, &str, &[u16])] = &[
     (
         "post",
         "/api/v1/templates/{id}/claim",
-        &[200, 201, 400, 401, 403, 404, 409, 422, 429, 503],
+        &[200, 201, 400, 401, 403, 404, 409, 413, 415, 422, 429, 503],
     ),
     ("get", "/api/v1/me/coupons", &[200, 401, 403, 422]),
     ("get", "/api/v1/me/coupons/{id}", &[200, 401, 403, 404]),
     (
         "put",
         "/api/v1/templates/{id}/reminders",
-        &[200, 400, 401, 403, 404, 409, 422],
+        &[200, 400, 401, 403, 404, 409, 413, 415, 422],
     ),
     (
         "delete",

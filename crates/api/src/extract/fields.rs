@@ -43,19 +43,27 @@ impl Fields {
         }
     }
 
-    /// A JSON integer within i64. Fractions, exponents, strings and overflowing numbers are
-    /// type errors, so "100.5 cents" or "1e30" never reaches the domain.
+    /// A JSON integer within i64. As JSON Schema's `integer`, a number with a zero fraction
+    /// (`100.0`, `1e2`) is that integer; other fractions, strings and numbers past i64 (or,
+    /// written as floats, past 2^53, where they stop being exact) are refused, so "100.5
+    /// cents" or "1e30" never reaches the domain.
     pub fn int(&mut self, name: &'static str) -> Option<i64> {
+        /// Floats are exact integers up to here.
+        const EXACT: f64 = 9_007_199_254_740_992.0;
         match self.take(name)? {
-            Value::Number(n) => match n.as_i64() {
-                Some(i) => Some(i),
-                None if n.is_u64() => {
+            Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => Some(i),
+                (None, _) if n.is_u64() => {
                     self.errors.add(name, "is too large");
                     None
                 }
-                None => {
-                    self.errors
-                        .add(name, "must be a whole number (no fraction or exponent)");
+                (None, Some(f)) if f.fract() == 0.0 && f.abs() <= EXACT => Some(f as i64),
+                (None, Some(f)) if f.fract() == 0.0 => {
+                    self.errors.add(name, "is too large");
+                    None
+                }
+                (None, _) => {
+                    self.errors.add(name, "must be a whole number");
                     None
                 }
             },
@@ -146,5 +154,46 @@ impl Fields {
     /// The names read so far (for tests that compare with the documented schema).
     pub fn known(&self) -> impl Iterator<Item = &&'static str> {
         self.known.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Fields;
+    use serde_json::{Map, Value, json};
+
+    fn int(v: Value) -> (Option<i64>, bool) {
+        let mut m = Map::new();
+        m.insert("n".into(), v);
+        let mut f = Fields::new(m);
+        let n = f.int("n");
+        (n, f.finish().is_empty())
+    }
+
+    #[test]
+    fn integers_are_json_schema_integers() {
+        assert_eq!(int(json!(100)), (Some(100), true));
+        assert_eq!(int(json!(-3)), (Some(-3), true));
+        // A zero fraction is the integer, as JSON Schema's `integer` says.
+        assert_eq!(int(json!(100.0)), (Some(100), true));
+        assert_eq!(
+            int(serde_json::from_str("1e2").unwrap_or_default()),
+            (Some(100), true)
+        );
+        assert_eq!(
+            int(json!(9_007_199_254_740_992.0)),
+            (Some(9_007_199_254_740_992), true)
+        );
+        // Fractions, inexact floats, overflow and other types are refused.
+        for v in [
+            json!(10.5),
+            json!(9_007_199_254_740_994.0),
+            serde_json::from_str("1e30").unwrap_or_default(),
+            serde_json::from_str("18446744073709551615").unwrap_or_default(),
+            json!("5"),
+            json!(true),
+        ] {
+            assert_eq!(int(v.clone()), (None, false), "{v}");
+        }
     }
 }

@@ -14,6 +14,8 @@ use stampede_domain::ids::ShopId;
 use utoipa::ToSchema;
 
 #[derive(ToSchema)]
+// The handler refuses fields it does not know: published as `additionalProperties: false`.
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct LoginBody {
     username: String,
@@ -92,6 +94,8 @@ pub async fn login(
 }
 
 #[derive(ToSchema)]
+// The handler refuses fields it does not know: published as `additionalProperties: false`.
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct RefreshBody {
     refresh_token: String,
@@ -119,6 +123,8 @@ pub async fn refresh(
 }
 
 #[derive(ToSchema)]
+// The handler refuses fields it does not know: published as `additionalProperties: false`.
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct LogoutBody {
     /// Also end the session this refresh token belongs to.
@@ -146,6 +152,8 @@ pub async fn logout(
 }
 
 #[derive(ToSchema)]
+// The handler refuses fields it does not know: published as `additionalProperties: false`.
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct CreateAccountBody {
     /// 3–64 of letters, digits and `. _ @ -`.

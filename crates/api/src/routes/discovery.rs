@@ -198,6 +198,8 @@ pub async fn goods_templates(
 }
 
 #[derive(ToSchema)]
+// The handler refuses fields it does not know: published as `additionalProperties: false`.
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct ClaimableBody {
     /// 1–100 lines.

@@ -18,6 +18,8 @@ use std::collections::HashMap;
 use utoipa::{IntoParams, ToSchema};
 
 #[derive(ToSchema)]
+// The handler refuses fields it does not know: published as `additionalProperties: false`.
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // documents the contract; the handler reads fields with `Fields`
 pub struct ReminderBody {
     /// `app`, `email` or `webhook` (the channels this deployment delivers).

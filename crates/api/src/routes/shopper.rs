@@ -123,6 +123,7 @@ pub struct CouponParams {
     /// `unused`, `locked`, `used`, `expired` or `revoked`.
     status: Option<CouponStatus>,
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,

@@ -310,6 +310,15 @@ async fn every_operation_with_a_body_documents_what_the_body_reader_refuses() {
                 continue;
             }
             bodies += 1;
+            // Handlers refuse unknown fields, so the schemas say so.
+            if let Some(schema) = op["requestBody"]["content"].get("application/json") {
+                let s = resolve(&doc, &schema["schema"]);
+                assert_eq!(
+                    s["additionalProperties"],
+                    Value::Bool(false),
+                    "{method} {path}: {s}"
+                );
+            }
             for status in ["400", "413", "415", "422"] {
                 assert!(
                     op["responses"].get(status).is_some(),

@@ -15,11 +15,20 @@ use std::collections::HashMap;
 /// Failure rows fetched per query while writing a report.
 const REPORT_PAGE: u32 = 10_000;
 
+/// The report's file formats (documents the `format` query value).
+#[derive(utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum ReportFormat {
+    Csv,
+    Xlsx,
+}
+
 /// The failure report: `row,user_id,reason`, one line per row that gave no coupon, by row.
 /// `format=csv` (default) or `xlsx` (written in constant memory).
 #[utoipa::path(get, path = "/api/v1/merchant/distributions/{id}/failures", tag = "distribution",
     params(("id" = String, Path, description = "distribution id"),
-           ("format" = Option<String>, Query, description = "`csv` (default) or `xlsx`")),
+           ("format" = Option<ReportFormat>, Query, description = "`csv` (default) or `xlsx`")),
     security(("bearer" = [])),
     responses(
         (status = 200, content_type = "text/csv", description = "the report as CSV"),

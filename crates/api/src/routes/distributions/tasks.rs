@@ -18,8 +18,10 @@ use utoipa::{IntoParams, ToSchema};
 #[allow(dead_code)]
 pub struct PageParams {
     /// 1-based, default 1.
+    #[param(minimum = 1)]
     page: Option<u32>,
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     page_size: Option<u32>,
 }
 

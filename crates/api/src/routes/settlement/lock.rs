@@ -15,6 +15,8 @@ use stampede_domain::order::Settlement;
 use utoipa::ToSchema;
 
 #[derive(ToSchema)]
+// The handler refuses fields it does not know: published as `additionalProperties: false`.
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct LockBody {
     user_id: Option<String>,

@@ -14,12 +14,16 @@ use std::collections::HashMap;
 use utoipa::ToSchema;
 
 #[derive(ToSchema)]
+// The handler refuses fields it does not know: published as `additionalProperties: false`.
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct ActorBody {
     user_id: Option<String>,
 }
 
 #[derive(ToSchema)]
+// The handler refuses fields it does not know: published as `additionalProperties: false`.
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct RefundBody {
     user_id: Option<String>,

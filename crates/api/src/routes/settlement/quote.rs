@@ -13,6 +13,8 @@ use stampede_domain::settlement::Quote;
 use utoipa::ToSchema;
 
 #[derive(ToSchema)]
+// The handler refuses fields it does not know: published as `additionalProperties: false`.
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct QuoteBody {
     /// Required for the `service` role; a user may omit it (or name themselves).

@@ -22,6 +22,8 @@ use utoipa::ToSchema;
 /// Give validity either as `valid_from` + `valid_until` (absolute) or as `validity_hours`
 /// (relative to the claim; an optional `valid_until` then caps it). Unknown fields are rejected.
 #[derive(ToSchema)]
+// The handler refuses fields it does not know: published as `additionalProperties: false`.
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // documents the contract; the handler reads fields with `Fields`
 pub struct CreateTemplateBody {
     #[schema(min_length = 1, max_length = 100)]

@@ -28,8 +28,10 @@ pub struct ListParams {
     /// Case-insensitive substring of the name.
     name: Option<String>,
     /// Admins only: one shop (platform templates: `0`).
+    #[param(pattern = "^(0|[1-9][0-9]{0,18})$")]
     shop_id: Option<String>,
     /// Goods-scoped templates listing this goods id.
+    #[param(pattern = "^[1-9][0-9]{0,18}$")]
     goods_id: Option<String>,
     /// Templates whose claim window `[claim_start, claim_end)` overlaps
     /// `[claim_from, claim_to)`; either bound may be left out. RFC 3339.
@@ -38,8 +40,10 @@ pub struct ListParams {
     #[param(format = DateTime)]
     claim_to: Option<String>,
     /// 1-based, default 1.
+    #[param(minimum = 1)]
     page: Option<u32>,
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     page_size: Option<u32>,
 }
 

@@ -17,6 +17,8 @@ use stampede_domain::template::Template;
 use utoipa::ToSchema;
 
 #[derive(ToSchema)]
+// The handler refuses fields it does not know: published as `additionalProperties: false`.
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct AddStockBody {
     /// ≥ 1; the new `stock_total` may not pass 20,000,000.
