@@ -72,7 +72,7 @@ pub struct ClaimResponse {
 /// A plain 503 `UNAVAILABLE` means nothing was taken.
 #[utoipa::path(post, path = "/api/v1/templates/{id}/claim", tag = "engine",
     params(("id" = String, Path, description = "template id"),
-           ("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters; required unless `engine.claim_key_required = false`")),
+           ("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters; required unless `engine.claim_key_required = false`", pattern = "^[!-~]{1,255}$")),
     security(("bearer" = [])),
     responses(
         (status = 201, body = ClaimResponse, description = "claimed"),

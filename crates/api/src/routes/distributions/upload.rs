@@ -41,7 +41,7 @@ pub struct UploadForm {
 /// oversized shared-string table, no rows, or no user ids in the first column.
 #[utoipa::path(post, path = "/api/v1/merchant/distributions", tag = "distribution",
     request_body(content = UploadForm, content_type = "multipart/form-data"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters; binds the fields and the file's bytes")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters; binds the fields and the file's bytes", pattern = "^[!-~]{1,255}$")),
     security(("bearer" = [])),
     responses(
         (status = 202, body = DistributionView, description = "accepted: the task is pending"),

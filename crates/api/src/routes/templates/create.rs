@@ -107,7 +107,7 @@ fn read_create_fields(f: &mut Fields) -> (TemplateDraft, Option<ShopId>) {
 /// the same key with a different body is 422 `IDEMPOTENCY_KEY_REUSED`. Keys are kept ≥ 24 h.
 #[utoipa::path(post, path = "/api/v1/merchant/templates", tag = "back-office",
     request_body = CreateTemplateBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters", pattern = "^[!-~]{1,255}$")),
     security(("bearer" = [])),
     responses(
         (status = 201, body = Template, description = "created"),

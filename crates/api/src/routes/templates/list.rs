@@ -27,11 +27,11 @@ pub struct ListParams {
     kind: Option<Kind>,
     /// Case-insensitive substring of the name.
     name: Option<String>,
-    /// Admins only: one shop (platform templates: `0`).
-    #[param(pattern = "^(0|[1-9][0-9]{0,18})$")]
+    /// Admins only: one shop (platform templates: `0`). Empty: every shop.
+    #[param(pattern = "^(0|[1-9][0-9]{0,18})?$")]
     shop_id: Option<String>,
-    /// Goods-scoped templates listing this goods id.
-    #[param(pattern = "^[1-9][0-9]{0,18}$")]
+    /// Goods-scoped templates listing this goods id. Empty: no goods filter.
+    #[param(pattern = "^([1-9][0-9]{0,18})?$")]
     goods_id: Option<String>,
     /// Templates whose claim window `[claim_start, claim_end)` overlaps
     /// `[claim_from, claim_to)`; either bound may be left out. RFC 3339.

@@ -33,7 +33,7 @@ pub struct AddStockBody {
 /// `IDEMPOTENCY_KEY_REUSED`.
 #[utoipa::path(post, path = "/api/v1/merchant/templates/{id}/stock", tag = "back-office",
     params(("id" = String, Path, description = "template id"),
-           ("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters")),
+           ("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters", pattern = "^[!-~]{1,255}$")),
     request_body = AddStockBody,
     security(("bearer" = [])),
     responses(
