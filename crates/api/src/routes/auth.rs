@@ -157,8 +157,10 @@ pub async fn logout(
 #[allow(dead_code)]
 pub struct CreateAccountBody {
     /// 3–64 of letters, digits and `. _ @ -`.
+    #[schema(pattern = "^[A-Za-z0-9._@-]{3,64}$")]
     username: String,
     /// 8–128 characters.
+    #[schema(min_length = 8, max_length = 128)]
     password: String,
     role: Role,
     /// Required for merchants, absent for other roles.

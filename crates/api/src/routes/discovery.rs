@@ -203,6 +203,7 @@ pub async fn goods_templates(
 #[allow(dead_code)]
 pub struct ClaimableBody {
     /// 1–100 lines.
+    #[schema(min_items = 1, max_items = 100)]
     items: Vec<CartLine>,
 }
 

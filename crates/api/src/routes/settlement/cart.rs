@@ -11,10 +11,12 @@ use utoipa::ToSchema;
 
 /// One cart line of a quote or lock body.
 #[derive(ToSchema)]
+// Unknown fields of a line are refused like the body's.
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // documents the contract; handlers read fields with `Fields`
 pub struct CartLine {
-    goods_id: String,
-    shop_id: String,
+    goods_id: GoodsId,
+    shop_id: ShopId,
     /// Minor units.
     #[schema(minimum = 0)]
     unit_price: i64,

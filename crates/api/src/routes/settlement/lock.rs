@@ -19,9 +19,13 @@ use utoipa::ToSchema;
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct LockBody {
-    user_id: Option<String>,
+    /// Required for the `service` role; a user may omit it (or name themselves).
+    user_id: Option<stampede_domain::ids::UserId>,
     /// 1–20 distinct coupon ids.
-    coupon_ids: Vec<String>,
+    #[schema(min_items = 1, max_items = 20)]
+    coupon_ids: Vec<stampede_domain::ids::CouponId>,
+    /// 1–100 lines.
+    #[schema(min_items = 1, max_items = 100)]
     items: Vec<CartLine>,
     /// The discount the client was quoted; a different server-side discount is 409.
     expected_discount: Option<i64>,

@@ -18,7 +18,8 @@ use utoipa::ToSchema;
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct ActorBody {
-    user_id: Option<String>,
+    /// Required for the `service` role; a user may omit it (or name themselves).
+    user_id: Option<UserId>,
 }
 
 #[derive(ToSchema)]
@@ -26,9 +27,10 @@ pub struct ActorBody {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct RefundBody {
-    user_id: Option<String>,
+    /// Required for the `service` role; a user may omit it (or name themselves).
+    user_id: Option<UserId>,
     /// Refund only these (default: every redeemed coupon of the order).
-    coupon_ids: Option<Vec<String>>,
+    coupon_ids: Option<Vec<CouponId>>,
 }
 
 fn actor(body: Map<String, Value>) -> ApiResult<Option<UserId>> {

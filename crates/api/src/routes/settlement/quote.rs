@@ -18,8 +18,9 @@ use utoipa::ToSchema;
 #[allow(dead_code)]
 pub struct QuoteBody {
     /// Required for the `service` role; a user may omit it (or name themselves).
-    user_id: Option<String>,
+    user_id: Option<stampede_domain::ids::UserId>,
     /// 1–100 lines.
+    #[schema(min_items = 1, max_items = 100)]
     items: Vec<CartLine>,
 }
 
