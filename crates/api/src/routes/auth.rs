@@ -164,6 +164,7 @@ pub struct CreateAccountBody {
     password: String,
     role: Role,
     /// Required for merchants, absent for other roles.
+    #[schema(value_type = Option<String>, pattern = "^[1-9][0-9]{0,18}$")]
     shop_id: Option<ShopId>,
 }
 

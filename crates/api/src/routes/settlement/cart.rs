@@ -16,9 +16,11 @@ use utoipa::ToSchema;
 #[allow(dead_code)] // documents the contract; handlers read fields with `Fields`
 pub struct CartLine {
     goods_id: GoodsId,
+    /// A positive shop id (the platform, `0`, sells nothing).
+    #[schema(value_type = String, pattern = "^[1-9][0-9]{0,18}$")]
     shop_id: ShopId,
-    /// Minor units.
-    #[schema(minimum = 0)]
+    /// Minor units, at most 1,000,000,000,000.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000i64)]
     unit_price: i64,
     #[schema(minimum = 1, maximum = 10_000)]
     quantity: i64,

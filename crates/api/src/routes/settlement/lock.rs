@@ -35,7 +35,7 @@ pub struct LockBody {
 /// from `expected_discount`); the coupons move `unused → locked` with the settlement rows in
 /// one transaction, until `lock_expires_at`. Repeating the same lock answers the same.
 #[utoipa::path(post, path = "/api/v1/orders/{order_id}/coupons/lock", tag = "settlement",
-    params(("order_id" = String, Path, description = "the order service's id: 1–64 of A-Z a-z 0-9 . _ : -")),
+    params(("order_id" = String, Path, description = "the order service's id: 1–64 of A-Z a-z 0-9 . _ : -", pattern = "^[A-Za-z0-9._:-]{1,64}$")),
     request_body = LockBody,
     security(("bearer" = [])),
     responses(

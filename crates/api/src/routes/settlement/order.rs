@@ -57,7 +57,7 @@ async fn change(
 /// Redeem the order's locked coupons (`locked → used`). After `lock_expires_at` the lock is
 /// gone: 409 `CONFLICT`, and the coupons are released.
 #[utoipa::path(post, path = "/api/v1/orders/{order_id}/coupons/redeem", tag = "settlement",
-    params(("order_id" = String, Path)),
+    params(("order_id" = String, Path, description = "the order service's id: 1–64 of A-Z a-z 0-9 . _ : -", pattern = "^[A-Za-z0-9._:-]{1,64}$")),
     request_body(content = Option<ActorBody>),
     security(("bearer" = [])),
     responses(
@@ -78,7 +78,7 @@ pub async fn redeem(
 
 /// Release the order's locked coupons (`locked → unused`).
 #[utoipa::path(post, path = "/api/v1/orders/{order_id}/coupons/release", tag = "settlement",
-    params(("order_id" = String, Path)),
+    params(("order_id" = String, Path, description = "the order service's id: 1–64 of A-Z a-z 0-9 . _ : -", pattern = "^[A-Za-z0-9._:-]{1,64}$")),
     request_body(content = Option<ActorBody>),
     security(("bearer" = [])),
     responses(
@@ -100,7 +100,7 @@ pub async fn release(
 /// Refund redeemed coupons (`used → unused`, or `expired` once past `valid_until`): all, or
 /// those in `coupon_ids` (partial refund).
 #[utoipa::path(post, path = "/api/v1/orders/{order_id}/coupons/refund", tag = "settlement",
-    params(("order_id" = String, Path)),
+    params(("order_id" = String, Path, description = "the order service's id: 1–64 of A-Z a-z 0-9 . _ : -", pattern = "^[A-Za-z0-9._:-]{1,64}$")),
     request_body(content = Option<RefundBody>),
     security(("bearer" = [])),
     responses(
@@ -124,7 +124,7 @@ pub async fn refund(
 
 /// The order's settlement. The service role may name `?user_id=`.
 #[utoipa::path(get, path = "/api/v1/orders/{order_id}/coupons", tag = "settlement",
-    params(("order_id" = String, Path), ("user_id" = Option<String>, Query)),
+    params(("order_id" = String, Path, description = "the order service's id: 1–64 of A-Z a-z 0-9 . _ : -", pattern = "^[A-Za-z0-9._:-]{1,64}$"), ("user_id" = Option<String>, Query, pattern = "^[1-9][0-9]{0,18}$")),
     security(("bearer" = [])),
     responses(
         (status = 200, body = Settlement),
