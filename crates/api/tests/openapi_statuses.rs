@@ -131,7 +131,7 @@ const DOCUMENTED: &[(&str, &str, &[u16])] = &[
     (
         "get",
         "/api/v1/orders/{order_id}/coupons",
-        &[200, 401, 403, 404],
+        &[200, 401, 403, 404, 422],
     ),
     ("get", "/api/v1/templates/{id}", &[200, 401, 404]),
     (

@@ -99,7 +99,7 @@ pub struct ShopParams {
 /// how many the user holds (`user_claimed`), the limit, and whether a claim now would pass
 /// (`can_claim`). An unknown shop answers an empty list.
 #[utoipa::path(get, path = "/api/v1/shops/{shop_id}/templates", tag = "discovery",
-    params(("shop_id" = String, Path, description = "shop id (a positive integer)"), ShopParams),
+    params(("shop_id" = String, Path, description = "shop id (a positive integer)", pattern = "^[1-9][0-9]{0,18}$"), ShopParams),
     security(("bearer" = [])),
     responses(
         (status = 200, body = DiscoveryPage, headers(
@@ -134,6 +134,7 @@ pub async fn shop_templates(
 #[allow(dead_code)] // documents the query; the handler reads it by hand to report every bad parameter
 pub struct GoodsParams {
     /// The shop selling the product (a goods id is the shop's own). Required.
+    #[param(pattern = "^[1-9][0-9]{0,18}$")]
     shop_id: String,
     /// The product's price in minor units, the reference for `discount` and the order.
     /// Default 10000 (100.00).
@@ -152,7 +153,7 @@ pub struct GoodsParams {
 /// goods-scoped ones listing the product, and platform templates (platform-wide, or
 /// goods-scoped listing it). Same window, order and per-user fields as the shop listing.
 #[utoipa::path(get, path = "/api/v1/goods/{goods_id}/templates", tag = "discovery",
-    params(("goods_id" = String, Path, description = "goods id (a positive integer)"), GoodsParams),
+    params(("goods_id" = String, Path, description = "goods id (a positive integer)", pattern = "^[1-9][0-9]{0,18}$"), GoodsParams),
     security(("bearer" = [])),
     responses(
         (status = 200, body = DiscoveryPage, headers(

@@ -128,7 +128,7 @@ pub async fn refund(
     security(("bearer" = [])),
     responses(
         (status = 200, body = Settlement),
-        SettlementErrors, NotFound,
+        SettlementErrors, NotFound, ValidationFailed,
     ))]
 pub async fn get(
     State(state): State<AppState>,
