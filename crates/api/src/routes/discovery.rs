@@ -81,7 +81,7 @@ pub struct ShopParams {
     include_platform: Option<bool>,
     /// Reference price in minor units that `discount` and the order are computed on.
     /// Default 10000 (100.00).
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 1_000_000_000_000i64)]
     price: Option<i64>,
     /// List sold-out templates too (`stock_level: sold_out`). Default `false`.
     include_sold_out: Option<bool>,
@@ -138,7 +138,7 @@ pub struct GoodsParams {
     shop_id: String,
     /// The product's price in minor units, the reference for `discount` and the order.
     /// Default 10000 (100.00).
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 1_000_000_000_000i64)]
     price: Option<i64>,
     /// List sold-out templates too (`stock_level: sold_out`). Default `false`.
     include_sold_out: Option<bool>,
