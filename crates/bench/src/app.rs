@@ -285,35 +285,34 @@ async fn load_scenario(args: LoadArgs, setup: Setup) -> anyhow::Result<()> {
         );
         report = report.with_ceiling(ceiling.await?);
     }
-    if args.compare_bare_axum {
-        let bare = bare_axum::Child::start(None)?;
-        let bare_target = Target::resolve(&bare.base).await?;
-        phase("bare axum");
-        let work = Arc::new(healthz_mix(&bare_target)?);
-        let ceiling = measure(
-            "bare-axum",
+    // A bare axum child measured like the server: its /healthz, or the same requests
+    // answered with a fixed page.
+    let bare = |page: Option<usize>, work: Option<Arc<dyn Workload>>| async move {
+        let child = bare_axum::Child::start(page)?;
+        let bare_target = Target::resolve(&child.base).await?;
+        let (name, work): (&str, Arc<dyn Workload>) = match work {
+            Some(w) => ("bare-page", w),
+            None => ("bare-axum", Arc::new(healthz_mix(&bare_target)?)),
+        };
+        phase(&match page {
+            Some(bytes) => format!("bare page ({bytes} bytes)"),
+            None => "bare axum".to_owned(),
+        });
+        let r = measure(
+            name,
             &bare_target,
             work,
             opts,
             args.threads,
-            Some(bare.pid()),
-        )
-        .await?;
-        report = report.with_bare_axum(ceiling);
+            Some(child.pid()),
+        );
+        r.await
+    };
+    if args.compare_bare_axum {
+        report = report.with_bare_axum(bare(None, None).await?);
     }
     if let Some(bytes) = args.compare_bare_page {
-        let bare = bare_axum::Child::start(Some(bytes))?;
-        let bare_target = Target::resolve(&bare.base).await?;
-        phase(&format!("bare page ({bytes} bytes)"));
-        let page = measure(
-            "bare-page",
-            &bare_target,
-            work,
-            opts,
-            args.threads,
-            Some(bare.pid()),
-        )
-        .await?;
+        let page = bare(Some(bytes), Some(work)).await?;
         if let Some(c) = &report.ceiling {
             eprintln!(
                 "a bare server answering {bytes} bytes reaches {:.1}% of the healthz ceiling \

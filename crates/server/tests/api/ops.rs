@@ -63,15 +63,7 @@ async fn readyz_reports_the_database() {
 #[tokio::test]
 async fn openapi_documents_every_route_and_error() {
     let app = spawn_app().await;
-    let (s, v) = read(
-        app.client
-            .get(app.url("/openapi.json"))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}")),
-    )
-    .await;
-    assert_eq!(s, 200);
+    let v = openapi(&app).await;
     let paths = v["paths"].as_object().cloned().unwrap_or_default();
     for p in [
         "/healthz",
@@ -191,6 +183,20 @@ async fn metrics_show_the_database_breaker() {
     );
 }
 
+/// The served OpenAPI document.
+async fn openapi(app: &TestApp) -> Value {
+    let (s, doc) = read(
+        app.client
+            .get(app.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await;
+    assert_eq!(s, 200);
+    doc
+}
+
 /// Follows `$ref`s (and the one-of-null wrapping of optional fields) to a schema object.
 fn resolve<'a>(doc: &'a Value, mut s: &'a Value) -> &'a Value {
     for _ in 0..8 {
@@ -248,15 +254,7 @@ fn check_fields(doc: &Value, schema: &str, answer: &Value) -> usize {
 #[tokio::test]
 async fn published_enums_and_id_patterns_are_what_the_server_sends() {
     let app = spawn_app().await;
-    let (s, doc) = read(
-        app.client
-            .get(app.url("/openapi.json"))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}")),
-    )
-    .await;
-    assert_eq!(s, 200);
+    let doc = openapi(&app).await;
     // Enums are published with their wire names, not the Rust variants'.
     for (name, wire) in [
         ("Kind", stampede_domain::template::Kind::ALL),
@@ -295,14 +293,7 @@ async fn published_enums_and_id_patterns_are_what_the_server_sends() {
 #[tokio::test]
 async fn every_operation_with_a_body_documents_what_the_body_reader_refuses() {
     let app = spawn_app().await;
-    let (_, doc) = read(
-        app.client
-            .get(app.url("/openapi.json"))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}")),
-    )
-    .await;
+    let doc = openapi(&app).await;
     let mut bodies = 0;
     for (path, item) in doc["paths"].as_object().into_iter().flatten() {
         for (method, op) in item.as_object().into_iter().flatten() {
