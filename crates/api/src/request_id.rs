@@ -1,6 +1,6 @@
 //! Request context: every response carries `x-request-id` (the client's, when it sent a sane
 //! one, else ours), error bodies quote it, and one structured access-log line is written per
-//! request. The id lives in a task-local for the request's duration so any error rendered
+//! request, counted in the HTTP metrics. The id lives in a task-local for the request's duration so any error rendered
 //! inside the handler can read it without threading it through every call.
 
 use axum::extract::{MatchedPath, Request};
@@ -15,6 +15,15 @@ use std::time::Instant;
 pub const HEADER: &str = "x-request-id";
 /// The target access lines are logged under (the server formats these lines itself).
 pub const ACCESS_TARGET: &str = "stampede::access";
+/// Requests by `method`, `route` (the route's template, `unmatched` for none) and `status`.
+pub const REQUESTS: &str = "stampede_http_requests_total";
+/// Their time in the server, seconds, with the same labels (a histogram: see
+/// [`DURATION_BUCKETS`]).
+pub const DURATION: &str = "stampede_http_request_duration_seconds";
+/// Buckets of [`DURATION`]: 0.5 ms to 5 s, dense where the SLOs sit (5-50 ms).
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
 
 tokio::task_local! {
     static REQUEST_ID: HeaderValue;
@@ -62,6 +71,20 @@ pub async fn request_context(req: Request, next: Next) -> Response {
     let unrouted = route.is_none().then(|| req.uri().path().to_owned());
     let started = Instant::now();
     let mut resp = REQUEST_ID.scope(id.clone(), next.run(req)).await;
+    let elapsed = started.elapsed();
+    // Unrouted requests share one label: their paths would make a series each.
+    let labels = [
+        ("method", method.as_str().to_owned()),
+        (
+            "route",
+            route
+                .as_ref()
+                .map_or_else(|| "unmatched".to_owned(), |r| r.as_str().to_owned()),
+        ),
+        ("status", resp.status().as_u16().to_string()),
+    ];
+    metrics::counter!(REQUESTS, &labels).increment(1);
+    metrics::histogram!(DURATION, &labels).record(elapsed.as_secs_f64());
     tracing::info!(
         target: ACCESS_TARGET,
         request_id = id.to_str().unwrap_or("-"),
@@ -72,7 +95,7 @@ pub async fn request_context(req: Request, next: Next) -> Response {
             .or(unrouted.as_deref())
             .unwrap_or("-"),
         status = resp.status().as_u16(),
-        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         "request"
     );
     resp.headers_mut().insert(HEADER, id);

@@ -73,8 +73,14 @@ fn prometheus() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
     PROMETHEUS
         .get_or_init(|| {
             metrics_exporter_prometheus::PrometheusBuilder::new()
-                .install_recorder()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(
+                        stampede_api::request_id::DURATION.to_owned(),
+                    ),
+                    stampede_api::request_id::DURATION_BUCKETS,
+                )
                 .ok()
+                .and_then(|b| b.install_recorder().ok())
         })
         .clone()
 }

@@ -85,6 +85,28 @@ pub struct ClaimResponse {
         (status = 503, body = Problem, content_type = PROBLEM_JSON, description = "UNAVAILABLE: the claim could not be made (nothing was taken; `dependency` names what is missing). OUTCOME_UNKNOWN: its answer was lost and it may have been made: retry with the same Idempotency-Key. OVERLOADED: the node sheds load; see Retry-After"),
     ))]
 pub async fn claim(
+    state: State<AppState>,
+    caller: Caller<UserOnly>,
+    id: Path<String>,
+    client_ip: Option<Extension<ClientIp>>,
+    headers: HeaderMap,
+    body: OptionalJsonObject,
+) -> ApiResult<(StatusCode, Json<ClaimResponse>)> {
+    let answer = claim_once(state, caller, id, client_ip, headers, body).await;
+    // Claims by outcome: `claimed`, `replayed`, or the refusal's code (`SOLD_OUT`, …).
+    let outcome = match &answer {
+        Ok((StatusCode::CREATED, _)) => "claimed",
+        Ok(_) => "replayed",
+        Err(e) => e.code().as_str(),
+    };
+    metrics::counter!(CLAIMS, "outcome" => outcome).increment(1);
+    answer
+}
+
+/// Claims that reached the claim handler (past authentication), by outcome.
+pub const CLAIMS: &str = "stampede_claims_total";
+
+async fn claim_once(
     State(state): State<AppState>,
     caller: Caller<UserOnly>,
     Path(id): Path<String>,

@@ -314,15 +314,7 @@ async fn thirty_wrong_passwords_lock_the_account_even_for_the_right_one() {
     // Once the lockout (1 s) passed, the right password works.
     app.advance(SignedDuration::from_secs(2));
     assert_eq!(login(&app, "user1", "correct horse").await.status(), 200);
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .text()
-        .await
-        .unwrap_or_default();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("stampede_login_refused_total{reason=\"account_locked\"}"),
         "{metrics}"

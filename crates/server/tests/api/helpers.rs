@@ -265,6 +265,18 @@ impl TestApp {
         self.token(Role::Admin, "1", None, LONG)
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     pub fn user(&self) -> String {
         self.token(Role::User, "42", None, LONG)
     }

@@ -183,6 +183,49 @@ async fn metrics_show_the_database_breaker() {
     );
 }
 
+#[tokio::test]
+async fn metrics_count_requests_by_route_method_and_status_with_a_latency_histogram() {
+    let app = spawn_app().await;
+    let get = |path: &str| app.client.get(app.url(path)).send();
+    // A routed 404 (a template that does not exist) and an unrouted one.
+    let tok = app.merchant(7);
+    let r = app
+        .client
+        .get(app.url("/api/v1/merchant/templates/12345"))
+        .header("authorization", format!("Bearer {tok}"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 404);
+    let r = get("/no/such/route-7c1")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 404);
+    let text = app.metrics_text().await;
+    let has = |needle: &str| text.lines().any(|l| l.starts_with(needle));
+    assert!(
+        has(
+            r#"stampede_http_requests_total{method="GET",route="/api/v1/merchant/templates/{id}",status="404"}"#
+        ),
+        "{text}"
+    );
+    assert!(
+        has(r#"stampede_http_requests_total{method="GET",route="unmatched",status="404"}"#),
+        "{text}"
+    );
+    assert!(
+        !text.contains("route-7c1"),
+        "an unrouted path became a label"
+    );
+    // A histogram with the configured buckets, not a summary.
+    assert!(
+        has(
+            r#"stampede_http_request_duration_seconds_bucket{method="GET",route="/api/v1/merchant/templates/{id}",status="404",le="0.005"}"#
+        ),
+        "{text}"
+    );
+}
+
 /// The served OpenAPI document.
 async fn openapi(app: &TestApp) -> Value {
     let (s, doc) = read(

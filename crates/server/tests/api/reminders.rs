@@ -483,15 +483,7 @@ async fn due_reminders_go_out_on_time_through_every_channel() {
     assert!(ids.values().all(|n| *n == 1));
     assert_eq!(f.mails.lock().map(|v| v.len()).unwrap_or(0), 1);
 
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .text()
-        .await
-        .unwrap_or_default();
+    let metrics = app.metrics_text().await;
     for name in [
         "stampede_reminders_due_total",
         "stampede_reminders_delivered_total",

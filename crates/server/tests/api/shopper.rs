@@ -780,3 +780,21 @@ async fn a_claim_without_an_idempotency_key_is_refused_and_takes_nothing() {
     let (_, v) = read(r).await;
     assert!(v.get("partial").is_none(), "{v}");
 }
+
+#[tokio::test]
+async fn claims_are_counted_by_outcome() {
+    let app = spawn_app().await;
+    let t = open_template(&app, 1, 1).await;
+    let id = id_of(&t);
+    assert_eq!(claim(&app, &id, &app.user_n(1)).await.0, 201);
+    let (s, v) = claim(&app, &id, &app.user_n(2)).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("SOLD_OUT")), "{v}");
+    let text = app.metrics_text().await;
+    for outcome in ["claimed", "SOLD_OUT"] {
+        let series = format!("stampede_claims_total{{outcome=\"{outcome}\"}} ");
+        assert!(
+            text.lines().any(|l| l.starts_with(&series)),
+            "{series}: {text}"
+        );
+    }
+}
