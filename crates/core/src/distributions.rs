@@ -304,12 +304,20 @@ impl Distributions {
             CreateDistribution::Created => {}
         }
         self.store_file(&task, path).await?;
+        // Read back while the upload lease still keeps runners off it: the answer is the
+        // task as accepted (pending, stored precision), not whatever a runner made of it
+        // in the meantime.
+        let mut stored = self
+            .store
+            .get_distribution(task.id)
+            .await?
+            .unwrap_or_else(|| task.clone());
         let owner = format!("upload:{}", self.node);
         self.store
             .release_distribution(task.id, task.shop_id, &owner)
             .await?;
+        stored.lease_until_ms = 0;
         tracing::info!(distribution = %task.id, template = %task.template_id, rows = task.total_rows, "distribution created");
-        let stored = self.store.get_distribution(task.id).await?.unwrap_or(task);
         Ok((stored, Created::New))
     }
 
