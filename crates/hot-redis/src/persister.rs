@@ -20,14 +20,13 @@
 //!
 //! # Which logs a pass visits
 //!
-//! A pass asks for its logs' lengths pipelined ([`SWEEP_CHUNK`] per round trip) and drains
-//! those with entries. With hints ([`Persister::with_hints`]) a pass looks only at the logs
-//! this node claimed into since the last one ([`ClaimLogHints`], marked by the hot state
-//! before and after each claim script, so a claim whose outcome is unknown is visited too);
-//! every `sweep` interval a full sweep looks at every registered log and takes over other
-//! nodes' (a node that died with entries left). Without hints every pass is a full sweep.
-//! (One `XLEN` round trip per registered log and pass, as before, kept an idle node and
-//! Redis at half a core each with 200,000 templates.)
+//! A full sweep checks every registered log's length (pipelined, [`SWEEP_CHUNK`] per round
+//! trip). With hints ([`Persister::with_hints`]), the passes in between visit only the logs
+//! this node claimed into since the last pass ([`ClaimLogHints`], marked by the hot state
+//! before each claim script runs, so a claim whose outcome is unknown is visited too); the
+//! full sweep, every `sweep` interval, takes over other nodes' logs (a node that died with
+//! entries left). Without hints every pass is a full sweep: at 200,000 templates that was
+//! 200,000 `XLEN` round trips per pass, half a Redis core on an idle node.
 //!
 //! # Why a crash anywhere replays safely
 //!
@@ -275,33 +274,30 @@ impl Persister {
     /// persisted. A template that fails does not stop the others (and stays hinted); the
     /// first error is returned at the end.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
-        // Hints are taken before the registered set is read: a claim marked after this is
-        // kept for the next pass.
-        let hinted = self
-            .hinted
-            .as_ref()
-            .map_or_else(Vec::new, |h| h.hints.take());
-        let sweep = self.hinted.as_ref().is_none_or(Hinted::sweep_due);
-        let found = async {
-            let mut ts = hinted.clone();
-            if sweep {
-                ts.extend(self.templates().await?);
-                ts.sort_unstable();
-                ts.dedup();
+        let candidates = match &self.hinted {
+            Some(h) if !h.sweep_due() => h.hints.take(),
+            Some(h) => {
+                // Hints taken before the sweep reads the set: a claim marked after this is
+                // kept for the next pass.
+                let hinted = h.hints.take();
+                let logs = self.non_empty(self.templates().await?).await;
+                let mut logs = match logs {
+                    Ok(l) => l,
+                    Err(e) => {
+                        for t in hinted {
+                            h.hints.mark(t);
+                        }
+                        return Err(e);
+                    }
+                };
+                h.swept();
+                logs.extend(hinted);
+                logs.sort_unstable();
+                logs.dedup();
+                logs
             }
-            self.non_empty(ts).await
-        }
-        .await;
-        let candidates = match found {
-            Ok(logs) => logs,
-            Err(e) => {
-                hinted.into_iter().for_each(|t| self.hint(t));
-                return Err(e);
-            }
+            None => self.non_empty(self.templates().await?).await?,
         };
-        if sweep && let Some(h) = &self.hinted {
-            h.swept();
-        }
         let mut total = 0;
         let mut first_err = None;
         for t in candidates {
@@ -309,7 +305,9 @@ impl Persister {
                 Ok(n) => total += n,
                 Err(e) => {
                     tracing::warn!(error = %e, template = %t, "persisting a claim log failed");
-                    self.hint(t);
+                    if let Some(h) = &self.hinted {
+                        h.hints.mark(t);
+                    }
                     first_err.get_or_insert(e);
                 }
             }
@@ -381,17 +379,15 @@ impl Persister {
         Ok(out)
     }
 
-    /// Keeps `t` for the next pass (hinted persisters only; a full sweep finds it anyway).
-    fn hint(&self, t: TemplateId) {
-        if let Some(h) = &self.hinted {
-            h.hints.mark(t);
-        }
-    }
-
-    /// Drains `t`'s log, which had entries when the pass looked ([`Self::non_empty`]).
     async fn drain(&self, t: TemplateId) -> Result<usize, StoreError> {
         let k = TemplateKeys::new(&self.prefix, t);
-        if !self.acquire(&k).await? {
+        let mut conn = self.conn.clone();
+        let len: u64 = redis::cmd("XLEN")
+            .arg(&k.log)
+            .query_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        if len == 0 || !self.acquire(&k).await? {
             return Ok(0);
         }
         let res = self.drain_leased(t, &k).await;

@@ -186,6 +186,7 @@ async fn metrics_show_the_database_breaker() {
 #[tokio::test]
 async fn metrics_count_requests_by_route_method_and_status_with_a_latency_histogram() {
     let app = spawn_app().await;
+    let get = |path: &str| app.client.get(app.url(path)).send();
     // A routed 404 (a template that does not exist) and an unrouted one.
     let tok = app.merchant(7);
     let r = app
@@ -196,10 +197,7 @@ async fn metrics_count_requests_by_route_method_and_status_with_a_latency_histog
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.status(), 404);
-    let r = app
-        .client
-        .get(app.url("/no/such/route-7c1"))
-        .send()
+    let r = get("/no/such/route-7c1")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.status(), 404);
