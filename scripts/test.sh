@@ -2,8 +2,10 @@
 # The whole test suite, as the README's second command and CI (.ci/run) run it:
 # formatting and lints, every crate's unit/integration tests, then the HTTP behavioural
 # suite once per storage backend (SQLite, MySQL 1x1, MySQL 2x4) against real services
-# (MariaDB, Redis), then the kill -9 crash tests against the release binary in both modes, then
-# the fault suite (RELIABILITY.md) with its availability bars asserted.
+# (MariaDB, Redis), then the kill -9 crash tests against the release binary in both modes, then the
+# fault suite (RELIABILITY.md) with its availability bars
+# asserted. Before any of it, scripts/check-deploy.sh checks deploy/ (alert rules with
+# promtool, installed from Debian's `prometheus` package when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log=$(mktemp); trap 'rm -f "$log"' EXIT
@@ -15,6 +17,9 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # Databases a killed earlier run left behind (each test drops its own when it ends).
 mariadb -uroot -h127.0.0.1 -N -e "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'stampede\_t\_%'" \
   | while read -r db; do mariadb -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS \`$db\`"; done
+
+echo "== deploy/: promtool check + test rules, dashboard JSON and PromQL, systemd unit"
+./scripts/check-deploy.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
