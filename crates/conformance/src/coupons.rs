@@ -4,7 +4,7 @@
 
 use crate::StoreFixture;
 use crate::fixtures::*;
-use stampede_core::claim_ports::{ClaimIndex, ClaimRecord, CouponQuery};
+use stampede_core::claim_ports::{ClaimIndex, ClaimRecord, CouponQuery, OutboxBacklog};
 use stampede_core::events::claimed_event_payload;
 use stampede_core::ports::StoreError;
 use stampede_domain::coupon::{CouponStatus, Origin, UserCoupon};
@@ -29,6 +29,7 @@ macro_rules! coupon_store_suite {
                 list_coupons_orders_pages_and_filters,
                 get_coupon_is_scoped_to_its_owner,
                 claimed_counts_per_template_match_stock,
+                outbox_backlog_counts_unpublished_events_from_the_oldest,
             );
         }
     };
@@ -470,4 +471,31 @@ pub async fn claimed_counts_per_template_match_stock(f: &dyn StoreFixture) {
     let state = s.claim_state(a.id).await.unwrap();
     assert_eq!(state.user_seqs.len() as i64, total);
     assert_eq!(claimed_events(&*s).await.len() as i64, total);
+}
+
+pub async fn outbox_backlog_counts_unpublished_events_from_the_oldest(f: &dyn StoreFixture) {
+    let s = f.store();
+    let store = &*s;
+    assert_eq!(
+        store.outbox_backlog().await.unwrap(),
+        OutboxBacklog::default(),
+        "an empty outbox has no backlog"
+    );
+    let t = stocked(store, 61, 6, 1_000).await;
+    // 40 users spread over every shard; the first batch is older than the second.
+    let first: Vec<ClaimRecord> = (0..25)
+        .map(|i| claim(&t, 6_100 + i, 600 + i, 1, 5))
+        .collect();
+    let second: Vec<ClaimRecord> = (25..40)
+        .map(|i| claim(&t, 6_100 + i, 600 + i, 1, 30))
+        .collect();
+    store.commit_claims(&first).await.unwrap();
+    store.commit_claims(&second).await.unwrap();
+    let backlog = store.outbox_backlog().await.unwrap();
+    assert_eq!(backlog.events, 40);
+    assert_eq!(
+        backlog.oldest_created_ms,
+        Some(to_ms(first[0].coupon.claimed_at)),
+        "the oldest unpublished event's time"
+    );
 }

@@ -114,6 +114,31 @@ pub trait CouponStore: Send + Sync + 'static {
     /// Outbox events with `kind`, oldest first (the relay to a broker comes later; until then
     /// they are queryable here).
     async fn outbox_events(&self, kind: &str, limit: u32) -> Result<Vec<OutboxEvent>, StoreError>;
+
+    /// The outbox's unpublished events, cheaply (for `/metrics`): per outbox table, the events
+    /// from the first unpublished one (by insertion order) to the last, and that first one's
+    /// write time. Exact while events are published in order, as a relay does.
+    async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError>;
+}
+
+/// What [`CouponStore::outbox_backlog`] reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxBacklog {
+    /// Events not yet published.
+    pub events: u64,
+    /// When the oldest of them was written (epoch ms); `None` when there are none.
+    pub oldest_created_ms: Option<i64>,
+}
+
+impl OutboxBacklog {
+    /// One table's head (first unpublished seq and its time) and last seq, added to `self`.
+    pub fn add_table(&mut self, head: Option<(i64, i64)>, last_seq: Option<i64>) {
+        if let (Some((first, created)), Some(last)) = (head, last_seq) {
+            self.events += u64::try_from(last - first + 1).unwrap_or(0);
+            self.oldest_created_ms =
+                Some(self.oldest_created_ms.map_or(created, |o| o.min(created)));
+        }
+    }
 }
 
 /// Where the embedded claim journal applies the claims it acknowledged: the embedded system of

@@ -40,5 +40,6 @@ pub mod reminder_ports;
 pub mod reminders;
 pub mod settlement_ports;
 pub mod settlements;
+pub mod telemetry;
 
 pub use error::AppError;

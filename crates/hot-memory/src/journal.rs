@@ -29,6 +29,7 @@ use crate::state::{lock, shard};
 use stampede_core::claim_ports::{ClaimJournalStore, ClaimRecord};
 use stampede_core::ports::StoreError;
 use stampede_core::records::CouponRecord;
+use stampede_core::telemetry::{self, queue};
 use stampede_domain::coupon::UserCoupon;
 use stampede_domain::ids::{CouponId, UserId};
 use std::collections::{HashMap, VecDeque};
@@ -325,6 +326,7 @@ impl Writer {
             for (i, e) in batch.iter().enumerate() {
                 encode(&mut buf, first + i as u64, &e.record);
             }
+            let started = std::time::Instant::now();
             if let Err(e) = self.write(&buf) {
                 self.poison(&e);
                 for entry in batch.drain(..) {
@@ -335,6 +337,7 @@ impl Writer {
                 continue;
             }
             self.next = first + batch.len() as u64;
+            telemetry::group_commit(queue::CLAIM_JOURNAL, batch.len(), started.elapsed());
             let stats = &self.shared.stats;
             stats.writes.fetch_add(1, Ordering::Relaxed);
             stats
@@ -434,8 +437,10 @@ async fn apply(
     let stats = &shared.stats;
     let mut delay = Duration::from_millis(10);
     loop {
+        let started = std::time::Instant::now();
         match store.apply_journaled(records, through).await {
             Ok(()) => {
+                telemetry::group_commit(queue::CLAIM_APPLY, records.len(), started.elapsed());
                 stats.apply_batches.fetch_add(1, Ordering::Relaxed);
                 stats
                     .applied

@@ -48,10 +48,16 @@ pub(crate) fn spawn(
 
 async fn commit(store: &dyn CouponStore, batch: &mut Vec<Pending>, stats: &WriterStats) {
     let records: Vec<ClaimRecord> = batch.iter().map(|p| p.record.clone()).collect();
+    let started = std::time::Instant::now();
     let result = store.commit_claims(&records).await;
     stats.batches.fetch_add(1, Ordering::Relaxed);
     match result {
         Ok(()) => {
+            stampede_core::telemetry::group_commit(
+                stampede_core::telemetry::queue::CLAIMS,
+                records.len(),
+                started.elapsed(),
+            );
             stats
                 .claims
                 .fetch_add(records.len() as u64, Ordering::Relaxed);

@@ -81,6 +81,12 @@ impl CouponStore for Faulty {
     async fn outbox_events(&self, kind: &str, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
         self.inner.outbox_events(kind, limit).await
     }
+
+    async fn outbox_backlog(
+        &self,
+    ) -> Result<stampede_core::claim_ports::OutboxBacklog, StoreError> {
+        self.inner.outbox_backlog().await
+    }
 }
 
 fn start() -> Timestamp {

@@ -95,22 +95,41 @@ fn timed_out(deadline: Duration) -> RedisError {
     ))
 }
 
+/// Histogram: seconds per Redis round trip (a command or a pipeline), as a caller waits.
+pub const SECONDS: &str = "stampede_redis_command_seconds";
+/// Counter: failed Redis calls by `kind`: `breaker_open` (refused without a call),
+/// `timeout`, `unreachable`, `reply` (Redis answered with an error, e.g. a script's).
+pub const ERRORS: &str = "stampede_redis_errors_total";
+
 impl Connection {
     async fn run<T>(
         &self,
         call: impl Future<Output = Result<T, RedisError>>,
     ) -> Result<T, RedisError> {
-        let permit = self.breaker.admit().map_err(refused)?;
-        match tokio::time::timeout(self.deadline, call).await {
+        let permit = match self.breaker.admit() {
+            Ok(p) => p,
+            Err(open) => {
+                metrics::counter!(ERRORS, "kind" => "breaker_open").increment(1);
+                return Err(refused(open));
+            }
+        };
+        let started = std::time::Instant::now();
+        let outcome = tokio::time::timeout(self.deadline, call).await;
+        metrics::histogram!(SECONDS).record(started.elapsed().as_secs_f64());
+        match outcome {
             Ok(Ok(v)) => {
                 permit.success();
                 Ok(v)
             }
             Ok(Err(e)) => {
-                permit.record(is_unavailable(&e).then_some(FailureKind::Unreachable));
+                let unavailable = is_unavailable(&e);
+                metrics::counter!(ERRORS, "kind" => if unavailable { "unreachable" } else { "reply" })
+                    .increment(1);
+                permit.record(unavailable.then_some(FailureKind::Unreachable));
                 Err(e)
             }
             Err(_) => {
+                metrics::counter!(ERRORS, "kind" => "timeout").increment(1);
                 permit.failure(FailureKind::Timeout);
                 Err(timed_out(self.deadline))
             }

@@ -80,7 +80,7 @@
 //! timeout) may still have happened: the claim's `Idempotency-Key` makes the retry safe.
 
 mod codec;
-mod connection;
+pub mod connection;
 mod flow;
 mod hot_state;
 mod invalidation;

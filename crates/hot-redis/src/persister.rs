@@ -101,6 +101,18 @@ struct Hinted {
 /// Default lease on one template's log.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
+/// Gauge: claim-log entries not yet persisted (all nodes' logs), at the last full sweep.
+pub const BACKLOG: &str = "stampede_persister_backlog_entries";
+/// Gauge: age in seconds of the oldest claim-log entry at the last full sweep; 0 when every
+/// log is drained. An entry leaves its log once persisted, so this is how far behind the
+/// system of record is.
+pub const LAG: &str = "stampede_persister_lag_seconds";
+
+/// The millisecond time in a stream entry id (`<ms>-<seq>`, Redis' clock).
+fn entry_ms(id: &str) -> Option<u64> {
+    id.split_once('-').and_then(|(ms, _)| ms.parse().ok())
+}
+
 /// Raw `XRANGE` reply: `(entry id, fields)`.
 type Entries = Vec<(String, HashMap<String, String>)>;
 
@@ -360,22 +372,57 @@ impl Persister {
     }
 
     /// The templates of `ts` whose log has entries, [`SWEEP_CHUNK`] lengths per round trip.
+    /// Being a look at every log, it also sets the backlog and lag gauges ([`BACKLOG`],
+    /// [`LAG`]): the entry count, and the age of the oldest entry of the non-empty logs (one
+    /// more pipelined `XRANGE … COUNT 1` per chunk that has any).
     async fn non_empty(&self, ts: Vec<TemplateId>) -> Result<Vec<TemplateId>, StoreError> {
         let mut out = Vec::new();
         let mut conn = self.conn.clone();
+        let mut backlog = 0u64;
+        let mut oldest_ms: Option<u64> = None;
         for chunk in ts.chunks(SWEEP_CHUNK) {
             let mut pipe = redis::pipe();
             for &t in chunk {
                 pipe.cmd("XLEN").arg(TemplateKeys::new(&self.prefix, t).log);
             }
             let lens: Vec<u64> = pipe.query_async(&mut conn).await.map_err(backend)?;
-            out.extend(
-                chunk
+            let first = out.len();
+            for (&t, n) in chunk.iter().zip(lens) {
+                if n > 0 {
+                    backlog += n;
+                    out.push(t);
+                }
+            }
+            if out.len() > first {
+                let mut heads = redis::pipe();
+                for &t in &out[first..] {
+                    heads
+                        .cmd("XRANGE")
+                        .arg(TemplateKeys::new(&self.prefix, t).log)
+                        .arg("-")
+                        .arg("+")
+                        .arg("COUNT")
+                        .arg(1);
+                }
+                let heads: Vec<Entries> = heads.query_async(&mut conn).await.map_err(backend)?;
+                let ms = heads
                     .iter()
-                    .zip(lens)
-                    .filter_map(|(&t, n)| (n > 0).then_some(t)),
-            );
+                    .filter_map(|e| e.first().and_then(|(id, _)| entry_ms(id)))
+                    .min();
+                oldest_ms = match (oldest_ms, ms) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
         }
+        metrics::gauge!(BACKLOG).set(backlog as f64);
+        let lag = oldest_ms.map_or(0.0, |ms| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            now.saturating_sub(u128::from(ms)) as f64 / 1000.0
+        });
+        metrics::gauge!(LAG).set(lag);
         Ok(out)
     }
 

@@ -353,3 +353,47 @@ async fn a_full_sweep_finds_non_empty_logs_among_many_in_chunks() {
         assert_eq!(f.log.taken(t.id), 1);
     }
 }
+
+/// The sweep publishes the claim logs' backlog and the age of their oldest entry; both fall
+/// to zero once the logs are drained.
+#[tokio::test]
+async fn a_sweep_publishes_the_backlog_and_the_lag_of_the_oldest_entry() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshots = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let gauges = || {
+        let mut out = std::collections::HashMap::new();
+        for (key, _, _, value) in snapshots.snapshot().into_vec() {
+            if let DebugValue::Gauge(v) = value {
+                out.insert(key.key().name().to_owned(), v.into_inner());
+            }
+        }
+        out
+    };
+
+    let f = fixture().await;
+    let (a, b) = (template(41, 50, 3), template(42, 50, 3));
+    for user in 1..=3 {
+        f.claim(&a, user, None).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    f.claim(&b, 9, None).await;
+    // Without hints every pass starts with a full sweep, which reads the logs before draining.
+    let p = f.persister("node-a", 100);
+    assert_eq!(p.run_once().await.unwrap(), 4);
+    let g = gauges();
+    assert_eq!(g.get("stampede_persister_backlog_entries"), Some(&4.0));
+    let lag = g
+        .get("stampede_persister_lag_seconds")
+        .copied()
+        .unwrap_or(-1.0);
+    assert!(
+        (0.3..30.0).contains(&lag),
+        "the oldest entry waited about 0.3 s: lag {lag}"
+    );
+    assert_eq!(p.run_once().await.unwrap(), 0);
+    let g = gauges();
+    assert_eq!(g.get("stampede_persister_backlog_entries"), Some(&0.0));
+    assert_eq!(g.get("stampede_persister_lag_seconds"), Some(&0.0));
+}

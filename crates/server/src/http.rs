@@ -48,7 +48,13 @@ pub fn router(
         checks: Arc::new(checks),
         readiness_timeout: settings.resilience.readiness_timeout,
         metrics: {
-            let render = crate::telemetry::metrics_renderer(claim_path);
+            let render = crate::telemetry::metrics_renderer(
+                claim_path,
+                crate::telemetry::RenderSources {
+                    pool_stats: services.stores.pool_stats.clone(),
+                    data_dir: settings.server.data_dir.clone(),
+                },
+            );
             let breakers = services.breakers.clone();
             let used: Vec<Dependency> = std::iter::once(Dependency::Database)
                 .chain(services.redis.as_ref().map(|_| Dependency::Redis))

@@ -14,8 +14,9 @@ use stampede_core::reminder_ports::ReminderNotifier;
 use stampede_hot_memory::MemoryRateLimiter;
 use stampede_hot_redis::Persister;
 use stampede_workers::{
-    DistributionRunner, EndTemplates, Job, NotifyConfig, NotifyDistributions, PurgeIdempotencyKeys,
-    PurgeReminders, ReleaseExpiredLocks, ReminderScheduler, Runner, RunnerConfig, SchedulerConfig,
+    DistributionRunner, EndTemplates, Job, NotifyConfig, NotifyDistributions, ObserveOutbox,
+    PurgeIdempotencyKeys, PurgeReminders, ReleaseExpiredLocks, ReminderScheduler, Runner,
+    RunnerConfig, SchedulerConfig,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +63,11 @@ pub async fn runner(inputs: JobInputs<'_>) -> anyhow::Result<Runner> {
         backoffice: services.backoffice.clone(),
         interval: w.purge_interval,
         retention: w.idempotency_retention,
+    }));
+    runner.register(Arc::new(ObserveOutbox {
+        coupons: stores.coupons.clone(),
+        clock: services.clock.clone(),
+        interval: w.outbox_observe_interval,
     }));
     runner.register(Arc::new(ReleaseExpiredLocks {
         settlements: use_cases.settlements.clone(),

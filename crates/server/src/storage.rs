@@ -35,7 +35,12 @@ pub struct Stores {
     pub claim_journal: Option<Arc<dyn ClaimJournalStore>>,
     /// The MySQL store itself, when that is the backend (tests drop its databases).
     pub mysql: Option<MysqlStore>,
+    /// The connection pools' occupancy, read when `/metrics` renders.
+    pub pool_stats: PoolStats,
 }
+
+/// Reads the pools' occupancy (the backend's own pools).
+pub type PoolStats = Arc<dyn Fn() -> Vec<stampede_core::telemetry::PoolGauge> + Send + Sync>;
 
 /// Opens (and migrates) the storage the settings name, with breakers of its own (tools).
 pub async fn open(settings: &Settings) -> anyhow::Result<Stores> {
@@ -66,8 +71,9 @@ pub async fn open_with(settings: &Settings, breakers: &Breakers) -> anyhow::Resu
                 reminders: store.clone(),
                 flow_rules: store.clone(),
                 claim_log: None,
-                claim_journal: Some(store),
+                claim_journal: Some(store.clone()),
                 mysql: None,
+                pool_stats: Arc::new(move || store.pool_stats()),
             })
         }
         Backend::Mysql => {
@@ -97,6 +103,10 @@ pub async fn open_with(settings: &Settings, breakers: &Breakers) -> anyhow::Resu
                 flow_rules: shared.clone(),
                 claim_log: Some(shared),
                 claim_journal: None,
+                pool_stats: {
+                    let store = store.clone();
+                    Arc::new(move || store.pool_stats())
+                },
                 mysql: Some(store),
             })
         }

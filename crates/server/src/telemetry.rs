@@ -68,32 +68,73 @@ pub fn dropped_lines() -> u64 {
 static PROMETHEUS: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
     std::sync::OnceLock::new();
 
-/// The process-wide Prometheus recorder (installed on first use; one per process).
+/// Buckets of the other latency histograms (`*_seconds`): 0.1 ms to 10 s.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+/// Buckets of batch sizes: powers of two up to 8192.
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0,
+];
+
+/// The process-wide Prometheus recorder (installed on first use; one per process). Every
+/// histogram gets buckets (a histogram without them would render as a summary, which
+/// Prometheus cannot aggregate across nodes).
 fn prometheus() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
     PROMETHEUS
         .get_or_init(|| {
-            metrics_exporter_prometheus::PrometheusBuilder::new()
+            PrometheusBuilder::new()
                 .set_buckets_for_metric(
-                    metrics_exporter_prometheus::Matcher::Full(
-                        stampede_api::request_id::DURATION.to_owned(),
-                    ),
+                    Matcher::Full(stampede_api::request_id::DURATION.to_owned()),
                     stampede_api::request_id::DURATION_BUCKETS,
                 )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(stampede_core::telemetry::GROUP_COMMIT_BATCH.to_owned()),
+                        BATCH_BUCKETS,
+                    )
+                })
+                .and_then(|b| b.set_buckets(SECONDS_BUCKETS))
                 .ok()
                 .and_then(|b| b.install_recorder().ok())
         })
         .clone()
 }
 
-/// Renders `/metrics`: the recorded counters plus gauges read from the claim_path at render time.
+/// Gauge: free bytes (for unprivileged users) of the data dir's filesystem.
+pub const DATA_DIR_FREE: &str = "stampede_data_dir_free_bytes";
+/// Gauge: size in bytes of the data dir's filesystem.
+pub const DATA_DIR_TOTAL: &str = "stampede_data_dir_total_bytes";
+
+/// What `/metrics` reads at render time besides the recorded series.
+pub struct RenderSources {
+    pub pool_stats: crate::storage::PoolStats,
+    pub data_dir: std::path::PathBuf,
+}
+
+/// Renders `/metrics`: the recorded series plus gauges read at render time (claim path,
+/// pools, process, the data dir's filesystem).
 pub fn metrics_renderer(
     claim_path: &crate::claim_path::ClaimPath,
+    sources: RenderSources,
 ) -> std::sync::Arc<dyn Fn() -> String + Send + Sync> {
     let handle = prometheus();
     let catalog = claim_path.catalog.clone();
     let memory = claim_path.memory.clone();
     let discovery = claim_path.discovery.clone();
+    let process = metrics_process::Collector::default();
+    process.describe();
+    zero_series(memory.is_none());
     std::sync::Arc::new(move || {
+        process.collect();
+        stampede_core::telemetry::publish_pools(&(sources.pool_stats)());
+        // The data dir may be missing (distributed nodes need none until an upload).
+        if let Ok(fs) = rustix::fs::statvfs(&sources.data_dir) {
+            metrics::gauge!(DATA_DIR_FREE).set((fs.f_bavail * fs.f_frsize) as f64);
+            metrics::gauge!(DATA_DIR_TOTAL).set((fs.f_blocks * fs.f_frsize) as f64);
+        }
         metrics::gauge!("stampede_template_db_queries").set(catalog.db_queries() as f64);
         metrics::counter!("stampede_discovery_db_queries_total").absolute(discovery.db_queries());
         metrics::counter!("stampede_log_lines_dropped_total").absolute(dropped_lines());
@@ -121,4 +162,52 @@ pub fn metrics_renderer(
         }
         handle.as_ref().map(|h| h.render()).unwrap_or_default()
     })
+}
+
+/// Registers at zero the counters alert rules read, so `rate()` sees a series from the
+/// first scrape instead of none until the first event.
+fn zero_series(distributed: bool) {
+    use stampede_core::ports::Dependency;
+    use stampede_domain::distribution::DistributionStatus;
+    use stampede_domain::reminder::Channel;
+    metrics::counter!("stampede_requests_shed_total", "reason" => "in_flight").increment(0);
+    for rule in [
+        "route",
+        "claim_per_user",
+        "claim_per_ip",
+        "claim_per_template",
+    ] {
+        metrics::counter!("stampede_rate_limited_total", "rule" => rule).increment(0);
+    }
+    metrics::counter!(stampede_workers::distribution::ROWS, "outcome" => "issued").increment(0);
+    for s in [
+        DistributionStatus::Completed,
+        DistributionStatus::Failed,
+        DistributionStatus::Canceled,
+    ] {
+        metrics::counter!("stampede_distributions_finished_total", "status" => s.as_str())
+            .increment(0);
+    }
+    for c in Channel::ALL {
+        metrics::counter!("stampede_reminders_delivered_total", "channel" => c.as_str())
+            .increment(0);
+        metrics::counter!("stampede_reminders_failed_total", "channel" => c.as_str(), "outcome" => "retry")
+            .increment(0);
+    }
+    let deps: &[Dependency] = if distributed {
+        &[Dependency::Database, Dependency::Redis]
+    } else {
+        &[Dependency::Database]
+    };
+    for d in deps {
+        for kind in ["unreachable", "timeout", "breaker_open"] {
+            metrics::counter!("stampede_dependency_errors_total", "dependency" => d.as_str(), "kind" => kind)
+                .increment(0);
+        }
+    }
+    if distributed {
+        for kind in ["breaker_open", "timeout", "unreachable", "reply"] {
+            metrics::counter!(stampede_hot_redis::connection::ERRORS, "kind" => kind).increment(0);
+        }
+    }
 }

@@ -15,7 +15,9 @@ use futures::future::{join_all, try_join, try_join_all};
 use sqlx::mysql::{MySqlArguments, MySqlConnection};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, MySql};
-use stampede_core::claim_ports::{ClaimRecord, ClaimState, CouponQuery, CouponStore, OutboxEvent};
+use stampede_core::claim_ports::{
+    ClaimRecord, ClaimState, CouponQuery, CouponStore, OutboxBacklog, OutboxEvent,
+};
 use stampede_core::ports::StoreError;
 use stampede_core::records::CouponRecord;
 use stampede_domain::coupon::UserCoupon;
@@ -461,6 +463,36 @@ impl CouponStore for MysqlStore {
             parts.into_iter().flatten().collect(),
             usize::try_from(limit).unwrap_or(usize::MAX),
         ))
+    }
+
+    /// One statement per database; per table three primary-key lookups.
+    async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {
+        let tables = self.router().tables_per_database();
+        let per_db = (0..self.router().databases()).map(|database| {
+            // Table names come from the router, safe to interpolate.
+            let sql = union((0..tables).map(|table| {
+                let t = Shard { database, table }.outbox_table();
+                format!(
+                    "(SELECT h.seq AS first_seq, h.created_at_ms AS first_ms, \
+                     (SELECT MAX(seq) FROM {t}) AS last_seq \
+                     FROM (SELECT 1) one LEFT JOIN (SELECT seq, created_at_ms FROM {t} \
+                         WHERE published_at_ms IS NULL ORDER BY seq LIMIT 1) h ON TRUE)"
+                )
+            }));
+            async move {
+                sqlx::query_as::<_, (Option<i64>, Option<i64>, Option<i64>)>(AssertSqlSafe(sql))
+                    .fetch_all(self.pool(database))
+                    .await
+                    .map_err(db_err)
+            }
+        });
+        let mut backlog = OutboxBacklog::default();
+        for rows in try_join_all(per_db).await? {
+            for (first, created, last) in rows {
+                backlog.add_table(first.zip(created), last);
+            }
+        }
+        Ok(backlog)
     }
 }
 

@@ -248,6 +248,24 @@ impl MysqlStore {
         &self.inner.pools[database]
     }
 
+    /// Each database's pool occupancy (label: its index), for `/metrics`.
+    pub fn pool_stats(&self) -> Vec<stampede_core::telemetry::PoolGauge> {
+        self.inner
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, pool)| {
+                let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
+                stampede_core::telemetry::PoolGauge {
+                    database: i.to_string(),
+                    in_use: pool.size().saturating_sub(idle),
+                    idle,
+                    max: pool.options().get_max_connections(),
+                }
+            })
+            .collect()
+    }
+
     /// The database breaker this store obeys.
     pub fn breaker(&self) -> &Arc<Breaker> {
         &self.inner.breaker
@@ -258,15 +276,28 @@ impl MysqlStore {
     /// enough, it is the one probe that decides; open, it is refused at once.
     pub async fn probe(&self, deadline: Duration) -> Result<(), StoreError> {
         let permit = self.inner.breaker.admit_call()?;
-        let checks = self.inner.probes.iter().map(|pool| async move {
-            match tokio::time::timeout(deadline, sqlx::query("SELECT 1").execute(pool)).await {
-                Ok(r) => r.map(|_| ()).map_err(db_err),
-                Err(_) => Err(stampede_resilience::deadline_exceeded(
-                    stampede_core::ports::Dependency::Database,
-                    deadline,
-                )),
-            }
-        });
+        let checks = self
+            .inner
+            .probes
+            .iter()
+            .enumerate()
+            .map(|(i, pool)| async move {
+                let started = std::time::Instant::now();
+                match tokio::time::timeout(deadline, sqlx::query("SELECT 1").execute(pool)).await {
+                    Ok(r) => {
+                        metrics::histogram!(
+                            stampede_core::telemetry::DB_PROBE_SECONDS,
+                            "database" => i.to_string()
+                        )
+                        .record(started.elapsed().as_secs_f64());
+                        r.map(|_| ()).map_err(db_err)
+                    }
+                    Err(_) => Err(stampede_resilience::deadline_exceeded(
+                        stampede_core::ports::Dependency::Database,
+                        deadline,
+                    )),
+                }
+            });
         let outcome = try_join_all(checks).await.map(|_| ());
         match &outcome {
             Ok(()) => permit.success(),

@@ -13,7 +13,8 @@ use futures::TryStreamExt;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{AssertSqlSafe, Sqlite, SqliteConnection};
 use stampede_core::claim_ports::{
-    ClaimIndex, ClaimJournalStore, ClaimRecord, ClaimState, CouponQuery, CouponStore, OutboxEvent,
+    ClaimIndex, ClaimJournalStore, ClaimRecord, ClaimState, CouponQuery, CouponStore,
+    OutboxBacklog, OutboxEvent,
 };
 use stampede_core::ports::StoreError;
 use stampede_core::records::CouponRecord;
@@ -335,6 +336,22 @@ impl CouponStore for SqliteStore {
             .await
             .map_err(db_err)?;
         rows.iter().map(OutboxEvent::read).collect()
+    }
+
+    /// Three index lookups on `seq` (the rowid order), never a scan of the published prefix
+    /// as long as published events are deleted or few.
+    async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {
+        let (first, created, last): (Option<i64>, Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT h.seq, h.created_at_ms, (SELECT MAX(seq) FROM outbox) \
+             FROM (SELECT 1) LEFT JOIN (SELECT seq, created_at_ms FROM outbox \
+                 WHERE published_at_ms IS NULL ORDER BY seq LIMIT 1) h",
+        )
+        .fetch_one(&self.reader)
+        .await
+        .map_err(db_err)?;
+        let mut backlog = OutboxBacklog::default();
+        backlog.add_table(first.zip(created), last);
+        Ok(backlog)
     }
 }
 

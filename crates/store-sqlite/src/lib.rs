@@ -78,6 +78,29 @@ pub struct SqliteStore {
     _checkpointer: Arc<tokio::sync::watch::Sender<()>>,
 }
 
+impl SqliteStore {
+    /// The writer's and the readers' pool occupancy, for `/metrics`.
+    pub fn pool_stats(&self) -> Vec<stampede_core::telemetry::PoolGauge> {
+        [
+            ("sqlite_writer", &self.writer),
+            ("sqlite_reader", &self.reader),
+        ]
+        .into_iter()
+        .map(|(name, pool)| pool_gauge(name, pool))
+        .collect()
+    }
+}
+
+fn pool_gauge(name: &str, pool: &SqlitePool) -> stampede_core::telemetry::PoolGauge {
+    let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
+    stampede_core::telemetry::PoolGauge {
+        database: name.to_owned(),
+        in_use: pool.size().saturating_sub(idle),
+        idle,
+        max: pool.options().get_max_connections(),
+    }
+}
+
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore").finish_non_exhaustive()

@@ -169,6 +169,7 @@ async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> Result<(), Stri
 async fn run_batch(conn: &mut SqliteConnection, jobs: &mut Vec<Box<dyn Job>>) {
     // Statements around the bodies travel together (one hop to SQLite's thread each): the
     // transaction and the first savepoint; a body's release and the next one's savepoint.
+    let started = std::time::Instant::now();
     if let Err(why) = exec(conn, "BEGIN IMMEDIATE; SAVEPOINT body").await {
         // A failed BEGIN leaves no transaction; a failed SAVEPOINT after it leaves one open.
         let _ = exec(conn, "ROLLBACK").await;
@@ -222,7 +223,14 @@ async fn run_batch(conn: &mut SqliteConnection, jobs: &mut Vec<Box<dyn Job>>) {
             Some(why)
         }
         None => match exec(conn, "COMMIT").await {
-            Ok(()) => None,
+            Ok(()) => {
+                stampede_core::telemetry::group_commit(
+                    stampede_core::telemetry::queue::SQLITE_WRITES,
+                    n,
+                    started.elapsed(),
+                );
+                None
+            }
             Err(why) => {
                 let _ = exec(conn, "ROLLBACK").await;
                 Some(why)

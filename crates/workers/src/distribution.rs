@@ -44,6 +44,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// Counter: distribution rows decided, by `outcome` (`issued`, `failed`) and, for failed rows,
+/// `reason` (the failure report's code, e.g. `SOLD_OUT`).
+pub const ROWS: &str = "stampede_distribution_rows_total";
+
 /// How the runner behaves; the composition root fills it from configuration.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
@@ -458,10 +462,16 @@ impl DistributionRunner {
                         .return_stock(t, task.id, first_row, rejected)
                         .await?;
                 }
-                metrics::counter!("stampede_distribution_rows_total", "outcome" => "issued")
-                    .increment(issued);
-                metrics::counter!("stampede_distribution_rows_total", "outcome" => "failed")
-                    .increment(commit.failures.len() as u64 + rejected);
+                // Rows by outcome, failed ones by reason (the failure report's codes).
+                metrics::counter!(ROWS, "outcome" => "issued").increment(issued);
+                for f in &commit.failures {
+                    metrics::counter!(ROWS, "outcome" => "failed", "reason" => f.reason.as_str())
+                        .increment(1);
+                }
+                if rejected > 0 {
+                    metrics::counter!(ROWS, "outcome" => "failed", "reason" => RowFailure::StoreRejected.as_str())
+                        .increment(rejected);
+                }
                 Ok(Step::Applied)
             }
             Ok(BatchOutcome::AlreadyApplied) => Ok(Step::AlreadyApplied),

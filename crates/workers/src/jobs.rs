@@ -88,3 +88,43 @@ impl Job for ReleaseExpiredLocks {
         self.settlements.release_expired(self.batch).await
     }
 }
+
+/// Gauge: outbox events not yet published (see `CouponStore::outbox_backlog`).
+pub const OUTBOX_BACKLOG: &str = "stampede_outbox_backlog_events";
+/// Gauge: age in seconds of the oldest unpublished outbox event; 0 when there is none.
+pub const OUTBOX_OLDEST_AGE: &str = "stampede_outbox_oldest_age_seconds";
+/// Gauge: 1 when a relay publishes the outbox. No relay ships yet, so events stay in the
+/// outbox (queryable) and the age alert, which requires this to be 1, stays quiet.
+pub const OUTBOX_RELAY_ENABLED: &str = "stampede_outbox_relay_enabled";
+
+/// Reads the outbox's backlog into the gauges above, every `interval`.
+pub struct ObserveOutbox {
+    pub coupons: Arc<dyn stampede_core::claim_ports::CouponStore>,
+    pub clock: Arc<dyn stampede_core::clock::Clock>,
+    pub interval: Duration,
+}
+
+#[async_trait]
+impl Job for ObserveOutbox {
+    fn name(&self) -> &'static str {
+        "observe_outbox"
+    }
+
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    fn batch(&self) -> usize {
+        usize::MAX
+    }
+
+    async fn run_once(&self) -> Result<usize, AppError> {
+        metrics::gauge!(OUTBOX_RELAY_ENABLED).set(0.0);
+        let backlog = self.coupons.outbox_backlog().await?;
+        metrics::gauge!(OUTBOX_BACKLOG).set(backlog.events as f64);
+        let now = stampede_domain::time::to_ms(self.clock.now());
+        let age_ms = backlog.oldest_created_ms.map_or(0, |t| (now - t).max(0));
+        metrics::gauge!(OUTBOX_OLDEST_AGE).set(age_ms as f64 / 1000.0);
+        Ok(0)
+    }
+}

@@ -15,7 +15,7 @@ mod runner;
 mod seen;
 
 pub use distribution::{DistributionRunner, RunEnd, RunnerConfig};
-pub use jobs::{EndTemplates, PurgeIdempotencyKeys, ReleaseExpiredLocks};
+pub use jobs::{EndTemplates, ObserveOutbox, PurgeIdempotencyKeys, ReleaseExpiredLocks};
 pub use notify::{NotifyConfig, NotifyDistributions};
 pub use reminder_notify::{EmailConfig, EmailNotifier, WebhookConfig, WebhookNotifier};
 pub use reminders::{PurgeReminders, ReminderScheduler, SchedulerConfig};

@@ -211,6 +211,13 @@ impl CouponStore for Store {
         self.up()?;
         Ok(Vec::new())
     }
+
+    async fn outbox_backlog(
+        &self,
+    ) -> Result<stampede_core::claim_ports::OutboxBacklog, StoreError> {
+        self.up()?;
+        Ok(Default::default())
+    }
 }
 
 /// What the fake hot state does with the next claim.

@@ -161,6 +161,12 @@ impl CouponStore for FakeCoupons {
     ) -> Result<Vec<OutboxEvent>, StoreError> {
         Ok(Vec::new())
     }
+
+    async fn outbox_backlog(
+        &self,
+    ) -> Result<stampede_core::claim_ports::OutboxBacklog, StoreError> {
+        Ok(Default::default())
+    }
 }
 
 #[derive(Default)]

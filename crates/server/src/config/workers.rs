@@ -23,6 +23,10 @@ pub struct WorkerSettings {
     /// Default 1 h.
     #[serde(rename = "purge_interval_secs", with = "units::secs")]
     pub purge_interval: Duration,
+    /// How often the outbox's backlog and oldest event are read for `/metrics` (two or three
+    /// index lookups per outbox table). Default 15 s.
+    #[serde(rename = "outbox_observe_interval_ms", with = "units::millis")]
+    pub outbox_observe_interval: Duration,
 }
 
 impl Default for WorkerSettings {
@@ -33,6 +37,7 @@ impl Default for WorkerSettings {
             end_sweep_batch: 500,
             idempotency_retention: SignedDuration::from_hours(48),
             purge_interval: Duration::from_secs(3_600),
+            outbox_observe_interval: Duration::from_millis(15_000),
         }
     }
 }

@@ -375,3 +375,118 @@ async fn every_operation_with_a_body_documents_what_the_body_reader_refuses() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.status(), 204);
 }
+
+/// Metrics of the embedded mode only: the SQLite suite checks them.
+const EMBEDDED_ONLY: &[&str] = &[
+    "stampede_claim_journal_backlog",
+    "stampede_group_commit_batch_size",
+    "stampede_group_commit_seconds",
+    "stampede_group_commit_failed_batches",
+];
+/// Metrics of the distributed mode only: the MySQL suites check them.
+const DISTRIBUTED_ONLY: &[&str] = &[
+    "stampede_persister_backlog_entries",
+    "stampede_persister_lag_seconds",
+    "stampede_redis_command_seconds",
+    "stampede_redis_errors_total",
+    "stampede_db_probe_seconds",
+];
+
+/// Every metric name an alert rule or a dashboard panel in `deploy/` reads.
+fn metrics_used_in_deploy() -> std::collections::BTreeSet<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    let mut files = vec![root.join("prometheus/alerts.yml")];
+    let dashboards = root.join("grafana/dashboards");
+    for e in std::fs::read_dir(&dashboards).unwrap_or_else(|e| panic!("{e}")) {
+        files.push(e.unwrap_or_else(|e| panic!("{e}")).path());
+    }
+    let name = regex::Regex::new(r"\b(stampede_[a-z0-9_]+|process_[a-z0-9_]+)\b")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut used = std::collections::BTreeSet::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        used.extend(name.find_iter(&text).map(|m| m.as_str().to_owned()));
+    }
+    used
+}
+
+/// Names `/metrics` declares (`# TYPE name kind`), with their kind.
+fn exported(text: &str) -> std::collections::HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, k)| (n.to_owned(), k.to_owned()))
+        .collect()
+}
+
+/// The dashboards and alerts in `deploy/` only read metrics the server exports (in this
+/// backend's mode; the other mode's suite checks its own), and every histogram they read is
+/// a histogram (buckets), not a summary.
+#[tokio::test]
+async fn every_metric_the_dashboards_and_alerts_read_is_exported() {
+    let app = spawn_app().await;
+    // Traffic that makes every lazily created series appear: a claim, a 404, the jobs.
+    let mut body = app.template_body("Metrics");
+    body["claim_start"] = json!(app.now().to_string());
+    let t = app.create(&app.merchant(7), &body).await;
+    let id = id_of(&t);
+    let r = app
+        .post(
+            &format!("/api/v1/templates/{id}/claim"),
+            &app.user_n(1),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    app.drain().await;
+
+    let distributed = matches!(backend(), TestBackend::Mysql { .. });
+    let (own, other) = if distributed {
+        (DISTRIBUTED_ONLY, EMBEDDED_ONLY)
+    } else {
+        (EMBEDDED_ONLY, DISTRIBUTED_ONLY)
+    };
+    let used = metrics_used_in_deploy();
+    assert!(
+        used.len() >= 20,
+        "too few metrics found in deploy/: {used:?}"
+    );
+    for m in own.iter().chain(other) {
+        let read = ["", "_bucket", "_sum", "_count"]
+            .iter()
+            .any(|s| used.contains(&format!("{m}{s}")));
+        assert!(read, "{m} is exported but no panel or rule reads it");
+    }
+    // The database probe runs on its own interval: wait for its first round.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let types = loop {
+        let types = exported(&app.metrics_text().await);
+        let missing = own.iter().any(|m| !types.contains_key(*m));
+        if !missing || std::time::Instant::now() > deadline {
+            break types;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let mut missing = Vec::new();
+    for name in &used {
+        let stem = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s));
+        if other.contains(&stem.unwrap_or(name)) {
+            continue;
+        }
+        let base = stem.filter(|b| types.get(*b).is_some_and(|k| k == "histogram"));
+        let found = match base {
+            Some(b) => types.contains_key(b),
+            None => types.contains_key(name.as_str()),
+        };
+        if !found {
+            missing.push(name.clone());
+        }
+    }
+    // A `_bucket` read of a metric that renders as a summary is missing here too.
+    assert!(
+        missing.is_empty(),
+        "read in deploy/ but not exported: {missing:?}"
+    );
+}
