@@ -2,8 +2,8 @@
 # The whole test suite, as the README's second command and CI (.ci/run) run it:
 # formatting and lints, every crate's unit/integration tests, then the HTTP behavioural
 # suite once per storage backend (SQLite, MySQL 1x1, MySQL 2x4) against real services
-# (MariaDB, Redis), then the kill -9 crash tests against the release binary in both modes, then the
-# fault suite (RELIABILITY.md) with its availability bars
+# (MariaDB, Redis), then the kill -9 crash tests against the release binary in both modes, the
+# backup-under-load test, then the fault suite (RELIABILITY.md) with its availability bars
 # asserted. Before any of it, scripts/check-deploy.sh checks deploy/ (alert rules with
 # promtool, installed from Debian's `prometheus` package when missing).
 set -euo pipefail
@@ -36,6 +36,8 @@ done
 echo "== crash tests: the release binary killed with SIGKILL mid-load (embedded, then distributed)"
 cargo test --release --quiet -p stampede-server --test crash 2>&1 | tee -a "$log"
 STAMPEDE_TEST_BACKEND=mysql-2x4 cargo test --release --quiet -p stampede-server --test crash 2>&1 | tee -a "$log"
+echo "== backup under claim load, restored into a new data dir (release binary)"
+cargo test --release --quiet -p stampede-server --test backup 2>&1 | tee -a "$log"
 echo "== fault suite: two release nodes over a private MariaDB and Redis behind fault-injecting proxies"
 STAMPEDE_FAULTS_STRICT="${STAMPEDE_FAULTS_STRICT:-1}" \
   cargo test --release --quiet -p stampede-server --test faults -- --test-threads=1 2>&1 | tee -a "$log"

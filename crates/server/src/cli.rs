@@ -1,5 +1,5 @@
 //! The command line (a contract, like the HTTP API): `serve`, `migrate`, `token`,
-//! `account create`, `gen users`. Every subcommand reads the same
+//! `account create`, `backup`, `restore`, `gen users`. Every subcommand reads the same
 //! configuration as `serve`, so a token minted with the same `--data-dir`/`--config` is
 //! accepted by the server.
 
@@ -70,6 +70,24 @@ enum Command {
     Account {
         #[command(subcommand)]
         command: AccountCommand,
+    },
+    /// Write an online backup of the embedded data dir (database snapshot, claim journal,
+    /// secret, distribution files) to one tar file, while the server keeps running.
+    Backup {
+        #[command(flatten)]
+        common: Common,
+        /// The archive to write (replaced atomically).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Unpack a backup into a new or empty data dir; `serve` on it migrates and replays.
+    Restore {
+        /// The archive `stampede backup` wrote.
+        #[arg(long)]
+        from: PathBuf,
+        /// The data dir to create (must not exist or be empty).
+        #[arg(long)]
+        data_dir: PathBuf,
     },
     /// Generate test data files.
     Gen {
@@ -217,6 +235,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let token = tokens.mint(&principal, ttl).context("minting the token")?;
             println!("{token}");
+            Ok(())
+        }
+        Command::Backup { common, out } => {
+            let settings = load_quiet(&common)?;
+            let summary = crate::backup::backup(&settings, &out).await?;
+            println!("{}", serde_json::to_string(&summary)?);
+            Ok(())
+        }
+        Command::Restore { from, data_dir } => {
+            let summary = crate::backup::restore(&from, &data_dir).await?;
+            println!("{}", serde_json::to_string(&summary)?);
             Ok(())
         }
         Command::Gen {

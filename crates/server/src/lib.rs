@@ -8,6 +8,7 @@
 mod access_log;
 pub mod app;
 pub mod background;
+pub mod backup;
 pub mod claim_path;
 pub mod cli;
 pub mod config;

@@ -5,6 +5,8 @@
 //!
 //! Layout:
 //! - `lib.rs`: `SqliteStore`, opening the file and the two pools;
+//! - `backup.rs`: online snapshots of the file (`VACUUM INTO`) and the integrity check a
+//!   restore runs;
 //! - `migrate.rs`: the embedded migrations (`migrations/*.sql`) and their runner;
 //! - `templates.rs`: `TemplateStore` (templates, audit log, idempotency keys);
 //! - `accounts.rs`: `AccountStore` (accounts, sessions, refresh-token rotation);
@@ -25,6 +27,7 @@
 //! the MySQL adapter through `stampede_core::records`.
 
 mod accounts;
+pub mod backup;
 mod coupons;
 mod distributions;
 mod flow;

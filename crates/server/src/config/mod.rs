@@ -54,6 +54,9 @@ pub struct Settings {
     pub discovery: DiscoverySettings,
 }
 
+/// The claim journal's directory, under the data dir.
+pub const CLAIM_JOURNAL_DIR: &str = "claim-journal";
+
 impl Settings {
     /// The embedded mode's SQLite file.
     pub fn sqlite_path(&self) -> PathBuf {
@@ -62,7 +65,7 @@ impl Settings {
 
     /// The embedded claim journal's segment files.
     pub fn claim_journal_dir(&self) -> PathBuf {
-        self.server.data_dir.join("claim-journal")
+        self.server.data_dir.join(CLAIM_JOURNAL_DIR)
     }
 
     /// Where distribution files are uploaded to and cached while a task runs.
