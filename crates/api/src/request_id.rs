@@ -1,18 +1,28 @@
 //! Request context: every response carries `x-request-id` (the client's, when it sent a sane
 //! one, else ours), error bodies quote it, and one structured access-log line is written per
 //! request, counted in the HTTP metrics. The id lives in a task-local for the request's duration so any error rendered
-//! inside the handler can read it without threading it through every call.
+//! inside the handler can read it without threading it through every call. The request also
+//! continues the caller's W3C trace (`traceparent`; a new trace without one): its context is
+//! current for the handler (`stampede_core::trace`), the access line carries the trace id, and
+//! the response's `traceresponse` names the request's own span.
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
+use stampede_core::trace::TraceContext;
 use std::io::Write;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+use tracing::Instrument;
 
 pub const HEADER: &str = "x-request-id";
+/// W3C Trace Context: the caller's trace, continued by the request (a new trace without it).
+pub const TRACEPARENT: &str = "traceparent";
+/// The request's own trace and span id, answered so a caller can find the server's side of
+/// the trace (W3C Trace Context Level 2's `traceresponse`, same format as `traceparent`).
+pub const TRACERESPONSE: &str = "traceresponse";
 /// The target access lines are logged under (the server formats these lines itself).
 pub const ACCESS_TARGET: &str = "stampede::access";
 /// Requests by `method`, `route` (the route's template, `unmatched` for none) and `status`.
@@ -69,8 +79,21 @@ pub async fn request_context(req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().cloned();
     // Unrouted requests (404s) log their path: rare, and what one needs to see.
     let unrouted = route.is_none().then(|| req.uri().path().to_owned());
+    let trace = TraceContext::continue_from(req.headers().get(TRACEPARENT).map(|v| v.as_bytes()));
+    // A span per request; at debug level, so it costs nothing unless enabled (logs at debug,
+    // or an exporter that asks for it).
+    let span = tracing::debug_span!(
+        "request",
+        method = %method,
+        route = route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        request_id = id.to_str().unwrap_or("-"),
+        trace_id = %trace.trace_hex(),
+    );
     let started = Instant::now();
-    let mut resp = REQUEST_ID.scope(id.clone(), next.run(req)).await;
+    let mut resp = REQUEST_ID
+        .scope(id.clone(), trace.scope(next.run(req)))
+        .instrument(span)
+        .await;
     let elapsed = started.elapsed();
     // Unrouted requests share one label: their paths would make a series each.
     let labels = [
@@ -96,8 +119,12 @@ pub async fn request_context(req: Request, next: Next) -> Response {
             .unwrap_or("-"),
         status = resp.status().as_u16(),
         micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        trace_id = %trace.trace_hex(),
         "request"
     );
     resp.headers_mut().insert(HEADER, id);
+    if let Ok(v) = HeaderValue::from_str(&trace.traceparent()) {
+        resp.headers_mut().insert(TRACERESPONSE, v);
+    }
     resp
 }

@@ -56,11 +56,15 @@ pub async fn commit_claims_writes_coupons_stock_and_events_in_one_go(f: &dyn Sto
         let seq = seqs.entry((user, t.id.get())).or_insert(0);
         *seq += 1;
         let c = claim(t, 1_000_000 + i, user, *seq, i % 90);
-        claims.push(if i % 3 == 0 {
+        let mut c = if i % 3 == 0 {
             keyed(c, &format!("key-{i}"))
         } else {
             c
-        });
+        };
+        if i % 5 == 0 {
+            c.traceparent = Some(format!("00-{:032x}-{:016x}-01", i + 1, i + 1));
+        }
+        claims.push(c);
     }
     store.commit_claims(&claims).await.unwrap();
 
@@ -85,6 +89,7 @@ pub async fn commit_claims_writes_coupons_stock_and_events_in_one_go(f: &dyn Sto
         assert_eq!(e.aggregate_id, c.coupon.id.get());
         assert_eq!(e.payload, claimed_event_payload(&c.coupon));
         assert_eq!(e.created_at_ms, to_ms(c.coupon.claimed_at));
+        assert_eq!(e.traceparent, c.traceparent, "the claim request's trace");
     }
     // Oldest first: a smaller limit gives a prefix of the same listing, led by the oldest.
     let first = store.outbox_events("coupon.claimed", 5).await.unwrap();

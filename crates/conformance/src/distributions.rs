@@ -191,6 +191,7 @@ pub fn coupon_row(
         record: ClaimRecord {
             coupon: new_claimed_coupon(t, cid(id), uid(user), seq, Origin::Distribution, now()),
             claim_key: Some(row_key(task, row)),
+            traceparent: None,
         },
     }
 }

@@ -174,6 +174,7 @@ pub fn claim(t: &Template, id: i64, user: i64, seq: u32, mins: i64) -> ClaimReco
     ClaimRecord {
         coupon: new_claimed_coupon(t, cid(id), uid(user), seq, Origin::Claim, at(mins)),
         claim_key: None,
+        traceparent: None,
     }
 }
 

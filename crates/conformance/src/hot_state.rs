@@ -221,6 +221,7 @@ fn prior(t: &Template, user: i64, seq: u32, origin: Origin, key: Option<String>)
     ClaimRecord {
         coupon: c,
         claim_key: key,
+        traceparent: None,
     }
 }
 
@@ -257,6 +258,7 @@ fn record(c: &UserCoupon, key: Option<&str>) -> ClaimRecord {
     ClaimRecord {
         coupon: c.clone(),
         claim_key: key.map(str::to_owned),
+        traceparent: None,
     }
 }
 

@@ -108,6 +108,7 @@ pub fn event(user: i64, template: i64, n: u32) -> OutboxEvent {
         aggregate_id: user,
         payload: format!("{{\"user_id\":\"{user}\"}}"),
         created_at_ms: now_ms(),
+        traceparent: None,
     }
 }
 

@@ -107,6 +107,8 @@ pub fn lock_events(s: &Settlement) -> Vec<OutboxEvent> {
             aggregate_id: l.coupon_id.get(),
             payload: format!(r#"{{"coupon_id":"{}"}}"#, l.coupon_id),
             created_at_ms: s.created_at.as_millisecond(),
+            // Stored and read back as written (the request's trace).
+            traceparent: Some(format!("00-{:032x}-{:016x}-01", 7, l.coupon_id.get())),
         })
         .collect()
 }

@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 pub struct ClaimRecord {
     pub coupon: UserCoupon,
     pub claim_key: Option<String>,
+    /// W3C `traceparent` of the claim's request (or distribution step), for its event.
+    pub traceparent: Option<String>,
 }
 
 /// A user's claim history of one template, to rebuild hot state.
@@ -85,6 +87,9 @@ pub struct OutboxEvent {
     pub aggregate_id: i64,
     pub payload: String,
     pub created_at_ms: i64,
+    /// W3C `traceparent` of the request or job step that wrote it (`None` before traces were
+    /// recorded), so a consumer can continue the trace.
+    pub traceparent: Option<String>,
 }
 
 #[async_trait]

@@ -2,7 +2,7 @@
 //! deduplicate on them) and payloads. Each is written in the transaction of the change it
 //! records.
 
-use crate::claim_ports::OutboxEvent;
+use crate::claim_ports::{ClaimRecord, OutboxEvent};
 use stampede_domain::coupon::UserCoupon;
 use stampede_domain::distribution::DistributionTask;
 use stampede_domain::time::to_ms;
@@ -15,16 +15,25 @@ pub fn claimed_event_payload(c: &UserCoupon) -> String {
 /// Kind of the event a claim writes to the outbox.
 pub const COUPON_CLAIMED: &str = "coupon.claimed";
 
-/// The `coupon.claimed` event of `c`. Its id derives from the coupon id, so a replayed claim
-/// cannot publish twice; its time is the claim's, so the row is the same whenever written.
-pub fn claimed_event(c: &UserCoupon) -> OutboxEvent {
+/// The `coupon.claimed` event of claim `r`. Its id derives from the coupon id, so a replayed
+/// claim cannot publish twice; its time is the claim's and its trace the claim request's, so
+/// the row is the same whenever (and by whichever task) it is written.
+pub fn claimed_event(r: &ClaimRecord) -> OutboxEvent {
+    let c = &r.coupon;
     OutboxEvent {
         id: format!("{COUPON_CLAIMED}:{}", c.id),
         kind: COUPON_CLAIMED.to_owned(),
         aggregate_id: c.id.get(),
         payload: claimed_event_payload(c),
         created_at_ms: to_ms(c.claimed_at),
+        traceparent: r.traceparent.clone(),
     }
+}
+
+/// The `traceparent` an event written now should carry: the current request's or job
+/// step's (see [`crate::trace`]).
+pub fn current_traceparent() -> Option<String> {
+    crate::trace::TraceContext::current().map(|c| c.traceparent())
 }
 
 /// The event kind written when a distribution reaches a final state.
@@ -60,5 +69,6 @@ pub fn distribution_completed_event(t: &DistributionTask) -> OutboxEvent {
             .finished_at
             .map(to_ms)
             .unwrap_or(t.created_at.as_millisecond()),
+        traceparent: current_traceparent(),
     }
 }

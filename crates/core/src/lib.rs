@@ -41,5 +41,6 @@ pub mod reminders;
 pub mod settlement_ports;
 pub mod settlements;
 pub mod telemetry;
+pub mod trace;
 
 pub use error::AppError;

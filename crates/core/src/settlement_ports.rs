@@ -114,5 +114,6 @@ pub fn coupon_move_event(
         aggregate_id: m.coupon_id.get(),
         payload: payload.to_string(),
         created_at_ms: now.as_millisecond(),
+        traceparent: crate::events::current_traceparent(),
     })
 }

@@ -365,6 +365,7 @@ impl Settlements {
                 })
                 .to_string(),
                 created_at_ms: now.as_millisecond(),
+                traceparent: crate::events::current_traceparent(),
             })
             .collect();
         match self.store.lock_coupons(&s, &events).await? {

@@ -595,6 +595,11 @@ fn encode(buf: &mut Vec<u8>, lsn: u64, record: &ClaimRecord) {
         None => buf.push(0),
     }
     put_opt_str(buf, r.claim_key.as_deref());
+    // Appended only when present: a frame without it is byte for byte the older format, which
+    // older releases still replay.
+    if let Some(t) = &record.traceparent {
+        put_opt_str(buf, Some(t));
+    }
     let body_len = (buf.len() - start - 8) as u32;
     let crc = crc32fast::hash(&buf[start + 8..]);
     buf[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
@@ -638,7 +643,7 @@ impl Body<'_> {
     }
 }
 
-fn decode_body(body: &[u8]) -> Option<(u64, CouponRecord)> {
+fn decode_body(body: &[u8]) -> Option<(u64, CouponRecord, Option<String>)> {
     let mut b = Body(body);
     let lsn = b.u64()?;
     let mut ints = [0i64; 8];
@@ -660,6 +665,7 @@ fn decode_body(body: &[u8]) -> Option<(u64, CouponRecord)> {
     let locked_order_id = b.opt_str()?;
     let used_at_ms = if b.flag()? { Some(b.i64()?) } else { None };
     let claim_key = b.opt_str()?;
+    let traceparent = if b.0.is_empty() { None } else { b.opt_str()? };
     if !b.0.is_empty() {
         return None;
     }
@@ -680,6 +686,7 @@ fn decode_body(body: &[u8]) -> Option<(u64, CouponRecord)> {
             used_at_ms,
             claim_key,
         },
+        traceparent,
     ))
 }
 
@@ -704,7 +711,7 @@ fn decode_all(bytes: &[u8]) -> Result<(Vec<(u64, ClaimRecord)>, usize), StoreErr
         if crc32fast::hash(body) != crc {
             break;
         }
-        let (lsn, record) = decode_body(body)
+        let (lsn, record, traceparent) = decode_body(body)
             .ok_or_else(|| StoreError::Corrupt("claim journal frame does not decode".into()))?;
         let claim_key = record.claim_key.clone();
         out.push((
@@ -712,6 +719,7 @@ fn decode_all(bytes: &[u8]) -> Result<(Vec<(u64, ClaimRecord)>, usize), StoreErr
             ClaimRecord {
                 coupon: record.into_coupon()?,
                 claim_key,
+                traceparent,
             },
         ));
         rest = after;
@@ -745,6 +753,7 @@ mod tests {
                 used_at: None,
             },
             claim_key: key.map(str::to_owned),
+            traceparent: None,
         }
     }
 
@@ -828,5 +837,27 @@ mod tests {
         bad[last] ^= 1;
         let (out, torn) = decode_all(&bad).unwrap();
         assert_eq!((out.len(), torn), (2, buf.len() - whole));
+    }
+
+    /// A record with a traceparent round-trips; one without encodes exactly as before the
+    /// field existed (older releases replay it), which a frozen frame pins down.
+    #[test]
+    fn the_traceparent_is_optional_and_absent_frames_keep_the_old_format() {
+        let mut traced = record(20, Some("k"));
+        traced.traceparent =
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned());
+        let mut buf = Vec::new();
+        encode(&mut buf, 5, &traced);
+        encode(&mut buf, 6, &record(21, None));
+        let (out, torn) = decode_all(&buf).unwrap();
+        assert_eq!(torn, 0);
+        assert_eq!(out, vec![(5, traced), (6, record(21, None))]);
+
+        let mut plain = Vec::new();
+        encode(&mut plain, 6, &record(21, None));
+        // The body of an untraced frame ends with the claim key's absent flag, as it always did.
+        let body_len = u32::from_le_bytes([plain[0], plain[1], plain[2], plain[3]]) as usize;
+        assert_eq!(plain.len(), 8 + body_len);
+        assert_eq!(plain.last(), Some(&0), "no field after the claim key");
     }
 }

@@ -557,6 +557,7 @@ impl HotState for MemoryHotState {
         let record = ClaimRecord {
             coupon: coupon.clone(),
             claim_key: key.map(str::to_owned),
+            traceparent: stampede_core::events::current_traceparent(),
         };
         let writer = match &self.ack {
             Ack::Commit(writer) => writer,

@@ -319,6 +319,7 @@ async fn committed_batches_match_the_store_and_survive_a_restart() {
         .commit_claims(&[ClaimRecord {
             coupon: stray,
             claim_key: None,
+            traceparent: None,
         }])
         .await
         .unwrap();
@@ -351,6 +352,7 @@ async fn committed_batches_match_the_store_and_survive_a_restart() {
         .commit_claims(&[ClaimRecord {
             coupon: late,
             claim_key: None,
+            traceparent: None,
         }])
         .await
         .unwrap();
@@ -370,6 +372,7 @@ async fn committed_batches_match_the_store_and_survive_a_restart() {
                     record: ClaimRecord {
                         coupon: c,
                         claim_key: Some(row_key(d.id, row)),
+                        traceparent: None,
                     },
                 });
             }

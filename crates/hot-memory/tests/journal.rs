@@ -315,6 +315,7 @@ async fn applying_records_twice_stores_them_once() {
             ClaimRecord {
                 coupon: c,
                 claim_key: Some(format!("k{user}")),
+                traceparent: None,
             }
         })
         .collect();

@@ -324,6 +324,7 @@ async fn a_rebuilt_state_fills_the_gap_in_a_users_seqs() {
             ClaimRecord {
                 coupon: c,
                 claim_key: None,
+                traceparent: None,
             }
         })
         .collect();

@@ -22,6 +22,8 @@
 -- ARGV[11..15] refusal codes (ClaimRefusal::as_code): not started, ended, terminated,
 --              sold out, limit reached
 -- ARGV[16] TTL of the pending hash (ms), renewed by every claim of the user
+-- ARGV[17] the claim request's W3C traceparent ("" when none), kept in the log entry for the
+--          coupon.claimed event
 --
 -- Reply: {0} not loaded | {1, seq, stream id} claimed | {2, encoded coupon} replay |
 --        {3, refusal code} refused.
@@ -66,14 +68,19 @@ local seq = redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
 redis.call('HINCRBY', KEYS[1], 'stock', -1)
 -- Same layout as the Rust codec (codec.rs): id,user,template,shop,seq,from,until,claimed,origin,status
 local encoded = table.concat({ARGV[5], ARGV[2], ARGV[6], ARGV[7], seq, ARGV[8], ARGV[9], ARGV[10], 'claim', 'unused'}, ',')
-local id
+local fields = {'c', ARGV[5], 'u', ARGV[2], 's', seq, 'sh', ARGV[7],
+  'vf', ARGV[8], 'vu', ARGV[9], 'ca', ARGV[10]}
 if keyed then
-  id = redis.call('XADD', KEYS[4], '*', 'c', ARGV[5], 'u', ARGV[2], 's', seq, 'sh', ARGV[7],
-    'vf', ARGV[8], 'vu', ARGV[9], 'ca', ARGV[10], 'k', ARGV[4])
+  fields[#fields + 1] = 'k'
+  fields[#fields + 1] = ARGV[4]
+end
+if ARGV[17] and ARGV[17] ~= '' then
+  fields[#fields + 1] = 't'
+  fields[#fields + 1] = ARGV[17]
+end
+local id = redis.call('XADD', KEYS[4], '*', unpack(fields))
+if keyed then
   redis.call('HSET', KEYS[3], ARGV[3], encoded)
-else
-  id = redis.call('XADD', KEYS[4], '*', 'c', ARGV[5], 'u', ARGV[2], 's', seq, 'sh', ARGV[7],
-    'vf', ARGV[8], 'vu', ARGV[9], 'ca', ARGV[10])
 end
 redis.call('HSET', KEYS[5], ARGV[5], encoded)
 redis.call('PEXPIRE', KEYS[5], ARGV[16])

@@ -279,6 +279,7 @@ impl RedisHotState {
             inv.arg(r.as_code());
         }
         inv.arg(PENDING_TTL.as_millis() as u64);
+        inv.arg(stampede_core::events::current_traceparent().unwrap_or_default());
         let mut conn = self.conn.clone();
         let v: Value = inv.invoke_async(&mut conn).await.map_err(claim_error)?;
         parse_claim_reply(&v)

@@ -188,6 +188,7 @@ fn record_of(
     Ok(ClaimRecord {
         coupon,
         claim_key: f.get("k").cloned(),
+        traceparent: f.get("t").cloned(),
     })
 }
 

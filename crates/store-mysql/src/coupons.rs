@@ -139,7 +139,7 @@ pub(crate) async fn write_coupons(
         .map(|c| CouponRecord::from_coupon(&c.coupon, c.claim_key.as_deref()))
         .collect();
     coupons.sort_by_key(|c| (c.user_id, c.template_id, c.seq));
-    let mut events: Vec<OutboxEvent> = claims.iter().map(|c| claimed_event(&c.coupon)).collect();
+    let mut events: Vec<OutboxEvent> = claims.iter().map(|c| claimed_event(c)).collect();
     let verb = duplicates.verb();
     let table = shard.coupons_table();
     let inserted = insert_records(conn, verb, &table, &coupons)
@@ -519,6 +519,7 @@ mod tests {
             aggregate_id: 1,
             payload: String::new(),
             created_at_ms: at,
+            traceparent: None,
         }
     }
 

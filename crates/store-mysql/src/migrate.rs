@@ -73,6 +73,12 @@ const MIGRATIONS: &[Migration] = &[
         sharded: include_str!("../migrations/0007_template_goods.sharded.sql"),
         global: "",
     },
+    Migration {
+        version: 8,
+        description: "outbox events' traceparent",
+        sharded: include_str!("../migrations/0008_outbox_trace.sharded.sql"),
+        global: "",
+    },
 ];
 
 /// "Duplicate column name": a column addition that already happened (MySQL, unlike MariaDB,

@@ -156,7 +156,8 @@ impl SqlRow for CouponRecord {
 }
 
 impl SqlRow for OutboxEvent {
-    const COLUMNS: &'static str = "event_id, kind, aggregate_id, payload, created_at_ms";
+    const COLUMNS: &'static str =
+        "event_id, kind, aggregate_id, payload, created_at_ms, traceparent";
 
     fn read(row: &impl Columns) -> Result<Self, StoreError> {
         Ok(OutboxEvent {
@@ -165,6 +166,7 @@ impl SqlRow for OutboxEvent {
             aggregate_id: row.int("aggregate_id")?,
             payload: row.text("payload")?,
             created_at_ms: row.int("created_at_ms")?,
+            traceparent: row.opt_text("traceparent")?,
         })
     }
 
@@ -174,6 +176,7 @@ impl SqlRow for OutboxEvent {
             .int(self.aggregate_id)
             .text(&self.payload)
             .int(self.created_at_ms)
+            .opt_text(self.traceparent.as_deref())
     }
 }
 

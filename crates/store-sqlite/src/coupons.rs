@@ -131,7 +131,7 @@ impl Batch {
                 .iter()
                 .map(|c| CouponRecord::from_coupon(&c.coupon, c.claim_key.as_deref()))
                 .collect(),
-            events: claims.iter().map(|c| claimed_event(&c.coupon)).collect(),
+            events: claims.iter().map(claimed_event).collect(),
             taken,
         }
     }

@@ -69,6 +69,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         description: "template goods index",
         sql: include_str!("../migrations/0010_template_goods.sql"),
     },
+    Migration {
+        version: 11,
+        description: "outbox events' traceparent",
+        sql: include_str!("../migrations/0011_outbox_trace.sql"),
+    },
 ];
 
 /// Applies every migration not yet recorded; returns how many it applied.

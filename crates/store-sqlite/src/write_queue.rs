@@ -21,6 +21,7 @@ use futures::future::BoxFuture;
 use sqlx::SqliteConnection;
 use sqlx::SqlitePool;
 use stampede_core::ports::StoreError;
+use stampede_core::trace::TraceContext;
 use stampede_store_sql::db_err;
 use std::panic::AssertUnwindSafe;
 use tokio::sync::{mpsc, oneshot};
@@ -47,6 +48,9 @@ trait Job: Send {
 struct Body<T, F> {
     f: F,
     answer: oneshot::Sender<Result<T, StoreError>>,
+    /// The caller's trace, current again while its body runs on the writer thread (the
+    /// events a body writes name the request that asked for them).
+    trace: Option<TraceContext>,
 }
 
 fn backend(why: &str) -> StoreError {
@@ -61,11 +65,16 @@ where
     T: Send + 'static,
 {
     fn run<'c>(self: Box<Self>, conn: &'c mut SqliteConnection) -> BoxFuture<'c, Finished> {
-        let Body { f, answer } = *self;
+        let Body { f, answer, trace } = *self;
         Box::pin(async move {
             // A body that panics fails like one that errs (and takes the batch down with it,
             // see `run_batch`), rather than killing the writer task.
-            let result = match AssertUnwindSafe(f(conn)).catch_unwind().await {
+            let body = AssertUnwindSafe(f(conn)).catch_unwind();
+            let ran = match trace {
+                Some(t) => t.scope(body).await,
+                None => body.await,
+            };
+            let result = match ran {
                 Ok(r) => r,
                 Err(_) => Err(backend("a write transaction panicked")),
             };
@@ -134,7 +143,11 @@ impl WriteQueue {
     {
         let (answer, result) = oneshot::channel();
         self.tx
-            .send(Box::new(Body { f, answer }))
+            .send(Box::new(Body {
+                f,
+                answer,
+                trace: TraceContext::current(),
+            }))
             .await
             .map_err(|_| backend("the SQLite writer stopped"))?;
         result

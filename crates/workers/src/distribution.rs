@@ -423,6 +423,8 @@ impl DistributionRunner {
                                 record: ClaimRecord {
                                     coupon,
                                     claim_key: Some(row_key(task.id, r.number)),
+                                    // The step's trace (see `Runner`): one per batch.
+                                    traceparent: stampede_core::events::current_traceparent(),
                                 },
                             });
                         }

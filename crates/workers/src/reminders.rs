@@ -246,6 +246,7 @@ impl ReminderScheduler {
                     aggregate_id: d.user_id.get(),
                     payload: serde_json::to_string(d).unwrap_or_default(),
                     created_at_ms: now.as_millisecond(),
+                    traceparent: stampede_core::events::current_traceparent(),
                 });
                 self.delivered(&mut delivered[*i], d, delivered_at);
             }

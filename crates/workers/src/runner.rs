@@ -2,10 +2,12 @@
 
 use async_trait::async_trait;
 use stampede_core::AppError;
+use stampede_core::trace::TraceContext;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 #[async_trait]
 pub trait Job: Send + Sync + 'static {
@@ -17,6 +19,14 @@ pub trait Job: Send + Sync + 'static {
     async fn run_once(&self) -> Result<usize, AppError>;
     /// A step handling this many items had a full batch.
     fn batch(&self) -> usize;
+}
+
+/// One step of `job` as a unit of work of its own: a new trace (current for the step, so the
+/// events it writes can name it) and a span (`job`, at debug level like the request spans).
+async fn step(job: &dyn Job) -> Result<usize, AppError> {
+    let trace = TraceContext::root();
+    let span = tracing::debug_span!("job", job = job.name(), trace_id = %trace.trace_hex());
+    trace.scope(job.run_once()).instrument(span).await
 }
 
 #[derive(Default, Clone)]
@@ -42,7 +52,7 @@ impl Runner {
             tracker.spawn(async move {
                 tracing::info!(job = job.name(), "job started");
                 while !token.is_cancelled() {
-                    let pause = match job.run_once().await {
+                    let pause = match step(&*job).await {
                         Ok(n) if n >= job.batch() => Duration::ZERO,
                         Ok(_) => job.interval(),
                         Err(e) => {
@@ -65,7 +75,7 @@ impl Runner {
         loop {
             let mut handled = 0;
             for job in &self.jobs {
-                handled += job.run_once().await?;
+                handled += step(&**job).await?;
             }
             if handled == 0 {
                 return Ok(());

@@ -490,3 +490,121 @@ async fn every_metric_the_dashboards_and_alerts_read_is_exported() {
         "read in deploy/ but not exported: {missing:?}"
     );
 }
+
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+/// W3C Trace Context: a request continues the caller's trace (its `traceresponse` names the
+/// same trace and a span of its own), starts a new one without a valid `traceparent`, and the
+/// outbox events it causes (a claim's `coupon.claimed`, written later by the group commit or
+/// the persister; a lock's `coupon.locked`) carry its `traceparent`.
+#[tokio::test]
+async fn a_request_continues_the_callers_trace_into_its_events() {
+    let app = spawn_app().await;
+    let traceparent = format!("00-{CALLER_TRACE}-00f067aa0ba902b7-01");
+    let r = app
+        .client
+        .get(app.url("/healthz"))
+        .header("traceparent", &traceparent)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let answered = header(r.headers(), "traceresponse");
+    let parts: Vec<&str> = answered.split('-').collect();
+    assert_eq!(parts.len(), 4, "{answered}");
+    assert_eq!((parts[0], parts[1], parts[3]), ("00", CALLER_TRACE, "01"));
+    assert_ne!(parts[2], "00f067aa0ba902b7", "the request's own span");
+    for bad in [
+        "junk",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+    ] {
+        let r = app
+            .client
+            .get(app.url("/healthz"))
+            .header("traceparent", bad)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status(), 200, "a bad traceparent never fails a request");
+        let t = header(r.headers(), "traceresponse");
+        assert!(!t.contains(CALLER_TRACE) && t.len() == 55, "{t}");
+    }
+
+    let mut body = app.template_body("Traced");
+    body["claim_start"] = json!(app.now().to_string());
+    let id = id_of(&app.create(&app.merchant(7), &body).await);
+    let user = app.user_n(4242);
+    let claim_trace = format!("00-{CALLER_TRACE}-1111111111111111-01");
+    let r = app
+        .client
+        .post(app.url(&format!("/api/v1/templates/{id}/claim")))
+        .bearer_auth(&user)
+        .header("Idempotency-Key", "traced-claim")
+        .header("traceparent", &claim_trace)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (s, claimed) = read(r).await;
+    assert_eq!(s, 201, "{claimed}");
+    let coupon = claimed["coupon"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+
+    let lock_trace = format!("00-{CALLER_TRACE}-2222222222222222-01");
+    let lock = json!({
+        "coupon_ids": [coupon],
+        "items": [{"goods_id": "1001", "shop_id": "7", "unit_price": 5000, "quantity": 1}],
+        "expected_discount": 500
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        // Distributed: the claim reaches MySQL when the persister runs.
+        app.drain().await;
+        let r = app
+            .client
+            .post(app.url("/api/v1/orders/traced-order/coupons/lock"))
+            .bearer_auth(&user)
+            .header("traceparent", &lock_trace)
+            .json(&lock)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (s, v) = read(r).await;
+        if s == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "lock: {s} {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    app.drain().await;
+
+    let trace_of = |events: Vec<stampede_core::claim_ports::OutboxEvent>| {
+        events
+            .into_iter()
+            .find(|e| e.aggregate_id.to_string() == coupon)
+            .and_then(|e| e.traceparent)
+    };
+    let claimed_event = trace_of(
+        app.coupons
+            .outbox_events("coupon.claimed", 100_000)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|| panic!("coupon.claimed of {coupon} has no traceparent"));
+    let locked_event = trace_of(
+        app.coupons
+            .outbox_events("coupon.locked", 100_000)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|| panic!("coupon.locked of {coupon} has no traceparent"));
+    for (event, caller) in [(&claimed_event, &claim_trace), (&locked_event, &lock_trace)] {
+        let p: Vec<&str> = event.split('-').collect();
+        assert_eq!(p.len(), 4, "{event}");
+        assert_eq!(p[1], CALLER_TRACE, "the caller's trace: {event}");
+        assert_ne!(
+            event, caller,
+            "the event names the request's span, not the caller's"
+        );
+    }
+}
