@@ -16,6 +16,7 @@ use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 pub const HEADER: &str = "x-request-id";
 /// W3C Trace Context: the caller's trace, continued by the request (a new trace without it).
@@ -62,6 +63,25 @@ fn acceptable(v: &HeaderValue) -> bool {
             .all(|&c| c.is_ascii_alphanumeric() || b"-_.:".contains(&c))
 }
 
+/// The caller's span, as the parent of the request's span for an exporter.
+fn remote_parent(trace: &TraceContext, parent: u64) -> opentelemetry::Context {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    let flags = if trace.sampled {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    };
+    opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+        TraceId::from(trace.trace_id),
+        SpanId::from(parent),
+        flags,
+        true,
+        TraceState::default(),
+    ))
+}
+
 /// The id of the request being handled ("-" outside a request).
 pub fn current_request_id() -> String {
     REQUEST_ID
@@ -80,20 +100,28 @@ pub async fn request_context(req: Request, next: Next) -> Response {
     // Unrouted requests (404s) log their path: rare, and what one needs to see.
     let unrouted = route.is_none().then(|| req.uri().path().to_owned());
     let trace = TraceContext::continue_from(req.headers().get(TRACEPARENT).map(|v| v.as_bytes()));
-    // A span per request; at debug level, so it costs nothing unless enabled (logs at debug,
-    // or an exporter that asks for it).
-    let span = tracing::debug_span!(
-        "request",
-        method = %method,
-        route = route.as_ref().map_or("unmatched", MatchedPath::as_str),
-        request_id = id.to_str().unwrap_or("-"),
-        trace_id = %trace.trace_hex(),
-    );
     let started = Instant::now();
-    let mut resp = REQUEST_ID
-        .scope(id.clone(), trace.scope(next.run(req)))
-        .instrument(span)
-        .await;
+    let request_id = id.clone();
+    let span_route = route.clone();
+    let method_name = method.clone();
+    let handled = async move {
+        // A span per request, made inside the trace's scope (an exporter takes its ids from
+        // it); at debug level, so it costs nothing unless logs or an exporter ask for it.
+        let span = tracing::debug_span!(
+            "request",
+            method = %method_name,
+            route = span_route.as_ref().map_or("unmatched", MatchedPath::as_str),
+            request_id = request_id.to_str().unwrap_or("-"),
+            trace_id = %trace.trace_hex(),
+        );
+        if let Some(parent) = trace.parent_id
+            && !span.is_disabled()
+        {
+            let _ = span.set_parent(remote_parent(&trace, parent));
+        }
+        next.run(req).instrument(span).await
+    };
+    let mut resp = REQUEST_ID.scope(id.clone(), trace.scope(handled)).await;
     let elapsed = started.elapsed();
     // Unrouted requests share one label: their paths would make a series each.
     let labels = [

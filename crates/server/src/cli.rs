@@ -180,7 +180,7 @@ fn load(common: &Common, listen: Option<String>) -> anyhow::Result<Settings> {
             data_dir: common.data_dir.clone(),
         },
     )?;
-    telemetry::init(&loaded.settings.log);
+    telemetry::init(&loaded.settings.log, &loaded.settings.tracing);
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
@@ -306,7 +306,7 @@ fn load_quiet(common: &Common) -> anyhow::Result<Settings> {
         },
     )?;
     let settings = quiet(loaded.settings);
-    telemetry::init(&settings.log);
+    telemetry::init(&settings.log, &settings.tracing);
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }

@@ -19,6 +19,7 @@ pub mod jobs;
 mod log_writer;
 pub mod node;
 pub mod notifiers;
+pub mod otlp;
 pub mod secrets;
 pub mod services;
 pub mod storage;

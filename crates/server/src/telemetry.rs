@@ -4,7 +4,7 @@
 //! are human-readable when stderr is a terminal and JSON (one object per event, with the
 //! request id on access lines) otherwise, unless `log.format` says which.
 
-use crate::config::{LogFormat, LogSettings};
+use crate::config::{LogFormat, LogSettings, TracingSettings};
 use crate::log_writer::{self, Guard, QueueWriter};
 use std::io::IsTerminal;
 use std::sync::{Mutex, OnceLock};
@@ -14,8 +14,12 @@ use tracing_subscriber::EnvFilter;
 static GUARD: Mutex<Option<Guard>> = Mutex::new(None);
 static WRITER: OnceLock<QueueWriter> = OnceLock::new();
 
-/// Installs the global subscriber once; later calls (tests) are no-ops.
-pub fn init(settings: &LogSettings) {
+/// Installs the global subscriber once; later calls (tests) are no-ops. With
+/// `tracing.otlp_endpoint` set, the request and job-step spans are exported too (`otlp`).
+pub fn init(settings: &LogSettings, tracing_settings: &TracingSettings) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     if WRITER.get().is_some() {
         return;
     }
@@ -27,18 +31,19 @@ pub fn init(settings: &LogSettings) {
         return;
     };
     let dropped = writer.clone();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
     let pretty = match settings.format {
         LogFormat::Auto => std::io::stderr().is_terminal(),
         LogFormat::Json => false,
         LogFormat::Pretty => true,
     };
-    let installed = if pretty {
-        builder.try_init()
+    let logs = if pretty {
+        tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_filter(filter)
+            .boxed()
     } else {
-        builder
+        tracing_subscriber::fmt::layer()
+            .with_writer(writer)
             .json()
             .flatten_event(true)
             .with_current_span(false)
@@ -48,16 +53,35 @@ pub fn init(settings: &LogSettings) {
                     .flatten_event(true)
                     .with_current_span(false),
             })
-            .try_init()
+            .with_filter(filter)
+            .boxed()
     };
-    if installed.is_ok() {
+    let registry = tracing_subscriber::registry().with(logs);
+    let (export, provider) = match crate::otlp::layer(tracing_settings) {
+        Ok(Some((layer, provider))) => (Some(layer), Some(provider)),
+        Ok(None) => (None, None),
+        Err(e) => {
+            eprintln!("warning: spans are not exported: {e:#}");
+            (None, None)
+        }
+    };
+    if registry.with(export).try_init().is_ok() {
         let _first = WRITER.set(dropped);
         *GUARD.lock().unwrap_or_else(|p| p.into_inner()) = Some(guard);
+        *PROVIDER.lock().unwrap_or_else(|p| p.into_inner()) = provider;
     }
 }
 
+/// The span exporter, shut down (its queue sent) by [`flush`].
+static PROVIDER: Mutex<Option<opentelemetry_sdk::trace::SdkTracerProvider>> = Mutex::new(None);
+
 /// Writes out every queued line (before the process exits).
 pub fn flush() {
+    if let Some(p) = PROVIDER.lock().unwrap_or_else(|p| p.into_inner()).take()
+        && let Err(e) = p.shutdown()
+    {
+        tracing::warn!(error = %e, "the span exporter did not shut down cleanly");
+    }
     drop(GUARD.lock().unwrap_or_else(|p| p.into_inner()).take());
 }
 

@@ -25,8 +25,13 @@ pub trait Job: Send + Sync + 'static {
 /// events it writes can name it) and a span (`job`, at debug level like the request spans).
 async fn step(job: &dyn Job) -> Result<usize, AppError> {
     let trace = TraceContext::root();
-    let span = tracing::debug_span!("job", job = job.name(), trace_id = %trace.trace_hex());
-    trace.scope(job.run_once()).instrument(span).await
+    // The span is made inside the scope: an exporter takes its ids from the context.
+    trace
+        .scope(async {
+            let span = tracing::debug_span!("job", job = job.name(), trace_id = %trace.trace_hex());
+            job.run_once().instrument(span).await
+        })
+        .await
 }
 
 #[derive(Default, Clone)]

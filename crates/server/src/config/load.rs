@@ -93,6 +93,7 @@ impl Settings {
         self.auth.check()?;
         self.http.check()?;
         self.log.check()?;
+        self.tracing.check()?;
         self.workers.check()?;
         self.reminder.check()?;
         self.settlement.check()?;

@@ -26,7 +26,7 @@ pub use flow::FlowSettings;
 pub use load::{Loaded, Overrides};
 pub use reminder::ReminderSettings;
 pub use resilience::ResilienceSettings;
-pub use server::{HttpSettings, LogFormat, LogSettings, ServerSettings};
+pub use server::{HttpSettings, LogFormat, LogSettings, ServerSettings, TracingSettings};
 pub use settlement::SettlementSettings;
 pub use storage::{Backend, MysqlSettings, StorageSettings};
 pub use workers::WorkerSettings;
@@ -43,6 +43,7 @@ pub struct Settings {
     pub ids: IdSettings,
     pub http: HttpSettings,
     pub log: LogSettings,
+    pub tracing: TracingSettings,
     pub workers: WorkerSettings,
     pub engine: EngineSettings,
     pub redis: RedisSettings,

@@ -91,3 +91,50 @@ impl LogSettings {
         Ok(())
     }
 }
+
+/// Exporting spans (the request and job-step spans) over OTLP/HTTP (protobuf). Off unless
+/// `otlp_endpoint` is set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingSettings {
+    /// Where spans are sent, e.g. `http://collector:4318/v1/traces`. Default: none (no export).
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans. Default `stampede`.
+    pub service_name: String,
+    /// Longest one export may take. Default 5 s.
+    #[serde(rename = "otlp_timeout_ms", with = "units::millis")]
+    pub otlp_timeout: Duration,
+    /// How often finished spans are sent (in batches, off the request path). Default 1 s.
+    #[serde(rename = "export_interval_ms", with = "units::millis")]
+    pub export_interval: Duration,
+}
+
+impl Default for TracingSettings {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: "stampede".into(),
+            otlp_timeout: Duration::from_secs(5),
+            export_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl TracingSettings {
+    pub(super) fn check(&self) -> anyhow::Result<()> {
+        if let Some(e) = &self.otlp_endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            anyhow::bail!("tracing.otlp_endpoint must be an http:// or https:// URL, got {e:?}");
+        }
+        if self.service_name.is_empty() {
+            anyhow::bail!("tracing.service_name must not be empty");
+        }
+        if self.otlp_timeout.is_zero() || self.export_interval.is_zero() {
+            anyhow::bail!(
+                "tracing.otlp_timeout_ms and tracing.export_interval_ms must be positive"
+            );
+        }
+        Ok(())
+    }
+}

@@ -122,11 +122,14 @@ pub async fn spawn_app_from(
     settings: Settings,
     mysql_urls: Vec<String>,
 ) -> TestApp {
-    stampede_server::telemetry::init(&stampede_server::config::LogSettings {
-        format: stampede_server::config::LogFormat::Pretty,
-        level: "warn".into(),
-        ..Default::default()
-    });
+    stampede_server::telemetry::init(
+        &stampede_server::config::LogSettings {
+            format: stampede_server::config::LogFormat::Pretty,
+            level: "warn".into(),
+            ..Default::default()
+        },
+        &Default::default(),
+    );
     let config_file = dir.path().join("stampede.toml");
     write_config(&settings, &config_file);
     let clock = Arc::new(ManualClock::default());
