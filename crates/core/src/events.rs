@@ -31,9 +31,11 @@ pub fn claimed_event(r: &ClaimRecord) -> OutboxEvent {
 }
 
 /// The `traceparent` an event written now should carry: the current request's or job
-/// step's (see [`crate::trace`]).
+/// step's, when it is recorded (see [`crate::trace::TraceContext::recorded`]).
 pub fn current_traceparent() -> Option<String> {
-    crate::trace::TraceContext::current().map(|c| c.traceparent())
+    crate::trace::TraceContext::current()
+        .filter(crate::trace::TraceContext::recorded)
+        .map(|c| c.traceparent())
 }
 
 /// The event kind written when a distribution reaches a final state.

@@ -7,6 +7,18 @@
 //! read by its first four fields (as the recommendation asks of version-00 parsers).
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether traces this process started are worth recording in events (spans are exported).
+static RECORD_OWN: AtomicBool = AtomicBool::new(false);
+
+/// Makes events record the traces this process starts too (set at start when spans are
+/// exported). Otherwise only a caller's trace is recorded: a trace nobody follows is ~55
+/// bytes per claim in the journal, the claim log and the outbox for nothing (measured: about
+/// 8 % of embedded claim throughput).
+pub fn record_own_traces(on: bool) {
+    RECORD_OWN.store(on, Ordering::Relaxed);
+}
 
 /// The trace a unit of work belongs to and its own span id in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +59,12 @@ impl TraceContext {
             },
             None => Self::root(),
         }
+    }
+
+    /// Whether the events this unit writes should carry its trace: it continues a caller's
+    /// trace, or this process exports its own (see [`record_own_traces`]).
+    pub fn recorded(&self) -> bool {
+        self.parent_id.is_some() || RECORD_OWN.load(Ordering::Relaxed)
     }
 
     /// The `traceparent` value naming this unit as the parent (what it passes on).
@@ -172,6 +190,16 @@ mod tests {
         // A later version is read by its first fields, extra fields allowed.
         let future = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-ever";
         assert!(parse(future.as_bytes()).is_some());
+    }
+
+    #[test]
+    fn a_callers_trace_is_recorded_and_an_own_one_only_when_exported() {
+        assert!(TraceContext::continue_from(Some(VALID.as_bytes())).recorded());
+        let own = TraceContext::root();
+        assert!(!own.recorded());
+        record_own_traces(true);
+        assert!(own.recorded());
+        record_own_traces(false);
     }
 
     #[tokio::test]

@@ -58,7 +58,11 @@ pub fn init(settings: &LogSettings, tracing_settings: &TracingSettings) {
     };
     let registry = tracing_subscriber::registry().with(logs);
     let (export, provider) = match crate::otlp::layer(tracing_settings) {
-        Ok(Some((layer, provider))) => (Some(layer), Some(provider)),
+        Ok(Some((layer, provider))) => {
+            // Exported traces lead somewhere: events record them too.
+            stampede_core::trace::record_own_traces(true);
+            (Some(layer), Some(provider))
+        }
         Ok(None) => (None, None),
         Err(e) => {
             eprintln!("warning: spans are not exported: {e:#}");

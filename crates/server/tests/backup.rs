@@ -11,8 +11,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use stampede_core::auth::TokenService;
 use stampede_core::clock::SystemClock;
-use stampede_domain::auth::{Principal, Role};
-use stampede_domain::ids::ShopId;
+use stampede_domain::auth::Role;
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::Command;
@@ -22,20 +21,9 @@ use std::time::{Duration, Instant};
 
 #[allow(dead_code)] // the webhook sink is for other tests
 mod common;
+use common::token;
 
 const STOCK: i64 = 100_000;
-
-fn token(tokens: &TokenService, role: Role, sub: &str, shop: Option<i64>) -> String {
-    let p = Principal {
-        subject: sub.into(),
-        role,
-        shop_id: shop.and_then(ShopId::new),
-        session_id: None,
-    };
-    tokens
-        .mint(&p, SignedDuration::from_hours(1))
-        .unwrap_or_else(|e| panic!("{e}"))
-}
 
 fn write_config(path: &Path, data_dir: &Path) {
     // No auth.jwt_secret: the server generates `jwt-secret` in the data dir, which the
@@ -212,6 +200,7 @@ async fn a_backup_taken_under_claim_load_restores_every_acknowledged_claim() {
         })
     };
     let (ok, stdout, stderr) = backup.await.unwrap_or_else(|e| panic!("{e}"));
+    let backup_took = backup_began.elapsed();
     sqlx::query("ROLLBACK")
         .execute(&mut blocker)
         .await
@@ -284,6 +273,14 @@ async fn a_backup_taken_under_claim_load_restores_every_acknowledged_claim() {
     let server = common::serve(&restored_config);
     let base = server.base.clone();
 
+    // What RELIABILITY.md reports (`--nocapture` shows it).
+    println!(
+        "backup: {} claims acknowledged before it ({} while SQLite was locked), {} in all; \
+         took {backup_took:?}; {summary}",
+        before.len(),
+        before.len().saturating_sub(locked_at),
+        acked.len()
+    );
     // Every claim acknowledged before the backup began is there, with the same coupon.
     for (user, cid, _) in &before {
         let t = token(&tokens, Role::User, &user.to_string(), None);

@@ -9,14 +9,14 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use stampede_core::auth::TokenService;
 use stampede_core::clock::SystemClock;
-use stampede_domain::auth::{Principal, Role};
-use stampede_domain::ids::ShopId;
+use stampede_domain::auth::Role;
 use std::collections::HashSet;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
+use common::token;
 
 const SECRET: &str = "crash-secret-crash-secret-crash-secret-0123456";
 
@@ -24,18 +24,6 @@ fn start(config: &std::path::Path) -> (common::Server, String) {
     let server = common::serve(config);
     let base = server.base.clone();
     (server, base)
-}
-
-fn token(tokens: &TokenService, role: Role, sub: &str, shop: Option<i64>) -> String {
-    let p = Principal {
-        subject: sub.into(),
-        role,
-        shop_id: shop.and_then(ShopId::new),
-        session_id: None,
-    };
-    tokens
-        .mint(&p, SignedDuration::from_hours(1))
-        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Creates a template through the API; its id.

@@ -19,8 +19,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use stampede_core::auth::TokenService;
 use stampede_core::clock::SystemClock;
-use stampede_domain::auth::{Principal, Role};
-use stampede_domain::ids::ShopId;
+use stampede_domain::auth::Role;
 use stampede_faultkit::{FaultProxy, Mode, PrivateMariadb, PrivateRedis};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -30,6 +29,7 @@ use std::time::{Duration, Instant};
 
 #[allow(dead_code)] // the webhook sink is for the crash test
 mod common;
+use common::token;
 
 const SECRET: &str = "fault-secret-fault-secret-fault-secret-0123456";
 const STOCK: i64 = 1_000_000;
@@ -318,18 +318,6 @@ impl Cluster {
             .unwrap_or_else(|| panic!("the warm-up claim never reached MySQL"));
         (a.user, a.coupon.unwrap_or_default())
     }
-}
-
-fn token(tokens: &TokenService, role: Role, sub: &str, shop: Option<i64>) -> String {
-    let p = Principal {
-        subject: sub.into(),
-        role,
-        shop_id: shop.and_then(ShopId::new),
-        session_id: None,
-    };
-    tokens
-        .mint(&p, SignedDuration::from_hours(1))
-        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 // ---------------------------------------------------------------------------------------

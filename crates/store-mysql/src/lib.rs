@@ -254,15 +254,7 @@ impl MysqlStore {
             .pools
             .iter()
             .enumerate()
-            .map(|(i, pool)| {
-                let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
-                stampede_core::telemetry::PoolGauge {
-                    database: i.to_string(),
-                    in_use: pool.size().saturating_sub(idle),
-                    idle,
-                    max: pool.options().get_max_connections(),
-                }
-            })
+            .map(|(i, pool)| stampede_store_sql::pool_gauge(i.to_string(), pool))
             .collect()
     }
 

@@ -10,6 +10,7 @@
 //! - `rows`: `SqlRow` for each stored form (`stampede_core::records`, outbox events,
 //!   accounts): its column list in bind order, how it is read and how it is bound; plus the
 //!   settlement readers.
+//! - `pool`: a connection pool's occupancy for `/metrics`.
 //! - `text`: SQL text both dialects accept: placeholder lists, multi-row inserts, the template
 //!   and coupon status conditions, `LIKE` escaping.
 //!
@@ -18,9 +19,11 @@
 
 pub mod columns;
 pub mod error;
+pub mod pool;
 pub mod rows;
 pub mod text;
 
 pub use columns::{Binder, Columns, Prefixed};
 pub use error::{db_err, is_unreachable, refused};
+pub use pool::pool_gauge;
 pub use rows::SqlRow;

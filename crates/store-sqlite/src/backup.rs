@@ -10,21 +10,25 @@ use stampede_core::ports::StoreError;
 use stampede_store_sql::db_err;
 use std::path::Path;
 
+/// A read-only connection to the database at `db`: a backup never migrates or changes it.
+async fn read_only(db: &Path) -> Result<sqlx::SqliteConnection, StoreError> {
+    let opts = SqliteConnectOptions::new()
+        .filename(db)
+        .read_only(true)
+        .busy_timeout(crate::BUSY_TIMEOUT);
+    sqlx::SqliteConnection::connect_with(&opts)
+        .await
+        .map_err(db_err)
+}
+
 /// Writes a consistent snapshot of the database at `db` to `out` (which must not exist).
-/// The source is opened read-only: a backup never migrates or changes it.
 pub async fn snapshot_into(db: &Path, out: &Path) -> Result<(), StoreError> {
     if !db.is_file() {
         return Err(StoreError::Backend(
             format!("no database at {}", db.display()).into(),
         ));
     }
-    let opts = SqliteConnectOptions::new()
-        .filename(db)
-        .read_only(true)
-        .busy_timeout(crate::BUSY_TIMEOUT);
-    let mut conn = sqlx::SqliteConnection::connect_with(&opts)
-        .await
-        .map_err(db_err)?;
+    let mut conn = read_only(db).await?;
     let target = out
         .to_str()
         .ok_or_else(|| StoreError::Backend("the backup path is not UTF-8".into()))?;
@@ -39,13 +43,7 @@ pub async fn snapshot_into(db: &Path, out: &Path) -> Result<(), StoreError> {
 /// `PRAGMA integrity_check` on the database at `db`: `Ok` when SQLite finds nothing wrong,
 /// otherwise the problems it lists.
 pub async fn integrity_check(db: &Path) -> Result<(), StoreError> {
-    let opts = SqliteConnectOptions::new()
-        .filename(db)
-        .read_only(true)
-        .busy_timeout(crate::BUSY_TIMEOUT);
-    let mut conn = sqlx::SqliteConnection::connect_with(&opts)
-        .await
-        .map_err(db_err)?;
+    let mut conn = read_only(db).await?;
     let rows: Vec<(String,)> = sqlx::query_as("PRAGMA integrity_check")
         .fetch_all(&mut conn)
         .await

@@ -89,18 +89,8 @@ impl SqliteStore {
             ("sqlite_reader", &self.reader),
         ]
         .into_iter()
-        .map(|(name, pool)| pool_gauge(name, pool))
+        .map(|(name, pool)| stampede_store_sql::pool_gauge(name.to_owned(), pool))
         .collect()
-    }
-}
-
-fn pool_gauge(name: &str, pool: &SqlitePool) -> stampede_core::telemetry::PoolGauge {
-    let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
-    stampede_core::telemetry::PoolGauge {
-        database: name.to_owned(),
-        in_use: pool.size().saturating_sub(idle),
-        idle,
-        max: pool.options().get_max_connections(),
     }
 }
 

@@ -5,6 +5,7 @@
 mod auth;
 mod bad_input;
 mod cli;
+#[allow(dead_code)] // the crash and fault tests use the rest
 #[path = "../common/mod.rs"]
 mod common;
 mod discovery;

@@ -122,3 +122,21 @@ pub fn reminder_ids(seen: &Received) -> std::collections::HashMap<String, usize>
     }
     out
 }
+
+/// A token for `sub` in `role` (merchants need `shop`), valid for an hour.
+pub fn token(
+    tokens: &stampede_core::auth::TokenService,
+    role: stampede_domain::auth::Role,
+    sub: &str,
+    shop: Option<i64>,
+) -> String {
+    let p = stampede_domain::auth::Principal {
+        subject: sub.into(),
+        role,
+        shop_id: shop.and_then(stampede_domain::ids::ShopId::new),
+        session_id: None,
+    };
+    tokens
+        .mint(&p, jiff::SignedDuration::from_hours(1))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
