@@ -29,6 +29,10 @@ cargo clippy --all-targets --quiet -- -D warnings
 echo "== unit and adapter tests (SQLite suite included)"
 cargo test --workspace --quiet 2>&1 | tee -a "$log"
 
+echo "== a client generated from the served OpenAPI document runs the merchant and shopper flows"
+CLIENT_FLOWS_VENV="${CARGO_TARGET_DIR:-target}/client-venv" \
+  ./scripts/client-flows.sh "${CARGO_TARGET_DIR:-target}/debug/stampede"
+
 for backend in mysql-1x1 mysql-2x4; do
   echo "== HTTP behavioural suite on $backend"
   STAMPEDE_TEST_BACKEND=$backend cargo test --quiet -p stampede-server --test api 2>&1 | tee -a "$log"

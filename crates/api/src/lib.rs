@@ -41,7 +41,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         auth, discovery, distributions, flow_rules, ops, reminders, settlement, shopper, templates,
     };
     use utoipa_axum::router::UtoipaMethodRouterExt;
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let parts = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
@@ -83,7 +83,10 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(discovery::claimable))
         .routes(routes!(reminders::set_reminder, reminders::delete_reminder))
         .routes(routes!(reminders::my_reminders))
-        .split_for_parts()
+        .split_for_parts();
+    let (routes, mut doc) = parts;
+    openapi::describe_responses(&mut doc);
+    (routes, doc)
 }
 
 /// The complete application router.

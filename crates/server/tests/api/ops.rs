@@ -608,3 +608,41 @@ async fn a_request_continues_the_callers_trace_into_its_events() {
         );
     }
 }
+
+/// The document is valid where generators are strict: every response has a description
+/// (OpenAPI requires one) and every `$ref` names a schema the document defines.
+#[tokio::test]
+async fn every_response_is_described_and_every_schema_reference_resolves() {
+    let app = spawn_app().await;
+    let doc = openapi(&app).await;
+    let mut undescribed = Vec::new();
+    for (path, ops) in doc["paths"].as_object().cloned().unwrap_or_default() {
+        for (method, op) in ops.as_object().cloned().unwrap_or_default() {
+            for (status, r) in op["responses"].as_object().cloned().unwrap_or_default() {
+                if r["description"].as_str().is_none_or(str::is_empty) && r.get("$ref").is_none() {
+                    undescribed.push(format!("{method} {path} {status}"));
+                }
+            }
+        }
+    }
+    assert!(
+        undescribed.is_empty(),
+        "responses without a description: {undescribed:?}"
+    );
+    let schemas = doc["components"]["schemas"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let text = doc.to_string();
+    let refs = regex::Regex::new(r"#/components/schemas/([A-Za-z0-9_.-]+)")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dangling: std::collections::BTreeSet<&str> = refs
+        .captures_iter(&text)
+        .filter_map(|c| c.get(1).map(|m| m.as_str()))
+        .filter(|name| !schemas.contains_key(*name))
+        .collect();
+    assert!(
+        dangling.is_empty(),
+        "references to undefined schemas: {dangling:?}"
+    );
+}

@@ -6,7 +6,7 @@
 //! the file as a sheet, `respond` creates the task and answers. `shared` holds the upload
 //! configuration, self-removing temp files and the error helpers the routes share.
 
-mod failures;
+pub(crate) mod failures;
 mod inspect;
 mod receive;
 mod respond;
