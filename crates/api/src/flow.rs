@@ -35,6 +35,19 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use utoipa::ToSchema;
 
+/// Counter: requests refused by a flow-control rule, by `rule` ([`FlowKey::RULES`]).
+const RATE_LIMITED: &str = "stampede_rate_limited_total";
+/// Counter: requests shed by admission control, by `reason`.
+const SHED: &str = "stampede_requests_shed_total";
+
+/// Registers this module's counters at zero (alerts `rate()` them from the first scrape).
+pub fn register_metrics() {
+    metrics::counter!(SHED, "reason" => "in_flight").increment(0);
+    for rule in FlowKey::RULES {
+        metrics::counter!(RATE_LIMITED, "rule" => rule).increment(0);
+    }
+}
+
 /// Where the rules in force come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -313,7 +326,7 @@ impl FlowControl {
             Ok(Decision::Allowed) => Ok(()),
             Ok(Decision::Limited { index, retry_after }) => {
                 let rule = checks.get(index).map_or("unknown", |c| c.key.rule());
-                metrics::counter!("stampede_rate_limited_total", "rule" => rule).increment(1);
+                metrics::counter!(RATE_LIMITED, "rule" => rule).increment(1);
                 let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 Err(ApiError::new(
                     ErrorCode::RateLimited,
@@ -403,7 +416,7 @@ pub async fn admission(
         return next.run(req).await;
     };
     let Some(slot) = flow.admit(class).await else {
-        metrics::counter!("stampede_requests_shed_total", "reason" => "in_flight").increment(1);
+        metrics::counter!(SHED, "reason" => "in_flight").increment(1);
         return ApiError::new(
             ErrorCode::Overloaded,
             "this node is at its in-flight limit; retry after Retry-After seconds",

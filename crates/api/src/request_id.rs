@@ -101,17 +101,15 @@ pub async fn request_context(req: Request, next: Next) -> Response {
     let unrouted = route.is_none().then(|| req.uri().path().to_owned());
     let trace = TraceContext::continue_from(req.headers().get(TRACEPARENT).map(|v| v.as_bytes()));
     let started = Instant::now();
-    let request_id = id.clone();
-    let span_route = route.clone();
-    let method_name = method.clone();
-    let handled = async move {
+    // Borrows what the access line needs afterwards; moves only `next` and `req`.
+    let handled = async {
         // A span per request, made inside the trace's scope (an exporter takes its ids from
         // it); at debug level, so it costs nothing unless logs or an exporter ask for it.
         let span = tracing::debug_span!(
             "request",
-            method = %method_name,
-            route = span_route.as_ref().map_or("unmatched", MatchedPath::as_str),
-            request_id = request_id.to_str().unwrap_or("-"),
+            method = %method,
+            route = route.as_ref().map_or("unmatched", MatchedPath::as_str),
+            request_id = id.to_str().unwrap_or("-"),
             trace_id = %trace.trace_hex(),
         );
         if let Some(parent) = trace.parent_id

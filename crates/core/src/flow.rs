@@ -22,14 +22,22 @@ pub enum FlowKey {
 }
 
 impl FlowKey {
+    /// Every rule name [`FlowKey::rule`] gives.
+    pub const RULES: [&'static str; 4] = [
+        "route",
+        "claim_per_user",
+        "claim_per_ip",
+        "claim_per_template",
+    ];
+
     /// The rule this key is limited by, as metrics label it (`stampede_rate_limited_total{rule}`).
     pub fn rule(&self) -> &'static str {
-        match self {
-            FlowKey::Route(_) => "route",
-            FlowKey::ClaimUser(_) => "claim_per_user",
-            FlowKey::ClaimIp(_) => "claim_per_ip",
-            FlowKey::ClaimTemplate(_) => "claim_per_template",
-        }
+        Self::RULES[match self {
+            FlowKey::Route(_) => 0,
+            FlowKey::ClaimUser(_) => 1,
+            FlowKey::ClaimIp(_) => 2,
+            FlowKey::ClaimTemplate(_) => 3,
+        }]
     }
 }
 

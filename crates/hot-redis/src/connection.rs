@@ -97,9 +97,21 @@ fn timed_out(deadline: Duration) -> RedisError {
 
 /// Histogram: seconds per Redis round trip (a command or a pipeline), as a caller waits.
 pub const SECONDS: &str = "stampede_redis_command_seconds";
-/// Counter: failed Redis calls by `kind`: `breaker_open` (refused without a call),
-/// `timeout`, `unreachable`, `reply` (Redis answered with an error, e.g. a script's).
+/// Counter: failed Redis calls by `kind` ([`ERROR_KINDS`]): `breaker_open` (refused without a
+/// call), `timeout`, `unreachable`, `reply` (Redis answered with an error, e.g. a script's).
 pub const ERRORS: &str = "stampede_redis_errors_total";
+const BREAKER_OPEN: &str = "breaker_open";
+const TIMEOUT: &str = "timeout";
+const UNREACHABLE: &str = "unreachable";
+const REPLY: &str = "reply";
+const ERROR_KINDS: [&str; 4] = [BREAKER_OPEN, TIMEOUT, UNREACHABLE, REPLY];
+
+/// Registers the Redis error counters at zero (alerts `rate()` them from the first scrape).
+pub fn register_metrics() {
+    for kind in ERROR_KINDS {
+        metrics::counter!(ERRORS, "kind" => kind).increment(0);
+    }
+}
 
 impl Connection {
     async fn run<T>(
@@ -109,7 +121,7 @@ impl Connection {
         let permit = match self.breaker.admit() {
             Ok(p) => p,
             Err(open) => {
-                metrics::counter!(ERRORS, "kind" => "breaker_open").increment(1);
+                metrics::counter!(ERRORS, "kind" => BREAKER_OPEN).increment(1);
                 return Err(refused(open));
             }
         };
@@ -123,13 +135,13 @@ impl Connection {
             }
             Ok(Err(e)) => {
                 let unavailable = is_unavailable(&e);
-                metrics::counter!(ERRORS, "kind" => if unavailable { "unreachable" } else { "reply" })
+                metrics::counter!(ERRORS, "kind" => if unavailable { UNREACHABLE } else { REPLY })
                     .increment(1);
                 permit.record(unavailable.then_some(FailureKind::Unreachable));
                 Err(e)
             }
             Err(_) => {
-                metrics::counter!(ERRORS, "kind" => "timeout").increment(1);
+                metrics::counter!(ERRORS, "kind" => TIMEOUT).increment(1);
                 permit.failure(FailureKind::Timeout);
                 Err(timed_out(self.deadline))
             }

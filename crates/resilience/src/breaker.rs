@@ -68,6 +68,12 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    pub const ALL: [FailureKind; 3] = [
+        FailureKind::Unreachable,
+        FailureKind::Timeout,
+        FailureKind::BreakerOpen,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             FailureKind::Unreachable => "unreachable",
@@ -165,12 +171,7 @@ impl Breaker {
     /// without one (the caller was cancelled) counts as nothing.
     pub fn admit(&self) -> Result<Permit<'_>, BreakerOpen> {
         let refused = || {
-            metrics::counter!(
-                "stampede_dependency_errors_total",
-                "dependency" => self.dependency.as_str(),
-                "kind" => FailureKind::BreakerOpen.as_str()
-            )
-            .increment(1);
+            self.count(FailureKind::BreakerOpen);
             BreakerOpen {
                 dependency: self.dependency,
             }
@@ -219,12 +220,16 @@ impl Breaker {
     }
 
     fn count(&self, kind: FailureKind) {
+        self.add_errors(kind, 1);
+    }
+
+    fn add_errors(&self, kind: FailureKind, n: u64) {
         metrics::counter!(
             "stampede_dependency_errors_total",
             "dependency" => self.dependency.as_str(),
             "kind" => kind.as_str()
         )
-        .increment(1);
+        .increment(n);
     }
 
     fn finish(&self, probe: bool, outcome: Option<Result<(), FailureKind>>) {
@@ -271,6 +276,14 @@ impl Breaker {
     /// exist even before the first transition).
     pub fn publish_state(&self) {
         self.publish(self.state());
+    }
+
+    /// Registers this breaker's error counters at zero, one per kind (alerts `rate()` them
+    /// from the first scrape, not from the first failure).
+    pub fn register_metrics(&self) {
+        for kind in FailureKind::ALL {
+            self.add_errors(kind, 0);
+        }
     }
 
     fn publish(&self, state: BreakerState) {

@@ -120,6 +120,13 @@ impl Breakers {
         }
     }
 
+    /// Registers the error counters of the breakers of `used` at zero (once, at start).
+    pub fn register_metrics(&self, used: &[Dependency]) {
+        for d in used {
+            self.get(*d).register_metrics();
+        }
+    }
+
     pub fn get(&self, dependency: Dependency) -> &Arc<Breaker> {
         match dependency {
             Dependency::Database => &self.database,

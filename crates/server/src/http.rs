@@ -59,6 +59,7 @@ pub fn router(
             let used: Vec<Dependency> = std::iter::once(Dependency::Database)
                 .chain(services.redis.as_ref().map(|_| Dependency::Redis))
                 .collect();
+            breakers.register_metrics(&used);
             Arc::new(move || {
                 breakers.publish(&used);
                 render()

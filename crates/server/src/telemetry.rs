@@ -154,7 +154,13 @@ pub fn metrics_renderer(
     let discovery = claim_path.discovery.clone();
     let process = metrics_process::Collector::default();
     process.describe();
-    zero_series(memory.is_none());
+    // Counters alerts `rate()`, registered at zero by the code that records them.
+    stampede_api::flow::register_metrics();
+    stampede_workers::distribution::register_metrics();
+    stampede_workers::reminders::register_metrics();
+    if memory.is_none() {
+        stampede_hot_redis::connection::register_metrics();
+    }
     std::sync::Arc::new(move || {
         process.collect();
         stampede_core::telemetry::publish_pools(&(sources.pool_stats)());
@@ -190,52 +196,4 @@ pub fn metrics_renderer(
         }
         handle.as_ref().map(|h| h.render()).unwrap_or_default()
     })
-}
-
-/// Registers at zero the counters alert rules read, so `rate()` sees a series from the
-/// first scrape instead of none until the first event.
-fn zero_series(distributed: bool) {
-    use stampede_core::ports::Dependency;
-    use stampede_domain::distribution::DistributionStatus;
-    use stampede_domain::reminder::Channel;
-    metrics::counter!("stampede_requests_shed_total", "reason" => "in_flight").increment(0);
-    for rule in [
-        "route",
-        "claim_per_user",
-        "claim_per_ip",
-        "claim_per_template",
-    ] {
-        metrics::counter!("stampede_rate_limited_total", "rule" => rule).increment(0);
-    }
-    metrics::counter!(stampede_workers::distribution::ROWS, "outcome" => "issued").increment(0);
-    for s in [
-        DistributionStatus::Completed,
-        DistributionStatus::Failed,
-        DistributionStatus::Canceled,
-    ] {
-        metrics::counter!("stampede_distributions_finished_total", "status" => s.as_str())
-            .increment(0);
-    }
-    for c in Channel::ALL {
-        metrics::counter!("stampede_reminders_delivered_total", "channel" => c.as_str())
-            .increment(0);
-        metrics::counter!("stampede_reminders_failed_total", "channel" => c.as_str(), "outcome" => "retry")
-            .increment(0);
-    }
-    let deps: &[Dependency] = if distributed {
-        &[Dependency::Database, Dependency::Redis]
-    } else {
-        &[Dependency::Database]
-    };
-    for d in deps {
-        for kind in ["unreachable", "timeout", "breaker_open"] {
-            metrics::counter!("stampede_dependency_errors_total", "dependency" => d.as_str(), "kind" => kind)
-                .increment(0);
-        }
-    }
-    if distributed {
-        for kind in ["breaker_open", "timeout", "unreachable", "reply"] {
-            metrics::counter!(stampede_hot_redis::connection::ERRORS, "kind" => kind).increment(0);
-        }
-    }
 }

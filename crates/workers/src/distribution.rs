@@ -47,6 +47,21 @@ use tokio_util::sync::CancellationToken;
 /// Counter: distribution rows decided, by `outcome` (`issued`, `failed`) and, for failed rows,
 /// `reason` (the failure report's code, e.g. `SOLD_OUT`).
 pub const ROWS: &str = "stampede_distribution_rows_total";
+/// Counter: distributions that reached a final state, by `status`.
+const FINISHED: &str = "stampede_distributions_finished_total";
+
+/// Registers the distribution counters at zero (alerts and panels read them from the first
+/// scrape, not from the first distribution).
+pub fn register_metrics() {
+    metrics::counter!(ROWS, "outcome" => "issued").increment(0);
+    for s in [
+        DistributionStatus::Completed,
+        DistributionStatus::Failed,
+        DistributionStatus::Canceled,
+    ] {
+        metrics::counter!(FINISHED, "status" => s.as_str()).increment(0);
+    }
+}
 
 /// How the runner behaves; the composition root fills it from configuration.
 #[derive(Debug, Clone)]
@@ -221,7 +236,7 @@ impl DistributionRunner {
         let _ = tokio::fs::remove_file(self.local_path(task)).await;
         match finished {
             Some(t) => {
-                metrics::counter!("stampede_distributions_finished_total", "status" => status.as_str()).increment(1);
+                metrics::counter!(FINISHED, "status" => status.as_str()).increment(1);
                 tracing::info!(distribution = %t.id, status = status.as_str(), succeeded = t.succeeded, failed = t.failed, total = t.total_rows, "distribution finished");
                 Ok(RunEnd::Finished(status))
             }

@@ -35,6 +35,21 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Counter: reminders delivered, by `channel`.
+const DELIVERED: &str = "stampede_reminders_delivered_total";
+/// Counter: reminders not delivered, by `channel` and `outcome` (`retry`, `expired`,
+/// `channel_off`).
+const FAILED: &str = "stampede_reminders_failed_total";
+
+/// Registers the reminder counters at zero for every channel (alerts and panels read them
+/// from the first scrape).
+pub fn register_metrics() {
+    for c in Channel::ALL {
+        metrics::counter!(DELIVERED, "channel" => c.as_str()).increment(0);
+        metrics::counter!(FAILED, "channel" => c.as_str(), "outcome" => "retry").increment(0);
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
     /// This node's name in leases.
@@ -182,12 +197,12 @@ impl ReminderScheduler {
                         // kept failing) would mislead: dropped, counted.
                         if now >= t.claim_start {
                             plan.dropped = plan.dropped.with(r);
-                            metrics::counter!("stampede_reminders_failed_total", "channel" => r.channel.as_str(), "outcome" => "expired").increment(1);
+                            metrics::counter!(FAILED, "channel" => r.channel.as_str(), "outcome" => "expired").increment(1);
                             continue;
                         }
                         if !self.channel_on(r.channel) {
                             plan.dropped = plan.dropped.with(r);
-                            metrics::counter!("stampede_reminders_failed_total", "channel" => r.channel.as_str(), "outcome" => "channel_off").increment(1);
+                            metrics::counter!(FAILED, "channel" => r.channel.as_str(), "outcome" => "channel_off").increment(1);
                             continue;
                         }
                         plan.sending.push(r);
@@ -263,7 +278,8 @@ impl ReminderScheduler {
             // dropped as expired by the rule above.
             let mut retry: Option<Timestamp> = None;
             for r in plan.sending.iter().filter(|r| !sent.contains(**r)) {
-                metrics::counter!("stampede_reminders_failed_total", "channel" => r.channel.as_str(), "outcome" => "retry").increment(1);
+                metrics::counter!(FAILED, "channel" => r.channel.as_str(), "outcome" => "retry")
+                    .increment(1);
                 let at = retry_at(r.remind_at(claim_start), now);
                 retry = Some(retry.map_or(at, |x: Timestamp| x.min(at)));
             }
@@ -330,8 +346,7 @@ impl ReminderScheduler {
         if let Some(r) = Reminder::new(d.channel, i64::from(d.minutes_before)) {
             *set = set.with(r);
         }
-        metrics::counter!("stampede_reminders_delivered_total", "channel" => d.channel.as_str())
-            .increment(1);
+        metrics::counter!(DELIVERED, "channel" => d.channel.as_str()).increment(1);
         let lag = at.duration_since(d.remind_at).as_secs_f64().max(0.0);
         metrics::histogram!("stampede_reminder_lag_seconds", "channel" => d.channel.as_str())
             .record(lag);
