@@ -410,10 +410,7 @@ impl Persister {
                     .iter()
                     .filter_map(|e| e.first().and_then(|(id, _)| entry_ms(id)))
                     .min();
-                oldest_ms = match (oldest_ms, ms) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
+                oldest_ms = oldest_ms.into_iter().chain(ms).min();
             }
         }
         metrics::gauge!(BACKLOG).set(backlog as f64);
