@@ -12,9 +12,9 @@ from datetime import datetime, timedelta, timezone
 
 from stampede_client import AuthenticatedClient, Client
 from stampede_client.api.auth import create_account, login
-from stampede_client.api.back_office import add_stock, create_template, get_template, list_templates
-from stampede_client.api.engine import claim, get_template as public_template, my_coupon, my_coupons
-from stampede_client.api.settlement import get as get_order, lock, quote, redeem, refund
+from stampede_client.api.back_office import add_stock, create_template, get_merchant_template, list_templates
+from stampede_client.api.engine import claim, get_public_template, my_coupon, my_coupons
+from stampede_client.api.settlement import get_order_coupons, lock, quote, redeem, refund
 from stampede_client.models import (
     AccountView,
     AddStockBody,
@@ -101,7 +101,7 @@ def main():
     assert created.kind.value == "fixed" and created.status.value == "active", created
     page = ok(list_templates.sync_detailed(client=merchant), TemplatePage)
     assert any(t.id == created.id for t in page.items), "the new template is listed"
-    ok(get_template.sync_detailed(created.id, client=merchant), Template)
+    ok(get_merchant_template.sync_detailed(created.id, client=merchant), Template)
     stocked = ok(
         add_stock.sync_detailed(
             created.id,
@@ -114,7 +114,7 @@ def main():
     assert stocked.stock_total == 150, stocked
 
     # Shopper: read the public view, claim (and replay the claim), list "my coupons".
-    view = ok(public_template.sync_detailed(created.id, client=user), PublicTemplate)
+    view = ok(get_public_template.sync_detailed(created.id, client=user), PublicTemplate)
     assert view.remaining_stock == 150, view
     key = uuid.uuid4().hex
     claimed = ok(claim.sync_detailed(created.id, client=user, idempotency_key=key), ClaimResponse, 201)
@@ -144,7 +144,7 @@ def main():
     # server accepts null where the body is optional).
     assert ok(redeem.sync_detailed(order, client=user, body=None), Settlement).status.value == "redeemed"
     assert ok(refund.sync_detailed(order, client=user, body=None), Settlement).status.value == "refunded"
-    ok(get_order.sync_detailed(order, client=user), Settlement)
+    ok(get_order_coupons.sync_detailed(order, client=user), Settlement)
     print("generated client: merchant and shopper flows passed")
 
 

@@ -86,12 +86,25 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts();
     let (routes, mut doc) = parts;
     openapi::describe_responses(&mut doc);
+    openapi::add_examples_and_links(&mut doc);
+    let classes: Vec<&str> = stampede_domain::flow::RouteClass::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    openapi::add_keywords(&mut doc, &classes);
     (routes, doc)
 }
 
 /// The complete application router.
 pub fn router(state: AppState, limits: &HttpLimits) -> Router {
-    let (routes, doc) = api();
+    let (routes, mut doc) = api();
+    let channels: Vec<&str> = state
+        .reminders
+        .channels()
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    openapi::for_deployment(&mut doc, state.claims.key_required(), &channels);
     routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })

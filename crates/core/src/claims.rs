@@ -182,6 +182,11 @@ impl Claims {
         self
     }
 
+    /// Whether every claim must carry an `Idempotency-Key`.
+    pub fn key_required(&self) -> bool {
+        self.key_required
+    }
+
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
     }

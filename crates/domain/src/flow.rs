@@ -68,7 +68,9 @@ impl RouteClass {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Rate {
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000))]
     pub per_second: u32,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000))]
     pub burst: u32,
 }
 
@@ -102,10 +104,13 @@ impl Rate {
 #[serde(deny_unknown_fields)]
 pub struct Concurrency {
     /// In-flight requests per node; beyond it requests queue, then are shed (503 OVERLOADED).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100_000))]
     pub max_in_flight: u32,
     /// Of those, slots only settlement may use, so the order service is shed last.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 99_999))]
     pub settlement_reserved: u32,
     /// How long a request may wait for a slot before it is shed (0: shed at once).
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1_000))]
     pub queue_timeout_ms: u32,
 }
 

@@ -48,8 +48,6 @@ impl Fields {
     /// written as floats, past 2^53, where they stop being exact) are refused, so "100.5
     /// cents" or "1e30" never reaches the domain.
     pub fn int(&mut self, name: &'static str) -> Option<i64> {
-        /// Floats are exact integers up to here.
-        const EXACT: f64 = 9_007_199_254_740_992.0;
         match self.take(name)? {
             Value::Number(n) => match (n.as_i64(), n.as_f64()) {
                 (Some(i), _) => Some(i),
@@ -195,5 +193,27 @@ mod tests {
         ] {
             assert_eq!(int(v.clone()), (None, false), "{v}");
         }
+    }
+}
+
+/// Floats are exact integers up to here (2^53).
+const EXACT: f64 = 9_007_199_254_740_992.0;
+
+/// Rewrites every number with a zero fraction (`100.0`, `1e2`) as that integer, for bodies
+/// read by serde, so they follow JSON Schema's `integer` as `Fields::int` does. Other
+/// fractions stay floats and the typed read refuses them.
+pub fn integral_floats(v: &mut Value) {
+    match v {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() <= EXACT
+            {
+                *v = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats),
+        Value::Object(map) => map.values_mut().for_each(integral_floats),
+        _ => {}
     }
 }

@@ -49,7 +49,8 @@ async fn read(req: Request, optional: bool) -> Result<Map<String, Value>, ApiErr
             )
         }
     })?;
-    if optional && bytes.iter().all(u8::is_ascii_whitespace) && (!has_ct || json) {
+    // No body at all is "absent"; whitespace alone is not JSON, so it is a malformed body.
+    if optional && bytes.is_empty() && (!has_ct || json) {
         return Ok(Map::new());
     }
     if !json {

@@ -6,6 +6,6 @@ mod idempotency;
 mod json;
 
 pub use caller::{AdminOnly, Allowed, AnyRole, BackOfficeRoles, Caller, SettlementRoles, UserOnly};
-pub use fields::Fields;
+pub use fields::{Fields, integral_floats};
 pub use idempotency::idempotency_key;
 pub use json::{JsonObject, OptionalJsonObject, canonical_hash};

@@ -99,7 +99,7 @@ pub struct ShopParams {
 /// how many the user holds (`user_claimed`), the limit, and whether a claim now would pass
 /// (`can_claim`). An unknown shop answers an empty list.
 #[utoipa::path(get, path = "/api/v1/shops/{shop_id}/templates", tag = "discovery",
-    params(("shop_id" = String, Path, description = "shop id (a positive integer)", pattern = "^[1-9][0-9]{0,18}$"), ShopParams),
+    params(("shop_id" = String, Path, description = "shop id (a positive integer)", pattern = "^([1-9][0-9]{0,17}|[1-8][0-9]{18}|9[0-1][0-9]{17}|92[0-1][0-9]{16}|922[0-2][0-9]{15}|9223[0-2][0-9]{14}|92233[0-6][0-9]{13}|922337[0-1][0-9]{12}|92233720[0-2][0-9]{10}|922337203[0-5][0-9]{9}|9223372036[0-7][0-9]{8}|92233720368[0-4][0-9]{7}|922337203685[0-3][0-9]{6}|9223372036854[0-6][0-9]{5}|92233720368547[0-6][0-9]{4}|922337203685477[0-4][0-9]{3}|9223372036854775[0-7][0-9]{2}|922337203685477580[0-6]|9223372036854775807)$"), ShopParams),
     security(("bearer" = [])),
     responses(
         (status = 200, body = DiscoveryPage, headers(
@@ -134,7 +134,9 @@ pub async fn shop_templates(
 #[allow(dead_code)] // documents the query; the handler reads it by hand to report every bad parameter
 pub struct GoodsParams {
     /// The shop selling the product (a goods id is the shop's own). Required.
-    #[param(pattern = "^[1-9][0-9]{0,18}$")]
+    #[param(
+        pattern = "^([1-9][0-9]{0,17}|[1-8][0-9]{18}|9[0-1][0-9]{17}|92[0-1][0-9]{16}|922[0-2][0-9]{15}|9223[0-2][0-9]{14}|92233[0-6][0-9]{13}|922337[0-1][0-9]{12}|92233720[0-2][0-9]{10}|922337203[0-5][0-9]{9}|9223372036[0-7][0-9]{8}|92233720368[0-4][0-9]{7}|922337203685[0-3][0-9]{6}|9223372036854[0-6][0-9]{5}|92233720368547[0-6][0-9]{4}|922337203685477[0-4][0-9]{3}|9223372036854775[0-7][0-9]{2}|922337203685477580[0-6]|9223372036854775807)$"
+    )]
     shop_id: String,
     /// The product's price in minor units, the reference for `discount` and the order.
     /// Default 10000 (100.00).
@@ -153,7 +155,7 @@ pub struct GoodsParams {
 /// goods-scoped ones listing the product, and platform templates (platform-wide, or
 /// goods-scoped listing it). Same window, order and per-user fields as the shop listing.
 #[utoipa::path(get, path = "/api/v1/goods/{goods_id}/templates", tag = "discovery",
-    params(("goods_id" = String, Path, description = "goods id (a positive integer)", pattern = "^[1-9][0-9]{0,18}$"), GoodsParams),
+    params(("goods_id" = String, Path, description = "goods id (a positive integer)", pattern = "^([1-9][0-9]{0,17}|[1-8][0-9]{18}|9[0-1][0-9]{17}|92[0-1][0-9]{16}|922[0-2][0-9]{15}|9223[0-2][0-9]{14}|92233[0-6][0-9]{13}|922337[0-1][0-9]{12}|92233720[0-2][0-9]{10}|922337203[0-5][0-9]{9}|9223372036[0-7][0-9]{8}|92233720368[0-4][0-9]{7}|922337203685[0-3][0-9]{6}|9223372036854[0-6][0-9]{5}|92233720368547[0-6][0-9]{4}|922337203685477[0-4][0-9]{3}|9223372036854775[0-7][0-9]{2}|922337203685477580[0-6]|9223372036854775807)$"), GoodsParams),
     security(("bearer" = [])),
     responses(
         (status = 200, body = DiscoveryPage, headers(

@@ -41,7 +41,9 @@ pub async fn put_flow_rules(
     _caller: Caller<AdminOnly>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<ActiveRules>> {
-    let rules: FlowRules = serde_json::from_value(serde_json::Value::Object(body))
+    let mut body = serde_json::Value::Object(body);
+    crate::extract::integral_floats(&mut body);
+    let rules: FlowRules = serde_json::from_value(body)
         .map_err(|e| ApiError::validation(ValidationErrors::single("body", e.to_string())))?;
     let active = state.flow.replace(rules, jiff::Timestamp::now()).await?;
     Ok(Json((*active).clone()))

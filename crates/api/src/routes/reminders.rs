@@ -36,6 +36,7 @@ pub struct ReminderParams {
     /// `app`, `email` or `webhook`.
     channel: Channel,
     /// 5, 10, 15, …, 60.
+    #[param(minimum = 5, maximum = 60, multiple_of = 5)]
     minutes_before: i64,
 }
 

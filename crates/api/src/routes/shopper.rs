@@ -21,7 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 /// unknown id costs no database query (bloom filter + negative cache). When the database
 /// cannot be read, this node's last copy answers (stale-if-error): same body, with `Age`
 /// (seconds since the copy was loaded), `X-Stale: true` and `Warning: 110`.
-#[utoipa::path(get, path = "/api/v1/templates/{id}", tag = "engine",
+#[utoipa::path(get, path = "/api/v1/templates/{id}", operation_id = "get_public_template", tag = "engine",
     params(("id" = String, Path, description = "template id")),
     security(("bearer" = [])),
     responses(
@@ -183,7 +183,7 @@ pub async fn my_coupons(
 ) -> ApiResult<(HeaderMap, Json<CouponPage>)> {
     let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::MalformedRequest, e.body_text()))?;
     let mut errs = ValidationErrors::new();
-    let status = match q.get("status").filter(|s| !s.is_empty()) {
+    let status = match q.get("status") {
         None => None,
         Some(s) => {
             let st = CouponStatus::parse(s);

@@ -26,12 +26,13 @@ pub enum ReportFormat {
 
 /// The failure report: `row,user_id,reason`, one line per row that gave no coupon, by row.
 /// `format=csv` (default) or `xlsx` (written in constant memory).
-#[utoipa::path(get, path = "/api/v1/merchant/distributions/{id}/failures", tag = "distribution",
+#[utoipa::path(get, path = "/api/v1/merchant/distributions/{id}/failures", operation_id = "distribution_failures", tag = "distribution",
     params(("id" = String, Path, description = "distribution id"),
            ("format" = Option<ReportFormat>, Query, description = "`csv` (default) or `xlsx`")),
     security(("bearer" = [])),
     responses(
-        (status = 200, content_type = "text/csv", description = "the report as CSV"),
+        (status = 200, description = "the report: CSV, or an XLSX workbook with `format=xlsx`",
+            content((String = "text/csv"), (String = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"))),
         BackOfficeErrors, NotFound,
         (status = 422, body = Problem, content_type = PROBLEM_JSON, description = "VALIDATION_FAILED: format is not csv or xlsx"),
     ))]
@@ -43,7 +44,7 @@ pub async fn failures(
 ) -> ApiResult<Response> {
     let id = distribution_id(&id)?;
     let format = match q.get("format").map(String::as_str).unwrap_or("csv") {
-        "csv" | "" => stampede_sheet::Format::Csv,
+        "csv" => stampede_sheet::Format::Csv,
         "xlsx" => stampede_sheet::Format::Xlsx,
         _ => return Err(field_error("format", "must be csv or xlsx")),
     };

@@ -34,7 +34,7 @@ pub struct DistributionPage {
 }
 
 fn page_param(q: &HashMap<String, String>, k: &str, errs: &mut ValidationErrors) -> Option<u32> {
-    let v = q.get(k).filter(|v| !v.is_empty())?;
+    let v = q.get(k)?;
     let parsed = v.parse::<u32>().ok();
     if parsed.is_none() {
         errs.add(k, "must be a non-negative integer");
@@ -43,7 +43,7 @@ fn page_param(q: &HashMap<String, String>, k: &str, errs: &mut ValidationErrors)
 }
 
 /// List distribution tasks, newest first: merchants their shop's, admins every shop's.
-#[utoipa::path(get, path = "/api/v1/merchant/distributions", tag = "distribution",
+#[utoipa::path(get, path = "/api/v1/merchant/distributions", operation_id = "list_distributions", tag = "distribution",
     params(PageParams),
     security(("bearer" = [])),
     responses(
@@ -77,7 +77,7 @@ pub async fn list(
 }
 
 /// A task with its live progress counters (`succeeded + failed = processed_rows`).
-#[utoipa::path(get, path = "/api/v1/merchant/distributions/{id}", tag = "distribution",
+#[utoipa::path(get, path = "/api/v1/merchant/distributions/{id}", operation_id = "get_distribution", tag = "distribution",
     params(("id" = String, Path, description = "distribution id")),
     security(("bearer" = [])),
     responses(
@@ -98,7 +98,7 @@ pub async fn get(
 /// Cancel: a pending task at once; a running one at its next batch boundary (what was issued
 /// stays issued and is reported). Canceling a completed or failed task is 409 `CONFLICT`;
 /// canceling again answers the task again.
-#[utoipa::path(post, path = "/api/v1/merchant/distributions/{id}/cancel", tag = "distribution",
+#[utoipa::path(post, path = "/api/v1/merchant/distributions/{id}/cancel", operation_id = "cancel_distribution", tag = "distribution",
     params(("id" = String, Path, description = "distribution id")),
     security(("bearer" = [])),
     responses(

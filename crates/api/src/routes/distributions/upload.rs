@@ -20,16 +20,27 @@ use utoipa::ToSchema;
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct UploadForm {
+    /// The template's id (a positive integer string).
+    #[schema(
+        pattern = "^([1-9][0-9]{0,17}|[1-8][0-9]{18}|9[0-1][0-9]{17}|92[0-1][0-9]{16}|922[0-2][0-9]{15}|9223[0-2][0-9]{14}|92233[0-6][0-9]{13}|922337[0-1][0-9]{12}|92233720[0-2][0-9]{10}|922337203[0-5][0-9]{9}|9223372036[0-7][0-9]{8}|92233720368[0-4][0-9]{7}|922337203685[0-3][0-9]{6}|9223372036854[0-6][0-9]{5}|92233720368547[0-6][0-9]{4}|922337203685477[0-4][0-9]{3}|9223372036854775[0-7][0-9]{2}|922337203685477580[0-6]|9223372036854775807)$"
+    )]
     template_id: String,
-    /// 1–100 characters.
+    /// 1–100 characters, trimmed, no control characters.
+    #[schema(
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: String,
     /// `.xlsx` or `.csv`, decided by content; first column user ids, header row optional.
     #[schema(value_type = String, format = Binary)]
     file: Vec<u8>,
-    /// RFC 3339; absent = now. At most 30 days ahead.
-    #[schema(value_type = Option<String>, format = DateTime)]
+    /// RFC 3339, not in the past, at most 30 days ahead; absent = now. (A form field has no
+    /// `null`: leave it out.)
+    #[schema(value_type = String, format = DateTime, required = false)]
     send_at: Option<String>,
-    /// POSTed the summary when the task finishes (HMAC-SHA256 signed).
+    /// An http:// or https:// URL of at most 2048 characters, POSTed the summary when the task
+    /// finishes (HMAC-SHA256 signed).
+    #[schema(value_type = String, max_length = 2048, pattern = "^https?://[!-\"$-.0-9;->@-~][!-~]*$", required = false)]
     notify_url: Option<String>,
 }
 
@@ -39,7 +50,7 @@ pub struct UploadForm {
 /// `send_at` (within a second). A hostile or unreadable file is refused here: 415 when it is
 /// not a CSV or XLSX, 413 over the size limit, 422 for a zip bomb, a giant cell, an
 /// oversized shared-string table, no rows, or no user ids in the first column.
-#[utoipa::path(post, path = "/api/v1/merchant/distributions", tag = "distribution",
+#[utoipa::path(post, path = "/api/v1/merchant/distributions", operation_id = "upload_distribution", tag = "distribution",
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     params(("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters; binds the fields and the file's bytes", pattern = "^[!-~]{1,255}$")),
     security(("bearer" = [])),

@@ -22,12 +22,14 @@ pub struct LockBody {
     /// Required for the `service` role; a user may omit it (or name themselves).
     user_id: Option<stampede_domain::ids::UserId>,
     /// 1–20 distinct coupon ids.
+    /// (`uniqueItems`, added in `openapi::add_keywords`.)
     #[schema(min_items = 1, max_items = 20)]
     coupon_ids: Vec<stampede_domain::ids::CouponId>,
     /// 1–100 lines.
     #[schema(min_items = 1, max_items = 100)]
     items: Vec<CartLine>,
-    /// The discount the client was quoted; a different server-side discount is 409.
+    /// The discount the client was quoted (minor units); a different server-side discount is 409.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     expected_discount: Option<i64>,
 }
 
@@ -62,7 +64,7 @@ pub async fn lock(
         None => None,
         Some(Ok(m)) => Some(m),
         Some(Err(_)) => {
-            errs.add("expected_discount", "must be 0 or more minor units");
+            errs.add("expected_discount", "must be 0–1000000000000 minor units");
             None
         }
     };

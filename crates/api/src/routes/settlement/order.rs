@@ -123,8 +123,8 @@ pub async fn refund(
 }
 
 /// The order's settlement. The service role may name `?user_id=`.
-#[utoipa::path(get, path = "/api/v1/orders/{order_id}/coupons", tag = "settlement",
-    params(("order_id" = String, Path, description = "the order service's id: 1–64 of A-Z a-z 0-9 . _ : -", pattern = "^[A-Za-z0-9._:-]{1,64}$"), ("user_id" = Option<String>, Query, pattern = "^[1-9][0-9]{0,18}$")),
+#[utoipa::path(get, path = "/api/v1/orders/{order_id}/coupons", operation_id = "get_order_coupons", tag = "settlement",
+    params(("order_id" = String, Path, description = "the order service's id: 1–64 of A-Z a-z 0-9 . _ : -", pattern = "^[A-Za-z0-9._:-]{1,64}$"), ("user_id" = Option<String>, Query, pattern = "^([1-9][0-9]{0,17}|[1-8][0-9]{18}|9[0-1][0-9]{17}|92[0-1][0-9]{16}|922[0-2][0-9]{15}|9223[0-2][0-9]{14}|92233[0-6][0-9]{13}|922337[0-1][0-9]{12}|92233720[0-2][0-9]{10}|922337203[0-5][0-9]{9}|9223372036[0-7][0-9]{8}|92233720368[0-4][0-9]{7}|922337203685[0-3][0-9]{6}|9223372036854[0-6][0-9]{5}|92233720368547[0-6][0-9]{4}|922337203685477[0-4][0-9]{3}|9223372036854775[0-7][0-9]{2}|922337203685477580[0-6]|9223372036854775807)$")),
     security(("bearer" = [])),
     responses(
         (status = 200, body = Settlement),
@@ -136,7 +136,7 @@ pub async fn get(
     Path(order_id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Settlement>> {
-    let user = match q.get("user_id").filter(|s| !s.is_empty()) {
+    let user = match q.get("user_id") {
         None => None,
         Some(s) => Some(UserId::parse(s).ok_or_else(|| {
             ApiError::validation(ValidationErrors::single("user_id", "must be a user id"))

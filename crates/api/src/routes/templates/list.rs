@@ -28,10 +28,14 @@ pub struct ListParams {
     /// Case-insensitive substring of the name.
     name: Option<String>,
     /// Admins only: one shop (platform templates: `0`). Empty: every shop.
-    #[param(pattern = "^(0|[1-9][0-9]{0,18})?$")]
+    #[param(
+        pattern = "^(0|([1-9][0-9]{0,17}|[1-8][0-9]{18}|9[0-1][0-9]{17}|92[0-1][0-9]{16}|922[0-2][0-9]{15}|9223[0-2][0-9]{14}|92233[0-6][0-9]{13}|922337[0-1][0-9]{12}|92233720[0-2][0-9]{10}|922337203[0-5][0-9]{9}|9223372036[0-7][0-9]{8}|92233720368[0-4][0-9]{7}|922337203685[0-3][0-9]{6}|9223372036854[0-6][0-9]{5}|92233720368547[0-6][0-9]{4}|922337203685477[0-4][0-9]{3}|9223372036854775[0-7][0-9]{2}|922337203685477580[0-6]|9223372036854775807))?$"
+    )]
     shop_id: Option<String>,
     /// Goods-scoped templates listing this goods id. Empty: no goods filter.
-    #[param(pattern = "^([1-9][0-9]{0,18})?$")]
+    #[param(
+        pattern = "^(([1-9][0-9]{0,17}|[1-8][0-9]{18}|9[0-1][0-9]{17}|92[0-1][0-9]{16}|922[0-2][0-9]{15}|9223[0-2][0-9]{14}|92233[0-6][0-9]{13}|922337[0-1][0-9]{12}|92233720[0-2][0-9]{10}|922337203[0-5][0-9]{9}|9223372036[0-7][0-9]{8}|92233720368[0-4][0-9]{7}|922337203685[0-3][0-9]{6}|9223372036854[0-6][0-9]{5}|92233720368547[0-6][0-9]{4}|922337203685477[0-4][0-9]{3}|9223372036854775[0-7][0-9]{2}|922337203685477580[0-6]|9223372036854775807))?$"
+    )]
     goods_id: Option<String>,
     /// Templates whose claim window `[claim_start, claim_end)` overlaps
     /// `[claim_from, claim_to)`; either bound may be left out. RFC 3339.
@@ -68,7 +72,8 @@ fn parse_list_query(q: &HashMap<String, String>) -> Result<ListFilter, ApiError>
     };
     filter.page = num(&mut errs, "page");
     filter.page_size = num(&mut errs, "page_size");
-    if let Some(s) = q.get("status").filter(|s| !s.is_empty()) {
+    // Only the id filters read an empty value as "any" (their published pattern says so).
+    if let Some(s) = q.get("status") {
         filter.status = TemplateStatus::parse(s);
         if filter.status.is_none() {
             errs.add(
@@ -77,7 +82,7 @@ fn parse_list_query(q: &HashMap<String, String>) -> Result<ListFilter, ApiError>
             );
         }
     }
-    if let Some(k) = q.get("kind").filter(|s| !s.is_empty()) {
+    if let Some(k) = q.get("kind") {
         filter.kind = Kind::parse(k);
         if filter.kind.is_none() {
             errs.add("kind", format!("must be one of: {}", Kind::ALL.join(", ")));
@@ -99,8 +104,9 @@ fn parse_list_query(q: &HashMap<String, String>) -> Result<ListFilter, ApiError>
             errs.add("goods_id", "must be a goods id (a positive integer)");
         }
     }
+    // An empty time is no time at all (unlike the id filters, where empty means "any").
     let mut time = |k: &str| -> Option<Timestamp> {
-        let v = q.get(k).filter(|s| !s.is_empty())?;
+        let v = q.get(k)?;
         let t = v.parse::<Timestamp>().ok();
         if t.is_none() {
             errs.add(k, "must be an RFC 3339 date-time");

@@ -13,7 +13,7 @@ use stampede_domain::template::Template;
 use utoipa::ToSchema;
 
 /// One template. Another shop's template is 404, like a missing one.
-#[utoipa::path(get, path = "/api/v1/merchant/templates/{id}", tag = "back-office",
+#[utoipa::path(get, path = "/api/v1/merchant/templates/{id}", operation_id = "get_merchant_template", tag = "back-office",
     params(("id" = String, Path, description = "template id")),
     security(("bearer" = [])),
     responses(
