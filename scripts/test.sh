@@ -3,8 +3,8 @@
 # formatting and lints, every crate's unit/integration tests, then the HTTP behavioural
 # suite once per storage backend (SQLite, MySQL 1x1, MySQL 2x4) against real services
 # (MariaDB, Redis), then the kill -9 crash tests against the release binary in both modes, the
-# backup-under-load test, then the fault suite (RELIABILITY.md) with its availability bars
-# asserted. Before any of it, scripts/check-deploy.sh checks deploy/ (alert rules with
+# backup-under-load test, the API contract run (scripts/schemathesis.sh), then the fault suite
+# (RELIABILITY.md) with its availability bars asserted. Before any of it, scripts/check-deploy.sh checks deploy/ (alert rules with
 # promtool, installed from Debian's `prometheus` package when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +42,8 @@ cargo test --release --quiet -p stampede-server --test crash 2>&1 | tee -a "$log
 STAMPEDE_TEST_BACKEND=mysql-2x4 cargo test --release --quiet -p stampede-server --test crash 2>&1 | tee -a "$log"
 echo "== backup under claim load, restored into a new data dir (release binary)"
 cargo test --release --quiet -p stampede-server --test backup 2>&1 | tee -a "$log"
+echo "== the API contract: Schemathesis (every check, every role, stateful chains) against the release binary"
+./scripts/schemathesis.sh 20 300 "${CARGO_TARGET_DIR:-target}/release/stampede"
 echo "== fault suite: two release nodes over a private MariaDB and Redis behind fault-injecting proxies"
 STAMPEDE_FAULTS_STRICT="${STAMPEDE_FAULTS_STRICT:-1}" \
   cargo test --release --quiet -p stampede-server --test faults -- --test-threads=1 2>&1 | tee -a "$log"

@@ -646,3 +646,240 @@ async fn every_response_is_described_and_every_schema_reference_resolves() {
         "references to undefined schemas: {dangling:?}"
     );
 }
+
+/// Every operation of the served document by id: `(method, path, operation)`.
+fn operations_by_id(doc: &Value) -> std::collections::BTreeMap<String, (String, String, Value)> {
+    let mut ids = std::collections::BTreeMap::new();
+    for (path, ops) in doc["paths"].as_object().cloned().unwrap_or_default() {
+        for (method, op) in ops.as_object().cloned().unwrap_or_default() {
+            let id = op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path} has no operationId"))
+                .to_owned();
+            let clash = ids.insert(id.clone(), (method.clone(), path.clone(), op));
+            assert!(clash.is_none(), "operationId {id} is used twice");
+        }
+    }
+    ids
+}
+
+#[tokio::test]
+async fn operation_ids_are_unique_every_body_has_an_example_and_every_link_lands() {
+    let app = spawn_app().await;
+    let doc = openapi(&app).await;
+    let ops = operations_by_id(&doc);
+    for (id, (_, _, op)) in &ops {
+        for (ct, media) in op["requestBody"]["content"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+        {
+            assert!(
+                media.get("example").is_some(),
+                "{id} ({ct}): no request example"
+            );
+        }
+    }
+    let mut chain = std::collections::BTreeSet::new();
+    for (id, (_, _, op)) in &ops {
+        for (status, response) in op["responses"].as_object().cloned().unwrap_or_default() {
+            for (name, link) in response["links"].as_object().cloned().unwrap_or_default() {
+                let target = link["operationId"].as_str().unwrap_or_default();
+                let (_, _, to) = ops.get(target).unwrap_or_else(|| {
+                    panic!("link {name} of {id} {status}: no operation {target}")
+                });
+                for (param, expr) in link["parameters"].as_object().cloned().unwrap_or_default() {
+                    let known = to["parameters"]
+                        .as_array()
+                        .is_some_and(|ps| ps.iter().any(|p| p["name"] == param.as_str()));
+                    assert!(
+                        known,
+                        "link {name} of {id}: {target} has no parameter {param}"
+                    );
+                    assert!(expr.as_str().is_some_and(|e| e.starts_with('$')), "{expr}");
+                }
+                if link.get("requestBody").is_some() {
+                    assert!(
+                        to.get("requestBody").is_some(),
+                        "link {name}: {target} takes no body"
+                    );
+                }
+                chain.insert((id.clone(), target.to_owned()));
+            }
+        }
+    }
+    for (from, to) in [
+        ("create_template", "claim"),
+        ("claim", "lock"),
+        ("lock", "redeem"),
+        ("redeem", "refund"),
+    ] {
+        assert!(
+            chain.contains(&(from.to_owned(), to.to_owned())),
+            "no link from {from} to {to}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_request_example_is_accepted_as_valid() {
+    let app = spawn_app().await;
+    let doc = openapi(&app).await;
+    let (user, merchant, admin) = (app.user(), app.merchant(7), app.admin());
+    let mut sent = 0;
+    for (id, (method, path, op)) in operations_by_id(&doc) {
+        let Some(example) = op["requestBody"]["content"]["application/json"]
+            .get("example")
+            .cloned()
+        else {
+            continue; // the upload's multipart example is sent by Schemathesis
+        };
+        let token = match id.as_str() {
+            "create_account" | "put_flow_rules" => &admin,
+            "create_template" | "add_stock" => &merchant,
+            _ => &user,
+        };
+        let url = path
+            .replace("{order_id}", "order-1")
+            .replace("{id}", "7243001234567890");
+        let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = app
+            .client
+            .request(method, app.url(&url))
+            .bearer_auth(token)
+            .header("Idempotency-Key", format!("example-{id}"))
+            .json(&example)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+        let (status, body) = read(r).await;
+        assert!(
+            ![400, 413, 415, 422].contains(&status.as_u16()),
+            "{id}: its example was refused: {status} {body}"
+        );
+        sent += 1;
+    }
+    assert!(sent >= 14, "only {sent} examples sent");
+}
+
+#[tokio::test]
+async fn the_served_document_describes_this_deployment() {
+    let app = spawn_app().await;
+    let doc = openapi(&app).await;
+    let claim = &doc["paths"]["/api/v1/templates/{id}/claim"]["post"]["parameters"];
+    let key = claim
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "Idempotency-Key"))
+        .cloned()
+        .unwrap_or_default();
+    // Claims need a key by default, and a header is a string or absent, never null.
+    assert_eq!(key["required"], true, "{key}");
+    assert_eq!(key["schema"]["type"], "string", "{key}");
+    let channels = doc["components"]["schemas"]["Channel"]["enum"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(!channels.is_empty());
+    let t = app.create_named(&app.merchant(7), "remind me").await;
+    let path = format!("/api/v1/templates/{}/reminders", id_of(&t));
+    for c in &channels {
+        let r = app
+            .client
+            .put(app.url(&path))
+            .bearer_auth(app.user())
+            .json(&json!({"channel": c, "minutes_before": 15}))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (status, body) = read(r).await;
+        assert!(status.is_success(), "channel {c}: {status} {body}");
+    }
+    let classes =
+        &doc["components"]["schemas"]["FlowRules"]["properties"]["routes"]["propertyNames"]["enum"];
+    assert_eq!(
+        classes,
+        &json!([
+            "claim",
+            "shopper",
+            "settlement",
+            "auth",
+            "back_office",
+            "other"
+        ])
+    );
+}
+
+#[tokio::test]
+async fn an_empty_query_value_or_a_blank_body_is_refused_not_ignored() {
+    let app = spawn_app().await;
+    let (user, merchant, admin) = (app.user(), app.merchant(7), app.admin());
+    for (path, token) in [
+        ("/api/v1/me/coupons?status=", &user),
+        ("/api/v1/merchant/templates?status=", &merchant),
+        ("/api/v1/merchant/templates?kind=", &merchant),
+        ("/api/v1/merchant/templates?claim_to=", &merchant),
+        ("/api/v1/merchant/distributions?page=", &merchant),
+        (
+            "/api/v1/merchant/distributions/7243001234567890/failures?format=",
+            &merchant,
+        ),
+        ("/api/v1/orders/order-1/coupons?user_id=", &user),
+    ] {
+        expect_problem(app.get(path, token).await, 422, "VALIDATION_FAILED").await;
+    }
+    // The id filters say so in their pattern: empty reads as "any".
+    let (s, _) = read(
+        app.get("/api/v1/merchant/templates?goods_id=", &merchant)
+            .await,
+    )
+    .await;
+    assert_eq!(s, 200);
+    // No body is an absent optional body; whitespace alone is not JSON.
+    let r = app
+        .client
+        .post(app.url("/api/v1/auth/logout"))
+        .bearer_auth(&user)
+        .header("content-type", "application/json")
+        .body(" ")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    expect_problem(r, 400, "MALFORMED_REQUEST").await;
+    // Flow rules follow JSON Schema's integer: 50.0 is 50, 50.5 is refused.
+    let rules = |per_second: Value| {
+        json!({"routes": {"claim": {"per_second": per_second, "burst": 100}},
+               "concurrency": {"max_in_flight": 512, "settlement_reserved": 64, "queue_timeout_ms": 50}})
+    };
+    let r = app
+        .client
+        .put(app.url("/api/v1/admin/flow-rules"))
+        .bearer_auth(&admin)
+        .json(&rules(json!(50.0)))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (s, body) = read(r).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["rules"]["routes"]["claim"]["per_second"], 50, "{body}");
+    let r = app
+        .client
+        .put(app.url("/api/v1/admin/flow-rules"))
+        .bearer_auth(&admin)
+        .json(&rules(json!(50.5)))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    expect_problem(r, 422, "VALIDATION_FAILED").await;
+    // A discount past the money cap is a validation error that says the range.
+    let lock = json!({"coupon_ids": ["1"], "expected_discount": 1_000_000_000_001_i64,
+                      "items": [{"goods_id": "1", "shop_id": "7", "unit_price": 100, "quantity": 1}]});
+    let p = expect_problem(
+        app.post("/api/v1/orders/order-1/coupons/lock", &user, &lock)
+            .await,
+        422,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert!(p.to_string().contains("0–1000000000000"), "{p}");
+}
