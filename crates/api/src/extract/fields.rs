@@ -155,6 +155,28 @@ impl Fields {
     }
 }
 
+/// Floats are exact integers up to here (2^53).
+const EXACT: f64 = 9_007_199_254_740_992.0;
+
+/// Rewrites every number with a zero fraction (`100.0`, `1e2`) as that integer, for bodies
+/// read by serde, so they follow JSON Schema's `integer` as `Fields::int` does. Other
+/// fractions stay floats and the typed read refuses them.
+pub fn integral_floats(v: &mut Value) {
+    match v {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() <= EXACT
+            {
+                *v = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats),
+        Value::Object(map) => map.values_mut().for_each(integral_floats),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Fields;
@@ -193,27 +215,5 @@ mod tests {
         ] {
             assert_eq!(int(v.clone()), (None, false), "{v}");
         }
-    }
-}
-
-/// Floats are exact integers up to here (2^53).
-const EXACT: f64 = 9_007_199_254_740_992.0;
-
-/// Rewrites every number with a zero fraction (`100.0`, `1e2`) as that integer, for bodies
-/// read by serde, so they follow JSON Schema's `integer` as `Fields::int` does. Other
-/// fractions stay floats and the typed read refuses them.
-pub fn integral_floats(v: &mut Value) {
-    match v {
-        Value::Number(n) if !n.is_i64() && !n.is_u64() => {
-            if let Some(f) = n.as_f64()
-                && f.fract() == 0.0
-                && f.abs() <= EXACT
-            {
-                *v = Value::from(f as i64);
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(integral_floats),
-        Value::Object(map) => map.values_mut().for_each(integral_floats),
-        _ => {}
     }
 }
