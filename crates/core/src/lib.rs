@@ -30,6 +30,7 @@ pub mod discovery;
 pub mod distribution_ports;
 pub mod distributions;
 pub mod error;
+pub mod event_ports;
 pub mod events;
 pub mod flow;
 pub mod ids;
