@@ -32,6 +32,7 @@ pub mod fixtures;
 pub mod flow_rules;
 pub mod hot_state;
 pub mod login;
+pub mod outbox;
 pub mod rate_limiter;
 pub mod reminders;
 pub mod settlements;
@@ -40,6 +41,7 @@ pub mod templates;
 use async_trait::async_trait;
 use stampede_core::claim_ports::CouponStore;
 use stampede_core::distribution_ports::DistributionStore;
+use stampede_core::event_ports::OutboxStore;
 use stampede_core::flow::FlowRuleStore;
 use stampede_core::ports::{AccountStore, TemplateStore};
 use stampede_core::reminder_ports::ReminderStore;
@@ -55,6 +57,7 @@ pub trait SystemOfRecord:
     + SettlementStore
     + ReminderStore
     + FlowRuleStore
+    + OutboxStore
 {
 }
 
@@ -66,6 +69,7 @@ impl<T> SystemOfRecord for T where
         + SettlementStore
         + ReminderStore
         + FlowRuleStore
+        + OutboxStore
         + ?Sized
 {
 }
@@ -96,7 +100,7 @@ macro_rules! __scenarios {
 }
 
 /// Every storage suite (templates, accounts, coupons, distributions, settlements, reminders,
-/// flow rules),
+/// flow rules, the outbox relay's reads),
 /// each in a module of its own; `$run` takes `impl AsyncFnOnce(&dyn StoreFixture)`.
 #[macro_export]
 macro_rules! system_of_record_suite {
@@ -108,5 +112,6 @@ macro_rules! system_of_record_suite {
         $crate::settlement_store_suite!($run);
         $crate::reminder_store_suite!($run);
         $crate::flow_rule_store_suite!($run);
+        $crate::outbox_store_suite!($run);
     };
 }

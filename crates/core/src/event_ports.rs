@@ -3,6 +3,7 @@
 //! the NATS JetStream adapter in `stampede-events-nats`.
 
 use crate::claim_ports::OutboxEvent;
+use crate::ports::StoreError;
 use async_trait::async_trait;
 
 /// What the broker answered for one event.
@@ -33,6 +34,42 @@ pub trait EventPublisher: Send + Sync + 'static {
     /// Publishes one event and waits for the broker's acknowledgement: `Ok` means it is
     /// stored. Its id is the broker's deduplication key.
     async fn publish(&self, event: &OutboxEvent) -> Result<Published, PublishError>;
+}
+
+/// The outbox as a relay drains it. Events are written in the transaction of their change
+/// (see [`crate::claim_ports::CouponStore`]); here they are read back per partition — one
+/// outbox table: SQLite has one, MySQL one per table of every database — in write order,
+/// marked once the broker acknowledged them, and deleted after a retention.
+#[async_trait]
+pub trait OutboxStore: Send + Sync + 'static {
+    /// How many partitions there are (`0..n`); each is drained in its own order.
+    fn outbox_partitions(&self) -> u32;
+
+    /// Up to `limit` unpublished events of `partition` in write order, each with its position
+    /// (`seq`) in the partition.
+    async fn unpublished_events(
+        &self,
+        partition: u32,
+        limit: u32,
+    ) -> Result<Vec<(i64, OutboxEvent)>, StoreError>;
+
+    /// Marks the events at `seqs` of `partition` published at `at_ms`; events already marked
+    /// keep their first time. Returns how many were newly marked.
+    async fn mark_published(
+        &self,
+        partition: u32,
+        seqs: &[i64],
+        at_ms: i64,
+    ) -> Result<u64, StoreError>;
+
+    /// Deletes up to `limit` events of `partition` published before `before_ms` (oldest
+    /// first); unpublished events are never deleted. Returns how many went.
+    async fn purge_published(
+        &self,
+        partition: u32,
+        before_ms: i64,
+        limit: u32,
+    ) -> Result<u64, StoreError>;
 }
 
 /// The CloudEvents 1.0 JSON envelope of an outbox event: `id` (the event id, stable across

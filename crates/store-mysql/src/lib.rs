@@ -67,6 +67,7 @@ mod error;
 mod flow;
 mod listing;
 mod migrate;
+mod outbox;
 mod reminders;
 mod router;
 mod settlements;

@@ -32,6 +32,7 @@ mod coupons;
 mod distributions;
 mod flow;
 mod migrate;
+mod outbox;
 mod reminders;
 mod settlements;
 mod templates;

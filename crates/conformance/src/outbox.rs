@@ -1,0 +1,153 @@
+//! `OutboxStore`: the outbox as a relay drains it — per partition in write order, marked once
+//! published, purged after a retention — never losing or reordering an unpublished event.
+
+use crate::StoreFixture;
+use crate::fixtures::*;
+use stampede_core::claim_ports::{ClaimRecord, OutboxBacklog};
+use stampede_core::events::COUPON_CLAIMED;
+use std::collections::BTreeSet;
+
+/// Runs every `OutboxStore` scenario; see the crate docs.
+#[macro_export]
+macro_rules! outbox_store_suite {
+    ($run:path) => {
+        mod outbox_store {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::__scenarios!($run; outbox;
+                every_event_is_read_once_per_partition_in_write_order,
+                marking_is_idempotent_and_drains_the_backlog,
+                purging_takes_only_published_events_older_than_the_cut,
+                an_unknown_partition_is_an_error,
+            );
+        }
+    };
+}
+
+/// 60 claims by 60 users (spread over every shard), committed in three batches.
+async fn sixty_claims(f: &dyn StoreFixture) -> Vec<ClaimRecord> {
+    let s = f.store();
+    let t = stocked(&*s, 71, 7, 1_000).await;
+    let claims: Vec<ClaimRecord> = (0..60)
+        .map(|i| claim(&t, 7_100 + i, 700 + i, 1, i))
+        .collect();
+    for batch in claims.chunks(20) {
+        s.commit_claims(batch).await.unwrap();
+    }
+    claims
+}
+
+pub async fn every_event_is_read_once_per_partition_in_write_order(f: &dyn StoreFixture) {
+    let claims = sixty_claims(f).await;
+    let s = f.store();
+    let mut seen = BTreeSet::new();
+    for p in 0..s.outbox_partitions() {
+        let events = s.unpublished_events(p, 1_000).await.unwrap();
+        let seqs: Vec<i64> = events.iter().map(|(seq, _)| *seq).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "partition {p}: {seqs:?}"
+        );
+        // Each user's claims are in their claim order (one user's events share a partition).
+        let times: Vec<i64> = events.iter().map(|(_, e)| e.created_at_ms).collect();
+        assert!(
+            times.windows(2).all(|w| w[0] <= w[1]),
+            "partition {p}: {times:?}"
+        );
+        for (_, e) in events {
+            assert_eq!(e.kind, COUPON_CLAIMED);
+            assert!(seen.insert(e.id.clone()), "{} read twice", e.id);
+        }
+        // A limit is a prefix of the partition's order.
+        let first = s.unpublished_events(p, 1).await.unwrap();
+        assert_eq!(first.first().map(|x| x.0), seqs.first().copied());
+    }
+    let expected: BTreeSet<String> = claims
+        .iter()
+        .map(|c| format!("{COUPON_CLAIMED}:{}", c.coupon.id))
+        .collect();
+    assert_eq!(seen, expected, "every event, on exactly one partition");
+}
+
+pub async fn marking_is_idempotent_and_drains_the_backlog(f: &dyn StoreFixture) {
+    sixty_claims(f).await;
+    let s = f.store();
+    assert_eq!(s.outbox_backlog().await.unwrap().events, 60);
+    let mut marked = 0;
+    for p in 0..s.outbox_partitions() {
+        let events = s.unpublished_events(p, 1_000).await.unwrap();
+        let seqs: Vec<i64> = events.iter().map(|(seq, _)| *seq).collect();
+        // The first half, then all of it: the first half is not marked twice.
+        let half = &seqs[..seqs.len() / 2];
+        marked += s.mark_published(p, half, 1_000).await.unwrap();
+        let rest = s.unpublished_events(p, 1_000).await.unwrap();
+        assert_eq!(rest.len(), seqs.len() - half.len());
+        assert_eq!(rest.first().map(|x| x.0), seqs.get(half.len()).copied());
+        marked += s.mark_published(p, &seqs, 2_000).await.unwrap();
+        assert!(s.unpublished_events(p, 1_000).await.unwrap().is_empty());
+        assert_eq!(s.mark_published(p, &seqs, 3_000).await.unwrap(), 0);
+        assert_eq!(s.mark_published(p, &[], 3_000).await.unwrap(), 0);
+    }
+    assert_eq!(marked, 60);
+    assert_eq!(s.outbox_backlog().await.unwrap(), OutboxBacklog::default());
+    // Published events stay queryable until they are purged.
+    assert_eq!(
+        s.outbox_events(COUPON_CLAIMED, 1_000).await.unwrap().len(),
+        60
+    );
+}
+
+pub async fn purging_takes_only_published_events_older_than_the_cut(f: &dyn StoreFixture) {
+    sixty_claims(f).await;
+    let s = f.store();
+    let mut published = 0;
+    for p in 0..s.outbox_partitions() {
+        let seqs: Vec<i64> = s
+            .unpublished_events(p, 1_000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|(seq, _)| *seq)
+            .collect();
+        // Two thirds published: the first third long ago, the second third just now.
+        let third = seqs.len() / 3;
+        s.mark_published(p, &seqs[..third], 1_000).await.unwrap();
+        s.mark_published(p, &seqs[third..2 * third], 9_000)
+            .await
+            .unwrap();
+        published += 2 * third;
+        // The cut is between them; a limit of 1 takes one at a time.
+        let mut purged = 0;
+        loop {
+            let n = s.purge_published(p, 5_000, 1).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            assert_eq!(n, 1);
+            purged += 1;
+        }
+        assert_eq!(purged, third, "partition {p}");
+        let left = s.unpublished_events(p, 1_000).await.unwrap();
+        assert_eq!(
+            left.len(),
+            seqs.len() - 2 * third,
+            "unpublished events stay"
+        );
+    }
+    let remaining = s.outbox_events(COUPON_CLAIMED, 1_000).await.unwrap().len();
+    assert!(published > 0);
+    assert_eq!(
+        remaining,
+        60 - published / 2,
+        "only events published before the cut are gone"
+    );
+}
+
+pub async fn an_unknown_partition_is_an_error(f: &dyn StoreFixture) {
+    let s = f.store();
+    let n = s.outbox_partitions();
+    assert!(n >= 1);
+    assert!(s.unpublished_events(n, 10).await.is_err());
+    assert!(s.mark_published(n, &[1], 1).await.is_err());
+    assert!(s.purge_published(n, 1, 1).await.is_err());
+}
