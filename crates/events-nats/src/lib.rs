@@ -1,8 +1,10 @@
 //! The event publisher on NATS JetStream: each outbox event goes out as a CloudEvents 1.0
 //! JSON message on `<subject prefix>.<kind>`, with the event id as `Nats-Msg-Id` so the
 //! stream's duplicate window drops a repeat (a relay that lost an ack publishes again), and
-//! counts as published only once JetStream acknowledged it. The stream is created at start
-//! when missing.
+//! counts as published only once JetStream acknowledged it. The stream is created when
+//! missing, before the first publish (and again if an operator deleted it). Connecting never
+//! waits for the broker: while it is down, publishes fail as `Unavailable` and the relay
+//! retries.
 
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
 use async_trait::async_trait;
@@ -10,6 +12,7 @@ use stampede_core::claim_ports::OutboxEvent;
 use stampede_core::event_ports::{
     EventPublisher, PublishError, Published, cloud_event, subject_of,
 };
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Where and how events are published.
@@ -50,21 +53,27 @@ impl Default for NatsSettings {
 pub struct NatsPublisher {
     js: jetstream::Context,
     settings: NatsSettings,
+    /// The stream is known to exist.
+    stream_ready: AtomicBool,
 }
 
 impl NatsPublisher {
-    /// Connects and makes sure the stream exists with this deployment's subjects.
+    /// A publisher for `settings`. The connection is made (and remade) in the background, so
+    /// this returns at once even while the broker is down; only a malformed URL is an error.
     pub async fn connect(settings: NatsSettings) -> Result<Self, PublishError> {
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(settings.ack_timeout)
+            .retry_on_initial_connect()
             .connect(settings.url.as_str())
             .await
-            .map_err(|e| PublishError::Unavailable(format!("connect {}: {e}", settings.url)))?;
+            .map_err(|e| PublishError::Rejected(format!("connect {}: {e}", settings.url)))?;
         let mut js = jetstream::new(client);
         js.set_timeout(settings.ack_timeout);
-        let publisher = Self { js, settings };
-        publisher.ensure_stream().await?;
-        Ok(publisher)
+        Ok(Self {
+            js,
+            settings,
+            stream_ready: AtomicBool::new(false),
+        })
     }
 
     /// Creates the stream when it is missing; an existing one is used as it is configured.
@@ -80,8 +89,9 @@ impl NatsPublisher {
                 ..Default::default()
             })
             .await
-            .map(|_| ())
-            .map_err(|e| PublishError::Unavailable(format!("stream {}: {e}", s.stream)))
+            .map_err(|e| PublishError::Unavailable(format!("stream {}: {e}", s.stream)))?;
+        self.stream_ready.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// The JetStream context, for readers of the stream (tests, operators' tools).
@@ -97,6 +107,9 @@ impl NatsPublisher {
 #[async_trait]
 impl EventPublisher for NatsPublisher {
     async fn publish(&self, event: &OutboxEvent) -> Result<Published, PublishError> {
+        if !self.stream_ready.load(Ordering::Acquire) {
+            self.ensure_stream().await?;
+        }
         let body = cloud_event(event, &self.settings.source).to_string();
         let message = PublishMessage::build()
             .payload(body.into())
@@ -112,8 +125,12 @@ impl EventPublisher for NatsPublisher {
             })?
             .await
             .map_err(|e| match e.kind() {
-                // No stream takes the subject: a configuration problem, not an outage.
-                PublishErrorKind::StreamNotFound => PublishError::Rejected(e.to_string()),
+                // No stream takes the subject (deleted under us): refused now, and the next
+                // publish creates it again.
+                PublishErrorKind::StreamNotFound => {
+                    self.stream_ready.store(false, Ordering::Release);
+                    PublishError::Rejected(e.to_string())
+                }
                 _ => PublishError::Unavailable(e.to_string()),
             })?;
         Ok(Published {

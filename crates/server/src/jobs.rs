@@ -11,12 +11,13 @@ use anyhow::Context;
 use async_trait::async_trait;
 use stampede_core::AppError;
 use stampede_core::reminder_ports::ReminderNotifier;
+use stampede_events_nats::{NatsPublisher, NatsSettings};
 use stampede_hot_memory::MemoryRateLimiter;
 use stampede_hot_redis::Persister;
 use stampede_workers::{
     DistributionRunner, EndTemplates, Job, NotifyConfig, NotifyDistributions, ObserveOutbox,
-    PurgeIdempotencyKeys, PurgeReminders, ReleaseExpiredLocks, ReminderScheduler, Runner,
-    RunnerConfig, SchedulerConfig,
+    OutboxRelay, PurgeIdempotencyKeys, PurgeReminders, RelayConfig, ReleaseExpiredLocks,
+    ReminderScheduler, Runner, RunnerConfig, SchedulerConfig,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,9 +67,37 @@ pub async fn runner(inputs: JobInputs<'_>) -> anyhow::Result<Runner> {
     }));
     runner.register(Arc::new(ObserveOutbox {
         coupons: stores.coupons.clone(),
+        relay_enabled: settings.events.nats_url.is_some(),
         clock: services.clock.clone(),
         interval: w.outbox_observe_interval,
     }));
+    if let Some(url) = &settings.events.nats_url {
+        let e = &settings.events;
+        // Returns at once even while the broker is down: the relay retries.
+        let publisher = NatsPublisher::connect(NatsSettings {
+            url: url.clone(),
+            stream: e.stream.clone(),
+            subject_prefix: e.subject_prefix.clone(),
+            max_age: e.stream_max_age,
+            duplicate_window: e.duplicate_window,
+            source: e.source.clone(),
+            ack_timeout: e.ack_timeout,
+        })
+        .await
+        .context("events.nats_url")?;
+        runner.register(Arc::new(OutboxRelay::new(
+            stores.outbox.clone(),
+            Arc::new(publisher),
+            services.clock.clone(),
+            RelayConfig {
+                batch: e.relay_batch,
+                interval: e.relay_interval,
+                retention: e.retention,
+                min_backoff: e.relay_interval,
+                max_backoff: e.max_backoff,
+            },
+        )));
+    }
     runner.register(Arc::new(ReleaseExpiredLocks {
         settlements: use_cases.settlements.clone(),
         interval: settings.settlement.expiry_interval,

@@ -9,6 +9,7 @@ use futures::future::BoxFuture;
 use stampede_api::HealthCheck;
 use stampede_core::claim_ports::{ClaimJournalStore, ClaimLogStore, CouponStore};
 use stampede_core::distribution_ports::DistributionStore;
+use stampede_core::event_ports::OutboxStore;
 use stampede_core::flow::FlowRuleStore;
 use stampede_core::ports::Dependency;
 use stampede_core::ports::{AccountStore, TemplateStore};
@@ -29,6 +30,8 @@ pub struct Stores {
     pub settlements: Arc<dyn SettlementStore>,
     pub reminders: Arc<dyn ReminderStore>,
     pub flow_rules: Arc<dyn FlowRuleStore>,
+    /// The outbox as the event relay drains it.
+    pub outbox: Arc<dyn OutboxStore>,
     /// Distributed mode's claim-log bookkeeping (MySQL only).
     pub claim_log: Option<Arc<dyn ClaimLogStore>>,
     /// Where the embedded claim journal applies claims (SQLite only).
@@ -70,6 +73,7 @@ pub async fn open_with(settings: &Settings, breakers: &Breakers) -> anyhow::Resu
                 settlements: store.clone(),
                 reminders: store.clone(),
                 flow_rules: store.clone(),
+                outbox: store.clone(),
                 claim_log: None,
                 claim_journal: Some(store.clone()),
                 mysql: None,
@@ -101,6 +105,7 @@ pub async fn open_with(settings: &Settings, breakers: &Breakers) -> anyhow::Resu
                 settlements: shared.clone(),
                 reminders: shared.clone(),
                 flow_rules: shared.clone(),
+                outbox: shared.clone(),
                 claim_log: Some(shared),
                 claim_journal: None,
                 pool_stats: {

@@ -158,6 +158,7 @@ pub fn metrics_renderer(
     stampede_api::flow::register_metrics();
     stampede_workers::distribution::register_metrics();
     stampede_workers::reminders::register_metrics();
+    stampede_workers::relay::register_metrics();
     if memory.is_none() {
         stampede_hot_redis::connection::register_metrics();
     }

@@ -93,13 +93,15 @@ impl Job for ReleaseExpiredLocks {
 pub const OUTBOX_BACKLOG: &str = "stampede_outbox_backlog_events";
 /// Gauge: age in seconds of the oldest unpublished outbox event; 0 when there is none.
 pub const OUTBOX_OLDEST_AGE: &str = "stampede_outbox_oldest_age_seconds";
-/// Gauge: 1 when a relay publishes the outbox. No relay ships yet, so events stay in the
-/// outbox (queryable) and the age alert, which requires this to be 1, stays quiet.
+/// Gauge: 1 when this node runs the event relay (`events.nats_url` set). Without one, events
+/// stay in the outbox (queryable) and the age alert, which requires this to be 1, stays quiet.
 pub const OUTBOX_RELAY_ENABLED: &str = "stampede_outbox_relay_enabled";
 
 /// Reads the outbox's backlog into the gauges above, every `interval`.
 pub struct ObserveOutbox {
     pub coupons: Arc<dyn stampede_core::claim_ports::CouponStore>,
+    /// Whether this node runs the event relay (`events.nats_url`).
+    pub relay_enabled: bool,
     pub clock: Arc<dyn stampede_core::clock::Clock>,
     pub interval: Duration,
 }
@@ -119,7 +121,7 @@ impl Job for ObserveOutbox {
     }
 
     async fn run_once(&self) -> Result<usize, AppError> {
-        metrics::gauge!(OUTBOX_RELAY_ENABLED).set(0.0);
+        metrics::gauge!(OUTBOX_RELAY_ENABLED).set(if self.relay_enabled { 1.0 } else { 0.0 });
         let backlog = self.coupons.outbox_backlog().await?;
         metrics::gauge!(OUTBOX_BACKLOG).set(backlog.events as f64);
         let now = stampede_domain::time::to_ms(self.clock.now());

@@ -9,6 +9,7 @@
 pub mod distribution;
 mod jobs;
 pub mod notify;
+pub mod relay;
 pub mod reminder_notify;
 pub mod reminders;
 mod runner;
@@ -17,6 +18,7 @@ mod seen;
 pub use distribution::{DistributionRunner, RunEnd, RunnerConfig};
 pub use jobs::{EndTemplates, ObserveOutbox, PurgeIdempotencyKeys, ReleaseExpiredLocks};
 pub use notify::{NotifyConfig, NotifyDistributions};
+pub use relay::{OutboxRelay, RelayConfig};
 pub use reminder_notify::{EmailConfig, EmailNotifier, WebhookConfig, WebhookNotifier};
 pub use reminders::{PurgeReminders, ReminderScheduler, SchedulerConfig};
 pub use runner::{Job, Runner};

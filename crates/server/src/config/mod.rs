@@ -8,6 +8,7 @@ mod auth;
 mod discovery;
 mod distribution;
 mod engine;
+mod events;
 mod flow;
 mod load;
 mod reminder;
@@ -22,6 +23,7 @@ pub use auth::{AuthSettings, IdSettings, Secret};
 pub use discovery::DiscoverySettings;
 pub use distribution::DistributionSettings;
 pub use engine::{EngineSettings, RedisSettings};
+pub use events::EventSettings;
 pub use flow::FlowSettings;
 pub use load::{Loaded, Overrides};
 pub use reminder::ReminderSettings;
@@ -53,6 +55,7 @@ pub struct Settings {
     pub resilience: ResilienceSettings,
     pub flow: FlowSettings,
     pub discovery: DiscoverySettings,
+    pub events: EventSettings,
 }
 
 /// The claim journal's directory, under the data dir.
