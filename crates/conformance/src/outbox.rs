@@ -7,6 +7,10 @@ use stampede_core::claim_ports::{ClaimRecord, OutboxBacklog};
 use stampede_core::events::COUPON_CLAIMED;
 use std::collections::BTreeSet;
 
+fn ms(n: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_millisecond(1_800_000_000_000 + n).unwrap()
+}
+
 /// Runs every `OutboxStore` scenario; see the crate docs.
 #[macro_export]
 macro_rules! outbox_store_suite {
@@ -19,6 +23,7 @@ macro_rules! outbox_store_suite {
                 marking_is_idempotent_and_drains_the_backlog,
                 purging_takes_only_published_events_older_than_the_cut,
                 an_unknown_partition_is_an_error,
+                one_relay_at_a_time_holds_a_partition,
             );
         }
     };
@@ -150,4 +155,73 @@ pub async fn an_unknown_partition_is_an_error(f: &dyn StoreFixture) {
     assert!(s.unpublished_events(n, 10).await.is_err());
     assert!(s.mark_published(n, &[1], 1).await.is_err());
     assert!(s.purge_published(n, 1, 1).await.is_err());
+}
+
+pub async fn one_relay_at_a_time_holds_a_partition(f: &dyn StoreFixture) {
+    let s = f.store();
+    for p in 0..s.outbox_partitions() {
+        let a = s
+            .lease_outbox_partition(p, "node-a", ms(0), ms(1_000))
+            .await
+            .unwrap()
+            .expect("a free partition is granted");
+        assert_eq!((a.partition, a.owner.as_str()), (p, "node-a"));
+        assert!(
+            s.lease_outbox_partition(p, "node-b", ms(10), ms(1_010))
+                .await
+                .unwrap()
+                .is_none(),
+            "held until it expires"
+        );
+        let renewed = s
+            .lease_outbox_partition(p, "node-a", ms(500), ms(1_500))
+            .await
+            .unwrap()
+            .expect("its holder renews it");
+        assert_eq!(renewed.token, a.token, "renewing keeps the token");
+        // Expired: another node takes it, with a new token; the old holder cannot renew.
+        let b = s
+            .lease_outbox_partition(p, "node-b", ms(1_500), ms(2_500))
+            .await
+            .unwrap()
+            .expect("an expired lease is taken over");
+        assert!(b.token > a.token);
+        assert!(
+            s.lease_outbox_partition(p, "node-a", ms(1_600), ms(2_600))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // A stale release does nothing; the holder's frees it at once.
+        s.release_outbox_partition(&a).await.unwrap();
+        assert!(
+            s.lease_outbox_partition(p, "node-a", ms(1_700), ms(2_700))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        s.release_outbox_partition(&b).await.unwrap();
+        let again = s
+            .lease_outbox_partition(p, "node-a", ms(1_800), ms(2_800))
+            .await
+            .unwrap()
+            .expect("released: free again");
+        assert!(again.token > b.token);
+    }
+    // Partitions are leased independently, and owners are checked.
+    if s.outbox_partitions() > 1 {
+        assert!(
+            s.lease_outbox_partition(1, "node-z", ms(1_900), ms(2_900))
+                .await
+                .unwrap()
+                .is_none(),
+            "partition 1 is node-a's"
+        );
+    }
+    assert!(s.lease_outbox_partition(0, "", ms(0), ms(1)).await.is_err());
+    assert!(
+        s.lease_outbox_partition(0, &"x".repeat(65), ms(0), ms(1))
+            .await
+            .is_err()
+    );
 }

@@ -4,7 +4,9 @@
 
 use crate::claim_ports::OutboxEvent;
 use crate::ports::StoreError;
+pub use crate::reminder_ports::PartitionLease;
 use async_trait::async_trait;
+use jiff::Timestamp;
 
 /// What the broker answered for one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +72,21 @@ pub trait OutboxStore: Send + Sync + 'static {
         before_ms: i64,
         limit: u32,
     ) -> Result<u64, StoreError>;
+
+    /// Takes or renews the relay lease of `partition` until `until`: granted when it is free,
+    /// expired (`until ≤ now`) or already `owner`'s, so one node at a time publishes a
+    /// partition. Renewing keeps the token; `owner` must be unique per process (1–64
+    /// characters, no trailing space).
+    async fn lease_outbox_partition(
+        &self,
+        partition: u32,
+        owner: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Option<PartitionLease>, StoreError>;
+
+    /// Gives the lease up early (only if still `lease`'s), so another node need not wait.
+    async fn release_outbox_partition(&self, lease: &PartitionLease) -> Result<(), StoreError>;
 }
 
 /// The CloudEvents 1.0 JSON envelope of an outbox event: `id` (the event id, stable across

@@ -95,6 +95,9 @@ pub async fn runner(inputs: JobInputs<'_>) -> anyhow::Result<Runner> {
                 retention: e.retention,
                 min_backoff: e.relay_interval,
                 max_backoff: e.max_backoff,
+                // Process-unique: a restarted node waits out its predecessor's leases.
+                owner: services.node.to_string(),
+                lease: e.lease,
             },
         )));
     }

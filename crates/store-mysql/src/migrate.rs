@@ -79,6 +79,12 @@ const MIGRATIONS: &[Migration] = &[
         sharded: include_str!("../migrations/0008_outbox_trace.sharded.sql"),
         global: "",
     },
+    Migration {
+        version: 9,
+        description: "outbox relay leases",
+        sharded: include_str!("../migrations/0009_outbox_leases.sharded.sql"),
+        global: "",
+    },
 ];
 
 /// "Duplicate column name": a column addition that already happened (MySQL, unlike MariaDB,

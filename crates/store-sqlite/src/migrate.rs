@@ -74,6 +74,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         description: "outbox events' traceparent",
         sql: include_str!("../migrations/0011_outbox_trace.sql"),
     },
+    Migration {
+        version: 12,
+        description: "outbox relay leases",
+        sql: include_str!("../migrations/0012_outbox_leases.sql"),
+    },
 ];
 
 /// Applies every migration not yet recorded; returns how many it applied.

@@ -1,4 +1,6 @@
-//! The outbox relay: publishes the outbox's events to the broker. Per partition, unpublished
+//! The outbox relay: publishes the outbox's events to the broker. Each node runs one; a
+//! partition is published by the node holding its lease (renewed every step, taken over by
+//! another node once a dead holder's lease expires). Per partition, unpublished
 //! events go out in write order, each acknowledged before the next is sent, and are marked
 //! published after. So a relay never reorders a partition, and relays racing on one partition
 //! (or one retrying after a lost ack) store nothing twice: the broker drops a repeated event
@@ -42,6 +44,11 @@ pub struct RelayConfig {
     /// First pause after a failed publish; doubles up to `max_backoff`.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// This process's lease owner name (unique per process, 1–64 characters).
+    pub owner: String,
+    /// How long a partition lease lasts without a step renewing it: a dead node's partitions
+    /// wait this long for another node.
+    pub lease: Duration,
 }
 
 impl Default for RelayConfig {
@@ -52,6 +59,8 @@ impl Default for RelayConfig {
             retention: Duration::from_secs(24 * 3600),
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
+            owner: "relay".into(),
+            lease: Duration::from_secs(30),
         }
     }
 }
@@ -155,13 +164,25 @@ impl Job for OutboxRelay {
     }
 
     async fn run_once(&self) -> Result<usize, AppError> {
-        let now_ms = to_ms(self.clock.now());
+        let now = self.clock.now();
+        let now_ms = to_ms(now);
         if now_ms < self.waiting_until() {
             return Ok(0);
         }
+        let until = now
+            .checked_add(jiff::SignedDuration::try_from(self.config.lease).unwrap_or_default())
+            .unwrap_or(now);
         // The step counts the busiest partition: a full batch anywhere runs the next at once.
         let mut busiest = 0;
         for partition in 0..self.outbox.outbox_partitions() {
+            // Another node's partition is its to publish.
+            let leased = self
+                .outbox
+                .lease_outbox_partition(partition, &self.config.owner, now, until)
+                .await?;
+            if leased.is_none() {
+                continue;
+            }
             let (published, broke) = self.drain(partition, now_ms).await?;
             busiest = busiest.max(published);
             if broke {
@@ -196,9 +217,12 @@ mod tests {
     /// One stored event: `(seq, event, published_at_ms)`.
     type Row = (i64, OutboxEvent, Option<i64>);
 
-    /// Partitions of rows.
+    /// Partitions of rows, and who holds which partition until when.
     #[derive(Default)]
-    struct Outbox(Mutex<Vec<Vec<Row>>>);
+    struct Outbox(
+        Mutex<Vec<Vec<Row>>>,
+        Mutex<std::collections::HashMap<u32, (String, jiff::Timestamp)>>,
+    );
 
     impl Outbox {
         fn with(partitions: usize, per: i64) -> Self {
@@ -220,7 +244,7 @@ mod tests {
                         .collect()
                 })
                 .collect();
-            Self(Mutex::new(parts))
+            Self(Mutex::new(parts), Mutex::default())
         }
 
         fn unpublished(&self) -> usize {
@@ -257,6 +281,34 @@ mod tests {
                 }
             }
             Ok(n)
+        }
+        async fn lease_outbox_partition(
+            &self,
+            p: u32,
+            owner: &str,
+            now: jiff::Timestamp,
+            until: jiff::Timestamp,
+        ) -> Result<Option<stampede_core::event_ports::PartitionLease>, StoreError> {
+            let mut held = self.1.lock().unwrap();
+            let free = match held.get(&p) {
+                Some((o, u)) => o == owner || *u <= now,
+                None => true,
+            };
+            if !free {
+                return Ok(None);
+            }
+            held.insert(p, (owner.to_owned(), until));
+            Ok(Some(stampede_core::event_ports::PartitionLease {
+                partition: p,
+                owner: owner.to_owned(),
+                token: 1,
+            }))
+        }
+        async fn release_outbox_partition(
+            &self,
+            _: &stampede_core::event_ports::PartitionLease,
+        ) -> Result<(), StoreError> {
+            Ok(())
         }
         async fn purge_published(
             &self,
@@ -347,6 +399,8 @@ mod tests {
                 retention: Duration::from_secs(60),
                 min_backoff: Duration::from_millis(100),
                 max_backoff: Duration::from_millis(400),
+                owner: "node-1".into(),
+                lease: Duration::from_secs(30),
             },
         )
     }
@@ -438,5 +492,36 @@ mod tests {
         clock.advance_ms(60_001);
         r.run_once().await.unwrap();
         assert!(outbox.0.lock().unwrap()[0].is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_partition_another_node_holds_is_left_to_it_until_its_lease_expires() {
+        let outbox = Arc::new(Outbox::with(2, 5));
+        let clock = FixedClock::at_ms(1_000_000);
+        let other_until = clock
+            .now()
+            .checked_add(jiff::SignedDuration::from_secs(30))
+            .unwrap();
+        outbox
+            .1
+            .lock()
+            .unwrap()
+            .insert(1, ("node-2".into(), other_until));
+        let broker = Arc::new(Broker::default());
+        let r = relay(outbox.clone(), broker.clone(), clock.clone());
+        r.run_once().await.unwrap();
+        assert_eq!(outbox.unpublished(), 5, "partition 1 is node-2's");
+        assert!(
+            broker
+                .stored
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|id| id.starts_with("e0-"))
+        );
+        // node-2 died: once its lease runs out, this node takes the partition over.
+        clock.advance_ms(30_000);
+        r.run_once().await.unwrap();
+        assert_eq!(outbox.unpublished(), 0);
     }
 }

@@ -38,6 +38,10 @@ pub struct EventSettings {
     /// How long a published event stays in the outbox before it is purged. Default 24 h.
     #[serde(rename = "retention_secs", with = "units::secs")]
     pub retention: Duration,
+    /// A node's lease on an outbox partition, renewed every relay step: a dead node's
+    /// partitions are published by another after this. Default 30 s.
+    #[serde(rename = "lease_secs", with = "units::secs")]
+    pub lease: Duration,
 }
 
 impl Default for EventSettings {
@@ -54,6 +58,7 @@ impl Default for EventSettings {
             ack_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(10),
             retention: Duration::from_secs(24 * 3600),
+            lease: Duration::from_secs(30),
         }
     }
 }

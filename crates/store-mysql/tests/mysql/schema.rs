@@ -32,7 +32,7 @@ async fn migrating_again_is_a_noop(ctx: Ctx) {
                 .fetch_all(&pool)
                 .await
                 .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
         pool.close().await;
     }
 }
@@ -68,8 +68,11 @@ async fn schema_matches_the_shared_records(ctx: Ctx) {
     let goods_columns = vec!["goods_id", "template_id"];
     for (i, url) in ctx.cfg.databases.iter().enumerate() {
         let pool = MySqlPool::connect(url).await.unwrap();
-        let mut expected: Vec<String> =
-            vec!["schema_migrations".to_owned(), "reminder_leases".to_owned()];
+        let mut expected: Vec<String> = vec![
+            "schema_migrations".to_owned(),
+            "reminder_leases".to_owned(),
+            "outbox_leases".to_owned(),
+        ];
         for t in 0..tables {
             expected.extend([
                 format!("templates_{t}"),
@@ -94,6 +97,7 @@ async fn schema_matches_the_shared_records(ctx: Ctx) {
                 (format!("reminders_{t}"), &reminder_columns),
                 (format!("template_goods_{t}"), &goods_columns),
                 ("reminder_leases".to_owned(), &lease_columns),
+                ("outbox_leases".to_owned(), &lease_columns),
             ] {
                 let columns: Vec<String> = sqlx::query_scalar(
                     "SELECT CAST(column_name AS CHAR) FROM information_schema.columns \
@@ -165,7 +169,7 @@ async fn a_database_from_before_distributions_is_upgraded(ctx: Ctx) {
                 .fetch_all(&pool)
                 .await
                 .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
         let names = table_names(&pool).await;
         assert!(names.contains(&"distributions_0".to_owned()), "{names:?}");
         pool.close().await;
