@@ -65,6 +65,7 @@ mod directory;
 mod distributions;
 mod error;
 mod flow;
+mod leases;
 mod listing;
 mod migrate;
 mod outbox;

@@ -3,6 +3,7 @@
 //! its own database.
 
 use crate::MysqlStore;
+use crate::leases::{self, LeaseTable};
 use crate::router::Shard;
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -10,8 +11,7 @@ use sqlx::AssertSqlSafe;
 use stampede_core::claim_ports::OutboxEvent;
 use stampede_core::event_ports::{OutboxStore, PartitionLease};
 use stampede_core::ports::StoreError;
-use stampede_domain::time::to_ms;
-use stampede_store_sql::{Columns, SqlRow, db_err, refused};
+use stampede_store_sql::{Columns, SqlRow, db_err};
 
 /// Positions marked per statement.
 const MARK_CHUNK: usize = 500;
@@ -118,68 +118,15 @@ impl OutboxStore for MysqlStore {
         now: Timestamp,
         until: Timestamp,
     ) -> Result<Option<PartitionLease>, StoreError> {
-        if owner.is_empty() || owner.chars().count() > 64 || owner.ends_with(' ') {
-            return Err(refused(format!(
-                "lease owner {owner:?}: 1 to 64 characters, no trailing space"
-            )));
-        }
         let shard = self.outbox_shard(partition)?;
-        let pool = self.pool(shard.database);
         let part = i64::try_from(shard.table).unwrap_or(i64::MAX);
-        // The row is made outside the transaction: an ignored duplicate insert holds a shared
-        // lock, and two contenders upgrading theirs would deadlock.
-        sqlx::query(
-            "INSERT IGNORE INTO outbox_leases (part, owner, token, until_ms) VALUES (?, '', 0, 0)",
-        )
-        .bind(part)
-        .execute(pool)
-        .await
-        .map_err(db_err)?;
-        let mut tx = pool.begin().await.map_err(db_err)?;
-        // One conditional write decides; `token` is assigned before `owner`, so it sees the
-        // previous holder.
-        let granted = sqlx::query(
-            "UPDATE outbox_leases SET token = IF(owner = ?, token, token + 1), owner = ?, \
-             until_ms = ? WHERE part = ? AND (owner = ? OR until_ms <= ?)",
-        )
-        .bind(owner)
-        .bind(owner)
-        .bind(to_ms(until))
-        .bind(part)
-        .bind(owner)
-        .bind(to_ms(now))
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?
-        .rows_affected();
-        if granted != 1 {
-            tx.rollback().await.map_err(db_err)?;
-            return Ok(None);
-        }
-        let token: i64 = sqlx::query_scalar("SELECT token FROM outbox_leases WHERE part = ?")
-            .bind(part)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(Some(PartitionLease {
-            partition,
-            owner: owner.to_owned(),
-            token,
-        }))
+        let pool = self.pool(shard.database);
+        leases::take(pool, LeaseTable::Outbox, part, partition, owner, now, until).await
     }
 
     async fn release_outbox_partition(&self, lease: &PartitionLease) -> Result<(), StoreError> {
         let shard = self.outbox_shard(lease.partition)?;
-        sqlx::query(
-            "UPDATE outbox_leases SET until_ms = 0 WHERE part = ? AND owner = ? AND token = ?",
-        )
-        .bind(i64::try_from(shard.table).unwrap_or(i64::MAX))
-        .bind(lease.owner.as_str())
-        .bind(lease.token)
-        .execute(self.pool(shard.database))
-        .await
-        .map_err(db_err)?;
-        Ok(())
+        let part = i64::try_from(shard.table).unwrap_or(i64::MAX);
+        leases::release(self.pool(shard.database), LeaseTable::Outbox, part, lease).await
     }
 }

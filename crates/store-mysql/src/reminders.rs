@@ -13,6 +13,7 @@
 
 use crate::MysqlStore;
 use crate::coupons::{CHUNK_ROWS, Q, insert_records};
+use crate::leases::{self, LeaseTable};
 use crate::router::{MAX_SHARDS, Shard};
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -30,9 +31,6 @@ use stampede_domain::time::to_ms;
 use stampede_store_sql::{SqlRow, db_err, refused};
 
 const COLUMNS: &str = ReminderRecord::COLUMNS;
-
-/// The width of `reminder_leases.owner`.
-const MAX_OWNER_CHARS: usize = 64;
 
 /// Every bit a reminder can use.
 fn valid_bits() -> u64 {
@@ -52,17 +50,6 @@ fn row_of(r: &MySqlRow) -> Result<ReminderRow, StoreError> {
 fn part(shard: Shard) -> i64 {
     // A table index is below MAX_SHARDS.
     shard.table as i64
-}
-
-/// An owner the lease row stores and compares exactly: the column's width, not empty (the
-/// value of a row nobody took yet), no trailing spaces (PAD SPACE collations ignore them).
-fn check_owner(owner: &str) -> Result<(), StoreError> {
-    if owner.is_empty() || owner.chars().count() > MAX_OWNER_CHARS || owner.ends_with(' ') {
-        return Err(refused(format!(
-            "lease owner {owner:?}: 1 to {MAX_OWNER_CHARS} characters, no trailing space"
-        )));
-    }
-    Ok(())
 }
 
 /// One multi-table `UPDATE` applying `rows` `RowUpdate`s, joined by primary key to a derived
@@ -260,65 +247,24 @@ impl ReminderStore for MysqlStore {
         now: Timestamp,
         until: Timestamp,
     ) -> Result<Option<PartitionLease>, StoreError> {
-        check_owner(owner)?;
         let shard = self.partition(p)?;
         let pool = self.pool(shard.database);
-        // The row is made outside the transaction: an ignored duplicate insert holds a shared
-        // lock, and two contenders upgrading theirs would deadlock.
-        sqlx::query(
-            "INSERT IGNORE INTO reminder_leases (part, owner, token, until_ms) VALUES (?, '', 0, 0)",
+        leases::take(
+            pool,
+            LeaseTable::Reminders,
+            part(shard),
+            p,
+            owner,
+            now,
+            until,
         )
-        .bind(part(shard))
-        .execute(pool)
         .await
-        .map_err(db_err)?;
-        let mut tx = pool.begin().await.map_err(db_err)?;
-        // One conditional write decides: a contender waits for the row lock, then finds the
-        // condition false. `token` is assigned before `owner`, so it sees the previous holder.
-        let granted = sqlx::query(
-            "UPDATE reminder_leases SET token = IF(owner = ?, token, token + 1), owner = ?, \
-             until_ms = ? WHERE part = ? AND (owner = ? OR until_ms <= ?)",
-        )
-        .bind(owner)
-        .bind(owner)
-        .bind(to_ms(until))
-        .bind(part(shard))
-        .bind(owner)
-        .bind(to_ms(now))
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?
-        .rows_affected();
-        if granted != 1 {
-            tx.rollback().await.map_err(db_err)?;
-            return Ok(None);
-        }
-        // Still under this transaction's row lock: the token just written.
-        let token: i64 = sqlx::query_scalar("SELECT token FROM reminder_leases WHERE part = ?")
-            .bind(part(shard))
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(Some(PartitionLease {
-            partition: p,
-            owner: owner.to_owned(),
-            token,
-        }))
     }
 
     async fn release_partition(&self, lease: &PartitionLease) -> Result<(), StoreError> {
         let shard = self.partition(lease.partition)?;
-        sqlx::query(
-            "UPDATE reminder_leases SET until_ms = 0 WHERE part = ? AND owner = ? AND token = ?",
-        )
-        .bind(part(shard))
-        .bind(lease.owner.as_str())
-        .bind(lease.token)
-        .execute(self.pool(shard.database))
-        .await
-        .map_err(db_err)?;
-        Ok(())
+        let pool = self.pool(shard.database);
+        leases::release(pool, LeaseTable::Reminders, part(shard), lease).await
     }
 
     /// Ties on `next_due` by user, then template (the order of the `next_due_ms` index).
@@ -413,15 +359,6 @@ mod tests {
             assert_eq!(sql.matches('?').count(), rows * 5 + 1);
             assert_eq!(sql.matches("UNION ALL").count(), rows - 1);
             assert!(sql.starts_with("UPDATE reminders_3 r JOIN (SELECT"));
-        }
-    }
-
-    #[test]
-    fn owners_are_checked() {
-        assert!(check_owner("node-1").is_ok());
-        assert!(check_owner(&"é".repeat(64)).is_ok());
-        for bad in ["", "node ", &"x".repeat(65)] {
-            assert!(check_owner(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -31,6 +31,7 @@ pub mod backup;
 mod coupons;
 mod distributions;
 mod flow;
+mod leases;
 mod migrate;
 mod outbox;
 mod reminders;

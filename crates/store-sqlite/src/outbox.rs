@@ -2,14 +2,14 @@
 //! partition, read in `seq` order.
 
 use crate::SqliteStore;
+use crate::leases::{self, LeaseTable};
 use async_trait::async_trait;
 use jiff::Timestamp;
 use sqlx::AssertSqlSafe;
 use stampede_core::claim_ports::OutboxEvent;
 use stampede_core::event_ports::{OutboxStore, PartitionLease};
 use stampede_core::ports::StoreError;
-use stampede_domain::time::to_ms;
-use stampede_store_sql::{Columns, SqlRow, db_err, refused};
+use stampede_store_sql::{Columns, SqlRow, db_err};
 
 /// Positions marked per statement (well under SQLite's variable limit).
 const MARK_CHUNK: usize = 500;
@@ -104,49 +104,19 @@ impl OutboxStore for SqliteStore {
         until: Timestamp,
     ) -> Result<Option<PartitionLease>, StoreError> {
         only_partition(partition)?;
-        check_owner(owner)?;
-        let token: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO outbox_leases (part, owner, token, until_ms) VALUES (?1, ?2, 1, ?3) \
-             ON CONFLICT (part) DO UPDATE SET \
-             token = CASE WHEN owner = excluded.owner THEN token ELSE token + 1 END, \
-             owner = excluded.owner, until_ms = excluded.until_ms \
-             WHERE outbox_leases.owner = excluded.owner OR outbox_leases.until_ms <= ?4 \
-             RETURNING token",
-        )
-        .bind(i64::from(partition))
-        .bind(owner)
-        .bind(to_ms(until))
-        .bind(to_ms(now))
-        .fetch_optional(&self.writer)
-        .await
-        .map_err(db_err)?;
-        Ok(token.map(|token| PartitionLease {
+        leases::take(
+            &self.writer,
+            LeaseTable::Outbox,
             partition,
-            owner: owner.to_owned(),
-            token,
-        }))
+            owner,
+            now,
+            until,
+        )
+        .await
     }
 
     async fn release_outbox_partition(&self, lease: &PartitionLease) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE outbox_leases SET until_ms = 0 WHERE part = ? AND owner = ? AND token = ?",
-        )
-        .bind(i64::from(lease.partition))
-        .bind(lease.owner.as_str())
-        .bind(lease.token)
-        .execute(&self.writer)
-        .await
-        .map_err(db_err)?;
-        Ok(())
+        only_partition(lease.partition)?;
+        leases::release(&self.writer, LeaseTable::Outbox, lease).await
     }
-}
-
-/// The lease owner's rules (the same in every adapter: MySQL's column is 64 characters).
-fn check_owner(owner: &str) -> Result<(), StoreError> {
-    if owner.is_empty() || owner.chars().count() > 64 || owner.ends_with(' ') {
-        return Err(refused(format!(
-            "lease owner {owner:?}: 1 to 64 characters, no trailing space"
-        )));
-    }
-    Ok(())
 }

@@ -4,6 +4,7 @@
 
 use crate::SqliteStore;
 use crate::coupons::{MultiInsert, Query};
+use crate::leases::{self, LeaseTable};
 use async_trait::async_trait;
 use futures::FutureExt;
 use jiff::Timestamp;
@@ -170,39 +171,11 @@ impl ReminderStore for SqliteStore {
         until: Timestamp,
     ) -> Result<Option<PartitionLease>, StoreError> {
         only_partition(p)?;
-        let token: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO reminder_leases (part, owner, token, until_ms) VALUES (?1, ?2, 1, ?3) \
-             ON CONFLICT (part) DO UPDATE SET \
-             token = CASE WHEN owner = excluded.owner THEN token ELSE token + 1 END, \
-             owner = excluded.owner, until_ms = excluded.until_ms \
-             WHERE reminder_leases.owner = excluded.owner OR reminder_leases.until_ms <= ?4 \
-             RETURNING token",
-        )
-        .bind(i64::from(p))
-        .bind(owner)
-        .bind(to_ms(until))
-        .bind(to_ms(now))
-        .fetch_optional(&self.writer)
-        .await
-        .map_err(db_err)?;
-        Ok(token.map(|token| PartitionLease {
-            partition: p,
-            owner: owner.to_owned(),
-            token,
-        }))
+        leases::take(&self.writer, LeaseTable::Reminders, p, owner, now, until).await
     }
 
     async fn release_partition(&self, lease: &PartitionLease) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE reminder_leases SET until_ms = 0 WHERE part = ? AND owner = ? AND token = ?",
-        )
-        .bind(i64::from(lease.partition))
-        .bind(lease.owner.as_str())
-        .bind(lease.token)
-        .execute(&self.writer)
-        .await
-        .map_err(db_err)?;
-        Ok(())
+        leases::release(&self.writer, LeaseTable::Reminders, lease).await
     }
 
     async fn due_reminders(
