@@ -7,37 +7,8 @@ use sqlx::{AssertSqlSafe, MySqlPool};
 use stampede_core::ports::StoreError;
 use stampede_core::reminder_ports::PartitionLease;
 use stampede_domain::time::to_ms;
-use stampede_store_sql::{db_err, refused};
-
-/// The longest owner the lease tables store.
-pub(crate) const MAX_OWNER_CHARS: usize = 64;
-
-/// The lease tables (names interpolated into SQL, so only these).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum LeaseTable {
-    Reminders,
-    Outbox,
-}
-
-impl LeaseTable {
-    fn name(self) -> &'static str {
-        match self {
-            LeaseTable::Reminders => "reminder_leases",
-            LeaseTable::Outbox => "outbox_leases",
-        }
-    }
-}
-
-/// An owner the lease row stores and compares exactly: the column's width, not empty (the
-/// value of a row nobody took yet), no trailing spaces (PAD SPACE collations ignore them).
-pub(crate) fn check_owner(owner: &str) -> Result<(), StoreError> {
-    if owner.is_empty() || owner.chars().count() > MAX_OWNER_CHARS || owner.ends_with(' ') {
-        return Err(refused(format!(
-            "lease owner {owner:?}: 1 to {MAX_OWNER_CHARS} characters, no trailing space"
-        )));
-    }
-    Ok(())
-}
+use stampede_store_sql::db_err;
+pub(crate) use stampede_store_sql::leases::{LeaseTable, check_owner};
 
 /// Takes or renews the lease of `partition` (row `part` of `table` in `pool`'s database)
 /// until `until`.
@@ -117,18 +88,4 @@ pub(crate) async fn release(
     .await
     .map_err(db_err)?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn owners_are_checked() {
-        assert!(check_owner("node-1").is_ok());
-        assert!(check_owner(&"é".repeat(64)).is_ok());
-        for bad in ["", "node ", &"x".repeat(65)] {
-            assert!(check_owner(bad).is_err(), "{bad:?}");
-        }
-    }
 }

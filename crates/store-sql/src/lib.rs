@@ -11,6 +11,7 @@
 //!   accounts): its column list in bind order, how it is read and how it is bound; plus the
 //!   settlement readers.
 //! - `pool`: a connection pool's occupancy for `/metrics`.
+//! - `leases`: the partition-lease tables and owner rules (the grant's upsert is dialect's).
 //! - `text`: SQL text both dialects accept: placeholder lists, multi-row inserts, the template
 //!   and coupon status conditions, `LIKE` escaping.
 //!
@@ -19,6 +20,7 @@
 
 pub mod columns;
 pub mod error;
+pub mod leases;
 pub mod pool;
 pub mod rows;
 pub mod text;

@@ -7,33 +7,8 @@ use sqlx::{AssertSqlSafe, SqlitePool};
 use stampede_core::ports::StoreError;
 use stampede_core::reminder_ports::PartitionLease;
 use stampede_domain::time::to_ms;
-use stampede_store_sql::{db_err, refused};
-
-/// The lease tables (names interpolated into SQL, so only these).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum LeaseTable {
-    Reminders,
-    Outbox,
-}
-
-impl LeaseTable {
-    fn name(self) -> &'static str {
-        match self {
-            LeaseTable::Reminders => "reminder_leases",
-            LeaseTable::Outbox => "outbox_leases",
-        }
-    }
-}
-
-/// The owner rules every adapter shares (MySQL's column is 64 characters).
-pub(crate) fn check_owner(owner: &str) -> Result<(), StoreError> {
-    if owner.is_empty() || owner.chars().count() > 64 || owner.ends_with(' ') {
-        return Err(refused(format!(
-            "lease owner {owner:?}: 1 to 64 characters, no trailing space"
-        )));
-    }
-    Ok(())
-}
+use stampede_store_sql::db_err;
+pub(crate) use stampede_store_sql::leases::{LeaseTable, check_owner};
 
 /// Takes or renews `partition`'s lease in `table` until `until`.
 pub(crate) async fn take(

@@ -86,11 +86,16 @@ async fn drop_stream(reader: &NatsSettings) {
     }
 }
 
-fn claimed_ids(coupons: &[String]) -> Vec<String> {
-    coupons
+/// The stream holds exactly one `coupon.claimed` event per coupon of `coupons`.
+async fn assert_once_each(reader: &NatsSettings, coupons: &[String], why: &str) {
+    let mut got = stream_ids(reader).await;
+    got.sort();
+    let mut want: Vec<String> = coupons
         .iter()
         .map(|c| format!("coupon.claimed:{c}"))
-        .collect()
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "{why}");
 }
 
 #[tokio::test]
@@ -99,11 +104,7 @@ async fn every_claim_reaches_the_stream_once_as_a_cloudevent() {
     let t = open_sale(&app).await;
     let coupons = claim_all(&app, &t, 1..31).await;
     app.drain().await;
-    let mut got = stream_ids(&reader).await;
-    got.sort();
-    let mut want = claimed_ids(&coupons);
-    want.sort();
-    assert_eq!(got, want, "one message per claim");
+    assert_once_each(&reader, &coupons, "one message per claim").await;
     assert_eq!(
         app.coupons
             .outbox_backlog()
@@ -216,10 +217,11 @@ async fn a_broker_outage_delays_events_and_loses_none() {
         backlog, 0,
         "the backlog drains by itself once the broker is back"
     );
-    let mut got = stream_ids(&reader).await;
-    got.sort();
-    let mut want = claimed_ids(&coupons);
-    want.sort();
-    assert_eq!(got, want, "every claim once, none lost across the outage");
+    assert_once_each(
+        &reader,
+        &coupons,
+        "every claim once, none lost across the outage",
+    )
+    .await;
     nats.kill();
 }
