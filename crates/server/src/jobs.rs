@@ -95,8 +95,11 @@ pub async fn runner(inputs: JobInputs<'_>) -> anyhow::Result<Runner> {
                 retention: e.retention,
                 min_backoff: e.relay_interval,
                 max_backoff: e.max_backoff,
-                // Process-unique: a restarted node waits out its predecessor's leases.
-                owner: services.node.to_string(),
+                // As for distribution tasks: distributed nodes are process-unique, the one
+                // embedded process keeps its name, so a restart resumes at once instead of
+                // waiting out its predecessor's leases (ordered, acknowledged publishing makes
+                // an overlap harmless anyway).
+                owner: services.node.distribution_owner(settings.storage.backend),
                 lease: e.lease,
             },
         )));

@@ -30,7 +30,8 @@ impl NodeId {
         &self.0
     }
 
-    /// The owner name of distribution leases (upload leases, runner leases on tasks).
+    /// The owner name of distribution leases (upload leases, runner leases on tasks) and of
+    /// the outbox relay's partition leases.
     /// Distributed: this process's id, so a restarted node never mistakes a dead
     /// predecessor's lease for its own. Embedded: always `"embedded"` — one process owns a
     /// data dir, so after a restart (or a crash) it picks up the tasks it was running at

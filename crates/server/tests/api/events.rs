@@ -225,3 +225,32 @@ async fn a_broker_outage_delays_events_and_loses_none() {
     .await;
     nats.kill();
 }
+
+#[tokio::test]
+async fn a_restarted_node_resumes_publishing_and_another_node_takes_over_a_dead_ones_partitions() {
+    let (app, reader) = app_on(&nats_url()).await;
+    let t = open_sale(&app).await;
+    let mut coupons = claim_all(&app, &t, 1..6).await;
+    app.drain().await;
+    // The node holds its partitions' leases and goes away without giving them back.
+    let next = spawn_sibling(&app).await;
+    app.stop();
+    next.advance(jiff::SignedDuration::from_mins(61));
+    coupons.extend(claim_all(&next, &t, 6..11).await);
+    next.drain().await;
+    if matches!(backend(), TestBackend::Sqlite) {
+        // Embedded: the one process keeps its lease name, so a restart publishes at once.
+        assert_once_each(&reader, &coupons, "a restart resumes at once").await;
+    } else {
+        // Distributed: another node waits for the dead node's leases to run out.
+        assert_eq!(
+            stream_ids(&reader).await.len(),
+            5,
+            "the partitions are still leased"
+        );
+        next.advance(jiff::SignedDuration::from_secs(31));
+        next.drain().await;
+        assert_once_each(&reader, &coupons, "taken over after the lease").await;
+    }
+    drop_stream(&reader).await;
+}
