@@ -47,7 +47,7 @@ run() { # run LOG ARGS...: one Schemathesis run; prints its failures and tally
   (cd "$dir" && "$venv/bin/schemathesis" --config-file "$conf" \
     run "http://127.0.0.1:$port/openapi.json" --checks all --workers 1 "$@") >"$log" 2>&1 || status=$?
   if [ $status -ne 0 ]; then
-    sed -n '/^=* FAILURES =*$/,/^=* SUMMARY =*$/p' "$log" | grep -E '^_+ |^- |^\[[0-9]+\]|^ +`\{|^ +curl' | cut -c1-400
+    sed -n '/^=* FAILURES =*$/,/^=* SUMMARY =*$/p' "$log" | grep -E '^_+ |^- |^\[[0-9]+\]|^ +`\{|^ +curl|^ +Invalid component' | cut -c1-400
     grep -E '^(Error|❌)' "$log" | head -5 || true
   fi
   grep -E 'generated|No issues found|unique failure' "$log" | tail -2

@@ -47,7 +47,14 @@ SERVICE_USER = os.environ.get("STAMPEDE_SERVICE_USER", "42")
 CURSOR_OPERATIONS = {"my_coupons", "shop_templates", "goods_templates", "claimable"}
 ACTS_FOR_A_USER = {"quote", "lock", "redeem", "release", "refund"}
 ID = re.compile(r"^[1-9][0-9]{0,18}$")
-SHOP = re.compile(r"^(0|[1-9][0-9]{0,18})$")
+I64_MAX = 2**63 - 1
+
+
+def is_id(s):
+    """A positive 64-bit id as the schema allows it (the pattern spells out 1..2^63-1)."""
+    return isinstance(s, str) and bool(ID.match(s)) and int(s) <= I64_MAX
+
+
 KEY = re.compile(r"^[!-~]{1,255}$")
 
 
@@ -72,9 +79,13 @@ def as_int(v):
     return None
 
 
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
 def parse_time(v):
-    """The time a well-formed RFC 3339 string names, or None."""
-    if not isinstance(v, str):
+    """The time a well-formed RFC 3339 string names, or None (Python reads more forms than
+    the schema's `date-time` allows; those are left alone, as negative cases)."""
+    if not isinstance(v, str) or not RFC3339.match(v):
         return None
     try:
         t = datetime.fromisoformat(v.replace("z", "Z").replace("t", "T"))
@@ -153,19 +164,29 @@ def mend_account(body):
     if role == "merchant" and shop is None:
         body["shop_id"] = MERCHANT_SHOP
     elif role in ("user", "service", "admin"):
-        drop_if_well_formed(body, "shop_id", lambda s: isinstance(s, str) and bool(ID.match(s)))
+        drop_if_well_formed(body, "shop_id", is_id)
 
 
 def mend_template(body, role):
     kind = body.get("kind")
     if kind not in ("fixed", "threshold", "percent"):
         return
-    money = is_int
+    # Only values the schema allows are dropped: dropping an out-of-range one would turn a
+    # negative case into a valid request.
+    def percent(v):
+        return in_range(v, 1, 99)
+
+    def positive_money(v):
+        return in_range(v, 1, MAX_MONEY)
+
+    def money(v):
+        return in_range(v, 0, MAX_MONEY)
+
     if kind in ("fixed", "threshold"):
         if absent(body, "amount_off"):
             body["amount_off"] = 1000
-        drop_if_well_formed(body, "percent_off", is_int)
-        drop_if_well_formed(body, "max_off", is_int)
+        drop_if_well_formed(body, "percent_off", percent)
+        drop_if_well_formed(body, "max_off", positive_money)
     if kind == "fixed":
         drop_if_well_formed(body, "threshold", money)
     if kind == "threshold":
@@ -180,7 +201,7 @@ def mend_template(body, role):
     if kind == "percent":
         if absent(body, "percent_off"):
             body["percent_off"] = 10
-        drop_if_well_formed(body, "amount_off", money)
+        drop_if_well_formed(body, "amount_off", positive_money)
 
     # The claim window ends in the future, after it starts.
     now = datetime.now(timezone.utc)
@@ -241,7 +262,7 @@ def mend_template(body, role):
 
     # Goods ids belong to a goods-scoped template, once each.
     scope, goods = body.get("scope"), body.get("goods_ids")
-    if isinstance(goods, list) and all(isinstance(g, str) and ID.match(g) for g in goods):
+    if isinstance(goods, list) and len(goods) <= 100 and all(is_id(g) for g in goods):
         if scope == "goods":
             body["goods_ids"] = list(dict.fromkeys(goods)) or ["1001"]
         elif scope in (None, "shop"):
@@ -253,7 +274,7 @@ def mend_template(body, role):
     # one.
     if role == "admin":
         if body.get("source") == "platform":
-            drop_if_well_formed(body, "shop_id", lambda s: isinstance(s, str) and bool(SHOP.match(s)))
+            drop_if_well_formed(body, "shop_id", lambda s: s == "0" or is_id(s))
         elif absent(body, "shop_id") or body.get("shop_id") == "0":
             body["shop_id"] = MERCHANT_SHOP
 
