@@ -11,10 +11,8 @@ use sqlx::AssertSqlSafe;
 use stampede_core::claim_ports::OutboxEvent;
 use stampede_core::event_ports::{OutboxStore, PartitionLease};
 use stampede_core::ports::StoreError;
+use stampede_store_sql::text::{MARK_CHUNK, mark_published_sql, unpublished_events_sql};
 use stampede_store_sql::{Columns, SqlRow, db_err};
-
-/// Positions marked per statement.
-const MARK_CHUNK: usize = 500;
 
 impl MysqlStore {
     /// The shard of outbox partition `p`.
@@ -47,11 +45,7 @@ impl OutboxStore for MysqlStore {
     ) -> Result<Vec<(i64, OutboxEvent)>, StoreError> {
         let shard = self.outbox_shard(partition)?;
         // Table names come from the router, safe to interpolate.
-        let sql = format!(
-            "SELECT seq, {} FROM {} WHERE published_at_ms IS NULL ORDER BY seq LIMIT ?",
-            OutboxEvent::COLUMNS,
-            shard.outbox_table()
-        );
+        let sql = unpublished_events_sql(&shard.outbox_table());
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(limit)
             .fetch_all(self.pool(shard.database))
@@ -71,12 +65,7 @@ impl OutboxStore for MysqlStore {
         let shard = self.outbox_shard(partition)?;
         let mut marked = 0;
         for chunk in seqs.chunks(MARK_CHUNK) {
-            let sql = format!(
-                "UPDATE {} SET published_at_ms = ? \
-                 WHERE published_at_ms IS NULL AND seq IN ({})",
-                shard.outbox_table(),
-                vec!["?"; chunk.len()].join(",")
-            );
+            let sql = mark_published_sql(&shard.outbox_table(), chunk.len());
             let mut q = sqlx::query(AssertSqlSafe(sql)).bind(at_ms);
             for s in chunk {
                 q = q.bind(*s);

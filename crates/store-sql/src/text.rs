@@ -163,6 +163,26 @@ impl CouponStatusFilter {
     }
 }
 
+/// Positions an outbox relay marks per statement (well under either dialect's bind limit).
+pub const MARK_CHUNK: usize = 500;
+
+/// The next `LIMIT ?` unpublished events of outbox table `table`, in write order, with `seq`.
+pub fn unpublished_events_sql(table: &str) -> String {
+    format!(
+        "SELECT seq, {} FROM {table} WHERE published_at_ms IS NULL ORDER BY seq LIMIT ?",
+        <stampede_core::claim_ports::OutboxEvent as crate::SqlRow>::COLUMNS
+    )
+}
+
+/// Marks `n` positions of `table` published (binds: the time, then the positions); events
+/// already marked keep their first time.
+pub fn mark_published_sql(table: &str, n: usize) -> String {
+    format!(
+        "UPDATE {table} SET published_at_ms = ? WHERE published_at_ms IS NULL AND seq IN ({})",
+        vec!["?"; n].join(",")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

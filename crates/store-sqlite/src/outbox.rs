@@ -9,10 +9,8 @@ use sqlx::AssertSqlSafe;
 use stampede_core::claim_ports::OutboxEvent;
 use stampede_core::event_ports::{OutboxStore, PartitionLease};
 use stampede_core::ports::StoreError;
+use stampede_store_sql::text::{MARK_CHUNK, mark_published_sql, unpublished_events_sql};
 use stampede_store_sql::{Columns, SqlRow, db_err};
-
-/// Positions marked per statement (well under SQLite's variable limit).
-const MARK_CHUNK: usize = 500;
 
 fn only_partition(partition: u32) -> Result<(), StoreError> {
     if partition == 0 {
@@ -36,11 +34,7 @@ impl OutboxStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<(i64, OutboxEvent)>, StoreError> {
         only_partition(partition)?;
-        let sql = format!(
-            "SELECT seq, {} FROM outbox WHERE published_at_ms IS NULL ORDER BY seq LIMIT ?",
-            OutboxEvent::COLUMNS
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
+        let rows = sqlx::query(AssertSqlSafe(unpublished_events_sql("outbox")))
             .bind(i64::from(limit))
             .fetch_all(&self.reader)
             .await
@@ -59,11 +53,7 @@ impl OutboxStore for SqliteStore {
         only_partition(partition)?;
         let mut marked = 0;
         for chunk in seqs.chunks(MARK_CHUNK) {
-            let sql = format!(
-                "UPDATE outbox SET published_at_ms = ? \
-                 WHERE published_at_ms IS NULL AND seq IN ({})",
-                vec!["?"; chunk.len()].join(",")
-            );
+            let sql = mark_published_sql("outbox", chunk.len());
             let mut q = sqlx::query(AssertSqlSafe(sql)).bind(at_ms);
             for s in chunk {
                 q = q.bind(*s);

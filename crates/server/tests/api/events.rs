@@ -86,6 +86,15 @@ async fn drop_stream(reader: &NatsSettings) {
     }
 }
 
+/// Events the outbox still holds unpublished.
+async fn backlog(app: &TestApp) -> u64 {
+    app.coupons
+        .outbox_backlog()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .events
+}
+
 /// The stream holds exactly one `coupon.claimed` event per coupon of `coupons`.
 async fn assert_once_each(reader: &NatsSettings, coupons: &[String], why: &str) {
     let mut got = stream_ids(reader).await;
@@ -105,14 +114,7 @@ async fn every_claim_reaches_the_stream_once_as_a_cloudevent() {
     let coupons = claim_all(&app, &t, 1..31).await;
     app.drain().await;
     assert_once_each(&reader, &coupons, "one message per claim").await;
-    assert_eq!(
-        app.coupons
-            .outbox_backlog()
-            .await
-            .unwrap_or_default()
-            .events,
-        0
-    );
+    assert_eq!(backlog(&app).await, 0);
     // A second relay pass (another node, a restart) adds nothing.
     app.drain().await;
     assert_eq!(stream_ids(&reader).await.len(), 30);
@@ -187,34 +189,22 @@ async fn a_broker_outage_delays_events_and_loses_none() {
     nats.kill();
     coupons.extend(claim_all(&app, &t, 11..31).await);
     app.drain().await;
-    assert_eq!(
-        app.coupons
-            .outbox_backlog()
-            .await
-            .unwrap_or_default()
-            .events,
-        20
-    );
+    assert_eq!(backlog(&app).await, 20);
 
     // It comes back with its data: the relay (past its backoff) publishes the rest, once.
     let nats = PrivateNats::start(port, store.path());
-    let mut backlog = u64::MAX;
+    let mut left = u64::MAX;
     for _ in 0..100 {
         app.advance(jiff::SignedDuration::from_secs(1));
         app.drain().await;
-        backlog = app
-            .coupons
-            .outbox_backlog()
-            .await
-            .unwrap_or_default()
-            .events;
-        if backlog == 0 {
+        left = backlog(&app).await;
+        if left == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        backlog, 0,
+        left, 0,
         "the backlog drains by itself once the broker is back"
     );
     assert_once_each(
