@@ -1,10 +1,13 @@
 //! `OutboxStore`: the outbox as a relay drains it — per partition in write order, marked once
 //! published, purged after a retention — never losing or reordering an unpublished event.
 
-use crate::StoreFixture;
+use crate::{StoreFixture, SystemOfRecord};
 use crate::fixtures::*;
 use stampede_core::claim_ports::{ClaimRecord, OutboxBacklog};
-use stampede_core::events::COUPON_CLAIMED;
+use stampede_core::claim_ports::OutboxEvent;
+use stampede_core::events::{COUPON_CLAIMED, TEMPLATE_CREATED, TEMPLATE_TERMINATED};
+use stampede_core::ports::ChangeOutcome;
+use stampede_domain::template::{TemplateChange, TemplateStatus};
 use std::collections::BTreeSet;
 
 fn ms(n: i64) -> jiff::Timestamp {
@@ -24,15 +27,32 @@ macro_rules! outbox_store_suite {
                 purging_takes_only_published_events_older_than_the_cut,
                 an_unknown_partition_is_an_error,
                 one_relay_at_a_time_holds_a_partition,
+                template_creation_and_termination_are_recorded_once,
             );
         }
     };
+}
+
+/// Marks every event written so far as published, at a time after every cut the scenarios
+/// use, so the scenarios below see only the claims they make (not `template.created`).
+async fn set_aside_earlier_events(s: &dyn SystemOfRecord) {
+    for p in 0..s.outbox_partitions() {
+        let seqs: Vec<i64> = s
+            .unpublished_events(p, 1_000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|(seq, _)| *seq)
+            .collect();
+        s.mark_published(p, &seqs, 1_000_000).await.unwrap();
+    }
 }
 
 /// 60 claims by 60 users (spread over every shard), committed in three batches.
 async fn sixty_claims(f: &dyn StoreFixture) -> Vec<ClaimRecord> {
     let s = f.store();
     let t = stocked(&*s, 71, 7, 1_000).await;
+    set_aside_earlier_events(&*s).await;
     let claims: Vec<ClaimRecord> = (0..60)
         .map(|i| claim(&t, 7_100 + i, 700 + i, 1, i))
         .collect();
@@ -46,8 +66,18 @@ pub async fn every_event_is_read_once_per_partition_in_write_order(f: &dyn Store
     let claims = sixty_claims(f).await;
     let s = f.store();
     let mut seen = BTreeSet::new();
+    let backlogs = s.outbox_partition_backlogs().await.unwrap();
+    assert_eq!(backlogs.len(), s.outbox_partitions() as usize);
     for p in 0..s.outbox_partitions() {
         let events = s.unpublished_events(p, 1_000).await.unwrap();
+        // The partition's backlog gauge counts exactly what the relay will read.
+        let b = backlogs[p as usize];
+        assert_eq!(b.events, events.len() as u64, "partition {p}");
+        assert_eq!(
+            b.oldest_created_ms,
+            events.first().map(|(_, e)| e.created_at_ms),
+            "partition {p}"
+        );
         let seqs: Vec<i64> = events.iter().map(|(seq, _)| *seq).collect();
         assert!(
             seqs.windows(2).all(|w| w[0] < w[1]),
@@ -224,4 +254,70 @@ pub async fn one_relay_at_a_time_holds_a_partition(f: &dyn StoreFixture) {
             .await
             .is_err()
     );
+}
+
+/// Every unpublished event, over all partitions.
+async fn unpublished(s: &dyn SystemOfRecord) -> Vec<OutboxEvent> {
+    let mut all = Vec::new();
+    for p in 0..s.outbox_partitions() {
+        all.extend(
+            s.unpublished_events(p, 1_000)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(_, e)| e),
+        );
+    }
+    all
+}
+
+pub async fn template_creation_and_termination_are_recorded_once(f: &dyn StoreFixture) {
+    let s = f.store();
+    let t = stocked(&*s, 72, 7, 100).await;
+    let events = unpublished(&*s).await;
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, [format!("{TEMPLATE_CREATED}:{}", t.id)], "written with the template");
+    let created = &events[0];
+    assert_eq!(
+        (created.kind.as_str(), created.aggregate_id),
+        (TEMPLATE_CREATED, t.id.get())
+    );
+    let payload: serde_json::Value = serde_json::from_str(&created.payload).unwrap();
+    assert_eq!(payload["id"], t.id.to_string());
+    assert_eq!(payload["status"], "active");
+    assert_eq!(payload["stock_total"], 100);
+    set_aside_earlier_events(&*s).await;
+
+    // Stock changes record nothing; terminating records one event, and terminating again
+    // (a retry) records none.
+    let now = jiff::Timestamp::now();
+    let ChangeOutcome::Changed(_) = s
+        .change_template(t.id, TemplateChange::AddStock(5), "merchant:7", now)
+        .await
+        .unwrap()
+    else {
+        panic!("stock added");
+    };
+    assert!(unpublished(&*s).await.is_empty());
+    let ChangeOutcome::Changed(done) = s
+        .change_template(t.id, TemplateChange::Terminate, "merchant:7", now)
+        .await
+        .unwrap()
+    else {
+        panic!("terminated");
+    };
+    assert_eq!(done.status, TemplateStatus::Terminated);
+    let ChangeOutcome::Unchanged(_) = s
+        .change_template(t.id, TemplateChange::Terminate, "merchant:7", now)
+        .await
+        .unwrap()
+    else {
+        panic!("terminating twice changes nothing");
+    };
+    let events = unpublished(&*s).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].id, format!("{TEMPLATE_TERMINATED}:{}", t.id));
+    let payload: serde_json::Value = serde_json::from_str(&events[0].payload).unwrap();
+    assert_eq!(payload["status"], "terminated");
+    assert_eq!(payload["stock_total"], 105);
 }

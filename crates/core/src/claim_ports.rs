@@ -124,6 +124,12 @@ pub trait CouponStore: Send + Sync + 'static {
     /// from the first unpublished one (by insertion order) to the last, and that first one's
     /// write time. Exact while events are published in order, as a relay does.
     async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError>;
+
+    /// [`outbox_backlog`](Self::outbox_backlog) per outbox partition, indexed as
+    /// `OutboxStore` numbers them. A store with one outbox table has one partition.
+    async fn outbox_partition_backlogs(&self) -> Result<Vec<OutboxBacklog>, StoreError> {
+        Ok(vec![self.outbox_backlog().await?])
+    }
 }
 
 /// What [`CouponStore::outbox_backlog`] reports.
@@ -139,10 +145,20 @@ impl OutboxBacklog {
     /// One table's head (first unpublished seq and its time) and last seq, added to `self`.
     pub fn add_table(&mut self, head: Option<(i64, i64)>, last_seq: Option<i64>) {
         if let (Some((first, created)), Some(last)) = (head, last_seq) {
-            self.events += u64::try_from(last - first + 1).unwrap_or(0);
-            self.oldest_created_ms =
-                Some(self.oldest_created_ms.map_or(created, |o| o.min(created)));
+            self.add(OutboxBacklog {
+                events: u64::try_from(last - first + 1).unwrap_or(0),
+                oldest_created_ms: Some(created),
+            });
         }
+    }
+
+    /// Adds another partition's backlog to `self`.
+    pub fn add(&mut self, other: OutboxBacklog) {
+        self.events += other.events;
+        self.oldest_created_ms = match (self.oldest_created_ms, other.oldest_created_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 }
 

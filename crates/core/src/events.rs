@@ -5,6 +5,7 @@
 use crate::claim_ports::{ClaimRecord, OutboxEvent};
 use stampede_domain::coupon::UserCoupon;
 use stampede_domain::distribution::DistributionTask;
+use stampede_domain::template::{Template, TemplateStatus};
 use stampede_domain::time::to_ms;
 
 /// The JSON payload of a `coupon.claimed` outbox event.
@@ -71,6 +72,35 @@ pub fn distribution_completed_event(t: &DistributionTask) -> OutboxEvent {
             .finished_at
             .map(to_ms)
             .unwrap_or(t.created_at.as_millisecond()),
+        traceparent: current_traceparent(),
+    }
+}
+
+/// Kind of the event a template's creation writes to the outbox.
+pub const TEMPLATE_CREATED: &str = "template.created";
+/// Kind of the event a template's termination writes to the outbox.
+pub const TEMPLATE_TERMINATED: &str = "template.terminated";
+
+/// The `template.created` event of `t`: the template as the API shows it. Its id derives from
+/// the template id, so a replayed creation cannot record it twice.
+pub fn template_created_event(t: &Template) -> OutboxEvent {
+    template_event(TEMPLATE_CREATED, t, t.created_at)
+}
+
+/// The event a change from `before` to `after` records, if any: `template.terminated` when
+/// the change terminated the template (other changes, stock and the like, record none).
+pub fn template_change_event(before: &Template, after: &Template) -> Option<OutboxEvent> {
+    (after.status == TemplateStatus::Terminated && before.status != TemplateStatus::Terminated)
+        .then(|| template_event(TEMPLATE_TERMINATED, after, after.updated_at))
+}
+
+fn template_event(kind: &str, t: &Template, at: jiff::Timestamp) -> OutboxEvent {
+    OutboxEvent {
+        id: format!("{kind}:{}", t.id),
+        kind: kind.to_owned(),
+        aggregate_id: t.id.get(),
+        payload: serde_json::to_string(t).unwrap_or_default(),
+        created_at_ms: to_ms(at),
         traceparent: current_traceparent(),
     }
 }

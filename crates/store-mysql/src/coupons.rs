@@ -467,32 +467,48 @@ impl CouponStore for MysqlStore {
 
     /// One statement per database; per table three primary-key lookups.
     async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {
+        let mut total = OutboxBacklog::default();
+        for b in self.outbox_partition_backlogs().await? {
+            total.add(b);
+        }
+        Ok(total)
+    }
+
+    async fn outbox_partition_backlogs(&self) -> Result<Vec<OutboxBacklog>, StoreError> {
         let tables = self.router().tables_per_database();
         let per_db = (0..self.router().databases()).map(|database| {
             // Table names come from the router, safe to interpolate.
             let sql = union((0..tables).map(|table| {
                 let t = Shard { database, table }.outbox_table();
                 format!(
-                    "(SELECT h.seq AS first_seq, h.created_at_ms AS first_ms, \
+                    "(SELECT {table} AS tbl, h.seq AS first_seq, h.created_at_ms AS first_ms, \
                      (SELECT MAX(seq) FROM {t}) AS last_seq \
                      FROM (SELECT 1) one LEFT JOIN (SELECT seq, created_at_ms FROM {t} \
                          WHERE published_at_ms IS NULL ORDER BY seq LIMIT 1) h ON TRUE)"
                 )
             }));
             async move {
-                sqlx::query_as::<_, (Option<i64>, Option<i64>, Option<i64>)>(AssertSqlSafe(sql))
-                    .fetch_all(self.pool(database))
-                    .await
-                    .map_err(db_err)
+                sqlx::query_as::<_, (i64, Option<i64>, Option<i64>, Option<i64>)>(AssertSqlSafe(
+                    sql,
+                ))
+                .fetch_all(self.pool(database))
+                .await
+                .map_err(db_err)
             }
         });
-        let mut backlog = OutboxBacklog::default();
-        for rows in try_join_all(per_db).await? {
-            for (first, created, last) in rows {
-                backlog.add_table(first.zip(created), last);
+        // Partition `database * tables + table`, as `OutboxStore` numbers them.
+        let mut backlogs = vec![OutboxBacklog::default(); self.router().databases() * tables];
+        for (database, rows) in try_join_all(per_db).await?.into_iter().enumerate() {
+            for (table, first, created, last) in rows {
+                let slot = usize::try_from(table)
+                    .ok()
+                    .filter(|t| *t < tables)
+                    .and_then(|t| backlogs.get_mut(database * tables + t))
+                    .ok_or_else(|| StoreError::Corrupt(format!("bad outbox table {table}")))?;
+                slot.add_table(first.zip(created), last);
             }
         }
-        Ok(backlog)
+        Ok(backlogs)
     }
 }
 

@@ -1,6 +1,8 @@
-//! `TemplateStore`: templates, their audit log and idempotency keys, on the shop's shard.
+//! `TemplateStore`: templates, their audit log and idempotency keys, on the shop's shard, and
+//! the `template.created` / `template.terminated` events in that shard's outbox.
 
 use crate::MysqlStore;
+use crate::coupons::insert_records;
 use crate::error::gave_up;
 use crate::router::Shard;
 use async_trait::async_trait;
@@ -11,6 +13,8 @@ use sqlx::{AssertSqlSafe, Executor, MySql};
 use stampede_core::ports::{
     ChangeOutcome, CreateOutcome, IdempotencyRecord, Page, StoreError, TemplateQuery, TemplateStore,
 };
+use stampede_core::claim_ports::OutboxEvent;
+use stampede_core::events;
 use stampede_core::records::{AuditRecord, TemplateRecord};
 use stampede_domain::audit::AuditEntry;
 use stampede_domain::ids::{ShopId, TemplateId};
@@ -83,6 +87,19 @@ async fn insert_audit(
     AuditRecord::from_entry(e)
         .bind(sqlx::query(AssertSqlSafe(sql)))
         .execute(conn)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
+/// Records a template event in the caller's transaction, in the outbox of the template's
+/// shard (ignored if already recorded: its id derives from the template).
+async fn insert_event(
+    conn: &mut MySqlConnection,
+    shard: Shard,
+    e: OutboxEvent,
+) -> Result<(), StoreError> {
+    insert_records(conn, "INSERT IGNORE", &shard.outbox_table(), &[e])
         .await
         .map_err(db_err)?;
     Ok(())
@@ -175,6 +192,7 @@ impl MysqlStore {
         }
         insert_template(&mut tx, shard, t).await?;
         insert_audit(&mut tx, shard, audit).await?;
+        insert_event(&mut tx, shard, events::template_created_event(t)).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(Some(CreateOutcome::Created))
     }
@@ -383,6 +401,9 @@ impl TemplateStore for MysqlStore {
             &AuditEntry::changed(&current, &next, change, actor),
         )
         .await?;
+        if let Some(e) = events::template_change_event(&current, &next) {
+            insert_event(&mut tx, shard, e).await?;
+        }
         tx.commit().await.map_err(db_err)?;
         Ok(ChangeOutcome::Changed(next))
     }

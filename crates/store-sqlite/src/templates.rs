@@ -1,4 +1,5 @@
-//! `TemplateStore` on SQLite: templates, their audit log and idempotency keys.
+//! `TemplateStore` on SQLite: templates, their audit log and idempotency keys, and the
+//! `template.created` / `template.terminated` events written with them.
 
 use crate::SqliteStore;
 use async_trait::async_trait;
@@ -8,6 +9,8 @@ use sqlx::{AssertSqlSafe, Row, SqliteConnection};
 use stampede_core::ports::{
     ChangeOutcome, CreateOutcome, IdempotencyRecord, Page, StoreError, TemplateQuery, TemplateStore,
 };
+use stampede_core::claim_ports::OutboxEvent;
+use stampede_core::events;
 use stampede_core::records::{AuditRecord, TemplateRecord};
 use stampede_domain::audit::AuditEntry;
 use stampede_domain::ids::{ShopId, TemplateId};
@@ -106,6 +109,24 @@ async fn insert_audit(conn: &mut SqliteConnection, e: &AuditEntry) -> Result<(),
     Ok(())
 }
 
+/// Records a template event in the caller's transaction (ignored if already recorded: its id
+/// derives from the template).
+async fn insert_event(conn: &mut SqliteConnection, e: &OutboxEvent) -> Result<(), StoreError> {
+    e.bind(sqlx::query(INSERT_EVENT.as_str()))
+        .execute(conn)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
+static INSERT_EVENT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT OR IGNORE INTO outbox ({}) VALUES ({})",
+        OutboxEvent::COLUMNS,
+        placeholders(OutboxEvent::COLUMNS)
+    )
+});
+
 async fn fetch_idempotency(
     conn: &mut SqliteConnection,
     shop_id: ShopId,
@@ -176,6 +197,7 @@ impl TemplateStore for SqliteStore {
         }
         insert_template(&mut tx, t).await?;
         insert_audit(&mut tx, audit).await?;
+        insert_event(&mut tx, &events::template_created_event(t)).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(CreateOutcome::Created)
     }
@@ -314,6 +336,9 @@ impl TemplateStore for SqliteStore {
             &AuditEntry::changed(&current, &next, change, actor),
         )
         .await?;
+        if let Some(e) = events::template_change_event(&current, &next) {
+            insert_event(&mut tx, &e).await?;
+        }
         tx.commit().await.map_err(db_err)?;
         Ok(ChangeOutcome::Changed(next))
     }

@@ -4,6 +4,7 @@ use crate::runner::Job;
 use async_trait::async_trait;
 use stampede_core::AppError;
 use stampede_core::backoffice::BackOffice;
+use stampede_core::claim_ports::OutboxBacklog;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,6 +94,11 @@ impl Job for ReleaseExpiredLocks {
 pub const OUTBOX_BACKLOG: &str = "stampede_outbox_backlog_events";
 /// Gauge: age in seconds of the oldest unpublished outbox event; 0 when there is none.
 pub const OUTBOX_OLDEST_AGE: &str = "stampede_outbox_oldest_age_seconds";
+/// Gauge: [`OUTBOX_BACKLOG`] per outbox partition (`partition` label: SQLite has one, `0`;
+/// MySQL one per outbox table, `database * tables_per_database + table`).
+pub const OUTBOX_PARTITION_BACKLOG: &str = "stampede_outbox_partition_backlog_events";
+/// Gauge: [`OUTBOX_OLDEST_AGE`] per outbox partition (same label).
+pub const OUTBOX_PARTITION_OLDEST_AGE: &str = "stampede_outbox_partition_oldest_age_seconds";
 /// Gauge: 1 when this node runs the event relay (`events.nats_url` set). Without one, events
 /// stay in the outbox (queryable) and the age alert, which requires this to be 1, stays quiet.
 pub const OUTBOX_RELAY_ENABLED: &str = "stampede_outbox_relay_enabled";
@@ -122,11 +128,21 @@ impl Job for ObserveOutbox {
 
     async fn run_once(&self) -> Result<usize, AppError> {
         metrics::gauge!(OUTBOX_RELAY_ENABLED).set(if self.relay_enabled { 1.0 } else { 0.0 });
-        let backlog = self.coupons.outbox_backlog().await?;
-        metrics::gauge!(OUTBOX_BACKLOG).set(backlog.events as f64);
+        let partitions = self.coupons.outbox_partition_backlogs().await?;
         let now = stampede_domain::time::to_ms(self.clock.now());
-        let age_ms = backlog.oldest_created_ms.map_or(0, |t| (now - t).max(0));
-        metrics::gauge!(OUTBOX_OLDEST_AGE).set(age_ms as f64 / 1000.0);
+        let age_secs = |b: &OutboxBacklog| {
+            b.oldest_created_ms.map_or(0, |t| (now - t).max(0)) as f64 / 1000.0
+        };
+        let mut total = OutboxBacklog::default();
+        for (p, b) in partitions.iter().enumerate() {
+            let label = p.to_string();
+            metrics::gauge!(OUTBOX_PARTITION_BACKLOG, "partition" => label.clone())
+                .set(b.events as f64);
+            metrics::gauge!(OUTBOX_PARTITION_OLDEST_AGE, "partition" => label).set(age_secs(b));
+            total.add(*b);
+        }
+        metrics::gauge!(OUTBOX_BACKLOG).set(total.events as f64);
+        metrics::gauge!(OUTBOX_OLDEST_AGE).set(age_secs(&total));
         Ok(0)
     }
 }

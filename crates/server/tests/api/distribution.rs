@@ -217,6 +217,7 @@ async fn a_csv_distribution_issues_one_coupon_per_user_and_reports_every_other_r
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(events.len(), 1);
+    crate::event_schemas::assert_documented(&events);
     let payload: Value = serde_json::from_str(&events[0].payload).unwrap_or(Value::Null);
     assert_eq!(payload["distribution_id"], id.as_str());
     assert_eq!(payload["succeeded"], 3);

@@ -53,8 +53,8 @@ async fn open_sale(app: &TestApp) -> String {
     id_of(&t)
 }
 
-/// The `coupon.claimed` event ids in the stream, in stream order.
-async fn stream_ids(reader: &NatsSettings) -> Vec<String> {
+/// Every message in the stream, in stream order: (subject, CloudEvent).
+async fn stream_events(reader: &NatsSettings) -> Vec<(String, serde_json::Value)> {
     let p = NatsPublisher::connect(reader.clone())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -66,7 +66,7 @@ async fn stream_ids(reader: &NatsSettings) -> Vec<String> {
         .await
         .map(|i| i.state.last_sequence)
         .unwrap_or(0);
-    let mut ids = Vec::new();
+    let mut events = Vec::new();
     for seq in 1..=last {
         let m = stream
             .get_raw_message(seq)
@@ -74,10 +74,19 @@ async fn stream_ids(reader: &NatsSettings) -> Vec<String> {
             .unwrap_or_else(|e| panic!("{e}"));
         let ce: serde_json::Value =
             serde_json::from_slice(&m.payload).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(ce["type"], "coupon.claimed");
-        ids.push(ce["id"].as_str().unwrap_or_default().to_owned());
+        events.push((m.subject.to_string(), ce));
     }
-    ids
+    events
+}
+
+/// The `coupon.claimed` event ids in the stream, in stream order.
+async fn stream_ids(reader: &NatsSettings) -> Vec<String> {
+    stream_events(reader)
+        .await
+        .into_iter()
+        .filter(|(_, ce)| ce["type"] == "coupon.claimed")
+        .map(|(_, ce)| ce["id"].as_str().unwrap_or_default().to_owned())
+        .collect()
 }
 
 async fn drop_stream(reader: &NatsSettings) {
@@ -118,6 +127,48 @@ async fn every_claim_reaches_the_stream_once_as_a_cloudevent() {
     // A second relay pass (another node, a restart) adds nothing.
     app.drain().await;
     assert_eq!(stream_ids(&reader).await.len(), 30);
+    // The template's own events: created with it, terminated when it is stopped.
+    let r = app
+        .post(
+            &format!("/api/v1/merchant/templates/{t}/terminate"),
+            &app.merchant(7),
+            &json!({}),
+        )
+        .await;
+    let (status, body) = read(r).await;
+    assert_eq!(status, 200, "{body}");
+    app.drain().await;
+    let lifecycle: Vec<(String, String)> = stream_events(&reader)
+        .await
+        .into_iter()
+        .filter(|(_, ce)| {
+            ce["type"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("template."))
+        })
+        .inspect(|(_, ce)| assert_eq!(ce["subject"], t.as_str(), "{ce}"))
+        .map(|(subject, ce)| (subject, ce["id"].as_str().unwrap_or_default().to_owned()))
+        .collect();
+    let prefix = &reader.subject_prefix;
+    assert_eq!(
+        lifecycle,
+        [
+            (format!("{prefix}.template.created"), format!("template.created:{t}")),
+            (
+                format!("{prefix}.template.terminated"),
+                format!("template.terminated:{t}")
+            ),
+        ],
+        "one created and one terminated event, in order"
+    );
+    for kind in ["template.created", "template.terminated"] {
+        let ev = app
+            .coupons
+            .outbox_events(kind, 10)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        crate::event_schemas::assert_documented(&ev);
+    }
     // The counter is the process's (other tests' apps publish too).
     let metrics = app.metrics_text().await;
     let published = metrics

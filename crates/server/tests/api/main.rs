@@ -10,6 +10,7 @@ mod cli;
 mod common;
 mod discovery;
 mod distribution;
+mod event_schemas;
 mod events;
 mod flow;
 mod helpers;

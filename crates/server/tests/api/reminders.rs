@@ -469,6 +469,7 @@ async fn due_reminders_go_out_on_time_through_every_channel() {
         .unwrap_or_default();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].id, format!("reminder:1:{t}:app:30"));
+    crate::event_schemas::assert_documented(&events);
     let listed = mine(app, 1).await;
     let delivered: Vec<bool> = listed.iter().map(|i| i["delivered"] == true).collect();
     assert_eq!(delivered, vec![true, true, true, false]);

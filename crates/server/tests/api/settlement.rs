@@ -382,6 +382,7 @@ async fn lock_redeem_refund_and_every_repeat_is_idempotent() {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(ev.len(), n, "{kind}");
+        crate::event_schemas::assert_documented(&ev);
     }
     // Refunded coupons can be locked by a new order.
     let (s, _) = post(
@@ -657,6 +658,7 @@ async fn an_expired_lock_is_released_by_the_sweep_and_cannot_be_redeemed() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ev.len(), 2);
+    crate::event_schemas::assert_documented(&ev);
 }
 
 #[tokio::test]

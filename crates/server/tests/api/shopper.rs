@@ -475,6 +475,7 @@ async fn flash_sale_race_issues_exactly_the_stock() {
         1_000,
         "one coupon.claimed event per coupon, in the outbox"
     );
+    crate::event_schemas::assert_documented(&events);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
