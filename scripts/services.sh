@@ -2,7 +2,8 @@
 # Makes sure the services the distributed-mode tests talk to are up on loopback:
 # MariaDB 127.0.0.1:3306 (root, empty password), Redis 127.0.0.1:6379, NATS JetStream
 # 127.0.0.1:4222. Anything not reachable is installed from Debian's packages (when missing)
-# and started. Safe to run again: reachable services are left alone.
+# and started; the redis-server, redis-cli and nats-server binaries are installed for the
+# private instances tests start. Safe to run again: reachable services are left alone.
 set -euo pipefail
 
 log() { echo "services: $*" >&2; }
@@ -64,7 +65,15 @@ ensure_nats() {
   wait_for 4222 30 || { log "NATS did not come up"; exit 1; }
 }
 
+# The binaries private instances need (the Redis Cluster, the fault and failover tests start
+# their own servers on spare ports), even when the shared services run elsewhere.
+ensure_binaries() {
+  { command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 || install redis-server redis-tools
+  command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || install nats-server
+}
+
 ensure_mariadb
 ensure_redis
 ensure_nats
+ensure_binaries
 log "MariaDB, Redis and NATS are reachable"

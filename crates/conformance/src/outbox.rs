@@ -1,10 +1,10 @@
 //! `OutboxStore`: the outbox as a relay drains it — per partition in write order, marked once
 //! published, purged after a retention — never losing or reordering an unpublished event.
 
-use crate::{StoreFixture, SystemOfRecord};
 use crate::fixtures::*;
-use stampede_core::claim_ports::{ClaimRecord, OutboxBacklog};
+use crate::{StoreFixture, SystemOfRecord};
 use stampede_core::claim_ports::OutboxEvent;
+use stampede_core::claim_ports::{ClaimRecord, OutboxBacklog};
 use stampede_core::events::{COUPON_CLAIMED, TEMPLATE_CREATED, TEMPLATE_TERMINATED};
 use stampede_core::ports::ChangeOutcome;
 use stampede_domain::template::{TemplateChange, TemplateStatus};
@@ -35,7 +35,7 @@ macro_rules! outbox_store_suite {
 
 /// Marks every event written so far as published, at a time after every cut the scenarios
 /// use, so the scenarios below see only the claims they make (not `template.created`).
-async fn set_aside_earlier_events(s: &dyn SystemOfRecord) {
+pub(crate) async fn set_aside_earlier_events(s: &dyn SystemOfRecord) {
     for p in 0..s.outbox_partitions() {
         let seqs: Vec<i64> = s
             .unpublished_events(p, 1_000)
@@ -276,7 +276,11 @@ pub async fn template_creation_and_termination_are_recorded_once(f: &dyn StoreFi
     let t = stocked(&*s, 72, 7, 100).await;
     let events = unpublished(&*s).await;
     let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
-    assert_eq!(ids, [format!("{TEMPLATE_CREATED}:{}", t.id)], "written with the template");
+    assert_eq!(
+        ids,
+        [format!("{TEMPLATE_CREATED}:{}", t.id)],
+        "written with the template"
+    );
     let created = &events[0];
     assert_eq!(
         (created.kind.as_str(), created.aggregate_id),

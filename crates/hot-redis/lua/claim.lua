@@ -4,10 +4,11 @@
 -- KEYS[2] users  hash: user_id -> coupons of the template the user holds
 -- KEYS[3] keys   hash: claim_key .. "\31" .. user_id -> encoded coupon
 -- KEYS[4] log    stream: the template's claim log
--- KEYS[5] pending hash: the user's acknowledged coupons not yet in MySQL (coupon id -> encoded
---                 coupon), written here so a claim is one round trip. It hashes to the
---                 user's slot, not the template's: fine on one Redis; a Redis Cluster needs
---                 this write moved out of the script.
+-- KEYS[5] pending hash (optional): the user's acknowledged coupons not yet in MySQL (coupon
+--                 id -> encoded coupon), written here so a claim is one round trip. It hashes
+--                 to the user's slot, not the template's: on one Redis it is passed; on a
+--                 Redis Cluster (one slot per script) it is not, and the caller writes it
+--                 right after the script.
 --
 -- ARGV[1]  now (epoch ms)
 -- ARGV[2]  user id
@@ -82,6 +83,8 @@ local id = redis.call('XADD', KEYS[4], '*', unpack(fields))
 if keyed then
   redis.call('HSET', KEYS[3], ARGV[3], encoded)
 end
-redis.call('HSET', KEYS[5], ARGV[5], encoded)
-redis.call('PEXPIRE', KEYS[5], ARGV[16])
+if KEYS[5] then
+  redis.call('HSET', KEYS[5], ARGV[5], encoded)
+  redis.call('PEXPIRE', KEYS[5], ARGV[16])
+end
 return {1, seq, id}

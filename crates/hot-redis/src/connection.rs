@@ -6,7 +6,8 @@
 //! errors, so `crate::backend` turns them into `StoreError::Unavailable { Redis }`.
 
 use redis::aio::{ConnectionLike, ConnectionManager};
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 use stampede_core::ports::Dependency;
 use stampede_resilience::{Breaker, BreakerConfig, DeadlineExceeded, FailureKind};
 use std::io;
@@ -17,18 +18,42 @@ use std::time::Duration;
 /// command. Clones share the socket and the breaker.
 #[derive(Clone)]
 pub struct Connection {
-    inner: ConnectionManager,
+    inner: Inner,
     breaker: Arc<Breaker>,
     deadline: Duration,
+}
+
+/// The client underneath: one server (with `ConnectionManager`'s reconnects), or a Redis
+/// Cluster (the cluster client routes each command by its keys' slot and follows
+/// `MOVED`/`ASK` redirections and topology changes by itself).
+#[derive(Clone)]
+enum Inner {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
 }
 
 impl Connection {
     pub fn new(inner: ConnectionManager, breaker: Arc<Breaker>, deadline: Duration) -> Self {
         Self {
-            inner,
+            inner: Inner::Single(inner),
             breaker,
             deadline,
         }
+    }
+
+    /// A connection to a Redis Cluster.
+    pub fn cluster(inner: ClusterConnection, breaker: Arc<Breaker>, deadline: Duration) -> Self {
+        Self {
+            inner: Inner::Cluster(inner),
+            breaker,
+            deadline,
+        }
+    }
+
+    /// Whether commands go to a Redis Cluster: a script's keys must then share one slot, so
+    /// callers keep keys of other slots out of scripts.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner, Inner::Cluster(_))
     }
 
     /// The same connection and breaker, with another deadline per command (a persister's
@@ -37,6 +62,27 @@ impl Connection {
         Self {
             deadline,
             ..self.clone()
+        }
+    }
+
+    /// Runs `cmds` and returns their replies in order: one pipeline on a single server; on a
+    /// cluster, where a pipeline must stay within one slot, every command on its own and all
+    /// at once (the cluster client multiplexes them per node, so it is still a round trip or
+    /// so, not one per command).
+    pub async fn query_many<T: FromRedisValue>(&self, cmds: Vec<Cmd>) -> RedisResult<Vec<T>> {
+        if self.is_cluster() {
+            let calls = cmds.into_iter().map(|c| {
+                let mut conn = self.clone();
+                async move { c.query_async::<T>(&mut conn).await }
+            });
+            futures::future::try_join_all(calls).await
+        } else {
+            let mut pipe = redis::pipe();
+            for c in cmds {
+                pipe.add_command(c);
+            }
+            let mut conn = self.clone();
+            pipe.query_async(&mut conn).await
         }
     }
 
@@ -152,8 +198,10 @@ impl Connection {
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            let mut inner = self.inner.clone();
-            self.run(inner.req_packed_command(cmd)).await
+            match self.inner.clone() {
+                Inner::Single(mut c) => self.run(c.req_packed_command(cmd)).await,
+                Inner::Cluster(mut c) => self.run(c.req_packed_command(cmd)).await,
+            }
         })
     }
 
@@ -164,14 +212,24 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            let mut inner = self.inner.clone();
-            self.run(inner.req_packed_commands(pipeline, offset, count))
-                .await
+            match self.inner.clone() {
+                Inner::Single(mut c) => {
+                    self.run(c.req_packed_commands(pipeline, offset, count))
+                        .await
+                }
+                Inner::Cluster(mut c) => {
+                    self.run(c.req_packed_commands(pipeline, offset, count))
+                        .await
+                }
+            }
         })
     }
 
     fn get_db(&self) -> i64 {
-        self.inner.get_db()
+        match &self.inner {
+            Inner::Single(c) => c.get_db(),
+            Inner::Cluster(c) => c.get_db(),
+        }
     }
 }
 

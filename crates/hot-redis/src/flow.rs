@@ -14,9 +14,9 @@
 //! downstream is for. With `fallback_nodes = 1` each node enforces the whole rule (a user
 //! pinned to one node gets the same limit; the fleet may admit up to N× in total).
 
+use crate::Connection;
 use async_trait::async_trait;
 use redis::Value;
-use redis::aio::ConnectionManager;
 use stampede_core::flow::{Check, Decision, RateLimiter};
 use stampede_core::ports::StoreError;
 use std::fmt::Write as _;
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 const PAUSE: Duration = Duration::from_secs(1);
 
 pub struct RedisRateLimiter {
-    conn: ConnectionManager,
+    conn: Connection,
     prefix: String,
     deadline: Duration,
     fallback: Arc<dyn RateLimiter>,
@@ -40,14 +40,14 @@ pub struct RedisRateLimiter {
 
 impl RedisRateLimiter {
     pub fn new(
-        conn: ConnectionManager,
+        conn: impl Into<Connection>,
         prefix: &str,
         deadline: Duration,
         fallback: Arc<dyn RateLimiter>,
         fallback_nodes: u32,
     ) -> Self {
         Self {
-            conn,
+            conn: conn.into(),
             prefix: format!("{prefix}:{{flow}}:"),
             deadline,
             fallback,

@@ -254,12 +254,11 @@ impl RedisHotState {
             .map(|key| keys::claim_key_field(key, c.user_id))
             .unwrap_or_default();
         let mut inv = scripts::CLAIM.prepare_invoke();
-        inv.key(&k.meta)
-            .key(&k.users)
-            .key(&k.keys)
-            .key(&k.log)
-            .key(keys::pending(&self.prefix, c.user_id))
-            .arg(to_ms(now))
+        inv.key(&k.meta).key(&k.users).key(&k.keys).key(&k.log);
+        if !self.conn.is_cluster() {
+            inv.key(keys::pending(&self.prefix, c.user_id));
+        }
+        inv.arg(to_ms(now))
             .arg(c.user_id.get())
             .arg(&field)
             .arg(key.unwrap_or(""))
@@ -397,16 +396,19 @@ impl RedisHotState {
         if ts.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
+        let mut cmds = Vec::with_capacity(ts.len() * 2);
         for t in ts {
             let k = TemplateKeys::new(&self.prefix, t.id);
-            pipe.cmd("HGET").arg(&k.meta).arg("stock");
+            let mut stock = redis::cmd("HGET");
+            stock.arg(&k.meta).arg("stock");
+            cmds.push(stock);
             if let Some(u) = user {
-                pipe.cmd("HGET").arg(&k.users).arg(u.get());
+                let mut held = redis::cmd("HGET");
+                held.arg(&k.users).arg(u.get());
+                cmds.push(held);
             }
         }
-        let mut conn = self.conn.clone();
-        let values: Vec<Option<i64>> = pipe.query_async(&mut conn).await.map_err(backend)?;
+        let values: Vec<Option<i64>> = self.conn.query_many(cmds).await.map_err(backend)?;
         let per = if user.is_some() { 2 } else { 1 };
         Ok(values
             .chunks(per)
@@ -484,7 +486,11 @@ impl HotState for RedisHotState {
             ))),
             Reply::Claimed { seq, log_id } => {
                 coupon.seq = seq;
-                // claim.lua recorded it as pending too: one round trip per claim.
+                // On one Redis, claim.lua recorded it as pending too (one round trip per
+                // claim); a cluster keeps the user's hash out of the template's script.
+                if self.conn.is_cluster() {
+                    self.remember_pending(&coupon).await;
+                }
                 tracing::trace!(template = %t.id, coupon = %coupon.id, %log_id, "claimed");
                 Ok(ClaimOutcome::Claimed(coupon))
             }

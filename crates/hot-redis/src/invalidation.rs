@@ -77,7 +77,7 @@ impl Invalidation {
     /// each time a subscription is in place (what was published meanwhile is lost);
     /// reconnects like [`Self::subscribe`].
     pub fn subscribe_shops<F, G>(
-        url: &str,
+        urls: impl Into<Seeds>,
         prefix: &str,
         on_shop: F,
         on_subscribed: G,
@@ -88,7 +88,7 @@ impl Invalidation {
         G: Fn() + Send + Sync + 'static,
     {
         subscribe_parsed(
-            url,
+            urls.into(),
             keys::shop_invalidation_channel(prefix),
             |p| p.parse::<i64>().ok().and_then(ShopId::from_stored),
             "a shop id",
@@ -103,7 +103,7 @@ impl Invalidation {
     /// backoff (0.1 s to 5 s) whenever the connection is lost. Fails at once only if `url`
     /// is not a Redis URL; the future itself never fails.
     pub fn subscribe<F>(
-        url: &str,
+        urls: impl Into<Seeds>,
         prefix: &str,
         on_invalidate: F,
         token: CancellationToken,
@@ -111,14 +111,14 @@ impl Invalidation {
     where
         F: Fn(TemplateId) + Send + Sync + 'static,
     {
-        Self::subscribe_with_catch_up(url, prefix, on_invalidate, || {}, token)
+        Self::subscribe_with_catch_up(urls, prefix, on_invalidate, || {}, token)
     }
 
     /// [`Self::subscribe`], calling `on_subscribed` each time a subscription is in place
     /// (the first and every one after a reconnect): what was published while this node was
     /// not subscribed is lost, so the caller catches up from the system of record then.
     pub fn subscribe_with_catch_up<F, G>(
-        url: &str,
+        urls: impl Into<Seeds>,
         prefix: &str,
         on_invalidate: F,
         on_subscribed: G,
@@ -129,7 +129,7 @@ impl Invalidation {
         G: Fn() + Send + Sync + 'static,
     {
         subscribe_parsed(
-            url,
+            urls.into(),
             keys::invalidation_channel(prefix),
             TemplateId::parse,
             "a template id",
@@ -143,7 +143,7 @@ impl Invalidation {
 /// Subscribes to `channel`, calling `on` with every payload `parse` reads (others are
 /// logged and skipped, `what` naming what was expected).
 fn subscribe_parsed<T: 'static, F, G>(
-    url: &str,
+    urls: Seeds,
     channel: String,
     parse: fn(&str) -> Option<T>,
     what: &'static str,
@@ -155,7 +155,7 @@ where
     F: Fn(T) + Send + Sync + 'static,
     G: Fn() + Send + Sync + 'static,
 {
-    let client = redis::Client::open(url).map_err(backend)?;
+    let clients = urls.clients()?;
     let on_payload = move |payload: &[u8]| {
         let payload = String::from_utf8_lossy(payload);
         match parse(&payload) {
@@ -166,7 +166,7 @@ where
         }
     };
     Ok(run_subscriber(
-        client,
+        clients,
         channel,
         on_payload,
         on_subscribed,
@@ -174,8 +174,50 @@ where
     ))
 }
 
+/// Where a subscriber connects: one server, or the nodes of a cluster tried in turn (a
+/// message published on any node of a Redis Cluster reaches subscribers on every node, so
+/// any live one serves).
+#[derive(Clone, Debug)]
+pub struct Seeds(Vec<String>);
+
+impl Seeds {
+    pub(crate) fn clients(&self) -> Result<Vec<redis::Client>, StoreError> {
+        if self.0.is_empty() {
+            return Err(crate::backend_msg("no Redis URL to subscribe on"));
+        }
+        self.0
+            .iter()
+            .map(|u| redis::Client::open(u.as_str()).map_err(backend))
+            .collect()
+    }
+}
+
+impl From<&str> for Seeds {
+    fn from(url: &str) -> Self {
+        Self(vec![url.to_owned()])
+    }
+}
+
+impl From<&String> for Seeds {
+    fn from(url: &String) -> Self {
+        Self(vec![url.clone()])
+    }
+}
+
+impl From<Vec<String>> for Seeds {
+    fn from(urls: Vec<String>) -> Self {
+        Self(urls)
+    }
+}
+
+impl From<&[String]> for Seeds {
+    fn from(urls: &[String]) -> Self {
+        Self(urls.to_vec())
+    }
+}
+
 pub(crate) async fn run_subscriber<F, G>(
-    client: redis::Client,
+    clients: Vec<redis::Client>,
     channel: String,
     on_payload: F,
     on_subscribed: G,
@@ -185,8 +227,12 @@ pub(crate) async fn run_subscriber<F, G>(
     G: Fn() + Send + Sync + 'static,
 {
     let mut backoff = BACKOFF_MIN;
+    let mut next = 0usize;
     loop {
         let mut subscribed = false;
+        // A seed that failed gives way to the next one.
+        let client = &clients[next % clients.len()];
+        next = next.wrapping_add(1);
         let session = async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;

@@ -73,11 +73,20 @@
 //! # Deployment notes
 //!
 //! The client is `redis::aio::ConnectionManager` (standalone Redis, optionally with
-//! replicas), behind [`Connection`]: every command under the node's Redis circuit breaker
-//! and a deadline (`connection`), so a Redis that is down fails calls fast. Every
-//! multi-key script keeps its keys in one hash slot, so the layout is ready for Redis
-//! Cluster; a cluster client is not wired in yet. A claim whose answer is lost (a
-//! timeout) may still have happened: the claim's `Idempotency-Key` makes the retry safe.
+//! replicas) or the redis crate's cluster client (`redis.mode = "cluster"`), behind
+//! [`Connection`]: every command under the node's Redis circuit breaker and a deadline
+//! (`connection`), so a Redis that is down fails calls fast. On a cluster:
+//!
+//! - every script's keys share one hash slot (`{tpl:<id>}` or `{flow}`); the one write of
+//!   another slot a claim makes, the user's pending hash, is sent right after `claim.lua`
+//!   instead of inside it (a second round trip, cluster only);
+//! - multi-key reads and cleanups that span templates or users (`Connection::query_many`)
+//!   send one command per key, concurrently, instead of one pipeline;
+//! - pub/sub subscribers connect to any seed node (classic `PUBLISH` reaches every node of
+//!   a cluster) and move to the next seed when one fails.
+//!
+//! A claim whose answer is lost (a timeout) may still have happened: the claim's
+//! `Idempotency-Key` makes the retry safe.
 
 mod codec;
 pub mod connection;
@@ -95,7 +104,7 @@ mod worker_lease;
 pub use connection::{Connection, is_unavailable};
 pub use flow::RedisRateLimiter;
 pub use hot_state::RedisHotState;
-pub use invalidation::Invalidation;
+pub use invalidation::{Invalidation, Seeds};
 pub use login::RedisLoginAttempts;
 pub use persister::{ClaimLogHints, LogBatch, Persister};
 pub use template_cache::RedisTemplateCache;
@@ -119,6 +128,63 @@ pub struct RedisResilience {
     pub connect_timeout: Duration,
     pub command_deadline: Duration,
     pub breaker: Arc<Breaker>,
+}
+
+/// Where this node's Redis is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedisTopology {
+    /// One server (`redis://host:port[/db]`), possibly with replicas nobody reads from.
+    Single(String),
+    /// A Redis Cluster, found through any of these seed nodes.
+    Cluster(Vec<String>),
+}
+
+impl RedisTopology {
+    /// Where pub/sub subscribers connect, tried in turn when one fails.
+    pub fn subscribe_urls(&self) -> Vec<String> {
+        match self {
+            Self::Single(url) => vec![url.clone()],
+            Self::Cluster(urls) => urls.clone(),
+        }
+    }
+}
+
+/// [`connect_with`] for any topology: a cluster gets the cluster client (slot routing,
+/// `MOVED`/`ASK` redirections, topology refresh), under the same breaker and deadline.
+pub async fn connect_topology(
+    topology: &RedisTopology,
+    r: &RedisResilience,
+) -> Result<Connection, StoreError> {
+    match topology {
+        RedisTopology::Single(url) => connect_with(url, r).await,
+        RedisTopology::Cluster(urls) => {
+            let client = redis::cluster::ClusterClientBuilder::new(urls.iter().map(String::as_str))
+                .connection_timeout(r.connect_timeout)
+                .response_timeout(r.command_deadline.max(RESPONSE_TIMEOUT))
+                .build()
+                .map_err(backend)?;
+            let inner = client.get_async_connection().await.map_err(backend)?;
+            Ok(Connection::cluster(
+                inner,
+                r.breaker.clone(),
+                r.command_deadline,
+            ))
+        }
+    }
+}
+
+/// A connection of its own to `topology`, with its own breaker and the default deadline
+/// (flow control's limiter, tests, tools).
+pub async fn connect_bare(topology: &RedisTopology) -> Result<Connection, StoreError> {
+    let r = RedisResilience {
+        connect_timeout: Duration::from_secs(2),
+        command_deadline: RESPONSE_TIMEOUT,
+        breaker: Arc::new(Breaker::new(
+            Dependency::Redis,
+            stampede_resilience::BreakerConfig::default(),
+        )),
+    };
+    connect_topology(topology, &r).await
 }
 
 /// Opens a reconnecting, multiplexed connection to the Redis at `url`

@@ -378,15 +378,23 @@ impl Persister {
     /// more pipelined `XRANGE … COUNT 1` per chunk that has any).
     async fn non_empty(&self, ts: Vec<TemplateId>) -> Result<Vec<TemplateId>, StoreError> {
         let mut out = Vec::new();
-        let mut conn = self.conn.clone();
         let mut backlog = 0u64;
         let mut oldest_ms: Option<u64> = None;
         for chunk in ts.chunks(SWEEP_CHUNK) {
-            let mut pipe = redis::pipe();
-            for &t in chunk {
-                pipe.cmd("XLEN").arg(TemplateKeys::new(&self.prefix, t).log);
-            }
-            let lens: Vec<u64> = pipe.query_async(&mut conn).await.map_err(backend)?;
+            let lens: Vec<u64> = self
+                .conn
+                .query_many(
+                    chunk
+                        .iter()
+                        .map(|&t| {
+                            let mut c = redis::cmd("XLEN");
+                            c.arg(TemplateKeys::new(&self.prefix, t).log);
+                            c
+                        })
+                        .collect(),
+                )
+                .await
+                .map_err(backend)?;
             let first = out.len();
             for (&t, n) in chunk.iter().zip(lens) {
                 if n > 0 {
@@ -395,17 +403,24 @@ impl Persister {
                 }
             }
             if out.len() > first {
-                let mut heads = redis::pipe();
-                for &t in &out[first..] {
-                    heads
-                        .cmd("XRANGE")
-                        .arg(TemplateKeys::new(&self.prefix, t).log)
-                        .arg("-")
-                        .arg("+")
-                        .arg("COUNT")
-                        .arg(1);
-                }
-                let heads: Vec<Entries> = heads.query_async(&mut conn).await.map_err(backend)?;
+                let heads: Vec<Entries> = self
+                    .conn
+                    .query_many(
+                        out[first..]
+                            .iter()
+                            .map(|&t| {
+                                let mut c = redis::cmd("XRANGE");
+                                c.arg(TemplateKeys::new(&self.prefix, t).log)
+                                    .arg("-")
+                                    .arg("+")
+                                    .arg("COUNT")
+                                    .arg(1);
+                                c
+                            })
+                            .collect(),
+                    )
+                    .await
+                    .map_err(backend)?;
                 let ms = heads
                     .iter()
                     .filter_map(|e| e.first().and_then(|(id, _)| entry_ms(id)))
@@ -552,16 +567,21 @@ impl Persister {
         if ids.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        for r in records {
-            pipe.cmd("HDEL")
-                .arg(keys::pending(&self.prefix, r.coupon.user_id))
-                .arg(r.coupon.id.get())
-                .ignore();
-        }
-        pipe.cmd("XDEL").arg(&k.log).arg(ids).ignore();
-        let mut conn = self.conn.clone();
-        pipe.exec_async(&mut conn).await.map_err(backend)
+        // The pending hashes are the users' (other slots than the log's on a cluster).
+        let mut cmds: Vec<redis::Cmd> = records
+            .iter()
+            .map(|r| {
+                let mut c = redis::cmd("HDEL");
+                c.arg(keys::pending(&self.prefix, r.coupon.user_id))
+                    .arg(r.coupon.id.get());
+                c
+            })
+            .collect();
+        let mut xdel = redis::cmd("XDEL");
+        xdel.arg(&k.log).arg(ids);
+        cmds.push(xdel);
+        let _: Vec<redis::Value> = self.conn.query_many(cmds).await.map_err(backend)?;
+        Ok(())
     }
 
     async fn acquire(&self, k: &TemplateKeys) -> Result<bool, StoreError> {

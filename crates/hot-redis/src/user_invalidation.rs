@@ -73,7 +73,7 @@ impl UserInvalidation {
     /// `on_subscribed` each time the subscription is (re)established, until `token` is
     /// cancelled; reconnects with backoff. Fails at once only if `url` is not a Redis URL.
     pub fn subscribe<F, G>(
-        url: &str,
+        urls: impl Into<crate::invalidation::Seeds>,
         prefix: &str,
         node_tag: u64,
         on_users: F,
@@ -84,7 +84,7 @@ impl UserInvalidation {
         F: Fn(Vec<UserId>) + Send + Sync + 'static,
         G: Fn() + Send + Sync + 'static,
     {
-        let client = redis::Client::open(url).map_err(backend)?;
+        let clients = urls.into().clients()?;
         let on_payload = move |payload: &[u8]| match parse(payload) {
             Some((tag, _)) if tag == node_tag => {}
             Some((_, users)) => on_users(users),
@@ -94,7 +94,7 @@ impl UserInvalidation {
             ),
         };
         Ok(crate::invalidation::run_subscriber(
-            client,
+            clients,
             keys::user_invalidation_channel(prefix),
             on_payload,
             on_subscribed,

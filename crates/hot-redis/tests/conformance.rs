@@ -1,5 +1,7 @@
 //! `RedisHotState` against the hot-state conformance suite (`stampede-conformance`): a real
-//! Redis under a random key prefix per scenario, loading from a SQLite store of its own.
+//! Redis under a random key prefix per scenario, loading from a SQLite store of its own; once
+//! on the single Redis, once on a Redis Cluster (`STAMPEDE_TEST_REDIS_CLUSTER`, the seeds of
+//! the private 3-master cluster `scripts/redis-cluster.sh` starts for the test command).
 //!
 //! SQLite stands in for MySQL as the system of record: the hot state only reads it through
 //! `CouponStore::claim_state`, whose contract both stores share, and a real store keeps the
@@ -9,17 +11,18 @@
 mod common;
 
 use async_trait::async_trait;
-use common::{FakeLog, TestPrefix, redis_url};
+use common::{FakeLog, TestPrefix, redis_cluster, redis_url};
 use stampede_conformance::SystemOfRecord;
 use stampede_conformance::hot_state::{HotFixture, ObservedCoupons};
 use stampede_core::claim_ports::{ClaimRecord, HotState};
 use stampede_domain::template::Template;
-use stampede_hot_redis::{Persister, RedisHotState};
+use stampede_hot_redis::{Persister, RedisHotState, RedisTopology};
 use stampede_store_sqlite::{SqliteOptions, SqliteStore};
 use std::sync::Arc;
 use tempfile::TempDir;
 
 struct Redis {
+    topology: RedisTopology,
     prefix: TestPrefix,
     _dir: TempDir,
     store: Arc<SqliteStore>,
@@ -28,9 +31,19 @@ struct Redis {
 }
 
 /// A node's hot state on the shared keys under `prefix`.
-async fn node(prefix: &TestPrefix, coupons: &Arc<ObservedCoupons>) -> Arc<RedisHotState> {
-    let hot = RedisHotState::connect(&redis_url(), &prefix.0, coupons.clone()).await;
-    Arc::new(hot.expect("redis reachable"))
+async fn node(
+    topology: &RedisTopology,
+    prefix: &TestPrefix,
+    coupons: &Arc<ObservedCoupons>,
+) -> Arc<RedisHotState> {
+    let conn = stampede_hot_redis::connect_bare(topology)
+        .await
+        .expect("redis reachable");
+    Arc::new(RedisHotState::from_manager(
+        conn,
+        &prefix.0,
+        coupons.clone(),
+    ))
 }
 
 #[async_trait]
@@ -44,7 +57,7 @@ impl HotFixture for Redis {
     }
 
     async fn restart(&self) -> Arc<dyn HotState> {
-        node(&self.prefix, &self.coupons).await
+        node(&self.topology, &self.prefix, &self.coupons).await
     }
 
     fn loads(&self) -> u64 {
@@ -66,6 +79,14 @@ impl HotFixture for Redis {
 }
 
 async fn run(scenario: impl AsyncFnOnce(&dyn HotFixture)) {
+    run_on(RedisTopology::Single(redis_url()), scenario).await;
+}
+
+async fn run_on_cluster(scenario: impl AsyncFnOnce(&dyn HotFixture)) {
+    run_on(RedisTopology::Cluster(redis_cluster()), scenario).await;
+}
+
+async fn run_on(topology: RedisTopology, scenario: impl AsyncFnOnce(&dyn HotFixture)) {
     let prefix = TestPrefix::new();
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("stampede.db"), SqliteOptions::default())
@@ -73,8 +94,9 @@ async fn run(scenario: impl AsyncFnOnce(&dyn HotFixture)) {
         .expect("open the store");
     let store = Arc::new(store);
     let coupons = Arc::new(ObservedCoupons::new(store.clone()));
-    let hot = node(&prefix, &coupons).await;
+    let hot = node(&topology, &prefix, &coupons).await;
     let fixture = Redis {
+        topology,
         prefix,
         _dir: dir,
         store,
@@ -85,3 +107,8 @@ async fn run(scenario: impl AsyncFnOnce(&dyn HotFixture)) {
 }
 
 stampede_conformance::hot_state_suite!(run);
+
+mod cluster {
+    use super::*;
+    stampede_conformance::hot_state_suite!(run_on_cluster);
+}

@@ -29,9 +29,10 @@ pub async fn build(settings: &Settings, stores: &Stores) -> anyhow::Result<Flow>
         Backend::Mysql => {
             let r = &settings.redis;
             // A connection of its own: flow checks must not queue behind claim scripts.
-            let conn = stampede_hot_redis::connect(&r.url)
+            let topology = r.topology()?;
+            let conn = stampede_hot_redis::connect_bare(&topology)
                 .await
-                .with_context(|| format!("connecting to Redis at {}", r.url))?;
+                .with_context(|| format!("connecting to Redis ({topology:?})"))?;
             Arc::new(RedisRateLimiter::new(
                 conn,
                 &r.prefix,

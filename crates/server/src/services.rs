@@ -40,11 +40,13 @@ impl Services {
         let node = NodeId::mint();
         let redis = match settings.storage.backend {
             Backend::Mysql => {
-                let url = &settings.redis.url;
-                let conn =
-                    stampede_hot_redis::connect_with(url, &redis_resilience(settings, &breakers))
-                        .await
-                        .with_context(|| format!("connecting to Redis at {url}"))?;
+                let topology = settings.redis.topology()?;
+                let conn = stampede_hot_redis::connect_topology(
+                    &topology,
+                    &redis_resilience(settings, &breakers),
+                )
+                .await
+                .with_context(|| format!("connecting to Redis ({topology:?})"))?;
                 Some(conn)
             }
             Backend::Sqlite => None,

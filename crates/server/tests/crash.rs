@@ -76,6 +76,16 @@ fn write_config(
             urls.join(", ")
         ));
     }
+    if let Ok(seeds) = std::env::var("STAMPEDE_TEST_REDIS_CLUSTER")
+        && distributed
+    {
+        // On a private Redis Cluster (scripts/redis-cluster.sh) instead of the single Redis.
+        let urls: Vec<String> = seeds.split(',').map(|u| format!("\"{u}\"")).collect();
+        toml.push_str(&format!(
+            "mode = \"cluster\"\nurls = [{}]\n",
+            urls.join(", ")
+        ));
+    }
     toml.push_str(extra);
     std::fs::write(&config, toml).unwrap_or_else(|e| panic!("{e}"));
     (config, distributed, dbs)

@@ -10,11 +10,11 @@ use futures::future::try_join_all;
 use jiff::Timestamp;
 use sqlx::mysql::{MySqlConnection, MySqlRow};
 use sqlx::{AssertSqlSafe, Executor, MySql};
+use stampede_core::claim_ports::OutboxEvent;
+use stampede_core::events;
 use stampede_core::ports::{
     ChangeOutcome, CreateOutcome, IdempotencyRecord, Page, StoreError, TemplateQuery, TemplateStore,
 };
-use stampede_core::claim_ports::OutboxEvent;
-use stampede_core::events;
 use stampede_core::records::{AuditRecord, TemplateRecord};
 use stampede_domain::audit::AuditEntry;
 use stampede_domain::ids::{ShopId, TemplateId};

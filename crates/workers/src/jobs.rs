@@ -130,9 +130,8 @@ impl Job for ObserveOutbox {
         metrics::gauge!(OUTBOX_RELAY_ENABLED).set(if self.relay_enabled { 1.0 } else { 0.0 });
         let partitions = self.coupons.outbox_partition_backlogs().await?;
         let now = stampede_domain::time::to_ms(self.clock.now());
-        let age_secs = |b: &OutboxBacklog| {
-            b.oldest_created_ms.map_or(0, |t| (now - t).max(0)) as f64 / 1000.0
-        };
+        let age_secs =
+            |b: &OutboxBacklog| b.oldest_created_ms.map_or(0, |t| (now - t).max(0)) as f64 / 1000.0;
         let mut total = OutboxBacklog::default();
         for (p, b) in partitions.iter().enumerate() {
             let label = p.to_string();

@@ -19,6 +19,25 @@ pub fn redis_url() -> String {
     std::env::var("STAMPEDE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// The seed nodes of the Redis Cluster the cluster tests run on: `STAMPEDE_TEST_REDIS_CLUSTER`
+/// (comma-separated URLs), which the test command sets after starting a private 3-master
+/// cluster (`eval "$(scripts/redis-cluster.sh start)"`).
+pub fn redis_cluster() -> Vec<String> {
+    let seeds = std::env::var("STAMPEDE_TEST_REDIS_CLUSTER").unwrap_or_default();
+    let urls: Vec<String> = seeds
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        !urls.is_empty(),
+        "the cluster tests need a Redis Cluster: eval \"$(scripts/redis-cluster.sh start)\" \
+         sets STAMPEDE_TEST_REDIS_CLUSTER (scripts/test.sh does)"
+    );
+    urls
+}
+
 /// A random key prefix; every key under it is deleted when this is dropped (even when the
 /// test panics).
 pub struct TestPrefix(pub String);

@@ -97,6 +97,15 @@ pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::R
     })
 }
 
+/// Where this node's pub/sub subscribers connect (any node of a cluster serves).
+fn subscribe_urls(settings: &Settings) -> Vec<String> {
+    settings
+        .redis
+        .topology()
+        .map(|t| t.subscribe_urls())
+        .unwrap_or_else(|_| vec![settings.redis.url.clone()])
+}
+
 /// User ids waiting to be broadcast; beyond it they are dropped (and counted), and the
 /// other nodes' entries for those users expire by TTL.
 const USER_BROADCAST_QUEUE: usize = 65_536;
@@ -119,7 +128,7 @@ fn user_broadcast(
 /// Drops from this node's quote cache the users other nodes changed; after a gap in the
 /// subscription, everything (changes may have been missed).
 fn user_subscriber(settings: &Settings, node_tag: u64, cache: Arc<UserCouponCache>) -> Background {
-    let (url, prefix) = (settings.redis.url.clone(), settings.redis.prefix.clone());
+    let (url, prefix) = (subscribe_urls(settings), settings.redis.prefix.clone());
     Box::new(move |token: CancellationToken| -> BoxFuture<'static, ()> {
         let c = cache.clone();
         let on_users = move |users: Vec<stampede_domain::ids::UserId>| {
@@ -131,7 +140,7 @@ fn user_subscriber(settings: &Settings, node_tag: u64, cache: Arc<UserCouponCach
             });
         };
         let on_subscribed = move || cache.invalidate_all();
-        match UserInvalidation::subscribe(&url, &prefix, node_tag, on_users, on_subscribed, token) {
+        match UserInvalidation::subscribe(url, &prefix, node_tag, on_users, on_subscribed, token) {
             Ok(fut) => Box::pin(fut),
             Err(e) => {
                 tracing::error!(error = %e, "cannot subscribe to user invalidations");
@@ -145,13 +154,13 @@ fn user_subscriber(settings: &Settings, node_tag: u64, cache: Arc<UserCouponCach
 /// node's own changes arrive too: reloading once more is harmless); after a gap in the
 /// subscription, every listing.
 fn shop_subscriber(settings: &Settings, discovery: Arc<Discovery>) -> Background {
-    let (url, prefix) = (settings.redis.url.clone(), settings.redis.prefix.clone());
+    let (url, prefix) = (subscribe_urls(settings), settings.redis.prefix.clone());
     Box::new(move |token: CancellationToken| -> BoxFuture<'static, ()> {
         let d = discovery.clone();
         let on_shop = move |shop| d.changed(shop);
         let d = discovery.clone();
         let on_subscribed = move || d.forget_all();
-        match Invalidation::subscribe_shops(&url, &prefix, on_shop, on_subscribed, token) {
+        match Invalidation::subscribe_shops(url, &prefix, on_shop, on_subscribed, token) {
             Ok(fut) => Box::pin(fut),
             Err(e) => {
                 tracing::error!(error = %e, "cannot subscribe to shop invalidations");
@@ -163,7 +172,7 @@ fn shop_subscriber(settings: &Settings, discovery: Arc<Discovery>) -> Background
 
 /// Listens for other nodes' template changes and reloads them into this node's catalog.
 fn invalidation_subscriber(settings: &Settings, catalog: Arc<Catalog>) -> Background {
-    let (url, prefix) = (settings.redis.url.clone(), settings.redis.prefix.clone());
+    let (url, prefix) = (subscribe_urls(settings), settings.redis.prefix.clone());
     Box::new(move |token: CancellationToken| -> BoxFuture<'static, ()> {
         let cat = catalog.clone();
         let on_invalidate = move |id| {
@@ -182,7 +191,7 @@ fn invalidation_subscriber(settings: &Settings, catalog: Arc<Catalog>) -> Backgr
             });
         };
         match Invalidation::subscribe_with_catch_up(
-            &url,
+            url,
             &prefix,
             on_invalidate,
             on_subscribed,

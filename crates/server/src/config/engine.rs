@@ -74,11 +74,27 @@ impl EngineSettings {
     }
 }
 
+/// How the node reaches Redis (`redis.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// One server at `redis.url` (or the one entry of `redis.urls`).
+    #[default]
+    Single,
+    /// A Redis Cluster; `redis.urls` are seed nodes (any subset of the cluster).
+    Cluster,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisSettings {
-    /// Distributed mode's hot store (stock, per-user counts, claim logs, invalidations).
+    /// `single` (default) or `cluster`.
+    pub mode: RedisMode,
+    /// Distributed mode's hot store (stock, per-user counts, claim logs, invalidations), in
+    /// `single` mode.
     pub url: String,
+    /// Cluster seed nodes (`cluster`); in `single` mode, one URL that overrides `url`.
+    pub urls: Vec<String>,
     /// Prefix of every key and channel, so several deployments (or tests) share a server.
     pub prefix: String,
     /// Claim-log entries a persister writes to MySQL per transaction.
@@ -96,11 +112,72 @@ pub struct RedisSettings {
 impl Default for RedisSettings {
     fn default() -> Self {
         Self {
+            mode: RedisMode::Single,
             url: "redis://127.0.0.1:6379".into(),
+            urls: Vec::new(),
             prefix: "stampede".into(),
             persister_batch: 2_000,
             persister_interval: Duration::from_millis(20),
             persister_sweep: Duration::from_secs(5),
         }
+    }
+}
+
+impl RedisSettings {
+    /// Where Redis is, from `mode`, `url` and `urls`.
+    pub fn topology(&self) -> anyhow::Result<stampede_hot_redis::RedisTopology> {
+        use stampede_hot_redis::RedisTopology;
+        match self.mode {
+            RedisMode::Single => match self.urls.as_slice() {
+                [] => Ok(RedisTopology::Single(self.url.clone())),
+                [one] => Ok(RedisTopology::Single(one.clone())),
+                _ => anyhow::bail!(
+                    "redis.urls lists {} servers but redis.mode is single: set redis.mode = \"cluster\" or keep one URL",
+                    self.urls.len()
+                ),
+            },
+            RedisMode::Cluster if self.urls.is_empty() => {
+                anyhow::bail!("redis.mode = \"cluster\" needs redis.urls (seed nodes)")
+            }
+            RedisMode::Cluster => Ok(RedisTopology::Cluster(self.urls.clone())),
+        }
+    }
+
+    /// The checks of [`Self::topology`], at load.
+    pub fn check(&self) -> anyhow::Result<()> {
+        self.topology().map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stampede_hot_redis::RedisTopology;
+
+    #[test]
+    fn redis_topology_follows_mode_url_and_urls() {
+        let mut r = RedisSettings::default();
+        assert_eq!(
+            r.topology().ok(),
+            Some(RedisTopology::Single("redis://127.0.0.1:6379".into()))
+        );
+        r.urls = vec!["redis://10.0.0.1:6379".into()];
+        assert_eq!(
+            r.topology().ok(),
+            Some(RedisTopology::Single("redis://10.0.0.1:6379".into())),
+            "one entry of urls overrides url"
+        );
+        r.urls.push("redis://10.0.0.2:6379".into());
+        assert!(r.check().is_err(), "single mode with two servers");
+        r.mode = RedisMode::Cluster;
+        assert_eq!(
+            r.topology().ok(),
+            Some(RedisTopology::Cluster(r.urls.clone()))
+        );
+        r.urls.clear();
+        assert!(r.check().is_err(), "a cluster needs seed nodes");
+        let parsed: Result<RedisSettings, _> =
+            serde_json::from_str(r#"{"mode": "sentinel", "urls": ["redis://s:26379"]}"#);
+        assert!(parsed.is_err(), "sentinel is not a mode yet");
     }
 }

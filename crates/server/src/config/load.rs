@@ -99,6 +99,7 @@ impl Settings {
         self.settlement.check()?;
         self.resilience.check()?;
         self.flow.check(&self.engine)?;
+        self.redis.check()?;
         self.distribution.check()
     }
 }

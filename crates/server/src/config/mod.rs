@@ -22,7 +22,7 @@ mod workers;
 pub use auth::{AuthSettings, IdSettings, Secret};
 pub use discovery::DiscoverySettings;
 pub use distribution::DistributionSettings;
-pub use engine::{EngineSettings, RedisSettings};
+pub use engine::{EngineSettings, RedisMode, RedisSettings};
 pub use events::EventSettings;
 pub use flow::FlowSettings;
 pub use load::{Loaded, Overrides};

@@ -71,7 +71,11 @@ pub fn assert_documented(events: &[OutboxEvent]) {
 fn every_event_type_has_a_schema() {
     let types: Vec<String> = SCHEMAS["envelope"]["properties"]["type"]["enum"]
         .as_array()
-        .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     assert_eq!(types.len(), 9, "{types:?}");
     for t in &types {

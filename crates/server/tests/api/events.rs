@@ -153,7 +153,10 @@ async fn every_claim_reaches_the_stream_once_as_a_cloudevent() {
     assert_eq!(
         lifecycle,
         [
-            (format!("{prefix}.template.created"), format!("template.created:{t}")),
+            (
+                format!("{prefix}.template.created"),
+                format!("template.created:{t}")
+            ),
             (
                 format!("{prefix}.template.terminated"),
                 format!("template.terminated:{t}")

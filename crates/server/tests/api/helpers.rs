@@ -55,6 +55,20 @@ pub fn backend() -> TestBackend {
     }
 }
 
+/// The seed nodes of the Redis Cluster the distributed suite runs on, when
+/// `STAMPEDE_TEST_REDIS_CLUSTER` names one (comma-separated URLs; `scripts/redis-cluster.sh`
+/// starts a private one); otherwise the distributed suite uses the single Redis.
+pub fn redis_cluster() -> Option<Vec<String>> {
+    let seeds = std::env::var("STAMPEDE_TEST_REDIS_CLUSTER").ok()?;
+    let urls: Vec<String> = seeds
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect();
+    (!urls.is_empty()).then_some(urls)
+}
+
 pub fn mysql_base() -> String {
     std::env::var("STAMPEDE_TEST_MYSQL_URL")
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
@@ -89,6 +103,10 @@ pub fn test_settings(dir: &std::path::Path, workers: bool) -> (Settings, Vec<Str
         // splitting a user's tokens in two: patient here, so limits are exact.
         s.flow.redis_deadline = std::time::Duration::from_millis(500);
         s.redis.prefix = format!("stampede_t_{tag:016x}");
+        if let Some(seeds) = redis_cluster() {
+            s.redis.mode = stampede_server::config::RedisMode::Cluster;
+            s.redis.urls = seeds;
+        }
         // `app.drain()` must see every log: a hinted pass finds none when the background
         // pass of the same persister took the hints first, so the tests sweep every pass
         // (the hinted passes are tested in crates/hot-redis/tests/persister.rs).

@@ -110,6 +110,9 @@ async fn distributed_app(proxy: &LossyProxy) -> TestApp {
     s.storage.mysql.tables_per_database = 1;
     s.storage.mysql.max_connections_per_database = 8;
     s.redis.prefix = format!("stampede_t_{tag:016x}");
+    // The proxy stands in front of one Redis, whatever the suite's topology.
+    s.redis.mode = stampede_server::config::RedisMode::Single;
+    s.redis.urls = Vec::new();
     s.redis.url = format!("redis://127.0.0.1:{}", proxy.port);
     spawn_app_from(dir, s, urls).await
 }
