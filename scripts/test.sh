@@ -2,8 +2,8 @@
 # The whole test suite, as the README's second command and CI (.ci/run) run it:
 # formatting and lints, every crate's unit/integration tests, then the HTTP behavioural
 # suite once per storage backend (SQLite, MySQL 1x1, MySQL 2x4) against real services
-# (MariaDB, Redis), and once more on MySQL 2x4 over a private 3-master Redis Cluster
-# (scripts/redis-cluster.sh), then the kill -9 crash tests against the release binary in both
+# (MariaDB, Redis), and on MySQL 2x4 over a private 3-master Redis Cluster
+# (scripts/redis-cluster.sh) and a private Sentinel group (scripts/redis-sentinel.sh), then the kill -9 crash tests against the release binary in both
 # modes (distributed: on the single Redis and on the cluster), the
 # backup-under-load test, the API contract run (scripts/schemathesis.sh), then the fault suite
 # (RELIABILITY.md) with its availability bars asserted. Before any of it, scripts/check-deploy.sh checks deploy/ (alert rules with
@@ -19,7 +19,12 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # hot-redis crate's cluster tests read its seeds from the environment; the other distributed
 # runs unset it to use the single Redis.
 eval "$(./scripts/redis-cluster.sh start)"
-trap './scripts/redis-cluster.sh stop "$REDIS_CLUSTER_DIR"; rm -f "$log"' EXIT
+stop_private() {
+  ./scripts/redis-cluster.sh stop "$REDIS_CLUSTER_DIR"
+  [ -z "${REDIS_SENTINEL_DIR:-}" ] || ./scripts/redis-sentinel.sh stop "$REDIS_SENTINEL_DIR"
+  rm -f "$log"
+}
+trap stop_private EXIT
 
 # Databases a killed earlier run left behind (each test drops its own when it ends).
 mariadb -uroot -h127.0.0.1 -N -e "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'stampede\_t\_%'" \
@@ -47,6 +52,12 @@ for backend in mysql-1x1 mysql-2x4; do
 done
 echo "== HTTP behavioural suite (races included) on mysql-2x4 over the Redis Cluster"
 STAMPEDE_TEST_BACKEND=mysql-2x4 cargo test --quiet -p stampede-server --test api 2>&1 | tee -a "$log"
+echo "== HTTP behavioural suite on mysql-2x4 over Redis Sentinel (master, replica, 3 sentinels; claims wait for the replica)"
+eval "$(./scripts/redis-sentinel.sh start)"
+STAMPEDE_TEST_BACKEND=mysql-2x4 env -u STAMPEDE_TEST_REDIS_CLUSTER \
+  cargo test --quiet -p stampede-server --test api 2>&1 | tee -a "$log"
+./scripts/redis-sentinel.sh stop "$REDIS_SENTINEL_DIR"
+unset REDIS_SENTINEL_DIR STAMPEDE_TEST_REDIS_SENTINEL STAMPEDE_TEST_REDIS_SENTINEL_MASTER
 echo "== crash tests: the release binary killed with SIGKILL mid-load (embedded, distributed, distributed on the Redis Cluster)"
 cargo test --release --quiet -p stampede-server --test crash 2>&1 | tee -a "$log"
 STAMPEDE_TEST_BACKEND=mysql-2x4 env -u STAMPEDE_TEST_REDIS_CLUSTER \

@@ -5,8 +5,9 @@
 //! times out or finds Redis unreachable counts against the breaker. Its errors are I/O
 //! errors, so `crate::backend` turns them into `StoreError::Unavailable { Redis }`.
 
-use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
+use redis::sentinel::SentinelClient;
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 use stampede_core::ports::Dependency;
 use stampede_resilience::{Breaker, BreakerConfig, DeadlineExceeded, FailureKind};
@@ -23,13 +24,74 @@ pub struct Connection {
     deadline: Duration,
 }
 
-/// The client underneath: one server (with `ConnectionManager`'s reconnects), or a Redis
+/// The client underneath: one server (with `ConnectionManager`'s reconnects), a Redis
 /// Cluster (the cluster client routes each command by its keys' slot and follows
-/// `MOVED`/`ASK` redirections and topology changes by itself).
+/// `MOVED`/`ASK` redirections and topology changes by itself), or the master Sentinel names.
 #[derive(Clone)]
 enum Inner {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    /// The master Sentinel names, found again after a failure.
+    Sentinel(SentinelMaster),
+    /// One fixed socket to one server (see [`Connection::pinned`]).
+    Pinned(MultiplexedConnection),
+}
+
+/// A connection to the master of a Sentinel-monitored group: resolved through the sentinels
+/// on first use and again after any failure that says the master may have changed (the
+/// socket died, or the server answers `READONLY` because it was demoted), so a node follows a
+/// failover within one failed call plus Sentinel's own promotion time.
+#[derive(Clone)]
+pub(crate) struct SentinelMaster {
+    resolver: Arc<tokio::sync::Mutex<SentinelClient>>,
+    current: Arc<std::sync::Mutex<Option<MultiplexedConnection>>>,
+    config: redis::AsyncConnectionConfig,
+}
+
+impl SentinelMaster {
+    pub(crate) fn new(resolver: SentinelClient, config: redis::AsyncConnectionConfig) -> Self {
+        Self {
+            resolver: Arc::new(tokio::sync::Mutex::new(resolver)),
+            current: Arc::new(std::sync::Mutex::new(None)),
+            config,
+        }
+    }
+
+    fn cached(&self) -> Option<MultiplexedConnection> {
+        self.current.lock().map(|c| c.clone()).unwrap_or(None)
+    }
+
+    /// The master's connection, asking the sentinels where it is when there is none.
+    pub(crate) async fn get(&self) -> Result<MultiplexedConnection, RedisError> {
+        if let Some(c) = self.cached() {
+            return Ok(c);
+        }
+        let mut resolver = self.resolver.lock().await;
+        // Another caller may have resolved it while we waited.
+        if let Some(c) = self.cached() {
+            return Ok(c);
+        }
+        let client = resolver.async_get_client().await?;
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
+        if let Ok(mut current) = self.current.lock() {
+            *current = Some(conn.clone());
+        }
+        Ok(conn)
+    }
+
+    /// Forgets the master after an error that says it may have moved.
+    fn failed(&self, e: &RedisError) {
+        let moved = is_unavailable(e)
+            || matches!(
+                e.kind(),
+                redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+            );
+        if moved && let Ok(mut current) = self.current.lock() {
+            *current = None;
+        }
+    }
 }
 
 impl Connection {
@@ -48,6 +110,33 @@ impl Connection {
             breaker,
             deadline,
         }
+    }
+
+    /// A connection to a Sentinel-monitored master.
+    pub(crate) fn sentinel(
+        master: SentinelMaster,
+        breaker: Arc<Breaker>,
+        deadline: Duration,
+    ) -> Self {
+        Self {
+            inner: Inner::Sentinel(master),
+            breaker,
+            deadline,
+        }
+    }
+
+    /// This connection held to the one socket it uses now (the current master's, under
+    /// Sentinel), so that a `WAIT` sent after a write counts that write: `WAIT` waits for the
+    /// writes of its own connection. Other topologies return a clone.
+    pub async fn pinned(&self) -> Result<Connection, RedisError> {
+        let Inner::Sentinel(m) = &self.inner else {
+            return Ok(self.clone());
+        };
+        let conn = self.run(m.get()).await.inspect_err(|e| m.failed(e))?;
+        Ok(Self {
+            inner: Inner::Pinned(conn),
+            ..self.clone()
+        })
     }
 
     /// Whether commands go to a Redis Cluster: a script's keys must then share one slot, so
@@ -116,6 +205,8 @@ pub fn is_unavailable(e: &RedisError) -> bool {
         || matches!(
             e.kind(),
             ErrorKind::ClusterConnectionNotFound
+                // Sentinel knows no live master (a failover is under way).
+                | ErrorKind::MasterNameNotFoundBySentinel
                 | ErrorKind::Server(
                     ServerErrorKind::BusyLoading
                         | ServerErrorKind::MasterDown
@@ -201,6 +292,14 @@ impl ConnectionLike for Connection {
             match self.inner.clone() {
                 Inner::Single(mut c) => self.run(c.req_packed_command(cmd)).await,
                 Inner::Cluster(mut c) => self.run(c.req_packed_command(cmd)).await,
+                Inner::Pinned(mut c) => self.run(c.req_packed_command(cmd)).await,
+                Inner::Sentinel(m) => {
+                    let call = async {
+                        let mut c = m.get().await?;
+                        c.req_packed_command(cmd).await
+                    };
+                    self.run(call).await.inspect_err(|e| m.failed(e))
+                }
             }
         })
     }
@@ -221,6 +320,17 @@ impl ConnectionLike for Connection {
                     self.run(c.req_packed_commands(pipeline, offset, count))
                         .await
                 }
+                Inner::Pinned(mut c) => {
+                    self.run(c.req_packed_commands(pipeline, offset, count))
+                        .await
+                }
+                Inner::Sentinel(m) => {
+                    let call = async {
+                        let mut c = m.get().await?;
+                        c.req_packed_commands(pipeline, offset, count).await
+                    };
+                    self.run(call).await.inspect_err(|e| m.failed(e))
+                }
             }
         })
     }
@@ -229,6 +339,8 @@ impl ConnectionLike for Connection {
         match &self.inner {
             Inner::Single(c) => c.get_db(),
             Inner::Cluster(c) => c.get_db(),
+            Inner::Pinned(c) => c.get_db(),
+            Inner::Sentinel(_) => 0,
         }
     }
 }

@@ -4,6 +4,7 @@
 use crate::Connection;
 use crate::keys::{self, TemplateKeys};
 use crate::persister::ClaimLogHints;
+use crate::replica_wait::ReplicaWait;
 use crate::{backend, backend_msg, codec, scripts};
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -42,6 +43,8 @@ pub struct RedisHotState {
     coupons: Arc<dyn CouponStore>,
     /// Where claims tell this node's persister which logs they wrote to.
     hints: Option<Arc<ClaimLogHints>>,
+    /// Replicas a claim must reach before it is acknowledged (see `replica_wait`).
+    replica_wait: Option<ReplicaWait>,
 }
 
 impl std::fmt::Debug for RedisHotState {
@@ -224,7 +227,42 @@ impl RedisHotState {
             prefix: prefix.to_owned(),
             coupons,
             hints: None,
+            replica_wait: None,
         }
+    }
+
+    /// Acknowledges a claim (or a replay, or a claim found by its key) only once `wait`'s
+    /// replicas hold it.
+    pub fn with_replica_wait(mut self, wait: Option<ReplicaWait>) -> Self {
+        self.replica_wait = wait;
+        self
+    }
+
+    /// The connection a claim uses: pinned to one socket when writes must be confirmed by
+    /// replicas (`WAIT` counts its own connection's writes).
+    async fn claim_conn(&self) -> Result<Connection, StoreError> {
+        if self.replica_wait.is_some() {
+            self.conn.pinned().await.map_err(backend)
+        } else {
+            Ok(self.conn.clone())
+        }
+    }
+
+    /// With a replica wait: records `c` as pending on `conn` (a write, so the `WAIT` after
+    /// it also covers a coupon another connection wrote) and waits for the replicas.
+    async fn confirm(
+        &self,
+        conn: &Connection,
+        c: &UserCoupon,
+        written: bool,
+    ) -> Result<(), StoreError> {
+        let Some(wait) = self.replica_wait else {
+            return Ok(());
+        };
+        if !written {
+            self.remember_pending(conn, c).await;
+        }
+        wait.confirm(conn).await
     }
 
     /// Marks in `hints` every template a claim is tried on (see
@@ -244,6 +282,7 @@ impl RedisHotState {
 
     async fn run_claim(
         &self,
+        conn: &Connection,
         k: &TemplateKeys,
         t: &Template,
         c: &UserCoupon,
@@ -279,7 +318,7 @@ impl RedisHotState {
         }
         inv.arg(PENDING_TTL.as_millis() as u64);
         inv.arg(stampede_core::events::current_traceparent().unwrap_or_default());
-        let mut conn = self.conn.clone();
+        let mut conn = conn.clone();
         let v: Value = inv.invoke_async(&mut conn).await.map_err(claim_error)?;
         parse_claim_reply(&v)
     }
@@ -426,9 +465,9 @@ impl RedisHotState {
 
     /// Read-your-writes copy of an acknowledged coupon. Its failure does not fail the claim,
     /// which is already durable in the claim log.
-    async fn remember_pending(&self, c: &UserCoupon) {
+    async fn remember_pending(&self, conn: &Connection, c: &UserCoupon) {
         let key = keys::pending(&self.prefix, c.user_id);
-        let mut conn = self.conn.clone();
+        let mut conn = conn.clone();
         let res: Result<(), redis::RedisError> = redis::pipe()
             .cmd("HSET")
             .arg(&key)
@@ -468,11 +507,12 @@ impl HotState for RedisHotState {
             }
         };
         mark();
+        let conn = self.claim_conn().await?;
         let reply = async {
-            let mut reply = self.run_claim(&k, t, &coupon, key, now).await?;
+            let mut reply = self.run_claim(&conn, &k, t, &coupon, key, now).await?;
             if reply == Reply::NotLoaded {
                 self.load(&k, t).await?;
-                reply = self.run_claim(&k, t, &coupon, key, now).await?;
+                reply = self.run_claim(&conn, &k, t, &coupon, key, now).await?;
             }
             Ok::<_, StoreError>(reply)
         }
@@ -489,12 +529,19 @@ impl HotState for RedisHotState {
                 // On one Redis, claim.lua recorded it as pending too (one round trip per
                 // claim); a cluster keeps the user's hash out of the template's script.
                 if self.conn.is_cluster() {
-                    self.remember_pending(&coupon).await;
+                    self.remember_pending(&conn, &coupon).await;
                 }
+                self.confirm(&conn, &coupon, true).await?;
                 tracing::trace!(template = %t.id, coupon = %coupon.id, %log_id, "claimed");
                 Ok(ClaimOutcome::Claimed(coupon))
             }
-            Reply::Replay(raw) => Ok(ClaimOutcome::Replayed(codec::decode(&raw)?)),
+            Reply::Replay(raw) => {
+                let c = codec::decode(&raw)?;
+                // The original claim may have been answered OUTCOME_UNKNOWN for want of
+                // replicas: a replay is acknowledged only once they hold it too.
+                self.confirm(&conn, &c, false).await?;
+                Ok(ClaimOutcome::Replayed(c))
+            }
             Reply::Refused(code) => ClaimRefusal::from_code(code)
                 .map(ClaimOutcome::Refused)
                 .ok_or_else(|| {
@@ -513,18 +560,20 @@ impl HotState for RedisHotState {
         key: &str,
     ) -> Result<Option<UserCoupon>, StoreError> {
         let k = TemplateKeys::new(&self.prefix, t.id);
-        let mut conn = self.conn.clone();
+        let conn = self.claim_conn().await?;
         let raw: Option<String> = redis::cmd("HGET")
             .arg(&k.keys)
             .arg(keys::claim_key_field(key, user))
-            .query_async(&mut conn)
+            .query_async(&mut conn.clone())
             .await
             .map_err(backend)?;
         let Some(raw) = raw else {
             return Ok(None);
         };
         let c = codec::decode(&raw)?;
-        self.remember_pending(&c).await;
+        self.remember_pending(&conn, &c).await;
+        // Found on the master: it counts once the replicas hold it.
+        self.confirm(&conn, &c, true).await?;
         Ok(Some(c))
     }
 

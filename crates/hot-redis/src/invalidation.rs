@@ -155,7 +155,7 @@ where
     F: Fn(T) + Send + Sync + 'static,
     G: Fn() + Send + Sync + 'static,
 {
-    let clients = urls.clients()?;
+    let dialer = urls.dialer()?;
     let on_payload = move |payload: &[u8]| {
         let payload = String::from_utf8_lossy(payload);
         match parse(&payload) {
@@ -166,7 +166,7 @@ where
         }
     };
     Ok(run_subscriber(
-        clients,
+        dialer,
         channel,
         on_payload,
         on_subscribed,
@@ -174,50 +174,77 @@ where
     ))
 }
 
-/// Where a subscriber connects: one server, or the nodes of a cluster tried in turn (a
-/// message published on any node of a Redis Cluster reaches subscribers on every node, so
-/// any live one serves).
+/// Where a subscriber connects: one server, the nodes of a cluster tried in turn (a message
+/// published on any node of a Redis Cluster reaches subscribers on every node, so any live
+/// one serves), or the master of a Sentinel group, found again at each reconnect (a master
+/// propagates its publishes to its replicas, but after a failover only the new master gets
+/// new ones).
 #[derive(Clone, Debug)]
-pub struct Seeds(Vec<String>);
+pub enum Seeds {
+    Urls(Vec<String>),
+    Sentinel {
+        sentinels: Vec<String>,
+        master: String,
+    },
+}
+
+/// What a subscriber dials on each attempt.
+pub(crate) enum Dialer {
+    Clients(Vec<redis::Client>),
+    Sentinel(Box<redis::sentinel::SentinelClient>),
+}
+
+impl Dialer {
+    /// The server to subscribe on at attempt `n`.
+    async fn client(&mut self, n: usize) -> Result<redis::Client, redis::RedisError> {
+        match self {
+            Self::Clients(cs) => cs
+                .get(n % cs.len().max(1))
+                .cloned()
+                .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Client, "no Redis URL"))),
+            Self::Sentinel(s) => s.async_get_client().await,
+        }
+    }
+}
 
 impl Seeds {
-    pub(crate) fn clients(&self) -> Result<Vec<redis::Client>, StoreError> {
-        if self.0.is_empty() {
-            return Err(crate::backend_msg("no Redis URL to subscribe on"));
+    pub(crate) fn dialer(&self) -> Result<Dialer, StoreError> {
+        match self {
+            Self::Urls(urls) if urls.is_empty() => {
+                Err(crate::backend_msg("no Redis URL to subscribe on"))
+            }
+            Self::Urls(urls) => urls
+                .iter()
+                .map(|u| redis::Client::open(u.as_str()).map_err(backend))
+                .collect::<Result<_, _>>()
+                .map(Dialer::Clients),
+            Self::Sentinel { sentinels, master } => {
+                crate::sentinel_client(sentinels, master).map(|c| Dialer::Sentinel(Box::new(c)))
+            }
         }
-        self.0
-            .iter()
-            .map(|u| redis::Client::open(u.as_str()).map_err(backend))
-            .collect()
     }
 }
 
 impl From<&str> for Seeds {
     fn from(url: &str) -> Self {
-        Self(vec![url.to_owned()])
+        Self::Urls(vec![url.to_owned()])
     }
 }
 
 impl From<&String> for Seeds {
     fn from(url: &String) -> Self {
-        Self(vec![url.clone()])
+        Self::Urls(vec![url.clone()])
     }
 }
 
 impl From<Vec<String>> for Seeds {
     fn from(urls: Vec<String>) -> Self {
-        Self(urls)
-    }
-}
-
-impl From<&[String]> for Seeds {
-    fn from(urls: &[String]) -> Self {
-        Self(urls.to_vec())
+        Self::Urls(urls)
     }
 }
 
 pub(crate) async fn run_subscriber<F, G>(
-    clients: Vec<redis::Client>,
+    mut dialer: Dialer,
     channel: String,
     on_payload: F,
     on_subscribed: G,
@@ -231,9 +258,10 @@ pub(crate) async fn run_subscriber<F, G>(
     loop {
         let mut subscribed = false;
         // A seed that failed gives way to the next one.
-        let client = &clients[next % clients.len()];
+        let attempt = next;
         next = next.wrapping_add(1);
         let session = async {
+            let client = dialer.client(attempt).await?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             subscribed = true;

@@ -85,6 +85,10 @@
 //! - pub/sub subscribers connect to any seed node (classic `PUBLISH` reaches every node of
 //!   a cluster) and move to the next seed when one fails.
 //!
+//! Under Sentinel (`redis.mode = "sentinel"`) the connection asks the sentinels for the
+//! master and asks again after a failure that says it moved; with a [`ReplicaWait`] a claim is
+//! acknowledged only once a replica holds it (see `replica_wait`).
+//!
 //! A claim whose answer is lost (a timeout) may still have happened: the claim's
 //! `Idempotency-Key` makes the retry safe.
 
@@ -96,6 +100,7 @@ mod invalidation;
 pub mod keys;
 mod login;
 mod persister;
+mod replica_wait;
 mod scripts;
 mod template_cache;
 mod user_invalidation;
@@ -107,6 +112,7 @@ pub use hot_state::RedisHotState;
 pub use invalidation::{Invalidation, Seeds};
 pub use login::RedisLoginAttempts;
 pub use persister::{ClaimLogHints, LogBatch, Persister};
+pub use replica_wait::ReplicaWait;
 pub use template_cache::RedisTemplateCache;
 pub use user_invalidation::UserInvalidation;
 pub use worker_lease::{lease_worker_id, renew_worker_id};
@@ -137,16 +143,40 @@ pub enum RedisTopology {
     Single(String),
     /// A Redis Cluster, found through any of these seed nodes.
     Cluster(Vec<String>),
+    /// The master of the group Sentinel calls `master`, found through these sentinels
+    /// (`redis://host:26379`) and again after a failover.
+    Sentinel {
+        sentinels: Vec<String>,
+        master: String,
+    },
 }
 
 impl RedisTopology {
-    /// Where pub/sub subscribers connect, tried in turn when one fails.
-    pub fn subscribe_urls(&self) -> Vec<String> {
+    /// Where pub/sub subscribers connect.
+    pub fn subscribe_seeds(&self) -> Seeds {
         match self {
-            Self::Single(url) => vec![url.clone()],
-            Self::Cluster(urls) => urls.clone(),
+            Self::Single(url) => Seeds::Urls(vec![url.clone()]),
+            Self::Cluster(urls) => Seeds::Urls(urls.clone()),
+            Self::Sentinel { sentinels, master } => Seeds::Sentinel {
+                sentinels: sentinels.clone(),
+                master: master.clone(),
+            },
         }
     }
+}
+
+/// A client that asks `sentinels` where the master of `master` is.
+pub(crate) fn sentinel_client(
+    sentinels: &[String],
+    master: &str,
+) -> Result<redis::sentinel::SentinelClient, StoreError> {
+    redis::sentinel::SentinelClient::build(
+        sentinels.to_vec(),
+        master.to_owned(),
+        None,
+        redis::sentinel::SentinelServerType::Master,
+    )
+    .map_err(backend)
 }
 
 /// [`connect_with`] for any topology: a cluster gets the cluster client (slot routing,
@@ -166,6 +196,19 @@ pub async fn connect_topology(
             let inner = client.get_async_connection().await.map_err(backend)?;
             Ok(Connection::cluster(
                 inner,
+                r.breaker.clone(),
+                r.command_deadline,
+            ))
+        }
+        RedisTopology::Sentinel { sentinels, master } => {
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(r.connect_timeout))
+                .set_response_timeout(Some(r.command_deadline.max(RESPONSE_TIMEOUT)));
+            let m = connection::SentinelMaster::new(sentinel_client(sentinels, master)?, config);
+            // Like the other topologies, start only once the master answers.
+            m.get().await.map_err(backend)?;
+            Ok(Connection::sentinel(
+                m,
                 r.breaker.clone(),
                 r.command_deadline,
             ))

@@ -56,6 +56,7 @@
 
 use crate::Connection;
 use crate::keys::{self, TemplateKeys};
+use crate::replica_wait::ReplicaWait;
 use crate::{backend, scripts};
 use stampede_core::claim_ports::{ClaimLogStore, ClaimRecord};
 use stampede_core::ports::StoreError;
@@ -138,6 +139,8 @@ pub struct Persister {
     batch: usize,
     lease: Duration,
     hinted: Option<Hinted>,
+    /// Replicas that must hold log entries before they go to MySQL (see `replica_wait`).
+    replica_wait: Option<ReplicaWait>,
 }
 
 impl std::fmt::Debug for Persister {
@@ -221,7 +224,16 @@ impl Persister {
             batch: batch.max(1),
             lease: DEFAULT_LEASE,
             hinted: None,
+            replica_wait: None,
         }
+    }
+
+    /// Copies log entries to MySQL only once `wait`'s replicas hold them: an entry a
+    /// failover then loses cannot already be a coupon in MySQL whose stock the new master
+    /// never took (which would let it sell that coupon twice).
+    pub fn with_replica_wait(mut self, wait: Option<ReplicaWait>) -> Self {
+        self.replica_wait = wait;
+        self
     }
 
     /// Between full sweeps (one every `sweep`), visits only the logs in `hints`: give the
@@ -465,6 +477,15 @@ impl Persister {
             let Some(b) = self.read_after(t, k, &from).await? else {
                 break;
             };
+            if let Some(wait) = self.replica_wait {
+                // Renewing the lease is a write on this connection after the read, so the
+                // `WAIT` covers every entry read (replication keeps the master's order).
+                let conn = self.conn.pinned().await.map_err(backend)?;
+                if !self.acquire_on(&conn, k).await? {
+                    break;
+                }
+                wait.confirm(&conn).await?;
+            }
             let n = b.records.len();
             self.log_store.insert_claimed(&b.records).await?;
             let count = i64::try_from(n).map_err(|_| corrupt(t, &b.to, "batch too large"))?;
@@ -585,7 +606,11 @@ impl Persister {
     }
 
     async fn acquire(&self, k: &TemplateKeys) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
+        self.acquire_on(&self.conn, k).await
+    }
+
+    async fn acquire_on(&self, conn: &Connection, k: &TemplateKeys) -> Result<bool, StoreError> {
+        let mut conn = conn.clone();
         let ours: i64 = scripts::LEASE_ACQUIRE
             .key(&k.lease)
             .arg(&self.node_id)

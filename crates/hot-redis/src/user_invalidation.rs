@@ -84,7 +84,7 @@ impl UserInvalidation {
         F: Fn(Vec<UserId>) + Send + Sync + 'static,
         G: Fn() + Send + Sync + 'static,
     {
-        let clients = urls.into().clients()?;
+        let dialer = urls.into().dialer()?;
         let on_payload = move |payload: &[u8]| match parse(payload) {
             Some((tag, _)) if tag == node_tag => {}
             Some((_, users)) => on_users(users),
@@ -94,7 +94,7 @@ impl UserInvalidation {
             ),
         };
         Ok(crate::invalidation::run_subscriber(
-            clients,
+            dialer,
             keys::user_invalidation_channel(prefix),
             on_payload,
             on_subscribed,

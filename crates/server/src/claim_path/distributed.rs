@@ -45,7 +45,8 @@ pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::R
     let hints = Arc::new(ClaimLogHints::default());
     let hot: Arc<dyn HotState> = Arc::new(
         RedisHotState::from_manager(conn.clone(), &r.prefix, s.coupons.clone())
-            .with_hints(hints.clone()),
+            .with_hints(hints.clone())
+            .with_replica_wait(r.replica_wait()),
     );
     // Every user change this node commits is broadcast to the other nodes' quote caches.
     let (user_tx, user_rx) = tokio::sync::mpsc::channel(USER_BROADCAST_QUEUE);
@@ -73,7 +74,8 @@ pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::R
         services.node.to_string(),
         r.persister_batch,
     )
-    .with_hints(hints, r.persister_sweep);
+    .with_hints(hints, r.persister_sweep)
+    .with_replica_wait(r.replica_wait());
     Ok(ClaimPath {
         catalog: catalog.clone(),
         hot,
@@ -97,13 +99,14 @@ pub(super) async fn build(settings: &Settings, services: &Services) -> anyhow::R
     })
 }
 
-/// Where this node's pub/sub subscribers connect (any node of a cluster serves).
-fn subscribe_urls(settings: &Settings) -> Vec<String> {
+/// Where this node's pub/sub subscribers connect (any node of a cluster serves; under
+/// Sentinel, the master of the moment).
+fn subscribe_urls(settings: &Settings) -> stampede_hot_redis::Seeds {
     settings
         .redis
         .topology()
-        .map(|t| t.subscribe_urls())
-        .unwrap_or_else(|_| vec![settings.redis.url.clone()])
+        .map(|t| t.subscribe_seeds())
+        .unwrap_or_else(|_| stampede_hot_redis::Seeds::Urls(vec![settings.redis.url.clone()]))
 }
 
 /// User ids waiting to be broadcast; beyond it they are dropped (and counted), and the
@@ -140,7 +143,14 @@ fn user_subscriber(settings: &Settings, node_tag: u64, cache: Arc<UserCouponCach
             });
         };
         let on_subscribed = move || cache.invalidate_all();
-        match UserInvalidation::subscribe(url, &prefix, node_tag, on_users, on_subscribed, token) {
+        match UserInvalidation::subscribe(
+            url.clone(),
+            &prefix,
+            node_tag,
+            on_users,
+            on_subscribed,
+            token,
+        ) {
             Ok(fut) => Box::pin(fut),
             Err(e) => {
                 tracing::error!(error = %e, "cannot subscribe to user invalidations");
@@ -160,7 +170,7 @@ fn shop_subscriber(settings: &Settings, discovery: Arc<Discovery>) -> Background
         let on_shop = move |shop| d.changed(shop);
         let d = discovery.clone();
         let on_subscribed = move || d.forget_all();
-        match Invalidation::subscribe_shops(url, &prefix, on_shop, on_subscribed, token) {
+        match Invalidation::subscribe_shops(url.clone(), &prefix, on_shop, on_subscribed, token) {
             Ok(fut) => Box::pin(fut),
             Err(e) => {
                 tracing::error!(error = %e, "cannot subscribe to shop invalidations");
@@ -191,7 +201,7 @@ fn invalidation_subscriber(settings: &Settings, catalog: Arc<Catalog>) -> Backgr
             });
         };
         match Invalidation::subscribe_with_catch_up(
-            url,
+            url.clone(),
             &prefix,
             on_invalidate,
             on_subscribed,

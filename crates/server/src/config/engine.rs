@@ -83,18 +83,31 @@ pub enum RedisMode {
     Single,
     /// A Redis Cluster; `redis.urls` are seed nodes (any subset of the cluster).
     Cluster,
+    /// A master found through Sentinel: `redis.urls` are the sentinels, `redis.sentinel_master`
+    /// the name they monitor it under; the node follows a failover.
+    Sentinel,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisSettings {
-    /// `single` (default) or `cluster`.
+    /// `single` (default), `cluster` or `sentinel`.
     pub mode: RedisMode,
     /// Distributed mode's hot store (stock, per-user counts, claim logs, invalidations), in
     /// `single` mode.
     pub url: String,
-    /// Cluster seed nodes (`cluster`); in `single` mode, one URL that overrides `url`.
+    /// Cluster seed nodes (`cluster`), sentinels (`sentinel`); in `single` mode, one URL
+    /// that overrides `url`.
     pub urls: Vec<String>,
+    /// The master's name in Sentinel (`sentinel` mode).
+    pub sentinel_master: Option<String>,
+    /// Replicas that must hold a claim before it is acknowledged (`WAIT`), and that must
+    /// hold claim-log entries before a persister copies them to MySQL. 0 (default): none,
+    /// so a failover can lose the last acknowledged claims. Single and sentinel modes.
+    pub wait_replicas: u32,
+    /// How long a claim waits for `wait_replicas` before it answers `OUTCOME_UNKNOWN`.
+    #[serde(rename = "wait_timeout_ms", with = "units::millis")]
+    pub wait_timeout: Duration,
     /// Prefix of every key and channel, so several deployments (or tests) share a server.
     pub prefix: String,
     /// Claim-log entries a persister writes to MySQL per transaction.
@@ -115,6 +128,9 @@ impl Default for RedisSettings {
             mode: RedisMode::Single,
             url: "redis://127.0.0.1:6379".into(),
             urls: Vec::new(),
+            sentinel_master: None,
+            wait_replicas: 0,
+            wait_timeout: Duration::from_millis(100),
             prefix: "stampede".into(),
             persister_batch: 2_000,
             persister_interval: Duration::from_millis(20),
@@ -140,12 +156,41 @@ impl RedisSettings {
                 anyhow::bail!("redis.mode = \"cluster\" needs redis.urls (seed nodes)")
             }
             RedisMode::Cluster => Ok(RedisTopology::Cluster(self.urls.clone())),
+            RedisMode::Sentinel => {
+                let Some(master) = self.sentinel_master.clone().filter(|m| !m.is_empty()) else {
+                    anyhow::bail!("redis.mode = \"sentinel\" needs redis.sentinel_master");
+                };
+                if self.urls.is_empty() {
+                    anyhow::bail!("redis.mode = \"sentinel\" needs redis.urls (the sentinels)");
+                }
+                Ok(RedisTopology::Sentinel {
+                    sentinels: self.urls.clone(),
+                    master,
+                })
+            }
         }
     }
 
-    /// The checks of [`Self::topology`], at load.
+    /// What the claim path and the persisters wait for (`wait_replicas`), if anything.
+    pub fn replica_wait(&self) -> Option<stampede_hot_redis::ReplicaWait> {
+        (self.wait_replicas > 0).then_some(stampede_hot_redis::ReplicaWait {
+            replicas: self.wait_replicas,
+            timeout: self.wait_timeout,
+        })
+    }
+
+    /// The checks of [`Self::topology`] and the replica wait, at load.
     pub fn check(&self) -> anyhow::Result<()> {
-        self.topology().map(|_| ())
+        self.topology()?;
+        if self.wait_replicas > 0 && self.mode == RedisMode::Cluster {
+            anyhow::bail!(
+                "redis.wait_replicas is for single and sentinel modes (a cluster routes WAIT to no particular master)"
+            );
+        }
+        if self.wait_replicas > 0 && self.wait_timeout.is_zero() {
+            anyhow::bail!("redis.wait_timeout_ms must be positive when redis.wait_replicas is set");
+        }
+        Ok(())
     }
 }
 
@@ -176,8 +221,26 @@ mod tests {
         );
         r.urls.clear();
         assert!(r.check().is_err(), "a cluster needs seed nodes");
-        let parsed: Result<RedisSettings, _> =
-            serde_json::from_str(r#"{"mode": "sentinel", "urls": ["redis://s:26379"]}"#);
-        assert!(parsed.is_err(), "sentinel is not a mode yet");
+        r.urls = vec!["redis://10.0.0.1:6379".into()];
+        r.wait_replicas = 1;
+        assert!(r.check().is_err(), "WAIT on a cluster");
+        r.mode = RedisMode::Sentinel;
+        assert!(r.check().is_err(), "sentinel needs a master name");
+        r.sentinel_master = Some("hot".into());
+        assert_eq!(
+            r.topology().ok(),
+            Some(RedisTopology::Sentinel {
+                sentinels: r.urls.clone(),
+                master: "hot".into()
+            })
+        );
+        assert!(r.check().is_ok());
+        assert_eq!(r.replica_wait().map(|w| w.replicas), Some(1));
+        r.wait_timeout = Duration::ZERO;
+        assert!(r.check().is_err());
+        let parsed: Result<RedisSettings, _> = serde_json::from_str(
+            r#"{"mode": "sentinel", "urls": ["redis://s:26379"], "sentinel_master": "hot"}"#,
+        );
+        assert!(parsed.is_ok_and(|p| p.mode == RedisMode::Sentinel));
     }
 }

@@ -69,6 +69,22 @@ pub fn redis_cluster() -> Option<Vec<String>> {
     (!urls.is_empty()).then_some(urls)
 }
 
+/// The sentinels and master name of the Sentinel group the distributed suite runs on, when
+/// `STAMPEDE_TEST_REDIS_SENTINEL` names one (`scripts/redis-sentinel.sh` starts a private
+/// group: master, replica, three sentinels).
+pub fn redis_sentinel() -> Option<(Vec<String>, String)> {
+    let sentinels: Vec<String> = std::env::var("STAMPEDE_TEST_REDIS_SENTINEL")
+        .ok()?
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let master =
+        std::env::var("STAMPEDE_TEST_REDIS_SENTINEL_MASTER").unwrap_or_else(|_| "stampede".into());
+    (!sentinels.is_empty()).then_some((sentinels, master))
+}
+
 pub fn mysql_base() -> String {
     std::env::var("STAMPEDE_TEST_MYSQL_URL")
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
@@ -106,6 +122,12 @@ pub fn test_settings(dir: &std::path::Path, workers: bool) -> (Settings, Vec<Str
         if let Some(seeds) = redis_cluster() {
             s.redis.mode = stampede_server::config::RedisMode::Cluster;
             s.redis.urls = seeds;
+        } else if let Some((sentinels, master)) = redis_sentinel() {
+            // The recommended Sentinel settings: acknowledged only once a replica holds it.
+            s.redis.mode = stampede_server::config::RedisMode::Sentinel;
+            s.redis.urls = sentinels;
+            s.redis.sentinel_master = Some(master);
+            s.redis.wait_replicas = 1;
         }
         // `app.drain()` must see every log: a hinted pass finds none when the background
         // pass of the same persister took the hints first, so the tests sweep every pass

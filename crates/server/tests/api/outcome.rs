@@ -113,6 +113,7 @@ async fn distributed_app(proxy: &LossyProxy) -> TestApp {
     // The proxy stands in front of one Redis, whatever the suite's topology.
     s.redis.mode = stampede_server::config::RedisMode::Single;
     s.redis.urls = Vec::new();
+    s.redis.wait_replicas = 0;
     s.redis.url = format!("redis://127.0.0.1:{}", proxy.port);
     spawn_app_from(dir, s, urls).await
 }
