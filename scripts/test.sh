@@ -16,7 +16,8 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 ./scripts/services.sh
 # A private 3-master Redis Cluster for the cluster runs below (never the shared Redis). The
-# hot-redis crate's cluster tests read its seeds from the environment; the other distributed
+# hot-redis crate's cluster tests and the three-node test (crates/server/tests/multinode.rs)
+# read its seeds from the environment; the other distributed
 # runs unset it to use the single Redis.
 eval "$(./scripts/redis-cluster.sh start)"
 stop_private() {
