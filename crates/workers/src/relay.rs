@@ -72,7 +72,13 @@ pub struct OutboxRelay {
     config: RelayConfig,
     /// The current backoff and the epoch ms before which no step publishes.
     backoff: Mutex<(Duration, i64)>,
+    /// Epoch ms of the next step that visits every partition to purge (others skip the
+    /// partitions with nothing to publish).
+    next_purge: std::sync::atomic::AtomicI64,
 }
+
+/// How often a relay visits idle partitions to purge what their retention let go.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
 
 impl OutboxRelay {
     pub fn new(
@@ -87,6 +93,7 @@ impl OutboxRelay {
             clock,
             config,
             backoff: Mutex::new((Duration::ZERO, 0)),
+            next_purge: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -172,9 +179,26 @@ impl Job for OutboxRelay {
         let until = now
             .checked_add(jiff::SignedDuration::try_from(self.config.lease).unwrap_or_default())
             .unwrap_or(now);
+        // An idle partition costs one read, not a lease write, except on a purge step.
+        let every = PURGE_EVERY.min(self.config.retention.max(Duration::from_secs(1)));
+        let purge_due = now_ms >= self.next_purge.load(std::sync::atomic::Ordering::Relaxed);
+        if purge_due {
+            let next = now_ms.saturating_add(i64::try_from(every.as_millis()).unwrap_or(i64::MAX));
+            self.next_purge
+                .store(next, std::sync::atomic::Ordering::Relaxed);
+        }
         // The step counts the busiest partition: a full batch anywhere runs the next at once.
         let mut busiest = 0;
         for partition in 0..self.outbox.outbox_partitions() {
+            if !purge_due
+                && self
+                    .outbox
+                    .unpublished_events(partition, 1)
+                    .await?
+                    .is_empty()
+            {
+                continue;
+            }
             // Another node's partition is its to publish.
             let leased = self
                 .outbox
@@ -222,6 +246,8 @@ mod tests {
     struct Outbox(
         Mutex<Vec<Vec<Row>>>,
         Mutex<std::collections::HashMap<u32, (String, jiff::Timestamp)>>,
+        /// Lease calls (writes in a real store).
+        std::sync::atomic::AtomicUsize,
     );
 
     impl Outbox {
@@ -244,7 +270,7 @@ mod tests {
                         .collect()
                 })
                 .collect();
-            Self(Mutex::new(parts), Mutex::default())
+            Self(Mutex::new(parts), Mutex::default(), Default::default())
         }
 
         fn unpublished(&self) -> usize {
@@ -289,6 +315,7 @@ mod tests {
             now: jiff::Timestamp,
             until: jiff::Timestamp,
         ) -> Result<Option<stampede_core::event_ports::PartitionLease>, StoreError> {
+            self.2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut held = self.1.lock().unwrap();
             let free = match held.get(&p) {
                 Some((o, u)) => o == owner || *u <= now,
@@ -475,6 +502,48 @@ mod tests {
             broker.stored.lock().unwrap().clone(),
             vec!["e0-1", "e0-2", "e0-3", "e0-4"]
         );
+    }
+
+    #[tokio::test]
+    async fn idle_partitions_cost_a_read_not_a_lease_until_a_purge_step() {
+        let outbox = Arc::new(Outbox::with(3, 2));
+        let broker = Arc::new(Broker::default());
+        let clock = FixedClock::at_ms(1_000_000);
+        let r = relay(outbox.clone(), broker.clone(), clock.clone());
+        r.run_once().await.unwrap();
+        assert_eq!(outbox.unpublished(), 0);
+        let leases = |o: &Outbox| o.2.load(Ordering::Relaxed);
+        let after_first = leases(&outbox);
+        assert_eq!(after_first, 3, "the first step visits every partition");
+        for _ in 0..10 {
+            clock.advance_ms(1_000);
+            r.run_once().await.unwrap();
+        }
+        assert_eq!(
+            leases(&outbox),
+            after_first,
+            "nothing to publish: no lease taken"
+        );
+        // New events on one partition: that one is leased and published.
+        outbox.0.lock().unwrap()[1].push((
+            3,
+            OutboxEvent {
+                id: "e1-3".into(),
+                kind: "coupon.claimed".into(),
+                aggregate_id: 3,
+                payload: "{}".into(),
+                created_at_ms: 3,
+                traceparent: None,
+            },
+            None,
+        ));
+        r.run_once().await.unwrap();
+        assert_eq!(leases(&outbox), after_first + 1);
+        assert_eq!(outbox.unpublished(), 0);
+        // A minute on, a purge step visits them all again.
+        clock.advance_ms(60_000);
+        r.run_once().await.unwrap();
+        assert_eq!(leases(&outbox), after_first + 4);
     }
 
     #[tokio::test]
