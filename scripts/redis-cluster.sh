@@ -5,6 +5,9 @@
 #   eval "$(scripts/redis-cluster.sh start)"   # exports STAMPEDE_TEST_REDIS_CLUSTER (seed URLs,
 #                                              # comma-separated) and REDIS_CLUSTER_DIR
 #   scripts/redis-cluster.sh stop "$REDIS_CLUSTER_DIR"
+#
+# Durability: AOF with appendfsync always (the recommended production setting), unless
+# REDIS_CLUSTER_AOF=no (benchmarks comparing with a Redis that runs without persistence).
 set -euo pipefail
 cmd="${1:-}"
 redis_server=$(command -v redis-server || echo /usr/bin/redis-server)
@@ -24,8 +27,9 @@ case "$cmd" in
       done
       mkdir -p "$dir/$p"
       "$redis_server" --port "$p" --bind 127.0.0.1 --dir "$dir/$p" --cluster-enabled yes \
-        --cluster-config-file nodes.conf --cluster-node-timeout 2000 --appendonly yes \
-        --appendfsync always --save '' --daemonize yes --pidfile "$dir/$p/redis.pid" \
+        --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+        --appendonly "${REDIS_CLUSTER_AOF:-yes}" --appendfsync always --save '' \
+        --daemonize yes --pidfile "$dir/$p/redis.pid" \
         --logfile "$dir/$p/redis.log" >&2
       ports+=("$p")
     done
