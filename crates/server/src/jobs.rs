@@ -85,9 +85,18 @@ pub async fn runner(inputs: JobInputs<'_>) -> anyhow::Result<Runner> {
         })
         .await
         .context("events.nats_url")?;
+        let publisher = Arc::new(publisher);
+        // The stream exists from the start, so consumers can bind before the first event; a
+        // broker that is down now gets it at the first publish instead.
+        let ensure = publisher.clone();
+        tokio::spawn(async move {
+            if let Err(e) = ensure.ensure_stream().await {
+                tracing::warn!(error = %e, "could not create the event stream yet; the first publish will");
+            }
+        });
         runner.register(Arc::new(OutboxRelay::new(
             stores.outbox.clone(),
-            Arc::new(publisher),
+            publisher,
             services.clock.clone(),
             RelayConfig {
                 batch: e.relay_batch,

@@ -119,6 +119,19 @@ async fn assert_once_each(reader: &NatsSettings, coupons: &[String], why: &str) 
 #[tokio::test]
 async fn every_claim_reaches_the_stream_once_as_a_cloudevent() {
     let (app, reader) = app_on(&nats_url()).await;
+    // The stream is created at start, before any event: consumers can bind to it at once.
+    let p = NatsPublisher::connect(reader.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut created = false;
+    for _ in 0..50 {
+        if p.jetstream().get_stream(&reader.stream).await.is_ok() {
+            created = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(created, "stream {} created at start", reader.stream);
     let t = open_sale(&app).await;
     let coupons = claim_all(&app, &t, 1..31).await;
     app.drain().await;
