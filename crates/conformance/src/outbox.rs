@@ -37,15 +37,19 @@ macro_rules! outbox_store_suite {
 /// use, so the scenarios below see only the claims they make (not `template.created`).
 pub(crate) async fn set_aside_earlier_events(s: &dyn SystemOfRecord) {
     for p in 0..s.outbox_partitions() {
-        let seqs: Vec<i64> = s
-            .unpublished_events(p, 1_000)
-            .await
-            .unwrap()
-            .iter()
-            .map(|(seq, _)| *seq)
-            .collect();
+        let seqs = unpublished_seqs(s, p).await;
         s.mark_published(p, &seqs, 1_000_000).await.unwrap();
     }
+}
+
+/// The write positions of partition `p`'s unpublished events, in order.
+async fn unpublished_seqs(s: &dyn SystemOfRecord, p: u32) -> Vec<i64> {
+    s.unpublished_events(p, 1_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(seq, _)| *seq)
+        .collect()
 }
 
 /// 60 claims by 60 users (spread over every shard), committed in three batches.
@@ -110,8 +114,7 @@ pub async fn marking_is_idempotent_and_drains_the_backlog(f: &dyn StoreFixture) 
     assert_eq!(s.outbox_backlog().await.unwrap().events, 60);
     let mut marked = 0;
     for p in 0..s.outbox_partitions() {
-        let events = s.unpublished_events(p, 1_000).await.unwrap();
-        let seqs: Vec<i64> = events.iter().map(|(seq, _)| *seq).collect();
+        let seqs = unpublished_seqs(&*s, p).await;
         // The first half, then all of it: the first half is not marked twice.
         let half = &seqs[..seqs.len() / 2];
         marked += s.mark_published(p, half, 1_000).await.unwrap();
@@ -137,13 +140,7 @@ pub async fn purging_takes_only_published_events_older_than_the_cut(f: &dyn Stor
     let s = f.store();
     let mut published = 0;
     for p in 0..s.outbox_partitions() {
-        let seqs: Vec<i64> = s
-            .unpublished_events(p, 1_000)
-            .await
-            .unwrap()
-            .iter()
-            .map(|(seq, _)| *seq)
-            .collect();
+        let seqs = unpublished_seqs(&*s, p).await;
         // Two thirds published: the first third long ago, the second third just now.
         let third = seqs.len() / 3;
         s.mark_published(p, &seqs[..third], 1_000).await.unwrap();

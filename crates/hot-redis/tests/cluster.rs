@@ -126,17 +126,9 @@ fn nodes(port: u16) -> Vec<Node> {
 /// reshard` does: IMPORTING/MIGRATING, `MIGRATE` in small batches (so claims run against a
 /// slot whose keys are split between two nodes), then `SETSLOT … NODE` on every master.
 fn migrate_slot(slot: u16) -> String {
-    let seed: u16 = redis_cluster()[0]
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let seed = seed_port();
     let all = nodes(seed);
-    let source = all
-        .iter()
-        .find(|n| n.master && n.slots.iter().any(|&(a, b)| a <= slot && slot <= b))
-        .expect("the slot's master");
+    let source = master_of(&all, slot).expect("the slot's master");
     let target = all
         .iter()
         .find(|n| n.master && n.id != source.id)
@@ -181,18 +173,25 @@ fn migrate_slot(slot: u16) -> String {
     target.id.clone()
 }
 
-/// The id of the master serving `slot` now.
-fn owner(slot: u16) -> String {
-    let seed: u16 = redis_cluster()[0]
+/// The port of the first seed node.
+fn seed_port() -> u16 {
+    redis_cluster()[0]
         .rsplit(':')
         .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    nodes(seed)
-        .into_iter()
+        .and_then(|p| p.parse().ok())
+        .expect("a seed URL ends with its port")
+}
+
+/// The master serving `slot` in `all`.
+fn master_of(all: &[Node], slot: u16) -> Option<&Node> {
+    all.iter()
         .find(|n| n.master && n.slots.iter().any(|&(a, b)| a <= slot && slot <= b))
-        .map(|n| n.id)
+}
+
+/// The id of the master serving `slot` now.
+fn owner(slot: u16) -> String {
+    master_of(&nodes(seed_port()), slot)
+        .map(|n| n.id.clone())
         .expect("a master serves every slot")
 }
 
@@ -212,12 +211,7 @@ async fn claims_stay_exact_while_their_templates_slot_moves_to_another_master() 
         ClaimOutcome::Claimed(_)
     ));
     let before_slot: u16 = {
-        let seed: u16 = redis_cluster()[0]
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let seed = seed_port();
         redis::cmd("CLUSTER")
             .arg("KEYSLOT")
             .arg(format!("{}:{{tpl:7001}}:meta", prefix.0))

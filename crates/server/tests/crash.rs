@@ -15,8 +15,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[allow(dead_code)] // the list helper is for the three-node test
 mod common;
-use common::token;
+use common::{create_template, token};
 
 const SECRET: &str = "crash-secret-crash-secret-crash-secret-0123456";
 
@@ -27,30 +28,6 @@ fn start(config: &std::path::Path) -> (common::Server, String) {
 }
 
 /// Creates a template through the API; its id.
-async fn create_template(
-    client: &reqwest::Client,
-    base: &str,
-    token: &str,
-    body: &Value,
-) -> String {
-    let created: Value = client
-        .post(format!("{base}/api/v1/merchant/templates"))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    created["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{created}"))
-        .to_owned()
-}
-
-/// Writes the config (embedded, or distributed when `STAMPEDE_TEST_BACKEND` is MySQL) plus
-/// `extra` TOML; returns its path, whether it is distributed, and the databases to drop.
 fn write_config(
     dir: &std::path::Path,
     tag: u64,

@@ -28,12 +28,7 @@ const USERS: u64 = 900;
 const LIMIT: u64 = 2;
 
 fn cluster_seeds() -> Vec<String> {
-    let seeds: Vec<String> = std::env::var("STAMPEDE_TEST_REDIS_CLUSTER")
-        .unwrap_or_default()
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let seeds = common::env_list("STAMPEDE_TEST_REDIS_CLUSTER");
     assert!(
         !seeds.is_empty(),
         "needs a Redis Cluster: eval \"$(scripts/redis-cluster.sh start)\" sets \
@@ -191,25 +186,13 @@ async fn three_nodes_race_one_dies_and_every_claim_is_published_once_in_per_user
 
     let now = Timestamp::now();
     let merchant = token(&tokens, Role::Merchant, "1", Some(7));
-    let created: Value = client
-        .post(format!("{}/api/v1/merchant/templates", bases[0]))
-        .bearer_auth(&merchant)
-        .json(&json!({
-            "name": "Three-node sale", "kind": "fixed", "amount_off": 100,
-            "stock_total": STOCK, "per_user_limit": LIMIT,
-            "claim_start": (now - SignedDuration::from_secs(1)).to_string(),
-            "claim_end": (now + SignedDuration::from_hours(1)).to_string(), "validity_hours": 24
-        }))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let template = created["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{created}"))
-        .to_owned();
+    let body = json!({
+        "name": "Three-node sale", "kind": "fixed", "amount_off": 100,
+        "stock_total": STOCK, "per_user_limit": LIMIT,
+        "claim_start": (now - SignedDuration::from_secs(1)).to_string(),
+        "claim_end": (now + SignedDuration::from_hours(1)).to_string(), "validity_hours": 24
+    });
+    let template = common::create_template(&client, &bases[0], &merchant, &body).await;
 
     // 48 clients; each user claims LIMIT times in turn, spread over the nodes.
     let acked: Acked = Arc::new(Mutex::new(BTreeMap::new()));

@@ -59,13 +59,7 @@ pub fn backend() -> TestBackend {
 /// `STAMPEDE_TEST_REDIS_CLUSTER` names one (comma-separated URLs; `scripts/redis-cluster.sh`
 /// starts a private one); otherwise the distributed suite uses the single Redis.
 pub fn redis_cluster() -> Option<Vec<String>> {
-    let seeds = std::env::var("STAMPEDE_TEST_REDIS_CLUSTER").ok()?;
-    let urls: Vec<String> = seeds
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let urls = crate::common::env_list("STAMPEDE_TEST_REDIS_CLUSTER");
     (!urls.is_empty()).then_some(urls)
 }
 
@@ -73,13 +67,7 @@ pub fn redis_cluster() -> Option<Vec<String>> {
 /// `STAMPEDE_TEST_REDIS_SENTINEL` names one (`scripts/redis-sentinel.sh` starts a private
 /// group: master, replica, three sentinels).
 pub fn redis_sentinel() -> Option<(Vec<String>, String)> {
-    let sentinels: Vec<String> = std::env::var("STAMPEDE_TEST_REDIS_SENTINEL")
-        .ok()?
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let sentinels = crate::common::env_list("STAMPEDE_TEST_REDIS_SENTINEL");
     let master =
         std::env::var("STAMPEDE_TEST_REDIS_SENTINEL_MASTER").unwrap_or_else(|_| "stampede".into());
     (!sentinels.is_empty()).then_some((sentinels, master))

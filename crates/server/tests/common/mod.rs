@@ -140,3 +140,37 @@ pub fn token(
         .mint(&p, jiff::SignedDuration::from_hours(1))
         .unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// `POST /api/v1/merchant/templates` with `body` on `base`; the new template's id.
+pub async fn create_template(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> String {
+    let created: serde_json::Value = client
+        .post(format!("{base}/api/v1/merchant/templates"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    created["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_owned()
+}
+
+/// The comma-separated list in environment variable `name` (empty when unset).
+pub fn env_list(name: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
