@@ -60,6 +60,8 @@ TOML
     --warmup 2s 2>/dev/null | grep -vE '^\{' || true
   kill "$server"; wait "$server" 2>/dev/null || true; server=
   for i in 0 1; do mariadb -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS \`${tag}_$i\`"; done
+  # The single-Redis runs leave their keys on the shared Redis (the cluster is thrown away).
+  redis-cli --scan --pattern "$tag*" | xargs -r -n 500 redis-cli del >/dev/null
 }
 
 for templates in 1 10; do
