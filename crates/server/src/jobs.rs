@@ -65,6 +65,15 @@ pub async fn runner(inputs: JobInputs<'_>) -> anyhow::Result<Runner> {
         interval: w.purge_interval,
         retention: w.idempotency_retention,
     }));
+    // Every partition's gauges exist from the start (the dashboard reads them), at 0 until
+    // the first observation.
+    for p in 0..stores.outbox.outbox_partitions() {
+        let label = p.to_string();
+        metrics::gauge!(stampede_workers::OUTBOX_PARTITION_BACKLOG, "partition" => label.clone())
+            .set(0.0);
+        metrics::gauge!(stampede_workers::OUTBOX_PARTITION_OLDEST_AGE, "partition" => label)
+            .set(0.0);
+    }
     runner.register(Arc::new(ObserveOutbox {
         coupons: stores.coupons.clone(),
         relay_enabled: settings.events.nats_url.is_some(),

@@ -16,7 +16,10 @@ mod runner;
 mod seen;
 
 pub use distribution::{DistributionRunner, RunEnd, RunnerConfig};
-pub use jobs::{EndTemplates, ObserveOutbox, PurgeIdempotencyKeys, ReleaseExpiredLocks};
+pub use jobs::{
+    EndTemplates, OUTBOX_PARTITION_BACKLOG, OUTBOX_PARTITION_OLDEST_AGE, ObserveOutbox,
+    PurgeIdempotencyKeys, ReleaseExpiredLocks,
+};
 pub use notify::{NotifyConfig, NotifyDistributions};
 pub use relay::{OutboxRelay, RelayConfig};
 pub use reminder_notify::{EmailConfig, EmailNotifier, WebhookConfig, WebhookNotifier};
