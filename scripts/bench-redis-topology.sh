@@ -22,7 +22,7 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. scripts/lib/private.sh
 
 run() { # TOPOLOGY TEMPLATES
   local topology=$1 templates=$2 tag port redis_cfg

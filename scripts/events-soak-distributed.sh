@@ -15,11 +15,10 @@ outage="${2:-30}"
 target="${CARGO_TARGET_DIR:-target}"
 cargo build --release --quiet -p stampede-server -p stampede-bench
 bin="$target/release/stampede"; bench="$target/release/stampede-bench"
-nats=$(command -v nats-server || echo /usr/sbin/nats-server)
 secret="soak-secret-soak-secret-soak-secret-0123456789"
 dir=$(mktemp -d)
 tag="stampede_soak_$(date +%s)"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. scripts/lib/private.sh
 nport=$(free_port); mport=$(free_port)
 pids=()
 cleanup() {
@@ -29,20 +28,8 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
-start_nats() {
-  "$nats" -js -a 127.0.0.1 -p "$nport" -m "$mport" -sd "$dir/nats" >>"$dir/nats.log" 2>&1 &
-  nats_pid=$!; pids+=("$nats_pid")
-  for _ in $(seq 100); do curl -fs "127.0.0.1:$mport/healthz" >/dev/null && return; sleep 0.1; done
-  echo "nats-server did not start"; exit 1
-}
 metric() { # metric PORT NAME: that node's current value
   curl -fs "127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m { print $2 }'
-}
-stream_messages() {
-  curl -fs "127.0.0.1:$mport/jsz?streams=true" | python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-print(sum(s["state"]["messages"] for a in d.get("account_details", []) for s in a.get("stream_detail", []) if s["name"] == "SOAK"))'
 }
 
 start_nats
@@ -108,7 +95,7 @@ for n in 0 1 2; do
 done
 templates=12
 backlog=$(metric "${ports[0]}" stampede_outbox_backlog_events)
-messages=$(stream_messages)
+messages=$(stream_messages SOAK)
 echo "claims acknowledged: $claimed; templates: $templates; stream messages: $messages; outbox backlog: $backlog"
 echo "broker down $((up_at - down_at)) s; backlog drained $((drained_at - up_at)) s after it came back"
 for n in 0 1 2; do

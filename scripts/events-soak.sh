@@ -16,27 +16,14 @@ target="${CARGO_TARGET_DIR:-target}"
 cargo build --release --quiet -p stampede-server -p stampede-bench
 bin="$target/release/stampede"
 bench="$target/release/stampede-bench"
-nats=$(command -v nats-server || echo /usr/sbin/nats-server)
 dir=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. scripts/lib/private.sh
 port=$(free_port); nport=$(free_port); mport=$(free_port)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$dir"; }
 trap cleanup EXIT
-start_nats() {
-  "$nats" -js -a 127.0.0.1 -p "$nport" -m "$mport" -sd "$dir/nats" >>"$dir/nats.log" 2>&1 &
-  nats_pid=$!; pids+=("$nats_pid")
-  for _ in $(seq 100); do curl -fs "127.0.0.1:$mport/healthz" >/dev/null && return; sleep 0.1; done
-  echo "nats-server did not start"; exit 1
-}
 metric() { # metric NAME [LABELS]: the server's current value
   curl -fs "127.0.0.1:$port/metrics" | awk -v m="$1${2:-}" '$1 == m { print $2 }'
-}
-stream_messages() {
-  curl -fs "127.0.0.1:$mport/jsz?streams=true" | python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-print(sum(s["state"]["messages"] for a in d.get("account_details", []) for s in a.get("stream_detail", []) if s["name"] == "SOAK"))'
 }
 
 start_nats
@@ -70,7 +57,7 @@ done
 drained_at=$(date +%s)
 claimed=$(metric stampede_claims_total '{outcome="claimed"}')
 backlog=$(metric stampede_outbox_backlog_events)
-messages=$(stream_messages)
+messages=$(stream_messages SOAK)
 echo "claims acknowledged: $claimed; templates: $templates; stream messages: $messages; outbox backlog: $backlog"
 echo "broker down $((up_at - down_at)) s; backlog drained $((drained_at - up_at)) s after it came back"
 echo "publish errors: $(curl -fs "127.0.0.1:$port/metrics" | grep '^stampede_outbox_publish_errors_total' | tr '\n' ' ')"

@@ -13,7 +13,7 @@ cmd="${1:-}"
 redis_server=$(command -v redis-server || echo /usr/bin/redis-server)
 redis_cli=$(command -v redis-cli || echo /usr/bin/redis-cli)
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$(dirname "$0")/lib/private.sh"
 
 case "$cmd" in
   start)
@@ -53,11 +53,7 @@ case "$cmd" in
     ;;
   stop)
     dir="${2:?usage: redis-cluster.sh stop DIR}"
-    for pidfile in "$dir"/*/redis.pid; do
-      [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
-    done
-    sleep 0.2
-    rm -rf "$dir"
+    stop_redis_dir "$dir"
     ;;
   *)
     echo "usage: redis-cluster.sh start | stop DIR" >&2

@@ -16,7 +16,7 @@ redis_server=$(command -v redis-server || echo /usr/bin/redis-server)
 redis_cli=$(command -v redis-cli || echo /usr/bin/redis-cli)
 name=stampede
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$(dirname "$0")/lib/private.sh"
 up() { for _ in $(seq 100); do "$redis_cli" -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.05; done; return 1; }
 
 data_node() { # PORT DIR [args…]: one data node, AOF always, daemonized
@@ -77,11 +77,7 @@ CONF
     ;;
   stop)
     dir="${2:?usage: redis-sentinel.sh stop DIR}"
-    for pidfile in "$dir"/*/redis.pid; do
-      [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
-    done
-    sleep 0.2
-    rm -rf "$dir"
+    stop_redis_dir "$dir"
     ;;
   *)
     echo "usage: redis-sentinel.sh start | stop DIR" >&2
